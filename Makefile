@@ -1,0 +1,36 @@
+# ade: Apple Automated Device Enrollment inside PostgreSQL (PGXS)
+EXTENSION = ade
+EXTVERSION = 0.1
+
+MODULE_big = ade
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+DATA = $(wildcard sql/ade--*.sql)
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/src
+# -Wno-unused-parameter: the server headers (ilist.h, bufpage.h) and PG_FUNCTION_ARGS trip it
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
+SHLIB_LINK = -lcurl -lcrypto
+
+# pg_regress tests: sql/<name>.sql + expected/<name>.out (beside the install script)
+REGRESS = install settings oauth_signature token_fixture token_end_to_end \
+	token_bad_input abm_client
+REGRESS_OPTS = --inputdir=. --use-existing --dbname=$(or $(ADE_TEST_DB),ade_regress)
+
+# `make test` must start on a machine without PostgreSQL's headers: it installs them
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
+include $(PGXS)
+endif
+
+.PHONY: test demo prove
+# One command for everything, from a fresh machine (see README.md)
+test:
+	test/run-tests.sh
+
+demo:
+	test/demo.sh
+
+# pgTAP files, against a running cluster (test/run-tests.sh sets it up)
+prove:
+	pg_prove --ext .sql -d $(or $(ADE_TEST_DB),ade_regress) test/t/

@@ -1,0 +1,587 @@
+/*-------------------------------------------------------------------------
+ *
+ * abm.c
+ *		The ABM web-service client: headers, the session, retries, the
+ *		classes of ABM's errors, and GET /account.
+ *
+ * Owns: what a request to ABM looks like (User-Agent, protocol version,
+ * content type, X-ADM-Auth-Session), how a session is obtained (GET /session
+ * signed with OAuth 1.0a, oauth.c), cached (ade_token_secrets.session_token,
+ * so that the next call and the next backend reuse it; pg_cron starts a new
+ * backend every minute) and renewed (on 401, on 403 FORBIDDEN, and when an
+ * answer carries a new X-ADM-Auth-Session), how failures are retried (5xx,
+ * 429 and broken connections, with exponential backoff, bounded by
+ * ade.max_retries; a timeout is not retried), and how ABM's bare error codes
+ * map onto SQLSTATEs.  It does not own the transport (http.c) nor the sync
+ * (sync.c).
+ *
+ * Transactions: AdeAbmOpen() and AdeAbmSaveSession() read and write
+ * ade_token_secrets through SPI; the caller has SPI connected.  A session
+ * saved in a transaction that later rolls back is simply obtained again.
+ *
+ * No secret reaches a message: errors name the endpoint and ABM's code,
+ * never a header or a credential.
+ *
+ * Copyright (c) 2026, the ade authors
+ *
+ * IDENTIFICATION
+ *	  src/abm.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "ade.h"
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/wait_event.h"
+
+PG_FUNCTION_INFO_V1(ade_refresh_account);
+
+AdeAbmKind	AdeAbmLastErrorKind = ABM_OK;
+
+const char *
+AdeAbmKindName(AdeAbmKind kind)
+{
+	switch (kind)
+	{
+		case ABM_OK:
+			return "ok";
+		case ABM_EXPIRED_CURSOR:
+			return "EXPIRED_CURSOR";
+		case ABM_INVALID_CURSOR:
+			return "INVALID_CURSOR";
+		case ABM_EXHAUSTED_CURSOR:
+			return "EXHAUSTED_CURSOR";
+		case ABM_CURSOR_REQUIRED:
+			return "CURSOR_REQUIRED";
+		case ABM_TERMS_NOT_SIGNED:
+			return "T_C_NOT_SIGNED";
+		case ABM_TOKEN_REJECTED:
+			return "token_rejected";
+		case ABM_UNAUTHORIZED:
+			return "unauthorized";
+		case ABM_THROTTLED:
+			return "throttled";
+		case ABM_SERVER_ERROR:
+			return "server_error";
+		case ABM_OTHER:
+			return "error";
+	}
+	return "error";
+}
+
+/*
+ * ABM answers errors with a bare code in the body, sometimes quoted.
+ */
+AdeAbmKind
+AdeAbmClassify(long status, const char *body)
+{
+	char		code[64];
+	const char *p = body ? body : "";
+	size_t		n;
+
+	if (status >= 200 && status < 300)
+		return ABM_OK;
+
+	while (*p == ' ' || *p == '"' || *p == '\n' || *p == '\r' || *p == '\t')
+		p++;
+	n = strcspn(p, "\" \r\n\t");
+	if (n >= sizeof(code))
+		n = sizeof(code) - 1;
+	memcpy(code, p, n);
+	code[n] = '\0';
+
+	if (strcmp(code, "T_C_NOT_SIGNED") == 0)
+		return ABM_TERMS_NOT_SIGNED;
+	if (pg_strcasecmp(code, "token_rejected") == 0 ||
+		pg_strcasecmp(code, "signature_invalid") == 0 ||
+		pg_strcasecmp(code, "token_expired") == 0 ||
+		pg_strcasecmp(code, "oauth_problem_adm_token_rejected") == 0)
+		return ABM_TOKEN_REJECTED;
+	if (strcmp(code, "EXPIRED_CURSOR") == 0)
+		return ABM_EXPIRED_CURSOR;
+	if (strcmp(code, "INVALID_CURSOR") == 0)
+		return ABM_INVALID_CURSOR;
+	if (strcmp(code, "EXHAUSTED_CURSOR") == 0)
+		return ABM_EXHAUSTED_CURSOR;
+	if (strcmp(code, "CURSOR_REQUIRED") == 0)
+		return ABM_CURSOR_REQUIRED;
+	if (status == 401 || (status == 403 && pg_strcasecmp(code, "FORBIDDEN") == 0))
+		return ABM_UNAUTHORIZED;
+	if (status == 429)
+		return ABM_THROTTLED;
+	if (status >= 500)
+		return ABM_SERVER_ERROR;
+	return ABM_OTHER;
+}
+
+/* a short, secret-free excerpt of an error body for messages */
+static char *
+body_excerpt(const char *body)
+{
+	char	   *s;
+	int			i;
+
+	if (body == NULL || body[0] == '\0')
+		return pstrdup("(empty body)");
+	s = pnstrdup(body, 80);
+	for (i = 0; s[i]; i++)
+		if ((unsigned char) s[i] < 0x20)
+			s[i] = ' ';
+	return s;
+}
+
+void
+AdeAbmRaise(const AdeAbmResponse *resp, const char *what)
+{
+	AdeAbmLastErrorKind = resp->kind;
+
+	switch (resp->kind)
+	{
+		case ABM_TERMS_NOT_SIGNED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("ABM refused %s: the terms and conditions are not accepted (T_C_NOT_SIGNED)", what),
+					 errhint("An administrator must sign in to Apple Business Manager and accept the new terms.")));
+			break;
+		case ABM_TOKEN_REJECTED:
+		case ABM_UNAUTHORIZED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("ABM rejected the server token on %s (HTTP %ld %s)",
+							what, resp->status, body_excerpt(resp->body)),
+					 errhint("Download a new server token from Apple Business Manager and pass it to ade_add_token().")));
+			break;
+		case ABM_THROTTLED:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("ABM throttled %s (HTTP 429), retry after %d s",
+							what, resp->retry_after),
+					 errdetail("The next run goes on from the stored cursor.")));
+			break;
+		case ABM_SERVER_ERROR:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("ABM failed %s (HTTP %ld) after %d retries",
+							what, resp->status, ade_max_retries),
+					 errdetail("The next run goes on from the stored cursor.")));
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_EXCEPTION),
+					 errmsg("ABM answered %s with HTTP %ld: %s",
+							what, resp->status, body_excerpt(resp->body))));
+	}
+	pg_unreachable();
+}
+
+/* ---- opening a client ---- */
+
+AdeAbmClient *
+AdeAbmOpenCreds(const AdeAbmCreds *creds)
+{
+	AdeAbmClient *c = palloc0(sizeof(AdeAbmClient));
+
+	c->creds.consumer_key = pstrdup(creds->consumer_key);
+	c->creds.consumer_secret = pstrdup(creds->consumer_secret);
+	c->creds.access_token = pstrdup(creds->access_token);
+	c->creds.access_secret = pstrdup(creds->access_secret);
+	c->http = AdeHttpCreate();
+	return c;
+}
+
+static char *
+spi_text(int row, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* load a stored token's credentials and cached session (SPI connected) */
+AdeAbmClient *
+AdeAbmOpen(int64 token_id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(token_id)};
+	AdeAbmCreds creds;
+	AdeAbmClient *c;
+	char	   *sql;
+	int			rc;
+
+	sql = psprintf("SELECT t.consumer_key, s.consumer_secret, s.access_token, "
+				   "s.access_secret, s.session_token "
+				   "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
+				   "WHERE t.id = $1", AdeSchema(), AdeSchema());
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("abm token " INT64_FORMAT " does not exist", token_id)));
+	creds.consumer_key = spi_text(0, 1);
+	creds.consumer_secret = spi_text(0, 2);
+	creds.access_token = spi_text(0, 3);
+	creds.access_secret = spi_text(0, 4);
+	c = AdeAbmOpenCreds(&creds);
+	c->token_id = token_id;
+	c->session = spi_text(0, 5);
+	return c;
+}
+
+void
+AdeAbmClose(AdeAbmClient *client)
+{
+	if (client)
+		AdeHttpDestroy(client->http);
+}
+
+/* persist a new session so the next call and the next backend reuse it */
+void
+AdeAbmSaveSession(AdeAbmClient *client)
+{
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		args[2];
+	char		nulls[2] = {' ', ' '};
+	char	   *sql;
+	int			rc;
+
+	if (!client->session_dirty || client->token_id == 0)
+		return;
+	args[0] = Int64GetDatum(client->token_id);
+	if (client->session)
+		args[1] = CStringGetTextDatum(client->session);
+	else
+		nulls[1] = 'n';
+	sql = psprintf("UPDATE %s.ade_token_secrets SET session_token = $2, session_at = now() "
+				   "WHERE token_id = $1", AdeSchema());
+	rc = SPI_execute_with_args(sql, 2, argtypes, args, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	client->session_dirty = false;
+}
+
+/* ---- requests ---- */
+
+/* the full URL of an endpoint: ade.abm_url (checked now) without its trailing slashes, then path */
+static char *
+abm_url(const char *path)
+{
+	const char *base = AdeAbmBaseUrl();
+	int			n = (int) strlen(base);
+
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	return psprintf("%.*s%s", n, base, path);
+}
+
+/* sleep for ms, interruptibly */
+static void
+abm_sleep(int ms)
+{
+	while (ms > 0)
+	{
+		int			step = Min(ms, 100);
+
+		CHECK_FOR_INTERRUPTS();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 step, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		ms -= step;
+	}
+	CHECK_FOR_INTERRUPTS();
+}
+
+static bool
+transport_retryable(int curl_code)
+{
+	/* broken or refused connections, answers cut short; not timeouts */
+	switch (curl_code)
+	{
+		case 7:					/* CURLE_COULDNT_CONNECT */
+		case 18:				/* CURLE_PARTIAL_FILE */
+		case 52:				/* CURLE_GOT_NOTHING */
+		case 55:				/* CURLE_SEND_ERROR */
+		case 56:				/* CURLE_RECV_ERROR */
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * One raw request with retries of transport failures, 5xx and short 429s.
+ * Raises on transport failure that outlasts the retries.
+ */
+static void
+abm_send(AdeAbmClient *client, const char *method, const char *path,
+		 const char *body, const char *auth, AdeHttpResult *res)
+{
+	const char *hdr[4];
+	int			nh = 0;
+	char	   *url = abm_url(path);
+	int			attempt;
+
+	hdr[nh++] = "User-Agent: " ADE_USER_AGENT;
+	hdr[nh++] = "X-Server-Protocol-Version: 10";
+	if (body)
+		hdr[nh++] = "Content-Type: application/json;charset=UTF8";
+	if (auth)
+		hdr[nh++] = auth;
+
+	for (attempt = 0;; attempt++)
+	{
+		bool		retry = false;
+		int			wait_ms = ade_retry_backoff << Min(attempt, 16);
+
+		client->requests++;
+		AdeHttpPerform(client->http, method, url, hdr, nh, body, res);
+
+		if (res->curl_code != 0)
+		{
+			if (res->timed_out)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("ABM request %s %s timed out after %d ms",
+								method, path, ade_http_timeout),
+						 errhint("ade.http_timeout sets the limit.")));
+			if (!transport_retryable(res->curl_code) || attempt >= ade_max_retries)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("ABM request %s %s failed: %s", method, path, res->curl_error)));
+			retry = true;
+		}
+		else if (res->status >= 500 && attempt < ade_max_retries)
+			retry = true;
+		else if (res->status == 429 && attempt < ade_max_retries &&
+				 res->retry_after >= 0 && res->retry_after <= ade_max_retry_wait)
+		{
+			retry = true;
+			wait_ms = Max(wait_ms, res->retry_after * 1000);
+		}
+		if (!retry)
+			return;
+		ereport(DEBUG1,
+				(errmsg("retrying ABM request %s %s in %d ms (attempt %d)",
+						method, path, wait_ms, attempt + 1)));
+		abm_sleep(wait_ms);
+	}
+}
+
+static void
+abm_new_session(AdeAbmClient *client)
+{
+	AdeHttpResult res;
+	AdeAbmResponse resp;
+	char	   *url = abm_url("/session");
+	char	   *auth;
+	Jsonb	   *jb;
+	char	   *tok;
+
+	auth = psprintf("Authorization: %s",
+					AdeOAuthHeader("GET", url,
+								   client->creds.consumer_key, client->creds.consumer_secret,
+								   client->creds.access_token, client->creds.access_secret));
+	abm_send(client, "GET", "/session", NULL, auth, &res);
+
+	resp.status = res.status;
+	resp.body = res.body;
+	resp.len = res.len;
+	resp.retry_after = res.retry_after;
+	resp.kind = AdeAbmClassify(res.status, res.body);
+	if (resp.kind == ABM_UNAUTHORIZED)
+		resp.kind = ABM_TOKEN_REJECTED;		/* a fresh signature was refused */
+	if (resp.kind != ABM_OK)
+		AdeAbmRaise(&resp, "GET /session");
+
+	jb = AdeAbmParseJson(&resp, "GET /session");
+	tok = AdeJsonGetText(jb, "auth_session_token");
+	if (tok == NULL || tok[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("ABM answered GET /session without auth_session_token")));
+	client->session = tok;
+	client->session_dirty = true;
+}
+
+/*
+ * An authenticated ABM call.  Returns the classified answer; the caller
+ * decides what a non-OK kind means (cursor codes are not errors to the
+ * sync).  Session trouble is handled here: no session yet, 401 or 403
+ * FORBIDDEN (new session, once), a rotated session header.
+ */
+void
+AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
+		   const char *body, AdeAbmResponse *resp)
+{
+	AdeHttpResult res;
+	int			tries;
+
+	for (tries = 0;; tries++)
+	{
+		char	   *auth;
+
+		if (client->session == NULL)
+			abm_new_session(client);
+		auth = psprintf("X-ADM-Auth-Session: %s", client->session);
+		abm_send(client, method, path, body, auth, &res);
+
+		if (res.session_header && strcmp(res.session_header, client->session) != 0)
+		{
+			client->session = res.session_header;
+			client->session_dirty = true;
+		}
+
+		resp->status = res.status;
+		resp->body = res.body;
+		resp->len = res.len;
+		resp->retry_after = res.retry_after;
+		resp->kind = AdeAbmClassify(res.status, res.body);
+
+		if (resp->kind == ABM_UNAUTHORIZED && tries == 0)
+		{
+			client->session = NULL;
+			continue;
+		}
+		if (resp->kind == ABM_UNAUTHORIZED)
+			resp->kind = ABM_TOKEN_REJECTED;
+		return;
+	}
+}
+
+/* ---- JSON ---- */
+
+Jsonb *
+AdeAbmParseJson(const AdeAbmResponse *resp, const char *what)
+{
+	JsonLexContext *lex;
+	JsonParseErrorType err;
+
+	if (pg_verifymbstr(resp->body, (int) resp->len, true) == false)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("ABM answered %s with a body that is not valid UTF-8", what)));
+	lex = makeJsonLexContextCstringLen(resp->body, (int) resp->len, PG_UTF8, true);
+	err = pg_parse_json(lex, &nullSemAction);
+	if (err != JSON_SUCCESS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("ABM answered %s with invalid JSON", what),
+				 errdetail("%s (%zu bytes received).", json_errdetail(err, lex), resp->len)));
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(resp->body)));
+}
+
+static JsonbValue *
+json_get(Jsonb *jb, const char *key)
+{
+	JsonbValue	k;
+
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
+}
+
+/* a string member, or NULL when absent or JSON null */
+char *
+AdeJsonGetText(Jsonb *jb, const char *key)
+{
+	JsonbValue *v = json_get(jb, key);
+
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	if (v->type == jbvBool)
+		return pstrdup(v->val.boolean ? "true" : "false");
+	return NULL;
+}
+
+bool
+AdeJsonGetBool(Jsonb *jb, const char *key, bool dflt)
+{
+	JsonbValue *v = json_get(jb, key);
+
+	if (v == NULL || v->type != jbvBool)
+		return dflt;
+	return v->val.boolean;
+}
+
+Jsonb *
+AdeJsonGetJsonb(Jsonb *jb, const char *key)
+{
+	JsonbValue *v = json_get(jb, key);
+
+	if (v == NULL)
+		return NULL;
+	return JsonbValueToJsonb(v);
+}
+
+/* ---- GET /account ---- */
+
+/*
+ * Fetch the account and store it on abm_tokens row token_id (SPI connected).
+ */
+void
+AdeAbmUpdateAccount(AdeAbmClient *client, int64 token_id)
+{
+	AdeAbmResponse resp;
+	Jsonb	   *jb;
+	Oid			argtypes[2] = {INT8OID, JSONBOID};
+	Datum		args[2];
+	char	   *sql;
+	int			rc;
+
+	AdeAbmCall(client, "GET", "/account", NULL, &resp);
+	if (resp.kind != ABM_OK)
+		AdeAbmRaise(&resp, "GET /account");
+	jb = AdeAbmParseJson(&resp, "GET /account");
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("ABM answered GET /account with JSON that is not an object")));
+
+	args[0] = Int64GetDatum(token_id);
+	args[1] = JsonbPGetDatum(jb);
+	sql = psprintf("UPDATE %s.abm_tokens SET org_name = $2->>'org_name', "
+				   "apple_id = $2->>'admin_id', server_name = $2->>'server_name', "
+				   "server_uuid = $2->>'server_uuid', org_email = $2->>'org_email', "
+				   "org_type = $2->>'org_type', updated_at = now() WHERE id = $1",
+				   AdeSchema());
+	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * ade_refresh_account(token_id bigint) returns void
+ */
+Datum
+ade_refresh_account(PG_FUNCTION_ARGS)
+{
+	int64		token_id = PG_GETARG_INT64(0);
+	AdeAbmClient *client;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	client = AdeAbmOpen(token_id);
+	AdeAbmUpdateAccount(client, token_id);
+	AdeAbmSaveSession(client);
+	AdeAbmClose(client);
+	SPI_finish();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,328 @@
+/*-------------------------------------------------------------------------
+ *
+ * ade.c
+ *		Module entry of the ade extension: _PG_init, the settings, and the
+ *		rule of which ABM URLs may be used.
+ *
+ * Owns: every ade.* setting (defined here, in the same order as the README's
+ * settings table), the check of ade.abm_url, and the lookup of the schema the
+ * extension was installed in.  It does not talk to ABM (abm.c, http.c) nor
+ * touch tables (sync.c, token.c).
+ *
+ * ade.abm_url is checked when it is set and again before every request
+ * (AdeAbmBaseUrl).  A value set before the library was loaded and rejected
+ * while loading is remembered, and every request refuses to run until a
+ * valid value is set: it must never fall back silently to Apple's URL.
+ *
+ * The library needs no preloading; pg_cron does.
+ *
+ * Copyright (c) 2026, the ade authors
+ *
+ * IDENTIFICATION
+ *	  src/ade.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+
+#include "ade.h"
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "utils/fmgroids.h"
+#include "commands/extension.h"
+#include "fmgr.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/builtins.h"
+
+PG_MODULE_MAGIC;
+
+/* ---- GUC variables ---- */
+char	   *ade_abm_url = NULL;
+char	   *ade_enroll_url = NULL;
+int			ade_http_timeout = 30000;
+int			ade_connect_timeout = 10000;
+int			ade_page_size = 1000;
+int			ade_max_sync_seconds = 45;
+int			ade_failed_retry_interval = 3600;
+int			ade_max_response_bytes = 64 * 1024 * 1024;
+char	   *ade_ca_file = NULL;
+int			ade_runs_retention = 7 * 24 * 60;
+char	   *ade_proxy = NULL;
+int			ade_max_retries = 3;
+int			ade_retry_backoff = 500;
+int			ade_max_retry_wait = 10;
+
+/* a value of ade.abm_url that was rejected while the library loaded */
+static char *rejected_abm_url = NULL;
+
+void		_PG_init(void);
+
+/*
+ * Is this URL one ade may call?  https anywhere (the peer is always
+ * verified); plain http only to a loopback host.  On refusal, *why says why.
+ */
+bool
+AdeUrlAllowed(const char *url, char **why)
+{
+	CURLU	   *u;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	bool		ok = false;
+
+	*why = NULL;
+	if (url == NULL || url[0] == '\0')
+	{
+		*why = "it is empty";
+		return false;
+	}
+	u = curl_url();
+	if (u == NULL)
+	{
+		*why = "out of memory";
+		return false;
+	}
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+		*why = "it is not a valid URL";
+	else if (pg_strcasecmp(scheme, "https") == 0)
+		ok = true;
+	else if (pg_strcasecmp(scheme, "http") != 0)
+		*why = "only https (and http to a loopback host) are allowed";
+	else
+	{
+		struct in_addr a4;
+		struct in6_addr a6;
+		char		h[256];
+		size_t		n = strlen(host);
+
+		/* curl gives IPv6 hosts in brackets */
+		if (n >= 2 && n < sizeof(h) && host[0] == '[' && host[n - 1] == ']')
+		{
+			memcpy(h, host + 1, n - 2);
+			h[n - 2] = '\0';
+		}
+		else
+			strlcpy(h, host, sizeof(h));
+
+		if (pg_strcasecmp(h, "localhost") == 0)
+			ok = true;
+		else if (inet_pton(AF_INET, h, &a4) == 1)
+			ok = ((ntohl(a4.s_addr) >> 24) == 127);
+		else if (inet_pton(AF_INET6, h, &a6) == 1)
+			ok = IN6_IS_ADDR_LOOPBACK(&a6);
+		if (!ok)
+			*why = "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost)";
+	}
+	if (scheme)
+		curl_free(scheme);
+	if (host)
+		curl_free(host);
+	curl_url_cleanup(u);
+	return ok;
+}
+
+static bool
+check_abm_url(char **newval, void **extra, GucSource source)
+{
+	char	   *why;
+
+	if (!AdeUrlAllowed(*newval, &why))
+	{
+		GUC_check_errmsg("invalid value for ade.abm_url: %s", why);
+		return false;
+	}
+	return true;
+}
+
+static void
+assign_abm_url(const char *newval, void *extra)
+{
+	/* a valid value has been set: forget any earlier rejected one */
+	if (rejected_abm_url != NULL)
+	{
+		free(rejected_abm_url);
+		rejected_abm_url = NULL;
+	}
+}
+
+static bool
+check_ca_file(char **newval, void **extra, GucSource source)
+{
+	/* an empty value means the system's CA bundle */
+	return true;
+}
+
+/*
+ * The ABM base URL for a request, checked again now.  Raises an ERROR when
+ * the URL is not allowed or a rejected value is still pending.
+ */
+const char *
+AdeAbmBaseUrl(void)
+{
+	char	   *why;
+
+	if (rejected_abm_url != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ade.abm_url was set to a value that is not allowed"),
+				 errdetail("The value was rejected when the ade library loaded; no request is sent until a valid value is set."),
+				 errhint("Set ade.abm_url to an https URL, or to an http URL of a loopback host.")));
+	if (!AdeUrlAllowed(ade_abm_url, &why))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ade.abm_url is not allowed: %s", why)));
+	return ade_abm_url;
+}
+
+/*
+ * The quoted name of the schema the extension lives in, for the queries of
+ * the C code.  Values always travel as $n parameters; only this identifier
+ * is put into query text, quoted.
+ */
+const char *
+AdeSchema(void)
+{
+	Oid			ext = get_extension_oid("ade", true);
+	Oid			nsp = InvalidOid;
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+
+	if (!OidIsValid(ext))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"ade\" is not installed in this database")));
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ext));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (!OidIsValid(nsp))
+		elog(ERROR, "extension \"ade\" has no schema");
+	return quote_identifier(get_namespace_name(nsp));
+}
+
+void
+_PG_init(void)
+{
+	const char *placeholder;
+
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		elog(ERROR, "curl_global_init failed");
+
+	/* remember what was SET before we loaded, to notice a rejected value */
+	placeholder = GetConfigOption("ade.abm_url", true, false);
+	if (placeholder != NULL)
+		placeholder = pstrdup(placeholder);
+
+	DefineCustomStringVariable("ade.abm_url",
+							   "Base URL of Apple's device assignment service (ABM).",
+							   "https is always verified; plain http is refused except to a loopback host.",
+							   &ade_abm_url,
+							   "https://mdmenrollment.apple.com",
+							   PGC_SUSET, 0,
+							   check_abm_url, assign_abm_url, NULL);
+
+	if (placeholder != NULL && strcmp(placeholder, ade_abm_url) != 0)
+	{
+		rejected_abm_url = strdup(placeholder);
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ade.abm_url was set to a value that is not allowed"),
+				 errdetail("No ABM request is sent until a valid value is set.")));
+	}
+
+	DefineCustomStringVariable("ade.enroll_url",
+							   "MDM enrollment URL put in the built-in default profile.",
+							   "Empty means no built-in profile: devices are stored but not assigned.",
+							   &ade_enroll_url, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.http_timeout",
+							"Time limit of one ABM request.",
+							"From 100 ms to 10 minutes.",
+							&ade_http_timeout, 30000, 100, 600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.connect_timeout",
+							"Time limit to connect to ABM.",
+							"From 100 ms to 10 minutes.",
+							&ade_connect_timeout, 10000, 100, 600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.page_size",
+							"Devices asked for per ABM page.",
+							"From 1 to 1000, Apple's maximum.",
+							&ade_page_size, 1000, 1, 1000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.max_sync_seconds",
+							"Time after which a sync run starts no new page.",
+							"From 1 second to 1 day; the next run goes on from the stored cursor.",
+							&ade_max_sync_seconds, 45, 1, 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.failed_retry_interval",
+							"Time before a FAILED profile assignment is sent again.",
+							"From 1 second to 30 days.",
+							&ade_failed_retry_interval, 3600, 1, 30 * 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.max_response_bytes",
+							"Largest ABM response body accepted.",
+							"From 1 kB to 1 GB; a larger answer is an error.",
+							&ade_max_response_bytes, 64 * 1024 * 1024, 1024, 1024 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("ade.ca_file",
+							   "CA bundle (PEM file) that ABM's TLS certificate is verified against.",
+							   "Empty means the system's bundle.",
+							   &ade_ca_file, "",
+							   PGC_SUSET, 0, check_ca_file, NULL, NULL);
+
+	DefineCustomIntVariable("ade.runs_retention",
+							"How long ade_sync_runs keeps its history.",
+							"From 1 minute to 10 years; older rows are pruned by ade_sync().",
+							&ade_runs_retention, 7 * 24 * 60, 1, 10 * 365 * 24 * 60,
+							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("ade.proxy",
+							   "HTTP(S) proxy for ABM requests.",
+							   "Empty means a direct connection (proxy environment variables are ignored).",
+							   &ade_proxy, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.max_retries",
+							"Retries of an ABM request that failed with 5xx, 429 or a broken connection.",
+							"From 0 to 10, with exponential backoff.",
+							&ade_max_retries, 3, 0, 10,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.retry_backoff",
+							"Wait before the first retry; doubled at each further retry.",
+							"From 0 to 1 minute.",
+							&ade_retry_backoff, 500, 0, 60000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.max_retry_wait",
+							"Longest Retry-After of a 429 answer waited out within a run.",
+							"From 0 to 10 minutes; a longer one leaves the token for a later run.",
+							&ade_max_retry_wait, 10, 0, 600,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("ade");
+}

@@ -1,0 +1,147 @@
+/*-------------------------------------------------------------------------
+ *
+ * ade.h
+ *		Declarations shared by the files of the ade extension.
+ *
+ * Each .c file owns one concern and exports module-prefixed CamelCase
+ * functions (AdeHttp*, AdeAbm*, AdeOAuth*, AdeToken*); this header is the
+ * whole of what they say to each other.
+ *
+ * Copyright (c) 2026, the ade authors
+ *
+ * IDENTIFICATION
+ *	  src/ade.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ADE_H
+#define ADE_H
+
+#include "postgres.h"
+#include "utils/jsonb.h"
+
+#define ADE_VERSION "0.1"
+#define ADE_USER_AGENT "pg-ade/" ADE_VERSION
+
+/* ---- settings (ade.c) ---- */
+extern char *ade_abm_url;
+extern char *ade_enroll_url;
+extern int	ade_http_timeout;
+extern int	ade_connect_timeout;
+extern int	ade_page_size;
+extern int	ade_max_sync_seconds;
+extern int	ade_failed_retry_interval;
+extern int	ade_max_response_bytes;
+extern char *ade_ca_file;
+extern int	ade_runs_retention;
+extern char *ade_proxy;
+extern int	ade_max_retries;
+extern int	ade_retry_backoff;
+extern int	ade_max_retry_wait;
+
+extern bool AdeUrlAllowed(const char *url, char **why);
+extern const char *AdeAbmBaseUrl(void);
+extern const char *AdeSchema(void);
+
+/* ---- HTTP transport (http.c) ---- */
+typedef struct AdeHttp AdeHttp;
+
+typedef struct AdeHttpResult
+{
+	long		status;			/* HTTP status */
+	char	   *body;			/* palloc'd, NUL-terminated */
+	size_t		len;
+	char	   *session_header; /* X-ADM-Auth-Session of the answer, or NULL */
+	int			retry_after;	/* Retry-After in seconds, -1 if none */
+	int			curl_code;		/* 0 = a complete answer arrived */
+	char	   *curl_error;		/* set when curl_code != 0 */
+	bool		timed_out;
+} AdeHttpResult;
+
+extern AdeHttp *AdeHttpCreate(void);
+extern void AdeHttpDestroy(AdeHttp *http);
+extern void AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
+						   const char *const *headers, int nheaders,
+						   const char *body, AdeHttpResult *res);
+
+/* ---- OAuth 1.0a (oauth.c) ---- */
+extern char *AdeOAuthEncode(const char *s);
+extern char *AdeOAuthSignature(const char *method, const char *url,
+							   const char *consumer_key, const char *consumer_secret,
+							   const char *token, const char *token_secret,
+							   int64 timestamp, const char *nonce);
+extern char *AdeOAuthHeader(const char *method, const char *url,
+							const char *consumer_key, const char *consumer_secret,
+							const char *token, const char *token_secret);
+
+/* ---- ABM web service (abm.c) ---- */
+typedef enum AdeAbmKind
+{
+	ABM_OK,
+	ABM_EXPIRED_CURSOR,
+	ABM_INVALID_CURSOR,
+	ABM_EXHAUSTED_CURSOR,
+	ABM_CURSOR_REQUIRED,
+	ABM_TERMS_NOT_SIGNED,
+	ABM_TOKEN_REJECTED,
+	ABM_UNAUTHORIZED,
+	ABM_THROTTLED,
+	ABM_SERVER_ERROR,
+	ABM_OTHER
+} AdeAbmKind;
+
+typedef struct AdeAbmCreds
+{
+	char	   *consumer_key;
+	char	   *consumer_secret;
+	char	   *access_token;
+	char	   *access_secret;
+} AdeAbmCreds;
+
+typedef struct AdeAbmClient
+{
+	int64		token_id;		/* 0 while the token is not stored yet */
+	AdeAbmCreds creds;
+	char	   *session;		/* current X-ADM-Auth-Session, or NULL */
+	bool		session_dirty;	/* changed since loaded: persist it */
+	int			requests;		/* HTTP requests sent */
+	AdeHttp    *http;
+} AdeAbmClient;
+
+typedef struct AdeAbmResponse
+{
+	long		status;
+	AdeAbmKind	kind;
+	char	   *body;
+	size_t		len;
+	int			retry_after;
+} AdeAbmResponse;
+
+/* what the last ABM error was, for the sync to set token flags */
+extern AdeAbmKind AdeAbmLastErrorKind;
+
+extern AdeAbmClient *AdeAbmOpen(int64 token_id);
+extern AdeAbmClient *AdeAbmOpenCreds(const AdeAbmCreds *creds);
+extern void AdeAbmClose(AdeAbmClient *client);
+extern void AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
+					   const char *body, AdeAbmResponse *resp);
+extern void AdeAbmRaise(const AdeAbmResponse *resp, const char *what) pg_attribute_noreturn();
+extern void AdeAbmSaveSession(AdeAbmClient *client);
+extern Jsonb *AdeAbmParseJson(const AdeAbmResponse *resp, const char *what);
+extern char *AdeJsonGetText(Jsonb *jb, const char *key);
+extern bool AdeJsonGetBool(Jsonb *jb, const char *key, bool dflt);
+extern Jsonb *AdeJsonGetJsonb(Jsonb *jb, const char *key);
+extern void AdeAbmUpdateAccount(AdeAbmClient *client, int64 token_id);
+extern AdeAbmKind AdeAbmClassify(long status, const char *body);
+extern const char *AdeAbmKindName(AdeAbmKind kind);
+
+/* ---- token envelope and key pair (token.c) ---- */
+typedef struct AdeTokenFile
+{
+	AdeAbmCreds creds;
+	char	   *expiry;			/* access_token_expiry as sent */
+} AdeTokenFile;
+
+extern void AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out);
+
+#endif							/* ADE_H */

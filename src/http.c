@@ -1,0 +1,361 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *		HTTP transport of the ABM client: libcurl, the size cap, timeouts,
+ *		interrupts, and the release of every curl resource on ERROR.
+ *
+ * Owns: the curl easy and multi handles, the request header list, the
+ * response buffer and the response headers that ABM's protocol needs
+ * (X-ADM-Auth-Session, Retry-After).  It knows nothing of ABM's meaning:
+ * abm.c builds requests and reads answers.
+ *
+ * Design notes:
+ *
+ * - Interrupts.  The transfer is driven with curl's multi interface in a loop
+ *   that waits at most 100 ms in curl_multi_poll and calls
+ *   CHECK_FOR_INTERRUPTS() between turns, outside any curl callback.  So
+ *   pg_cancel_backend() and statement_timeout end a hung request within about
+ *   100 ms, and the ERROR they raise carries its true reason and SQLSTATE
+ *   (57014 "canceling statement due to statement timeout").  No callback ever
+ *   raises an ERROR or allocates with palloc: the write and header callbacks
+ *   use malloc and report trouble through flags.
+ *
+ * - Cleanup.  An AdeHttp lives in its own memory context; a reset callback
+ *   on that context frees the curl handles, the header list and the malloc'd
+ *   buffers.  Whether the context is deleted by AdeHttpDestroy() or by the
+ *   abort of the (sub)transaction whose memory it hangs from, nothing leaks.
+ *
+ * - Safety.  The URL is checked (AdeUrlAllowed) before every request; curl is
+ *   limited to http and https, follows no redirect, always verifies the TLS
+ *   peer (ade.ca_file or the system bundle) and ignores proxy environment
+ *   variables unless ade.proxy is set.
+ *
+ * Copyright (c) 2026, the ade authors
+ *
+ * IDENTIFICATION
+ *	  src/http.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "ade.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+struct AdeHttp
+{
+	MemoryContext cxt;
+	MemoryContextCallback cb;
+	CURL	   *easy;
+	CURLM	   *multi;
+	struct curl_slist *headers;
+	/* response, malloc'd: filled by curl callbacks */
+	char	   *buf;
+	size_t		len;
+	size_t		cap;
+	size_t		limit;
+	bool		too_large;
+	bool		out_of_memory;
+	char	   *session_header;
+	int			retry_after;
+	char		errbuf[CURL_ERROR_SIZE];
+};
+
+static void
+http_reset_response(AdeHttp *http)
+{
+	free(http->buf);
+	http->buf = NULL;
+	http->len = http->cap = 0;
+	http->too_large = false;
+	http->out_of_memory = false;
+	free(http->session_header);
+	http->session_header = NULL;
+	http->retry_after = -1;
+	http->errbuf[0] = '\0';
+}
+
+/* memory-context reset callback: frees everything curl and we malloc'd */
+static void
+http_release(void *arg)
+{
+	AdeHttp    *http = (AdeHttp *) arg;
+
+	if (http->multi && http->easy)
+		curl_multi_remove_handle(http->multi, http->easy);
+	if (http->easy)
+		curl_easy_cleanup(http->easy);
+	if (http->multi)
+		curl_multi_cleanup(http->multi);
+	if (http->headers)
+		curl_slist_free_all(http->headers);
+	http->easy = NULL;
+	http->multi = NULL;
+	http->headers = NULL;
+	http_reset_response(http);
+}
+
+AdeHttp *
+AdeHttpCreate(void)
+{
+	MemoryContext cxt;
+	AdeHttp    *http;
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "ade http",
+								ALLOCSET_SMALL_SIZES);
+	http = MemoryContextAllocZero(cxt, sizeof(AdeHttp));
+	http->cxt = cxt;
+	http->retry_after = -1;
+	http->cb.func = http_release;
+	http->cb.arg = http;
+	MemoryContextRegisterResetCallback(cxt, &http->cb);
+
+	http->easy = curl_easy_init();
+	http->multi = curl_multi_init();
+	if (http->easy == NULL || http->multi == NULL)
+	{
+		MemoryContextDelete(cxt);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not initialize libcurl")));
+	}
+	return http;
+}
+
+void
+AdeHttpDestroy(AdeHttp *http)
+{
+	if (http)
+		MemoryContextDelete(http->cxt);
+}
+
+static size_t
+http_write_cb(char *data, size_t size, size_t nmemb, void *arg)
+{
+	AdeHttp    *http = (AdeHttp *) arg;
+	size_t		n = size * nmemb;
+
+	if (http->len + n > http->limit)
+	{
+		http->too_large = true;
+		return 0;				/* curl aborts with CURLE_WRITE_ERROR */
+	}
+	if (http->len + n + 1 > http->cap)
+	{
+		size_t		cap = http->cap ? http->cap : 16384;
+		char	   *nbuf;
+
+		while (cap < http->len + n + 1)
+			cap *= 2;
+		nbuf = realloc(http->buf, cap);
+		if (nbuf == NULL)
+		{
+			http->out_of_memory = true;
+			return 0;
+		}
+		http->buf = nbuf;
+		http->cap = cap;
+	}
+	memcpy(http->buf + http->len, data, n);
+	http->len += n;
+	http->buf[http->len] = '\0';
+	return n;
+}
+
+/* header line "Name: value\r\n": keep the two headers ABM's protocol uses */
+static size_t
+http_header_cb(char *data, size_t size, size_t nitems, void *arg)
+{
+	AdeHttp    *http = (AdeHttp *) arg;
+	size_t		n = size * nitems;
+	static const char sess[] = "x-adm-auth-session:";
+	static const char retry[] = "retry-after:";
+
+	if (n > sizeof(sess) - 1 && pg_strncasecmp(data, sess, sizeof(sess) - 1) == 0)
+	{
+		const char *v = data + sizeof(sess) - 1;
+		size_t		vl = n - (sizeof(sess) - 1);
+
+		while (vl > 0 && (*v == ' ' || *v == '\t'))
+			v++, vl--;
+		while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+			vl--;
+		if (vl > 0 && vl < 4096)
+		{
+			char	   *s = malloc(vl + 1);
+
+			if (s)
+			{
+				memcpy(s, v, vl);
+				s[vl] = '\0';
+				free(http->session_header);
+				http->session_header = s;
+			}
+		}
+	}
+	else if (n > sizeof(retry) - 1 && pg_strncasecmp(data, retry, sizeof(retry) - 1) == 0)
+	{
+		/* delta-seconds only; an HTTP date is taken as "a while" */
+		const char *v = data + sizeof(retry) - 1;
+		long		secs;
+		char	   *end;
+
+		while (*v == ' ' || *v == '\t')
+			v++;
+		secs = strtol(v, &end, 10);
+		if (end != v && secs >= 0 && secs < 86400 * 7)
+			http->retry_after = (int) secs;
+		else
+			http->retry_after = 3600;
+	}
+	return n;
+}
+
+#define SETOPT(opt, val) \
+	do { \
+		CURLcode _c = curl_easy_setopt(http->easy, (opt), (val)); \
+		if (_c != CURLE_OK) \
+			ereport(ERROR, \
+					(errcode(ERRCODE_INTERNAL_ERROR), \
+					 errmsg("could not set curl option %s: %s", #opt, curl_easy_strerror(_c)))); \
+	} while (0)
+
+/*
+ * Send one request and wait for its answer, raising on interrupts only.
+ * Transport failures come back in res->curl_code for the caller to classify
+ * (abm.c retries some of them).
+ */
+void
+AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
+			   const char *const *headers, int nheaders,
+			   const char *body, AdeHttpResult *res)
+{
+	char	   *why;
+	int			running = 1;
+	CURLMcode	mc;
+	CURLMsg    *msg;
+	int			left;
+	CURLcode	code = CURLE_OK;
+	int			i;
+
+	memset(res, 0, sizeof(*res));
+	res->retry_after = -1;
+
+	/* checked again before every request, whatever the setting said */
+	if (!AdeUrlAllowed(url, &why))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("refusing to send a request to this ABM URL: %s", why),
+				 errhint("Set ade.abm_url to an https URL, or to an http URL of a loopback host.")));
+
+	/* a request cut short by an ERROR may have left the handle attached */
+	curl_multi_remove_handle(http->multi, http->easy);
+	http_reset_response(http);
+	http->limit = (size_t) ade_max_response_bytes;
+	if (http->headers)
+	{
+		curl_slist_free_all(http->headers);
+		http->headers = NULL;
+	}
+	for (i = 0; i < nheaders; i++)
+	{
+		struct curl_slist *l = curl_slist_append(http->headers, headers[i]);
+
+		if (l == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory building the request headers")));
+		http->headers = l;
+	}
+
+	SETOPT(CURLOPT_URL, url);
+	SETOPT(CURLOPT_NOSIGNAL, 1L);
+	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
+	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+	if (ade_ca_file && ade_ca_file[0])
+		SETOPT(CURLOPT_CAINFO, ade_ca_file);
+	SETOPT(CURLOPT_PROXY, ade_proxy ? ade_proxy : "");
+	SETOPT(CURLOPT_TIMEOUT_MS, (long) ade_http_timeout);
+	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long) ade_connect_timeout);
+	SETOPT(CURLOPT_HTTPHEADER, http->headers);
+	SETOPT(CURLOPT_WRITEFUNCTION, http_write_cb);
+	SETOPT(CURLOPT_WRITEDATA, http);
+	SETOPT(CURLOPT_HEADERFUNCTION, http_header_cb);
+	SETOPT(CURLOPT_HEADERDATA, http);
+	SETOPT(CURLOPT_ERRORBUFFER, http->errbuf);
+	SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+	if (strcmp(method, "GET") == 0)
+	{
+		SETOPT(CURLOPT_HTTPGET, 1L);
+		SETOPT(CURLOPT_CUSTOMREQUEST, (char *) NULL);
+	}
+	else
+	{
+		SETOPT(CURLOPT_POST, 1L);
+		SETOPT(CURLOPT_POSTFIELDS, body ? body : "");
+		SETOPT(CURLOPT_POSTFIELDSIZE, (long) (body ? strlen(body) : 0));
+		SETOPT(CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? (char *) NULL : method);
+	}
+
+	mc = curl_multi_add_handle(http->multi, http->easy);
+	if (mc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not start an ABM request: %s", curl_multi_strerror(mc))));
+
+	while (running)
+	{
+		/* cancel, statement_timeout, terminate: raised here, with their reason */
+		CHECK_FOR_INTERRUPTS();
+		mc = curl_multi_perform(http->multi, &running);
+		if (mc != CURLM_OK)
+			break;
+		if (running)
+			mc = curl_multi_poll(http->multi, NULL, 0, 100, NULL);
+		if (mc != CURLM_OK)
+			break;
+	}
+	while ((msg = curl_multi_info_read(http->multi, &left)) != NULL)
+	{
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == http->easy)
+			code = msg->data.result;
+	}
+	curl_multi_remove_handle(http->multi, http->easy);
+	CHECK_FOR_INTERRUPTS();
+
+	if (mc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("ABM request failed in libcurl: %s", curl_multi_strerror(mc))));
+	if (http->too_large)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("ABM response is larger than ade.max_response_bytes (%d bytes)",
+						ade_max_response_bytes),
+				 errhint("Raise ade.max_response_bytes or lower ade.page_size.")));
+	if (http->out_of_memory)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory reading an ABM response")));
+
+	curl_easy_getinfo(http->easy, CURLINFO_RESPONSE_CODE, &res->status);
+	res->curl_code = (int) code;
+	if (code != CURLE_OK)
+	{
+		res->timed_out = (code == CURLE_OPERATION_TIMEDOUT);
+		res->curl_error = pstrdup(http->errbuf[0] ? http->errbuf : curl_easy_strerror(code));
+	}
+	res->len = http->len;
+	res->body = palloc(http->len + 1);
+	if (http->len)
+		memcpy(res->body, http->buf, http->len);
+	res->body[http->len] = '\0';
+	res->session_header = http->session_header ? pstrdup(http->session_header) : NULL;
+	res->retry_after = http->retry_after;
+	http_reset_response(http);
+}

@@ -1,0 +1,590 @@
+/*-------------------------------------------------------------------------
+ *
+ * sync.c
+ *		ade_sync(): the device sync loop of every ABM token.
+ *
+ * Owns: the order of work in a run (prune history, then per token: lock,
+ * fetch or sync pages, profile assignment, record the run), the handling of
+ * ABM's cursor codes, the time budget, and the per-token and per-page
+ * subtransactions.  The row work of a page is one SQL statement
+ * (ade_apply_page() in the install script, over jsonb_array_elements of the
+ * page); this file only moves pages from HTTP to that statement.
+ *
+ * Transactions and locking:
+ *
+ * - A run is the caller's transaction: the cursor and the devices of a page
+ *   are written by the same statement, so a run that dies loses nothing and
+ *   skips nothing; the next run goes on from the stored cursor.
+ * - Each token runs in a subtransaction, and each page in a nested one.  An
+ *   ABM or HTTP failure on a page rolls back that page only: the pages before
+ *   it stay, the error is recorded on the token and in ade_sync_runs, and the
+ *   other tokens still sync.  Cancels, statement timeouts and terminations
+ *   are never swallowed: they abort the whole run, which then leaves no
+ *   ade_sync_runs row (cron.job_run_details says why).
+ * - A token is claimed with SELECT ... FOR UPDATE SKIP LOCKED on its
+ *   abm_tokens row, held to the end of the run: a second ade_sync() at the
+ *   same time skips it and reports "busy", and never waits for it.
+ *
+ * Copyright (c) 2026, the ade authors
+ *
+ * IDENTIFICATION
+ *	  src/sync.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "ade.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(ade_sync_all);
+PG_FUNCTION_INFO_V1(ade_sync_one);
+
+/* what one token's run did; one output row and one ade_sync_runs row */
+typedef struct TokenRun
+{
+	int64		token_id;
+	char	   *org_name;
+	char	   *mode;
+	char	   *cursor;
+	int			pages;
+	int			added;
+	int			modified;
+	int			deleted;
+	int			skipped;
+	int			assigned;
+	int			failed;
+	int			requests;
+	TimestampTz started_at;
+	char	   *error;			/* NULL on success */
+	AdeAbmKind	error_kind;
+	bool		busy;
+	char	   *note;
+} TokenRun;
+
+static SPIPlanPtr apply_plan = NULL;
+static char *apply_plan_schema = NULL;
+
+static void
+spi_check(int rc, int expected, const char *what)
+{
+	if (rc != expected)
+		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
+}
+
+/* the saved plan of ade_apply_page(), re-made if the schema changed */
+static SPIPlanPtr
+get_apply_plan(void)
+{
+	const char *schema = AdeSchema();
+
+	if (apply_plan == NULL || strcmp(apply_plan_schema, schema) != 0)
+	{
+		Oid			argtypes[6] = {INT8OID, JSONBOID, BOOLOID, TEXTOID, TEXTOID, TEXTOID};
+		char	   *sql;
+		SPIPlanPtr	plan;
+
+		if (apply_plan)
+		{
+			SPI_freeplan(apply_plan);
+			apply_plan = NULL;
+		}
+		sql = psprintf("SELECT added, modified, deleted, skipped FROM %s.ade_apply_page($1, $2, $3, $4, $5, $6)",
+					   schema);
+		plan = SPI_prepare(sql, 6, argtypes);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		apply_plan = plan;
+		if (apply_plan_schema)
+			pfree(apply_plan_schema);
+		apply_plan_schema = MemoryContextStrdup(TopMemoryContext, schema);
+	}
+	return apply_plan;
+}
+
+/*
+ * Apply one page and store the cursor and mode with it (one statement).
+ * devices may be NULL: only the cursor and mode change.
+ */
+static void
+apply_page(TokenRun *run, Jsonb *devices, bool fetch, const char *cursor,
+		   const char *mode, const char *fetched_until)
+{
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int			rc;
+
+	args[0] = Int64GetDatum(run->token_id);
+	if (devices)
+		args[1] = JsonbPGetDatum(devices);
+	else
+		nulls[1] = 'n';
+	args[2] = BoolGetDatum(fetch);
+	if (cursor)
+		args[3] = CStringGetTextDatum(cursor);
+	else
+		nulls[3] = 'n';
+	args[4] = CStringGetTextDatum(mode);
+	if (fetched_until)
+		args[5] = CStringGetTextDatum(fetched_until);
+	else
+		nulls[5] = 'n';
+
+	rc = SPI_execute_plan(get_apply_plan(), args, nulls, false, 0);
+	spi_check(rc, SPI_OK_SELECT, "ade_apply_page");
+	if (SPI_processed == 1)
+	{
+		HeapTuple	t = SPI_tuptable->vals[0];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+
+		run->added += DatumGetInt32(SPI_getbinval(t, d, 1, &isnull));
+		run->modified += DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+		run->deleted += DatumGetInt32(SPI_getbinval(t, d, 3, &isnull));
+		run->skipped += DatumGetInt32(SPI_getbinval(t, d, 4, &isnull));
+	}
+	run->cursor = cursor ? pstrdup(cursor) : NULL;
+	run->mode = pstrdup(mode);
+}
+
+/*
+ * Claim the token (FOR UPDATE SKIP LOCKED) and read its state.  Returns
+ * false when another session holds it.
+ */
+static bool
+claim_token(TokenRun *run)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(run->token_id)};
+	char	   *sql;
+	int			rc;
+	bool		isnull;
+	Datum		d;
+
+	sql = psprintf("SELECT org_name, mode, cursor FROM %s.abm_tokens WHERE id = $1 "
+				   "FOR UPDATE SKIP LOCKED", AdeSchema());
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "claiming the token");
+	if (SPI_processed == 0)
+		return false;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	run->org_name = isnull ? NULL : TextDatumGetCString(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	run->mode = TextDatumGetCString(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	run->cursor = isnull ? NULL : TextDatumGetCString(d);
+	return true;
+}
+
+/* a JSON request body {"limit": n, "cursor": "..."} */
+static char *
+page_request(const char *cursor)
+{
+	StringInfoData b;
+
+	initStringInfo(&b);
+	appendStringInfo(&b, "{\"limit\": %d", ade_page_size);
+	if (cursor)
+	{
+		appendStringInfoString(&b, ", \"cursor\": ");
+		escape_json(&b, cursor);
+	}
+	appendStringInfoChar(&b, '}');
+	return b.data;
+}
+
+typedef enum PageOutcome
+{
+	PAGE_MORE,					/* go on with the next page */
+	PAGE_DONE,					/* nothing more to fetch in this run */
+} PageOutcome;
+
+/*
+ * Fetch and apply one page.  Cursor codes switch the mode; anything else
+ * that is not a page raises.
+ */
+static PageOutcome
+sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
+{
+	bool		fetch = strcmp(run->mode, "fetch") == 0;
+	const char *path = fetch ? "/server/devices" : "/devices/sync";
+	AdeAbmResponse resp;
+	Jsonb	   *jb;
+	Jsonb	   *devices;
+	char	   *cursor;
+	char	   *fetched_until;
+	bool		more;
+	char		what[64];
+
+	snprintf(what, sizeof(what), "POST %s", path);
+
+	if (!fetch && run->cursor == NULL)
+	{
+		/* a sync needs a cursor: start over with a full fetch */
+		apply_page(run, NULL, true, NULL, "fetch", NULL);
+		return PAGE_MORE;
+	}
+
+	AdeAbmCall(client, "POST", path, page_request(run->cursor), &resp);
+
+	switch (resp.kind)
+	{
+		case ABM_OK:
+			break;
+		case ABM_EXHAUSTED_CURSOR:
+			if (fetch && run->cursor != NULL)
+			{
+				/* the fetch was finished: go on with sync from this cursor */
+				apply_page(run, NULL, false, run->cursor, "sync", NULL);
+				return PAGE_MORE;
+			}
+			AdeAbmRaise(&resp, what);
+			break;
+		case ABM_EXPIRED_CURSOR:
+		case ABM_INVALID_CURSOR:
+		case ABM_CURSOR_REQUIRED:
+			/* start a full fetch again; at most twice per run */
+			if (++(*resets) > 2)
+				AdeAbmRaise(&resp, what);
+			ereport(LOG,
+					(errmsg("ade: token " INT64_FORMAT " got %s, starting a full fetch",
+							run->token_id, AdeAbmKindName(resp.kind))));
+			apply_page(run, NULL, true, NULL, "fetch", NULL);
+			run->note = psprintf("%s: full fetch started", AdeAbmKindName(resp.kind));
+			return PAGE_MORE;
+		default:
+			AdeAbmRaise(&resp, what);
+	}
+
+	jb = AdeAbmParseJson(&resp, what);
+	devices = AdeJsonGetJsonb(jb, "devices");
+	cursor = AdeJsonGetText(jb, "cursor");
+	if (devices == NULL || !JB_ROOT_IS_ARRAY(devices) || JB_ROOT_IS_SCALAR(devices))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("ABM answered %s without a \"devices\" array", what)));
+	if (cursor == NULL || cursor[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("ABM answered %s without a \"cursor\"", what)));
+	more = AdeJsonGetBool(jb, "more_to_follow", false);
+	fetched_until = AdeJsonGetText(jb, "fetched_until");
+
+	run->pages++;
+	if (fetch && !more)
+	{
+		/* the last fetch page: sync mode from now on */
+		apply_page(run, devices, true, cursor, "sync", fetched_until);
+		return PAGE_MORE;
+	}
+
+	/* rule 3: the same cursor back with more_to_follow would loop forever */
+	if (more && run->cursor != NULL && strcmp(cursor, run->cursor) == 0)
+	{
+		apply_page(run, devices, fetch, cursor, run->mode, fetched_until);
+		run->note = "ABM returned the same cursor with more_to_follow; run ended";
+		return PAGE_DONE;
+	}
+	apply_page(run, devices, fetch, cursor, run->mode, fetched_until);
+	return more ? PAGE_MORE : PAGE_DONE;
+}
+
+/* is this error one that must end the whole run (never swallowed)? */
+static bool
+must_rethrow(ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
+		edata->sqlerrcode == ERRCODE_CRASH_SHUTDOWN ||
+		edata->sqlerrcode == ERRCODE_CANNOT_CONNECT_NOW ||
+		edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY ||
+		edata->elevel >= FATAL;
+}
+
+/*
+ * Run f(run, arg) in a subtransaction.  On an ordinary ERROR, roll it back,
+ * record the message on run and return false; cancels and their like are
+ * re-thrown.
+ */
+static bool
+in_subxact(TokenRun *run, void (*f) (TokenRun *, void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		f(run, arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (must_rethrow(edata))
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		run->error = edata->message;
+		run->error_kind = AdeAbmLastErrorKind;
+		return false;
+	}
+	PG_END_TRY();
+	return true;
+}
+
+typedef struct PageArgs
+{
+	AdeAbmClient *client;
+	int		   *resets;
+	PageOutcome outcome;
+} PageArgs;
+
+static void
+page_step(TokenRun *run, void *arg)
+{
+	PageArgs   *pa = (PageArgs *) arg;
+
+	pa->outcome = sync_one_page(run, pa->client, pa->resets);
+}
+
+static void
+token_step(TokenRun *run, void *arg)
+{
+	AdeAbmClient *client;
+	int			resets = 0;
+	TimestampTz deadline;
+
+	if (!claim_token(run))
+	{
+		run->busy = true;
+		run->error = "busy";
+		return;
+	}
+	client = AdeAbmOpen(run->token_id);
+	deadline = TimestampTzPlusMilliseconds(run->started_at, (int64) ade_max_sync_seconds * 1000);
+
+	for (;;)
+	{
+		PageArgs	pa = {client, &resets, PAGE_DONE};
+		bool		ok;
+
+		if (GetCurrentTimestamp() >= deadline)
+		{
+			run->note = "ade.max_sync_seconds reached; the next run goes on from the stored cursor";
+			break;
+		}
+		ok = in_subxact(run, page_step, &pa);
+		if (!ok || pa.outcome == PAGE_DONE)
+			break;
+	}
+	run->requests = client->requests;
+	AdeAbmSaveSession(client);
+	AdeAbmClose(client);
+}
+
+/* text datum or null */
+static void
+set_text(Datum *v, char *n, int i, const char *s)
+{
+	if (s)
+	{
+		v[i] = CStringGetTextDatum(s);
+		n[i] = ' ';
+	}
+	else
+		n[i] = 'n';
+}
+
+/*
+ * Write the run's ade_sync_runs row and the token's state (outside the
+ * token's subtransaction, so that a failure is recorded too).
+ */
+static void
+finish_run(TokenRun *run)
+{
+	Oid			argtypes[15] = {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID, INT4OID,
+		INT4OID, INT4OID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID};
+	Datum		args[15];
+	char		nulls[15];
+	char	   *sql;
+	int			rc;
+
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = Int64GetDatum(run->token_id);
+	set_text(args, nulls, 1, run->mode);
+	args[2] = Int32GetDatum(run->pages);
+	args[3] = Int32GetDatum(run->added);
+	args[4] = Int32GetDatum(run->modified);
+	args[5] = Int32GetDatum(run->deleted);
+	args[6] = Int32GetDatum(run->skipped);
+	args[7] = Int32GetDatum(run->assigned);
+	args[8] = Int32GetDatum(run->failed);
+	args[9] = Int32GetDatum(run->requests);
+	args[10] = TimestampTzGetDatum(run->started_at);
+	set_text(args, nulls, 11, run->error);
+	set_text(args, nulls, 12, run->busy ? "busy" :
+			 run->error ? AdeAbmKindName(run->error_kind) : "ok");
+	args[13] = BoolGetDatum(run->busy);
+	set_text(args, nulls, 14, run->note);
+
+	sql = psprintf("SELECT org_name, mode FROM %s.ade_finish_run($1, $2, $3, $4, $5, $6, $7, "
+				   "$8, $9, $10, $11, $12, $13, $14, $15)", AdeSchema());
+	rc = SPI_execute_with_args(sql, 15, argtypes, args, nulls, false, 0);
+	spi_check(rc, SPI_OK_SELECT, "ade_finish_run");
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d;
+
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		run->org_name = isnull ? NULL : TextDatumGetCString(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		run->mode = isnull ? NULL : TextDatumGetCString(d);
+	}
+}
+
+static void
+sync_token(TokenRun *run)
+{
+	AdeAbmLastErrorKind = ABM_OK;
+	run->started_at = GetCurrentTimestamp();
+	(void) in_subxact(run, token_step, NULL);
+	finish_run(run);
+}
+
+static void
+emit(ReturnSetInfo *rsinfo, TokenRun *run)
+{
+	Datum		values[10];
+	bool		nulls[10] = {false};
+
+	values[0] = Int64GetDatum(run->token_id);
+	if (run->org_name)
+		values[1] = CStringGetTextDatum(run->org_name);
+	else
+		nulls[1] = true;
+	if (run->mode)
+		values[2] = CStringGetTextDatum(run->mode);
+	else
+		nulls[2] = true;
+	values[3] = Int32GetDatum(run->pages);
+	values[4] = Int32GetDatum(run->added);
+	values[5] = Int32GetDatum(run->modified);
+	values[6] = Int32GetDatum(run->deleted);
+	values[7] = Int32GetDatum(run->assigned);
+	values[8] = Int32GetDatum(run->failed);
+	if (run->error)
+		values[9] = CStringGetTextDatum(run->error);
+	else
+		nulls[9] = true;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+static Datum
+sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext runcxt;
+	char	   *sql;
+	int			rc;
+	int64	   *ids;
+	int			n;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* prune history older than ade.runs_retention */
+	{
+		Oid			argtypes[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(ade_runs_retention)};
+
+		sql = psprintf("DELETE FROM %s.ade_sync_runs WHERE started_at < now() - make_interval(mins => $1)",
+					   AdeSchema());
+		rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
+		spi_check(rc, SPI_OK_DELETE, "pruning ade_sync_runs");
+	}
+
+	if (one)
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		args[1] = {Int64GetDatum(only)};
+
+		sql = psprintf("SELECT id FROM %s.abm_tokens WHERE id = $1", AdeSchema());
+		rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 0);
+		spi_check(rc, SPI_OK_SELECT, "listing tokens");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("abm token " INT64_FORMAT " does not exist", only)));
+	}
+	else
+	{
+		sql = psprintf("SELECT id FROM %s.abm_tokens ORDER BY id", AdeSchema());
+		rc = SPI_execute(sql, true, 0);
+		spi_check(rc, SPI_OK_SELECT, "listing tokens");
+	}
+	n = (int) SPI_processed;
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+
+	runcxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync token",
+								   ALLOCSET_DEFAULT_SIZES);
+	for (i = 0; i < n; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(runcxt);
+		TokenRun	run;
+
+		memset(&run, 0, sizeof(run));
+		run.token_id = ids[i];
+		sync_token(&run);
+		emit(rsinfo, &run);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(runcxt);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/* ade_sync() returns table(...): every token */
+Datum
+ade_sync_all(PG_FUNCTION_ARGS)
+{
+	return sync_tokens(fcinfo, false, 0);
+}
+
+/* ade_sync(token_id bigint) returns table(...): one token */
+Datum
+ade_sync_one(PG_FUNCTION_ARGS)
+{
+	return sync_tokens(fcinfo, true, PG_GETARG_INT64(0));
+}

@@ -1,0 +1,521 @@
+/*-------------------------------------------------------------------------
+ *
+ * token.c
+ *		The MDM server key pair and the ABM server token envelope (OpenSSL),
+ *		and the SQL functions that use them: ade_public_key(),
+ *		ade_import_key(), ade_add_token().
+ *
+ * Owns: generating the RSA-2048 key pair and its self-signed certificate,
+ * importing a key pair, decrypting the .p7m that ABM hands out (S/MIME, CMS
+ * EnvelopedData, RSA key transport, AES content) into its five fields, and
+ * storing a token (ade_keypair, abm_tokens, ade_token_secrets via SPI).
+ *
+ * Every OpenSSL object of a call is held in a TokenScope that hangs from a
+ * memory context with a reset callback: whether the call returns or an ERROR
+ * jumps out, the objects are freed.  Errors never quote the token's content.
+ *
+ * Copyright (c) 2026, the ade authors
+ *
+ * IDENTIFICATION
+ *	  src/token.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/bio.h>
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "ade.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(ade_public_key);
+PG_FUNCTION_INFO_V1(ade_import_key);
+PG_FUNCTION_INFO_V1(ade_add_token);
+
+/* the OpenSSL objects of one call, freed by a memory-context reset callback */
+typedef struct TokenScope
+{
+	MemoryContext cxt;
+	MemoryContextCallback cb;
+	EVP_PKEY   *pkey;
+	X509	   *cert;
+	BIO		   *in;
+	BIO		   *out;
+	CMS_ContentInfo *cms;
+} TokenScope;
+
+static void
+scope_release(void *arg)
+{
+	TokenScope *s = (TokenScope *) arg;
+
+	EVP_PKEY_free(s->pkey);
+	X509_free(s->cert);
+	BIO_free(s->in);
+	BIO_free(s->out);
+	CMS_ContentInfo_free(s->cms);
+	s->pkey = NULL;
+	s->cert = NULL;
+	s->in = s->out = NULL;
+	s->cms = NULL;
+	ERR_clear_error();
+}
+
+static TokenScope *
+scope_begin(void)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "ade token",
+											  ALLOCSET_SMALL_SIZES);
+	TokenScope *s = MemoryContextAllocZero(cxt, sizeof(TokenScope));
+
+	s->cxt = cxt;
+	s->cb.func = scope_release;
+	s->cb.arg = s;
+	MemoryContextRegisterResetCallback(cxt, &s->cb);
+	return s;
+}
+
+static void
+scope_end(TokenScope *s)
+{
+	MemoryContextDelete(s->cxt);
+}
+
+/* the PEM text of what was written to a memory BIO, palloc'd */
+static char *
+bio_to_cstring(BIO *bio)
+{
+	char	   *data;
+	long		len = BIO_get_mem_data(bio, &data);
+
+	return pnstrdup(data, len);
+}
+
+static void
+ssl_fail(const char *what)
+{
+	unsigned long e = ERR_get_error();
+	char		buf[256];
+
+	ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	ereport(ERROR,
+			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+			 errmsg("could not %s", what),
+			 errdetail("OpenSSL: %s.", buf)));
+}
+
+/* a self-signed certificate for pkey, valid for ten years */
+static X509 *
+make_certificate(TokenScope *s, EVP_PKEY *pkey)
+{
+	X509	   *cert = X509_new();
+	X509_NAME  *name;
+	unsigned char serial[16];
+
+	s->cert = cert;
+	if (cert == NULL)
+		ssl_fail("create a certificate");
+	if (!pg_strong_random(serial, sizeof(serial)))
+		elog(ERROR, "could not generate random bytes");
+	serial[0] &= 0x7F;
+	{
+		BIGNUM	   *bn = BN_bin2bn(serial, sizeof(serial), NULL);
+		ASN1_INTEGER *ai = bn ? BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) : NULL;
+
+		BN_free(bn);
+		if (ai == NULL)
+			ssl_fail("set the certificate serial");
+	}
+	if (!X509_set_version(cert, 2) ||
+		!X509_gmtime_adj(X509_getm_notBefore(cert), 0) ||
+		!X509_gmtime_adj(X509_getm_notAfter(cert), 10L * 365 * 24 * 3600) ||
+		!X509_set_pubkey(cert, pkey))
+		ssl_fail("fill the certificate");
+	name = X509_get_subject_name(cert);
+	if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+									(const unsigned char *) "ade MDM server", -1, -1, 0) ||
+		!X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+									(const unsigned char *) "ade", -1, -1, 0) ||
+		!X509_set_issuer_name(cert, name))
+		ssl_fail("name the certificate");
+	if (X509_sign(cert, pkey, EVP_sha256()) == 0)
+		ssl_fail("sign the certificate");
+	return cert;
+}
+
+static char *
+pem_private_key(TokenScope *s, EVP_PKEY *pkey)
+{
+	char	   *pem;
+
+	s->out = BIO_new(BIO_s_mem());
+	if (s->out == NULL ||
+		!PEM_write_bio_PrivateKey(s->out, pkey, NULL, NULL, 0, NULL, NULL))
+		ssl_fail("write the private key");
+	pem = bio_to_cstring(s->out);
+	BIO_free(s->out);
+	s->out = NULL;
+	return pem;
+}
+
+static char *
+pem_certificate(TokenScope *s, X509 *cert)
+{
+	char	   *pem;
+
+	s->out = BIO_new(BIO_s_mem());
+	if (s->out == NULL || !PEM_write_bio_X509(s->out, cert))
+		ssl_fail("write the certificate");
+	pem = bio_to_cstring(s->out);
+	BIO_free(s->out);
+	s->out = NULL;
+	return pem;
+}
+
+/* store the key pair (replacing any); SPI connected */
+static void
+store_keypair(const char *key_pem, const char *cert_pem, bool replace)
+{
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2] = {CStringGetTextDatum(key_pem), CStringGetTextDatum(cert_pem)};
+	char	   *sql;
+	int			rc;
+
+	sql = psprintf("INSERT INTO %s.ade_keypair (id, private_key, certificate) VALUES (1, $1, $2) "
+				   "ON CONFLICT (id) DO %s",
+				   AdeSchema(),
+				   replace ? "UPDATE SET private_key = excluded.private_key, "
+				   "certificate = excluded.certificate, created_at = now()" : "NOTHING");
+	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+}
+
+/* the stored key pair, or false; SPI connected */
+static bool
+load_keypair(char **key_pem, char **cert_pem)
+{
+	char	   *sql;
+	int			rc;
+	bool		isnull;
+
+	sql = psprintf("SELECT private_key, certificate FROM %s.ade_keypair WHERE id = 1",
+				   AdeSchema());
+	rc = SPI_execute(sql, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return false;
+	*key_pem = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*cert_pem = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	return true;
+}
+
+/*
+ * ade_public_key() returns text: the certificate, generated on first call.
+ * Two first calls at once both generate; the first insert wins and both
+ * return what was stored.
+ */
+Datum
+ade_public_key(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *key_pem;
+	char	   *cert_pem;
+	text	   *result;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!load_keypair(&key_pem, &cert_pem))
+	{
+		TokenScope *s = scope_begin();
+
+		s->pkey = EVP_RSA_gen(2048);
+		if (s->pkey == NULL)
+			ssl_fail("generate an RSA key");
+		make_certificate(s, s->pkey);
+		store_keypair(pem_private_key(s, s->pkey), pem_certificate(s, s->cert), false);
+		scope_end(s);
+		if (!load_keypair(&key_pem, &cert_pem))
+			elog(ERROR, "key pair vanished after it was stored");
+	}
+	MemoryContextSwitchTo(caller);
+	result = cstring_to_text(cert_pem);
+	SPI_finish();
+	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * ade_import_key(private_key text, certificate text default null) returns text
+ *
+ * Replaces the key pair, e.g. when moving to a new server.  Without a
+ * certificate, a new self-signed one is made for the key (ABM then needs it
+ * uploaded again).  Returns the certificate.
+ */
+Datum
+ade_import_key(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	TokenScope *s;
+	char	   *key_in;
+	char	   *key_pem;
+	char	   *cert_pem;
+	text	   *result;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("private_key must not be null")));
+	key_in = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	s = scope_begin();
+	s->in = BIO_new_mem_buf(key_in, -1);
+	if (s->in == NULL)
+		ssl_fail("read the private key");
+	s->pkey = PEM_read_bio_PrivateKey(s->in, NULL, NULL, NULL);
+	if (s->pkey == NULL || EVP_PKEY_get_base_id(s->pkey) != EVP_PKEY_RSA)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("private_key is not a PEM RSA private key")));
+	BIO_free(s->in);
+	s->in = NULL;
+
+	if (!PG_ARGISNULL(1))
+	{
+		char	   *cert_in = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+		s->in = BIO_new_mem_buf(cert_in, -1);
+		if (s->in == NULL)
+			ssl_fail("read the certificate");
+		s->cert = PEM_read_bio_X509(s->in, NULL, NULL, NULL);
+		if (s->cert == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("certificate is not a PEM X.509 certificate")));
+		if (X509_check_private_key(s->cert, s->pkey) != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("certificate does not belong to private_key")));
+	}
+	else
+		make_certificate(s, s->pkey);
+
+	key_pem = pem_private_key(s, s->pkey);
+	cert_pem = pem_certificate(s, s->cert);
+	scope_end(s);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	store_keypair(key_pem, cert_pem, true);
+	MemoryContextSwitchTo(caller);
+	result = cstring_to_text(cert_pem);
+	SPI_finish();
+	PG_RETURN_TEXT_P(result);
+}
+
+/* the JSON between -----BEGIN MESSAGE----- and -----END MESSAGE----- */
+static char *
+token_message(const char *plain, size_t len)
+{
+	static const char begin[] = "-----BEGIN MESSAGE-----";
+	static const char end[] = "-----END MESSAGE-----";
+	char	   *text = pnstrdup(plain, len);
+	char	   *b = strstr(text, begin);
+	char	   *e;
+
+	if (b == NULL)
+		return NULL;
+	b += sizeof(begin) - 1;
+	e = strstr(b, end);
+	if (e == NULL)
+		return NULL;
+	*e = '\0';
+	return b;
+}
+
+/*
+ * Decrypt a server token file with the stored key pair into its fields.
+ * SPI connected.  Raises a clear error for anything that is not a token for
+ * this key.
+ */
+void
+AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out)
+{
+	TokenScope *s;
+	char	   *key_pem;
+	char	   *cert_pem;
+	char	   *plain;
+	char	   *json;
+	Jsonb	   *jb;
+	static const char *const fields[] = {"consumer_key", "consumer_secret",
+	"access_token", "access_secret", "access_token_expiry"};
+	char	   *val[5];
+	int			i;
+
+	if (!load_keypair(&key_pem, &cert_pem))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this server has no key pair yet, so no token can be for it"),
+				 errhint("Call ade_public_key(), upload the certificate to Apple Business Manager, and download the token again.")));
+
+	s = scope_begin();
+
+	s->in = BIO_new_mem_buf(key_pem, -1);
+	s->pkey = s->in ? PEM_read_bio_PrivateKey(s->in, NULL, NULL, NULL) : NULL;
+	if (s->pkey == NULL)
+		ssl_fail("read the stored private key");
+	BIO_free(s->in);
+	s->in = BIO_new_mem_buf(cert_pem, -1);
+	s->cert = s->in ? PEM_read_bio_X509(s->in, NULL, NULL, NULL) : NULL;
+	if (s->cert == NULL)
+		ssl_fail("read the stored certificate");
+	BIO_free(s->in);
+
+	/* S/MIME as ABM hands it out; DER or PEM CMS as a courtesy */
+	s->in = BIO_new_mem_buf(data, (int) len);
+	if (s->in == NULL)
+		ssl_fail("read the token");
+	s->cms = SMIME_read_CMS(s->in, NULL);
+	if (s->cms == NULL)
+	{
+		ERR_clear_error();
+		BIO_free(s->in);
+		s->in = BIO_new_mem_buf(data, (int) len);
+		s->cms = s->in ? d2i_CMS_bio(s->in, NULL) : NULL;
+	}
+	if (s->cms == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the token file is not an ABM server token"),
+				 errdetail("It is not an S/MIME encrypted message, or it is truncated."),
+				 errhint("Pass the .p7m file exactly as Apple Business Manager hands it out, e.g. with pg_read_binary_file().")));
+
+	s->out = BIO_new(BIO_s_mem());
+	if (s->out == NULL)
+		ssl_fail("decrypt the token");
+	if (CMS_decrypt(s->cms, s->pkey, s->cert, NULL, s->out, 0) != 1)
+	{
+		ERR_clear_error();
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the token file was not encrypted for this server's key"),
+				 errdetail("It cannot be decrypted with the key pair whose certificate ade_public_key() returns."),
+				 errhint("Upload ade_public_key() to the MDM server in Apple Business Manager and download its token again.")));
+	}
+	plain = bio_to_cstring(s->out);
+	scope_end(s);
+
+	json = token_message(plain, strlen(plain));
+	if (json == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the decrypted token has no -----BEGIN MESSAGE----- block")));
+	{
+		AdeAbmResponse r = {0};
+
+		r.body = json;
+		r.len = strlen(json);
+		jb = AdeAbmParseJson(&r, "the token message");
+	}
+	for (i = 0; i < 5; i++)
+	{
+		val[i] = AdeJsonGetText(jb, fields[i]);
+		if (val[i] == NULL || val[i][0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the decrypted token lacks \"%s\"", fields[i])));
+	}
+	out->creds.consumer_key = val[0];
+	out->creds.consumer_secret = val[1];
+	out->creds.access_token = val[2];
+	out->creds.access_secret = val[3];
+	out->expiry = val[4];
+	explicit_bzero(plain, strlen(plain));
+}
+
+/*
+ * ade_add_token(token bytea) returns bigint
+ *
+ * Decrypts, checks the token with GET /account, stores it.  The same
+ * consumer_key renews the stored token in place: same id, cursor kept, the
+ * invalid flag cleared.
+ */
+Datum
+ade_add_token(PG_FUNCTION_ARGS)
+{
+	bytea	   *file = PG_GETARG_BYTEA_PP(0);
+	AdeTokenFile tok;
+	AdeAbmClient *client;
+	TimestampTz expiry;
+	Oid			argtypes[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *sql;
+	int			rc;
+	bool		isnull;
+	int64		id;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	AdeTokenDecrypt(VARDATA_ANY(file), VARSIZE_ANY_EXHDR(file), &tok);
+
+	expiry = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+													 CStringGetDatum(tok.expiry),
+													 ObjectIdGetDatum(InvalidOid),
+													 Int32GetDatum(-1)));
+	if (expiry < GetCurrentTimestamp())
+		ereport(WARNING,
+				(errmsg("the ABM server token expired on %s", timestamptz_to_str(expiry)),
+				 errdetail("It is stored anyway; only Apple decides whether it still works."),
+				 errhint("Download a renewed token from Apple Business Manager and pass it to ade_add_token().")));
+
+	sql = psprintf("INSERT INTO %s.abm_tokens AS t (consumer_key, renew_at) VALUES ($1, $5) "
+				   "ON CONFLICT (consumer_key) DO UPDATE SET renew_at = excluded.renew_at, "
+				   "token_invalid = false, terms_expired = false, updated_at = now() "
+				   "RETURNING t.id", AdeSchema());
+	args[0] = CStringGetTextDatum(tok.creds.consumer_key);
+	args[1] = CStringGetTextDatum(tok.creds.consumer_secret);
+	args[2] = CStringGetTextDatum(tok.creds.access_token);
+	args[3] = CStringGetTextDatum(tok.creds.access_secret);
+	args[4] = TimestampTzGetDatum(expiry);
+	nulls[5] = 'n';
+	rc = SPI_execute_with_args(sql, 6, argtypes, args, nulls, false, 0);
+	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	sql = psprintf("INSERT INTO %s.ade_token_secrets AS s (token_id, consumer_secret, "
+				   "access_token, access_secret) "
+				   "SELECT id, $2, $3, $4 FROM %s.abm_tokens WHERE consumer_key = $1 "
+				   "ON CONFLICT (token_id) DO UPDATE SET consumer_secret = excluded.consumer_secret, "
+				   "access_token = excluded.access_token, access_secret = excluded.access_secret, "
+				   "session_token = NULL, session_at = NULL",
+				   AdeSchema(), AdeSchema());
+	rc = SPI_execute_with_args(sql, 6, argtypes, args, nulls, false, 0);
+	if (rc != SPI_OK_INSERT || SPI_processed != 1)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+
+	/* prove the token works (GET /account) before the transaction commits */
+	client = AdeAbmOpenCreds(&tok.creds);
+	client->token_id = id;
+	AdeAbmUpdateAccount(client, id);
+	AdeAbmSaveSession(client);
+	AdeAbmClose(client);
+
+	SPI_finish();
+	PG_RETURN_INT64(id);
+}

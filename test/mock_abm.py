@@ -1,0 +1,1266 @@
+#!/usr/bin/python3
+"""mock_abm.py - an in-memory fake of Apple's device-assignment web service (ABM/ASM).
+
+Test tool of the `ade` PostgreSQL extension. It speaks the part of the ABM API
+that ade uses (OAuth 1.0a session, account, fetch, sync, profile define and
+assign) and has a control API under /_mock/ with which tests register tokens,
+change devices, inject faults and read what the client sent.
+Python 3.11 standard library only; it binds to loopback only.
+
+Run:
+    /usr/bin/python3 test/mock_abm.py [--host 127.0.0.1] [--port 0]
+        [--port-file PATH] [--tls-cert PEM --tls-key PEM] [--quiet]
+    /usr/bin/python3 test/mock_abm.py --self-test      # exits 0 / 1
+
+--port 0 picks a free port; once listening, the port number is written to
+--port-file (temp file + rename). With --tls-cert/--tls-key it serves https.
+SIGTERM / SIGINT stop it. test/mockctl.py is a CLI over the control API.
+
+ABM endpoints (need User-Agent "pg-ade/...", X-Server-Protocol-Version: 10,
+and on POST/PUT Content-Type: application/json;charset=UTF8, else 400
+MISSING_HEADER):
+    GET  /session                  OAuth 1.0a HMAC-SHA1 -> {"auth_session_token"}
+    GET  /account                  -> account fields
+    POST /server/devices           {"cursor"?, "limit"?} full fetch
+    POST /devices/sync             {"cursor", "limit"?} changes
+    POST /profile                  define -> {"profile_uuid"}
+    PUT  /profile/devices          {"profile_uuid", "devices": [...]} assign
+    GET  /profile?profile_uuid=U   the stored profile
+Errors are bare codes in a text/plain body (token_rejected, signature_invalid,
+T_C_NOT_SIGNED, UNAUTHORIZED, EXPIRED_CURSOR, INVALID_CURSOR,
+EXHAUSTED_CURSOR, CURSOR_REQUIRED, CONFIG_NAME_REQUIRED, CONFIG_URL_REQUIRED,
+DEVICE_LIMIT_EXCEEDED, INVALID_PROFILE, MALFORMED_REQUEST_BODY, NOT_FOUND).
+
+Control API (no auth, JSON in and out, not header-checked, not logged).
+"consumer_key" in a body may also be given as an org_name; errors are
+{"error": "..."} with status 400 (bad body) or 404 (unknown org / endpoint).
+    POST /_mock/reset              forget everything
+    POST /_mock/tokens             {consumer_key?, consumer_secret?, access_token?,
+                                    access_secret?, access_token_expiry?, org_name?,
+                                    admin_id?, server_name?, server_uuid?, org_email?,
+                                    org_phone?, org_address?, org_type?, org_id?,
+                                    org_id_hash?, facilitator_id?, urls?,
+                                    terms_expired?, rejected?}
+                                   -> {"token": {5 fields}, "account": {...}}
+    GET  /_mock/tokens             -> {"tokens": [{"token", "account", "flags"}]}
+    POST /_mock/tokens/state       {consumer_key, terms_expired?, rejected?,
+                                    expire_sessions?, expire_cursors?}
+                                   -> {"terms_expired", "rejected", "sessions", "generation"}
+    POST /_mock/devices            {consumer_key, generate?: {count, prefix="S",
+                                    families=["Mac","iPhone","iPad"], start=0, digits=8},
+                                    add?: [records], modify?: [partial records],
+                                    delete?: [serials] | "S1,S2", events?: [raw records],
+                                    op_date?, fill?: true}
+                                   -> {"devices": count, "seq": last event seq}
+    POST /_mock/faults             {"rules": [rule, ...]} (or one rule) -> {"rules": n}
+    GET  /_mock/faults             -> {"rules": [rules with what is left of skip/times]}
+    POST /_mock/faults/clear
+    POST /_mock/assign_responses   {consumer_key, responses: {serial: FAILED|THROTTLED|
+                                    NOT_ACCESSIBLE|SUCCESS|OMIT|null}, retry_after_seconds?}
+    GET  /_mock/log[?path=P&method=M] -> {"requests": [{seq, method, path, query,
+                                    consumer_key, status, session, authorization,
+                                    user_agent, content_type, body, time, fault?}]}
+    POST /_mock/log/clear
+    GET  /_mock/stats              -> {"counts": {"POST /devices/sync": n, ...},
+                                    "requests": n, "serve_seconds": s}
+    GET  /_mock/state?consumer_key=CK -> {"devices": {serial: record},
+                                    "profiles": {uuid: profile}, "sessions": n,
+                                    "seq": last event seq, "generation": g,
+                                    "terms_expired", "rejected", "forced": {serial: answer},
+                                    "retry_after_seconds"}
+
+Fault rule keys (all optional): method, path (exact or fnmatch pattern),
+consumer_key, skip (0), times (1; -1 = forever), status, body (text or JSON),
+headers, hang_seconds, cut_body, truncate_json, json_drop, repeat_cursor,
+rotate_session, pad_bytes. The first matching live rule wins; a rule still
+skipping lets the request go on to the next rules.
+"""
+
+import argparse
+import base64
+import bisect
+import datetime
+import fnmatch
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import re
+import secrets
+import select
+import signal
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+JSON_TYPE = "application/json;charset=UTF8"
+TEXT_TYPE = "text/plain;charset=UTF8"
+
+ACCOUNT_FIELDS = ("org_name", "admin_id", "server_name", "server_uuid",
+                  "org_email", "org_phone", "org_address", "org_type",
+                  "org_id", "org_id_hash", "facilitator_id", "urls")
+TOKEN_FIELDS = ("consumer_key", "consumer_secret", "access_token",
+                "access_secret", "access_token_expiry")
+ASSIGN_VALUES = ("SUCCESS", "FAILED", "THROTTLED", "NOT_ACCESSIBLE", "OMIT")
+
+FAMILY_OS = {"Mac": "OSX", "iPhone": "iOS", "iPad": "iOS", "iPod": "iOS",
+             "AppleTV": "tvOS", "Vision": "visionOS"}
+FAMILY_MODELS = {
+    "Mac": [("MacBook Pro 14-inch", "MBP 14.2 SPG/M3 PRO/18GB/512GB"),
+            ("MacBook Air 13-inch", "MBA 13.6 MDN/M2/8GB/256GB"),
+            ("iMac 24-inch", "IMAC 24 BLU/M3/8GB/256GB"),
+            ("Mac mini", "MAC MINI/M2/8GB/256GB"),
+            ("MacBook Pro 16-inch", "MBP 16.2 SLV/M3 MAX/36GB/1TB"),
+            ("Mac Studio", "MAC STUDIO/M2 MAX/32GB/512GB")],
+    "iPhone": [("iPhone 15", "IPHONE 15 BLACK 128GB-USA"),
+               ("iPhone 15 Pro", "IPHONE 15 PRO NATURAL 256GB-USA"),
+               ("iPhone 14", "IPHONE 14 MIDNIGHT 128GB-USA"),
+               ("iPhone SE", "IPHONE SE STARLIGHT 64GB-USA")],
+    "iPad": [("iPad Pro 11-inch", "IPAD PRO 11 WI-FI 256GB SPACE GRAY"),
+             ("iPad Air", "IPAD AIR WI-FI 64GB BLUE"),
+             ("iPad (10th generation)", "IPAD 10.9 WI-FI 64GB SILVER"),
+             ("iPad mini", "IPAD MINI WI-FI 64GB PURPLE")],
+    "iPod": [("iPod touch (7th generation)", "IPOD TOUCH 32GB SPACE GRAY")],
+    "AppleTV": [("Apple TV 4K", "APPLE TV 4K WI-FI 64GB")],
+    "Vision": [("Apple Vision Pro", "APPLE VISION PRO 256GB")],
+}
+COLORS = ["SPACE GRAY", "SILVER", "MIDNIGHT", "STARLIGHT", "BLUE", "BLACK"]
+
+FIXTURE = {  # /work/shared/fixtures/apple-test-token/README.md
+    "consumer_key": "CK_75b2eb55cec9641e869a7d2c88b4bf1f7ffee504716571d191306385"
+                    "b8647ead9a4239ad6a2095ea0197feb46ce61399",
+    "consumer_secret": "CS_810bb5ab05e53becb3bfbe40b3608a0c9039c457",
+    "access_token": "AT_O8474885631Oe8ddece11c1a70077b340e281a2c4e2c4924a54cO1737111741803",
+    "access_secret": "AS_97b944021a19633782a36c2a85038a46d6acaa06",
+    "url": "https://mdmenrollment.apple.com/session",
+    "timestamp": "1700000000",
+    "nonce": "4572616e48616d6d65724c61686176",
+    "signature": "kFeXBjGUEQxcj2UNfkKmB2C/lDc=",
+}
+
+
+# ---------------------------------------------------------------- helpers
+
+def iso(ts=None):
+    """ISO 8601 UTC with a Z, whole seconds (Apple's format)."""
+    if ts is None:
+        ts = time.time()
+    return datetime.datetime.fromtimestamp(int(ts), datetime.timezone.utc) \
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def oauth_enc(s):
+    """RFC 5849 section 3.6 percent-encoding (unreserved: ALPHA DIGIT - . _ ~)."""
+    return urllib.parse.quote(str(s).encode("utf-8"), safe="-._~")
+
+
+def oauth_signature(method, base_url, params, consumer_secret, access_secret):
+    """base64 HMAC-SHA1 signature of an OAuth 1.0a request (RFC 5849 3.4).
+
+    params: list of (name, value) pairs, already decoded, without realm and
+    oauth_signature."""
+    pairs = sorted((oauth_enc(k), oauth_enc(v)) for k, v in params)
+    norm = "&".join("%s=%s" % kv for kv in pairs)
+    base = "&".join((method.upper(), oauth_enc(base_url), oauth_enc(norm)))
+    key = oauth_enc(consumer_secret) + "&" + oauth_enc(access_secret)
+    digest = hmac.new(key.encode("utf-8"), base.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+_AUTH_PARAM = re.compile(
+    r'\s*([A-Za-z0-9_.\-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*(?:,|$)')
+
+
+def parse_oauth_header(value):
+    """Parse 'OAuth k="v", ...' into an ordered list of decoded (k, v); None if not OAuth."""
+    if not value:
+        return None
+    value = value.strip()
+    if value[:6].lower() != "oauth ":
+        return None
+    rest = value[6:]
+    out = []
+    pos = 0
+    while pos < len(rest):
+        m = _AUTH_PARAM.match(rest, pos)
+        if not m or m.end() == pos:
+            break
+        raw = m.group(2) if m.group(2) is not None else m.group(3)
+        raw = re.sub(r"\\(.)", r"\1", raw)
+        out.append((urllib.parse.unquote(m.group(1)), urllib.parse.unquote(raw)))
+        pos = m.end()
+    return out
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def encode_cursor(org_id, kind, last, seq, gen):
+    raw = json.dumps({"o": org_id, "t": kind, "l": last, "q": seq, "g": gen},
+                     separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return b64url(raw)
+
+
+def decode_cursor(cursor):
+    """-> dict with o, t, l, q, g or None when it does not decode."""
+    if not isinstance(cursor, str) or not cursor or len(cursor) > 4096:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        c = json.loads(raw.decode("utf-8"))
+    except Exception:
+        return None
+    if not isinstance(c, dict):
+        return None
+    if not (isinstance(c.get("o"), str) and c.get("t") in ("fetch", "sync")
+            and isinstance(c.get("l"), str) and isinstance(c.get("q"), int)
+            and isinstance(c.get("g"), int)):
+        return None
+    return c
+
+
+def is_loopback(host):
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ControlError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---------------------------------------------------------------- state
+
+class Org:
+    def __init__(self, consumer_key):
+        self.consumer_key = consumer_key
+        self.id = secrets.token_hex(6)          # goes into cursors
+        self.token = {}
+        self.account = {}
+        self.terms_expired = False
+        self.rejected = False
+        self.devices = {}                       # serial -> record (never mutated)
+        self._sorted = None                     # cached sorted serials
+        self.event_seqs = []                    # parallel to events
+        self.events = []                        # (seq, op_type, op_date, record)
+        self.profiles = {}                      # uuid -> profile
+        self.generation = 1
+        self.forced = {}                        # serial -> forced assign answer
+        self.retry_after = None
+        self.nonces = set()
+
+    def sorted_serials(self):
+        if self._sorted is None:
+            self._sorted = sorted(self.devices)
+        return self._sorted
+
+    def last_seq(self):
+        return self.event_seqs[-1] if self.event_seqs else 0
+
+
+class State:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.orgs = {}           # consumer_key -> Org
+        self.sessions = {}       # session token -> consumer_key
+        self.rules = []
+        self.log = []
+        self.log_seq = 0
+        self.seq = 0             # global event seq
+        self.counts = {}
+        self.serve_seconds = 0.0
+        self.requests = 0
+
+    # ---- orgs
+
+    def org_for(self, body, key="consumer_key"):
+        ck = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(ck, str) or not ck:
+            raise ControlError(400, "%s required" % key)
+        org = self.orgs.get(ck)
+        if org is None:
+            for o in self.orgs.values():
+                if o.account.get("org_name") == ck:
+                    return o
+            raise ControlError(404, "unknown consumer_key %r" % ck)
+        return org
+
+    def register(self, body):
+        ck = body.get("consumer_key") or "CK_" + secrets.token_hex(48)
+        if not isinstance(ck, str):
+            raise ControlError(400, "consumer_key must be a string")
+        org = self.orgs.get(ck)
+        new = org is None
+        if new:
+            org = Org(ck)
+            self.orgs[ck] = org
+        expiry = body.get("access_token_expiry") or iso(time.time() + 365 * 86400)
+        org.token = {
+            "consumer_key": ck,
+            "consumer_secret": body.get("consumer_secret") or "CS_" + secrets.token_hex(20),
+            "access_token": body.get("access_token") or "AT_" + secrets.token_hex(32),
+            "access_secret": body.get("access_secret") or "AS_" + secrets.token_hex(20),
+            "access_token_expiry": expiry,
+        }
+        for k in ("consumer_secret", "access_token", "access_secret", "access_token_expiry"):
+            if not isinstance(org.token[k], str):
+                raise ControlError(400, "%s must be a string" % k)
+        acc = dict(org.account)
+        if new:
+            n = len(self.orgs)
+            acc = {
+                "org_name": "Mock Org %d" % n,
+                "admin_id": "admin%d@example.com" % n,
+                "server_name": "ade test server %d" % n,
+                "server_uuid": str(uuid.uuid4()).upper(),
+                "org_email": "it%d@example.com" % n,
+                "org_phone": "+1 555 0100 %03d" % n,
+                "org_address": "1 Infinite Loop, Cupertino CA 95014, US",
+                "org_type": "org",
+                "org_id": str(1000000 + secrets.randbelow(8999999)),
+                "org_id_hash": secrets.token_hex(32),
+                "facilitator_id": "facilitator%d@example.com" % n,
+                "org_version": "v2",
+                "urls": [],
+            }
+        for k in ACCOUNT_FIELDS:
+            if k in body and body[k] is not None:
+                acc[k] = body[k]
+        if "urls" not in body or body.get("urls") is None:
+            acc["urls"] = [{"uri": u, "http_method": m, "limit": lim} for u, m, lim in (
+                ("/session", ["GET"], None), ("/account", ["GET"], None),
+                ("/server/devices", ["POST"], {"default": 100, "maximum": 1000}),
+                ("/devices/sync", ["POST"], {"default": 100, "maximum": 1000}),
+                ("/profile", ["POST", "GET"], None),
+                ("/profile/devices", ["PUT"], {"default": 1000, "maximum": 1000}))]
+            for u in acc["urls"]:
+                if u["limit"] is None:
+                    del u["limit"]
+        org.account = acc
+        org.terms_expired = bool(body.get("terms_expired", org.terms_expired if not new else False))
+        org.rejected = bool(body.get("rejected", False))
+        return {"token": dict(org.token), "account": dict(org.account)}
+
+    def account_json(self, org):
+        return dict(org.account)
+
+    # ---- sessions
+
+    def new_session(self, org):
+        tok = "%d|%s" % (int(time.time() * 1000), secrets.token_hex(32))
+        self.sessions[tok] = org.consumer_key
+        return tok
+
+    def org_sessions(self, org):
+        return [t for t, ck in self.sessions.items() if ck == org.consumer_key]
+
+    # ---- devices and events
+
+    def add_event(self, org, op_type, record, op_date):
+        self.seq += 1
+        org.event_seqs.append(self.seq)
+        org.events.append((self.seq, op_type, op_date, record))
+
+    def put_device(self, org, record, op_type, op_date):
+        serial = record["serial_number"]
+        if serial not in org.devices:
+            org._sorted = None
+        org.devices[serial] = record
+        self.add_event(org, op_type, record, op_date)
+
+    def make_device(self, org, serial, family, n):
+        models = FAMILY_MODELS.get(family) or [(family or "Unknown", (family or "UNKNOWN").upper())]
+        model, desc = models[n % len(models)]
+        return {
+            "serial_number": serial,
+            "model": model,
+            "description": desc,
+            "color": COLORS[n % len(COLORS)],
+            "asset_tag": "A%06d" % n if n % 3 == 0 else "",
+            "profile_status": "empty",
+            "profile_uuid": "",
+            "device_assigned_date": iso(1704067200 + n * 60),
+            "device_assigned_by": org.account.get("admin_id", "admin@example.com"),
+            "os": FAMILY_OS.get(family, "iOS"),
+            "device_family": family,
+        }
+
+    def mutate_devices(self, body):
+        org = self.org_for(body)
+        default_date = body.get("op_date") or iso()
+        fill = body.get("fill", True)
+
+        def split(rec):
+            if not isinstance(rec, dict):
+                raise ControlError(400, "device records must be objects")
+            rec = dict(rec)
+            rec.pop("op_type", None)
+            od = rec.pop("op_date", None) or default_date
+            if "serial_number" not in rec or not isinstance(rec["serial_number"], str):
+                raise ControlError(400, "device record without a string serial_number")
+            return rec, od
+
+        gen = body.get("generate")
+        if gen:
+            if not isinstance(gen, dict):
+                raise ControlError(400, "generate must be an object")
+            count = int(gen.get("count", 0))
+            prefix = str(gen.get("prefix", "S"))
+            fams = gen.get("families") or ["Mac", "iPhone", "iPad"]
+            if isinstance(fams, str):
+                fams = [f for f in fams.split(",") if f]
+            start = int(gen.get("start", 0))
+            digits = int(gen.get("digits", 8))
+            for i in range(count):
+                n = start + i
+                fam = fams[i % len(fams)]
+                rec = self.make_device(org, "%s%0*d" % (prefix, digits, n), fam, n)
+                self.put_device(org, rec, "added", default_date)
+        for rec in body.get("add") or []:
+            rec, od = split(rec)
+            if fill:
+                base = self.make_device(org, rec["serial_number"],
+                                        rec.get("device_family", "Mac"),
+                                        len(org.devices))
+                base.update(rec)
+                rec = base
+            self.put_device(org, rec, "added", od)
+        for rec in body.get("modify") or []:
+            rec, od = split(rec)
+            old = org.devices.get(rec["serial_number"])
+            if old is None:
+                old = self.make_device(org, rec["serial_number"],
+                                       rec.get("device_family", "Mac"),
+                                       len(org.devices)) if fill else {}
+            merged = dict(old)
+            merged.update(rec)
+            self.put_device(org, merged, "modified", od)
+        dels = body.get("delete") or []
+        if isinstance(dels, str):
+            dels = [s for s in dels.split(",") if s]
+        for s in dels:
+            if not isinstance(s, str):
+                raise ControlError(400, "delete takes serials")
+            if s in org.devices:
+                del org.devices[s]
+                org._sorted = None
+            self.add_event(org, "deleted", {"serial_number": s}, default_date)
+        for raw in body.get("events") or []:
+            self.add_event(org, None, raw, None)
+        return {"devices": len(org.devices), "seq": org.last_seq()}
+
+    # ---- control snapshot
+
+    def snapshot(self, org):
+        return {
+            "devices": org.devices,
+            "profiles": org.profiles,
+            "sessions": len(self.org_sessions(org)),
+            "seq": org.last_seq(),
+            "generation": org.generation,
+            "terms_expired": org.terms_expired,
+            "rejected": org.rejected,
+            "forced": org.forced,
+            "retry_after_seconds": org.retry_after,
+        }
+
+
+# ---------------------------------------------------------------- ABM handlers
+# Each runs under the state lock and returns (status, payload, extra_headers);
+# payload is a dict/list (JSON) or str (bare error code, text/plain).
+
+def h_session(st, req):
+    params = parse_oauth_header(req.headers.get("Authorization"))
+    if not params:
+        return 401, "UNAUTHORIZED", None
+    d = {}
+    for k, v in params:
+        d.setdefault(k, v)
+    org = st.orgs.get(d.get("oauth_consumer_key", ""))
+    if org is None or not hmac.compare_digest(
+            d.get("oauth_token", "").encode(), org.token["access_token"].encode()):
+        return 401, "token_rejected", None
+    req.org = org
+    if org.rejected:
+        return 401, "token_rejected", None
+    if d.get("oauth_signature_method") != "HMAC-SHA1" or d.get("oauth_version", "1.0") != "1.0":
+        return 401, "signature_invalid", None
+    sig = d.get("oauth_signature", "")
+    signed = [(k, v) for k, v in params if k not in ("realm", "oauth_signature")]
+    signed += urllib.parse.parse_qsl(req.query, keep_blank_values=True)
+    host = req.headers.get("Host", "")
+    scheme = req.server.scheme
+    candidates = {host}
+    norm = host.lower()
+    if (scheme == "http" and norm.endswith(":80")) or (scheme == "https" and norm.endswith(":443")):
+        norm = norm.rsplit(":", 1)[0]
+    candidates.add(norm)
+    ok = False
+    for h in candidates:
+        want = oauth_signature("GET", "%s://%s%s" % (scheme, h, req.req_path),
+                               signed, org.token["consumer_secret"], org.token["access_secret"])
+        if hmac.compare_digest(want.encode(), sig.encode()):
+            ok = True
+    if not ok:
+        return 401, "signature_invalid", None
+    nonce = d.get("oauth_nonce", "")
+    if not nonce or nonce in org.nonces:
+        return 401, "signature_invalid", None
+    org.nonces.add(nonce)
+    if org.terms_expired:
+        return 403, "T_C_NOT_SIGNED", None
+    return 200, {"auth_session_token": st.new_session(org)}, None
+
+
+def _limit(body):
+    lim = body.get("limit", None)
+    if lim is None:
+        return DEFAULT_LIMIT
+    if isinstance(lim, bool) or not isinstance(lim, (int, float)):
+        if isinstance(lim, str) and lim.strip().isdigit():
+            lim = int(lim)
+        else:
+            raise ValueError
+    return max(1, min(MAX_LIMIT, int(lim)))
+
+
+def _json_body(req):
+    if req.body_json is None or not isinstance(req.body_json, dict):
+        if not req.body_raw.strip():
+            return {}
+        return None
+    return req.body_json
+
+
+def h_account(st, req):
+    return 200, st.account_json(req.org), None
+
+
+def h_fetch(st, req):
+    org = req.org
+    body = _json_body(req)
+    if body is None:
+        return 400, "MALFORMED_REQUEST_BODY", None
+    try:
+        limit = _limit(body)
+    except ValueError:
+        return 400, "MALFORMED_REQUEST_BODY", None
+    cur = body.get("cursor")
+    if cur in (None, ""):
+        last, start_seq = "", st.seq
+        first = True
+    else:
+        c = decode_cursor(cur)
+        if c is None or c["o"] != org.id:
+            return 400, "INVALID_CURSOR", None
+        if c["g"] != org.generation:
+            return 400, "EXPIRED_CURSOR", None
+        if c["t"] != "fetch":
+            return 400, "EXHAUSTED_CURSOR", None
+        last, start_seq = c["l"], c["q"]
+        first = False
+    serials = org.sorted_serials()
+    i = 0 if first else bisect.bisect_right(serials, last)
+    page = serials[i:i + limit]
+    more = i + limit < len(serials)
+    devs = org.devices
+    out = []
+    for s in page:
+        r = devs[s]
+        if "op_type" in r or "op_date" in r:
+            r = {k: v for k, v in r.items() if k not in ("op_type", "op_date")}
+        out.append(r)
+    if more:
+        cursor = encode_cursor(org.id, "fetch", page[-1], start_seq, org.generation)
+    else:
+        cursor = encode_cursor(org.id, "sync", "", start_seq, org.generation)
+    return 200, {"devices": out, "cursor": cursor, "fetched_until": iso(),
+                 "more_to_follow": more}, None
+
+
+def h_sync(st, req):
+    org = req.org
+    body = _json_body(req)
+    if body is None:
+        return 400, "MALFORMED_REQUEST_BODY", None
+    cur = body.get("cursor")
+    if cur in (None, ""):
+        return 400, "CURSOR_REQUIRED", None
+    try:
+        limit = _limit(body)
+    except ValueError:
+        return 400, "MALFORMED_REQUEST_BODY", None
+    c = decode_cursor(cur)
+    if c is None or c["o"] != org.id:
+        return 400, "INVALID_CURSOR", None
+    if c["g"] != org.generation:
+        return 400, "EXPIRED_CURSOR", None
+    if c["t"] != "sync":
+        return 400, "INVALID_CURSOR", None
+    i = bisect.bisect_right(org.event_seqs, c["q"])
+    evs = org.events[i:i + limit]
+    more = i + limit < len(org.events)
+    out = []
+    for seq, op, od, rec in evs:
+        if op is None:            # raw event, verbatim
+            out.append(rec)
+        elif op == "deleted":
+            out.append({"serial_number": rec["serial_number"], "op_type": op, "op_date": od})
+        else:
+            e = dict(rec)
+            e["op_type"] = op
+            e["op_date"] = od
+            out.append(e)
+    last = evs[-1][0] if evs else c["q"]
+    return 200, {"devices": out,
+                 "cursor": encode_cursor(org.id, "sync", "", last, org.generation),
+                 "fetched_until": iso(), "more_to_follow": more}, None
+
+
+def _assign(st, org, profile_uuid, serials):
+    now = iso()
+    answer = {}
+    throttled = False
+    for s in serials:
+        if not isinstance(s, str):
+            continue
+        forced = org.forced.get(s)
+        if forced == "OMIT":
+            continue
+        if forced and forced != "SUCCESS":
+            res = forced
+        elif s in org.devices:
+            res = "SUCCESS"
+        else:
+            res = "SUCCESS" if forced == "SUCCESS" else "NOT_ACCESSIBLE"
+        if res == "SUCCESS" and s in org.devices:
+            rec = dict(org.devices[s])
+            rec["profile_uuid"] = profile_uuid
+            rec["profile_status"] = "assigned"
+            rec["profile_assign_time"] = now
+            st.put_device(org, rec, "modified", now)
+        if res == "THROTTLED":
+            throttled = True
+        answer[s] = res
+    return answer, throttled
+
+
+def h_profile_define(st, req):
+    org = req.org
+    body = req.body_json
+    if not isinstance(body, dict):
+        return 400, "MALFORMED_REQUEST_BODY", None
+    if not isinstance(body.get("profile_name"), str) or not body["profile_name"]:
+        return 400, "CONFIG_NAME_REQUIRED", None
+    if not isinstance(body.get("url"), str) or not body["url"]:
+        return 400, "CONFIG_URL_REQUIRED", None
+    pid = uuid.uuid4().hex.upper()
+    prof = dict(body)
+    prof.pop("devices", None)
+    org.profiles[pid] = prof
+    out = {"profile_uuid": pid}
+    devs = body.get("devices")
+    if isinstance(devs, list) and devs:
+        if len(devs) > MAX_LIMIT:
+            return 400, "DEVICE_LIMIT_EXCEEDED", None
+        out["devices"], _ = _assign(st, org, pid, devs)
+    return 200, out, None
+
+
+def h_profile_get(st, req):
+    q = urllib.parse.parse_qs(req.query)
+    pid = (q.get("profile_uuid") or [""])[0]
+    prof = req.org.profiles.get(pid)
+    if prof is None:
+        return 404, "NOT_FOUND", None
+    out = dict(prof)
+    out["profile_uuid"] = pid
+    return 200, out, None
+
+
+def h_assign(st, req):
+    org = req.org
+    body = req.body_json
+    if not isinstance(body, dict) or not isinstance(body.get("devices", []), list):
+        return 400, "MALFORMED_REQUEST_BODY", None
+    devs = body.get("devices") or []
+    if len(devs) > MAX_LIMIT:
+        return 400, "DEVICE_LIMIT_EXCEEDED", None
+    pid = body.get("profile_uuid")
+    if not isinstance(pid, str) or pid not in org.profiles:
+        return 400, "INVALID_PROFILE", None
+    answer, throttled = _assign(st, org, pid, devs)
+    out = {"profile_uuid": pid, "devices": answer}
+    if throttled and org.retry_after is not None:
+        out["retry_after_seconds"] = org.retry_after
+    return 200, out, None
+
+
+ROUTES = {
+    ("GET", "/session"): h_session,
+    ("GET", "/account"): h_account,
+    ("POST", "/server/devices"): h_fetch,
+    ("POST", "/devices/sync"): h_sync,
+    ("POST", "/profile"): h_profile_define,
+    ("GET", "/profile"): h_profile_get,
+    ("PUT", "/profile/devices"): h_assign,
+}
+
+
+# ---------------------------------------------------------------- control API
+
+def c_reset(st, body, q):
+    st.reset()
+    return {"ok": True}
+
+
+def c_tokens(st, body, q):
+    return st.register(body)
+
+
+def c_tokens_list(st, body, q):
+    return {"tokens": [{"token": dict(o.token), "account": dict(o.account),
+                        "flags": {"terms_expired": o.terms_expired, "rejected": o.rejected}}
+                       for o in st.orgs.values()]}
+
+
+def c_token_state(st, body, q):
+    org = st.org_for(body)
+    if "terms_expired" in body:
+        org.terms_expired = bool(body["terms_expired"])
+    if "rejected" in body:
+        org.rejected = bool(body["rejected"])
+    if body.get("expire_sessions"):
+        for t in st.org_sessions(org):
+            del st.sessions[t]
+    if body.get("expire_cursors"):
+        org.generation += 1
+    return {"terms_expired": org.terms_expired, "rejected": org.rejected,
+            "sessions": len(st.org_sessions(org)), "generation": org.generation}
+
+
+def c_devices(st, body, q):
+    return st.mutate_devices(body)
+
+
+RULE_KEYS = {"method", "path", "consumer_key", "skip", "times", "status", "body",
+             "headers", "hang_seconds", "cut_body", "truncate_json", "json_drop",
+             "repeat_cursor", "rotate_session", "pad_bytes", "comment"}
+
+
+def c_faults(st, body, q):
+    rules = body.get("rules") if "rules" in body else [body]
+    if not isinstance(rules, list):
+        raise ControlError(400, "rules must be a list")
+    for r in rules:
+        if not isinstance(r, dict):
+            raise ControlError(400, "a rule must be an object")
+        bad = set(r) - RULE_KEYS
+        if bad:
+            raise ControlError(400, "unknown rule keys: %s" % ", ".join(sorted(bad)))
+        r = dict(r)
+        r.setdefault("skip", 0)
+        r.setdefault("times", 1)
+        if r.get("method"):
+            r["method"] = r["method"].upper()
+        if "headers" in r and not isinstance(r["headers"], dict):
+            raise ControlError(400, "headers must be an object")
+        if "json_drop" in r and isinstance(r["json_drop"], str):
+            r["json_drop"] = [r["json_drop"]]
+        r["hits"] = 0
+        st.rules.append(r)
+    return {"rules": len(st.rules)}
+
+
+def c_faults_list(st, body, q):
+    return {"rules": st.rules}
+
+
+def c_faults_clear(st, body, q):
+    st.rules = []
+    return {"rules": 0}
+
+
+def c_assign_responses(st, body, q):
+    org = st.org_for(body)
+    resp = body.get("responses") or {}
+    if not isinstance(resp, dict):
+        raise ControlError(400, "responses must be an object")
+    for s, v in resp.items():
+        if v is None:
+            org.forced.pop(s, None)
+        elif v in ASSIGN_VALUES:
+            org.forced[s] = v
+        else:
+            raise ControlError(400, "bad assign response %r" % (v,))
+    if "retry_after_seconds" in body:
+        org.retry_after = body["retry_after_seconds"]
+    return {"responses": org.forced, "retry_after_seconds": org.retry_after}
+
+
+def c_log(st, body, q):
+    reqs = st.log
+    path = (q.get("path") or [None])[0]
+    method = (q.get("method") or [None])[0]
+    if path:
+        reqs = [r for r in reqs if r["path"] == path]
+    if method:
+        reqs = [r for r in reqs if r["method"] == method.upper()]
+    return {"requests": reqs}
+
+
+def c_log_clear(st, body, q):
+    st.log = []
+    return {"ok": True}
+
+
+def c_stats(st, body, q):
+    return {"counts": st.counts, "requests": st.requests,
+            "serve_seconds": round(st.serve_seconds, 6)}
+
+
+def c_state(st, body, q):
+    ck = (q.get("consumer_key") or [None])[0]
+    return st.snapshot(st.org_for({"consumer_key": ck}))
+
+
+CONTROL = {
+    ("POST", "/_mock/reset"): c_reset,
+    ("POST", "/_mock/tokens"): c_tokens,
+    ("GET", "/_mock/tokens"): c_tokens_list,
+    ("POST", "/_mock/tokens/state"): c_token_state,
+    ("POST", "/_mock/devices"): c_devices,
+    ("POST", "/_mock/faults"): c_faults,
+    ("GET", "/_mock/faults"): c_faults_list,
+    ("POST", "/_mock/faults/clear"): c_faults_clear,
+    ("POST", "/_mock/assign_responses"): c_assign_responses,
+    ("GET", "/_mock/log"): c_log,
+    ("POST", "/_mock/log/clear"): c_log_clear,
+    ("GET", "/_mock/stats"): c_stats,
+    ("GET", "/_mock/state"): c_state,
+}
+
+
+# ---------------------------------------------------------------- HTTP layer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = 300               # idle keep-alive connections end after this
+
+    # http.server calls do_<METHOD>
+    def do_GET(self):
+        self.dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
+
+    def version_string(self):
+        return "mock-abm/1.0"
+
+    def log_message(self, fmt, *args):
+        if not self.server.quiet:
+            sys.stderr.write("mock_abm: %s %s\n" % (self.address_string(), fmt % args))
+
+    # ---- plumbing
+
+    def read_body(self):
+        te = self.headers.get("Transfer-Encoding", "")
+        if "chunked" in te.lower():
+            chunks = []
+            while True:
+                line = self.rfile.readline(65537)
+                if not line:
+                    break
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            return b"".join(chunks)
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def send_bytes(self, status, body, ctype, headers=None, cut=False):
+        if self.command == "HEAD":
+            body = b""
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        if cut:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if cut:
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        else:
+            self.wfile.write(body)
+
+    def client_gone(self):
+        sock = self.connection
+        try:
+            r, _, _ = select.select([sock], [], [], 0)
+            if not r:
+                return False
+            data = socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            # plain http: b'' = EOF; https: bytes now can only be a close alert
+            return data == b"" or isinstance(sock, ssl.SSLSocket)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
+    def hang(self, seconds):
+        end = time.monotonic() + float(seconds)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            if self.client_gone():
+                return False
+            time.sleep(min(0.05, left))
+
+    # ---- dispatch
+
+    def dispatch(self):
+        parts = urllib.parse.urlsplit(self.path)
+        self.req_path = parts.path or "/"
+        self.query = parts.query
+        try:
+            self.body_raw = self.read_body()
+        except (ValueError, OSError):
+            self.close_connection = True
+            return
+        if self.req_path.startswith("/_mock/") or self.req_path == "/_mock":
+            self.control()
+        else:
+            try:
+                self.abm()
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                self.close_connection = True
+            except Exception:
+                traceback.print_exc()
+                try:
+                    self.send_bytes(500, b"INTERNAL_ERROR", TEXT_TYPE)
+                except OSError:
+                    pass
+                self.close_connection = True
+
+    def control(self):
+        st = self.server.state
+        try:
+            body = json.loads(self.body_raw) if self.body_raw.strip() else {}
+        except ValueError:
+            body = None
+        fn = CONTROL.get((self.command, self.req_path))
+        try:
+            if fn is None:
+                raise ControlError(404, "unknown control endpoint %s %s" % (self.command, self.req_path))
+            if not isinstance(body, dict):
+                raise ControlError(400, "body must be a JSON object")
+            q = urllib.parse.parse_qs(self.query)
+            with st.lock:
+                out = fn(st, body, q)
+                data = json.dumps(out, separators=(",", ":")).encode()
+            status = 200
+        except ControlError as e:
+            status, data = e.status, json.dumps({"error": e.message}).encode()
+        except (ValueError, TypeError, KeyError) as e:
+            status, data = 400, json.dumps({"error": "bad request: %s" % e}).encode()
+        self.send_bytes(status, data, "application/json")
+
+    def abm(self):
+        st = self.server.state
+        t0 = time.perf_counter()
+        self.org = None
+        raw = self.body_raw
+        try:
+            self.body_json = json.loads(raw) if raw.strip() else None
+            logged_body = self.body_json
+        except ValueError:
+            self.body_json = None
+            logged_body = raw.decode("utf-8", "replace")
+        h = self.headers
+        session = h.get("X-ADM-Auth-Session")
+        entry = {"seq": 0, "method": self.command, "path": self.req_path,
+                 "query": self.query, "consumer_key": None, "status": None,
+                 "session": session, "authorization": h.get("Authorization") is not None,
+                 "user_agent": h.get("User-Agent"), "content_type": h.get("Content-Type"),
+                 "body": logged_body, "time": round(time.time(), 3)}
+        key = "%s %s" % (self.command, self.req_path)
+        with st.lock:
+            st.log_seq += 1
+            entry["seq"] = st.log_seq
+            st.log.append(entry)
+            st.counts[key] = st.counts.get(key, 0) + 1
+            st.requests += 1
+
+        def finish(status, **extra):
+            with st.lock:
+                entry["status"] = status
+                entry.update(extra)
+                if self.org is not None:
+                    entry["consumer_key"] = self.org.consumer_key
+                st.serve_seconds += time.perf_counter() - t0 - hung
+
+        hung = 0.0
+        ct = (h.get("Content-Type") or "").replace(" ", "").lower()
+        if (not (h.get("User-Agent") or "").startswith("pg-ade/")
+                or (h.get("X-Server-Protocol-Version") or "").strip() != "10"
+                or (self.command in ("POST", "PUT") and ct != JSON_TYPE.lower())):
+            self.send_bytes(400, b"MISSING_HEADER", TEXT_TYPE)
+            finish(400)
+            return
+
+        route = ROUTES.get((self.command, self.req_path))
+        # which org is this for, and does a fault rule apply
+        with st.lock:
+            if self.req_path == "/session":
+                p = parse_oauth_header(h.get("Authorization")) or []
+                ck = dict(p).get("oauth_consumer_key")
+                self.org = st.orgs.get(ck) if ck else None
+            elif session is not None and session in st.sessions:
+                self.org = st.orgs.get(st.sessions[session])
+            rule, rule_idx = None, None
+            for i, r in enumerate(st.rules):
+                if r["times"] == 0:
+                    continue
+                if r.get("method") and r["method"] != self.command:
+                    continue
+                if r.get("path") and not (r["path"] == self.req_path
+                                          or fnmatch.fnmatchcase(self.req_path, r["path"])):
+                    continue
+                if r.get("consumer_key") and (self.org is None or
+                                              r["consumer_key"] not in (self.org.consumer_key,
+                                                                        self.org.account.get("org_name"))):
+                    continue
+                if r["skip"] > 0:
+                    r["skip"] -= 1
+                    continue
+                if r["times"] > 0:
+                    r["times"] -= 1
+                r["hits"] += 1
+                rule, rule_idx = dict(r), i
+                break
+        fx = {"fault": rule_idx} if rule is not None else {}
+
+        if rule and rule.get("hang_seconds"):
+            th = time.perf_counter()
+            alive = self.hang(rule["hang_seconds"])
+            hung = time.perf_counter() - th
+            if not alive:
+                self.close_connection = True
+                finish(None, disconnected=True, **fx)
+                return
+
+        headers = {}
+        ctype = TEXT_TYPE
+        if rule and ("status" in rule or "body" in rule):
+            status = int(rule.get("status", 200))
+            payload = rule.get("body", "")
+            if payload is None:
+                payload = ""
+        elif rule and rule.get("repeat_cursor"):
+            cur = self.body_json.get("cursor") if isinstance(self.body_json, dict) else None
+            status, payload = 200, {"devices": [], "cursor": cur, "more_to_follow": True,
+                                    "fetched_until": iso()}
+        elif route is None:
+            status, payload = 404, "NOT_FOUND"
+        else:
+            with st.lock:
+                if route is h_session:
+                    status, payload, hx = route(st, self)
+                else:
+                    org = self.org
+                    if org is None:
+                        status, payload, hx = 401, "UNAUTHORIZED", None
+                    elif org.terms_expired:
+                        status, payload, hx = 403, "T_C_NOT_SIGNED", None
+                    elif org.rejected:
+                        status, payload, hx = 401, "token_rejected", None
+                    else:
+                        status, payload, hx = route(st, self)
+                headers.update(hx or {})
+                if isinstance(payload, (dict, list)):
+                    if rule and isinstance(payload, dict):
+                        for k in rule.get("json_drop") or []:
+                            payload.pop(k, None)
+                        if rule.get("pad_bytes"):
+                            payload["padding"] = "x" * int(rule["pad_bytes"])
+                    payload = json.dumps(payload, separators=(",", ":"))
+                    ctype = JSON_TYPE
+                if rule and rule.get("rotate_session") and self.org is not None \
+                        and session in st.sessions:
+                    del st.sessions[session]
+                    headers["X-ADM-Auth-Session"] = st.new_session(self.org)
+        if isinstance(payload, (dict, list)):
+            payload = json.dumps(payload, separators=(",", ":"))
+            ctype = JSON_TYPE
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        if rule and rule.get("truncate_json"):
+            data = data[:len(data) // 2]
+        if rule and rule.get("headers"):
+            headers.update(rule["headers"])
+        cut = bool(rule and rule.get("cut_body"))
+        self.send_bytes(status, data, ctype, headers, cut=cut)
+        finish(status, **fx)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, addr, handler, state, ssl_ctx=None, quiet=False):
+        if ":" in addr[0]:
+            self.address_family = socket.AF_INET6
+        self.state = state
+        self.ssl_ctx = ssl_ctx
+        self.scheme = "https" if ssl_ctx else "http"
+        self.quiet = quiet
+        super().__init__(addr, handler)
+
+    def server_bind(self):
+        # skip HTTPServer.server_bind's reverse DNS lookup
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = self.server_address[0]
+        self.server_port = self.server_address[1]
+
+    def finish_request(self, request, client_address):
+        if self.ssl_ctx is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(15)
+        try:
+            tls = self.ssl_ctx.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            if not self.quiet:
+                sys.stderr.write("mock_abm: TLS handshake failed: %s\n" % e)
+            return
+        tls.settimeout(None)
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, ssl.SSLError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+# ---------------------------------------------------------------- self-test
+
+def self_test():
+    ok = True
+    f = FIXTURE
+    params = [("oauth_consumer_key", f["consumer_key"]), ("oauth_token", f["access_token"]),
+              ("oauth_signature_method", "HMAC-SHA1"), ("oauth_timestamp", f["timestamp"]),
+              ("oauth_nonce", f["nonce"]), ("oauth_version", "1.0")]
+    sig = oauth_signature("GET", f["url"], params, f["consumer_secret"], f["access_secret"])
+    print("fixture signature %s (want %s): %s" % (sig, f["signature"],
+                                                  "ok" if sig == f["signature"] else "FAIL"))
+    ok &= sig == f["signature"]
+    # the header parser gives back what a client would send
+    hdr = "OAuth realm=\"ADM\", " + ", ".join(
+        '%s="%s"' % (k, oauth_enc(v)) for k, v in params + [("oauth_signature", sig)])
+    parsed = parse_oauth_header(hdr)
+    back = dict(parsed)
+    signed = [(k, v) for k, v in parsed if k not in ("realm", "oauth_signature")]
+    ok2 = (back.get("oauth_signature") == f["signature"] and back.get("realm") == "ADM"
+           and oauth_signature("GET", f["url"], signed, f["consumer_secret"],
+                               f["access_secret"]) == f["signature"])
+    print("header parse round trip: %s" % ("ok" if ok2 else "FAIL"))
+    ok &= ok2
+    c = encode_cursor("abc", "fetch", "S001", 7, 2)
+    ok3 = decode_cursor(c) == {"o": "abc", "t": "fetch", "l": "S001", "q": 7, "g": 2} \
+        and decode_cursor("not a cursor!") is None
+    print("cursor round trip: %s" % ("ok" if ok3 else "FAIL"))
+    ok &= ok3
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Fake Apple Business Manager device-assignment API.")
+    ap.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="port, 0 = a free one (default)")
+    ap.add_argument("--port-file", help="write the port number here once listening")
+    ap.add_argument("--tls-cert", help="PEM certificate: serve https")
+    ap.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    ap.add_argument("--quiet", action="store_true", help="no per-request logging")
+    ap.add_argument("--self-test", action="store_true", help="check the OAuth fixture vector and exit")
+    a = ap.parse_args(argv)
+    if a.self_test:
+        return self_test()
+    if not is_loopback(a.host):
+        ap.error("refusing to bind to non-loopback address %s" % a.host)
+    if bool(a.tls_cert) != bool(a.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
+    ctx = None
+    if a.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+    srv = Server((a.host, a.port), Handler, State(), ssl_ctx=ctx, quiet=a.quiet)
+    port = srv.server_address[1]
+    if a.port_file:
+        tmp = "%s.tmp.%d" % (a.port_file, os.getpid())
+        with open(tmp, "w") as fh:
+            fh.write("%d\n" % port)
+        os.replace(tmp, a.port_file)
+    if not a.quiet:
+        sys.stderr.write("mock_abm: listening on %s://%s:%d\n" % (srv.scheme, a.host, port))
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        srv.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()
+        if a.port_file:
+            try:
+                with open(a.port_file) as fh:
+                    if fh.read().strip() == str(port):
+                        os.unlink(a.port_file)
+            except OSError:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,474 @@
+#!/usr/bin/python3
+"""mockctl.py - command-line client of test/mock_abm.py's control API.
+
+Test tool of the `ade` PostgreSQL extension, for tests written in psql
+(`\\! test/mockctl.py ...`) or shell. Python 3.11 standard library only; it
+talks to loopback addresses only and ignores proxy settings.
+
+The mock's base URL comes from --url or the environment variable ADE_MOCK_URL
+(e.g. http://127.0.0.1:54321). Commands print nothing unless said; on failure
+they print a message on stderr and exit non-zero.
+
+    mockctl.py reset
+    mockctl.py call METHOD PATH [JSON | @FILE]      prints the answer JSON
+    mockctl.py token [--org NAME] [--consumer-key CK] [--consumer-secret S]
+                     [--access-token T] [--access-secret S]
+                     [--access-token-expiry ISO] [--admin-id A] [--server-name N]
+                     [--server-uuid U] [--org-email E] [--org-phone P]
+                     [--org-address A] [--org-type edu|org] [--org-id I]
+                     [--org-id-hash H] [--facilitator-id F]
+                     [--json OUT.json] [--p7m OUT.p7m --cert CERT.pem]
+                     registers a token; writes the 5-field token JSON to
+                     OUT.json (printed when neither --json nor --p7m is given)
+    mockctl.py p7m --cert CERT.pem --json TOKEN.json --out OUT.p7m
+                     the token file as ABM hands it out (S/MIME, AES-128)
+    mockctl.py devices CK [--generate N [--prefix P] [--families Mac,iPhone,iPad]
+                     [--start K]] [--add-json FILE] [--modify-json FILE]
+                     [--delete S1,S2] [--events-json FILE] [--op-date ISO]
+    mockctl.py fault JSON_RULE                      append one fault rule
+    mockctl.py faults-clear
+    mockctl.py assign CK S1=FAILED,S2=OMIT,S3=     [--retry-after N]
+                     forced PUT /profile/devices answers (empty value clears)
+    mockctl.py tokstate CK [--terms-expired true|false] [--rejected true|false]
+                     [--expire-sessions] [--expire-cursors]
+    mockctl.py state CK [same flags as tokstate]   with flags: tokstate;
+                     without: prints GET /_mock/state JSON
+    mockctl.py count "POST /devices/sync"          prints the integer count
+    mockctl.py stats                               prints GET /_mock/stats JSON
+    mockctl.py log [--path P] [--method M]         prints the request log JSON
+    mockctl.py log-clear
+    mockctl.py wait-port PORTFILE [--timeout 10] [--https] [--print-url]
+                     waits for the port file and for GET /_mock/stats to answer
+
+CK is a consumer_key (an org_name works too). JSON files for --add-json and
+--modify-json hold a list of device records (or one record).
+"""
+
+import argparse
+import ipaddress
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+TOKEN_FIELDS = ("consumer_key", "consumer_secret", "access_token",
+                "access_secret", "access_token_expiry")
+ACCOUNT_FLAGS = ("admin_id", "server_name", "server_uuid", "org_email", "org_phone",
+                 "org_address", "org_type", "org_id", "org_id_hash", "facilitator_id")
+
+
+class Fail(Exception):
+    pass
+
+
+def is_loopback(host):
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url):
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise Fail("bad mock URL %r" % url)
+    if not is_loopback(u.hostname):
+        raise Fail("refusing non-loopback mock URL %r" % url)
+    return url.rstrip("/")
+
+
+_OPENER = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}),          # never go through a proxy
+    urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+
+
+def request(base, method, path, body=None, timeout=30):
+    """One control call; returns the decoded JSON answer."""
+    url = check_url(base) + path
+    data = None
+    headers = {}
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method.upper(), headers=headers)
+    try:
+        with _OPENER.open(req, timeout=timeout) as r:
+            raw = r.read()
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            msg = json.loads(raw).get("error", raw.decode("utf-8", "replace"))
+        except Exception:
+            msg = raw.decode("utf-8", "replace")
+        raise Fail("%s %s: HTTP %d: %s" % (method.upper(), path, e.code, msg))
+    except (urllib.error.URLError, OSError) as e:
+        raise Fail("%s %s: %s" % (method.upper(), path, getattr(e, "reason", e)))
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except ValueError:
+        raise Fail("%s %s: answer is not JSON" % (method.upper(), path))
+
+
+def base_url(args):
+    url = args.url or os.environ.get("ADE_MOCK_URL")
+    if not url:
+        raise Fail("no mock URL: set ADE_MOCK_URL or pass --url")
+    return url
+
+
+def dump(obj):
+    sys.stdout.write(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def boolarg(v):
+    s = str(v).strip().lower()
+    if s in ("1", "t", "true", "yes", "on", "y"):
+        return True
+    if s in ("0", "f", "false", "no", "off", "n"):
+        return False
+    raise argparse.ArgumentTypeError("not a boolean: %r" % v)
+
+
+def load_json_file(path):
+    try:
+        with open(path, "rb") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as e:
+        raise Fail("cannot read JSON from %s: %s" % (path, e))
+
+
+def write_atomic(path, data):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".mockctl.", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)         # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def build_p7m(cert, token_json_bytes, out):
+    """Encrypt the token JSON the way ABM does: a text/plain MIME entity with
+    the JSON between BEGIN/END MESSAGE lines, CMS EnvelopedData (RSA key
+    transport, AES-128-CBC, BER streaming), written as S/MIME with the same
+    headers and 76-column base64 as the files ABM hands out."""
+    import base64
+    content = (b"Content-Type: text/plain;charset=UTF-8\r\n"
+               b"Content-Transfer-Encoding: 7bit\r\n\r\n"
+               b"-----BEGIN MESSAGE-----\n" + token_json_bytes.rstrip(b"\r\n") +
+               b"\n-----END MESSAGE-----\n")
+    with tempfile.TemporaryDirectory(prefix="mockctl.") as td:
+        inp = os.path.join(td, "in.txt")
+        der = os.path.join(td, "out.der")
+        with open(inp, "wb") as fh:
+            fh.write(content)
+        # -binary keeps the LF line ends of the body (like Apple's files);
+        # -stream gives indefinite-length BER, as in Apple's files.
+        cmd = ["openssl", "smime", "-encrypt", "-binary", "-stream", "-aes128",
+               "-outform", "DER", "-in", inp, "-out", der, cert]
+        p = subprocess.run(cmd, capture_output=True)
+        if p.returncode != 0:
+            raise Fail("openssl smime -encrypt failed: %s" %
+                       p.stderr.decode("utf-8", "replace").strip())
+        with open(der, "rb") as fh:
+            b64 = base64.b64encode(fh.read())
+    lines = [b64[i:i + 76] for i in range(0, len(b64), 76)]
+    data = (b'Content-Type: application/pkcs7-mime; name="smime.p7m"; smime-type=enveloped-data\n'
+            b"Content-Transfer-Encoding: base64\n"
+            b'Content-Disposition: attachment; filename="smime.p7m"\n'
+            b"Content-Description: S/MIME Encrypted Message\n\n" + b"\n".join(lines) + b"\n")
+    write_atomic(out, data)
+
+
+def token_json_bytes(tok):
+    return json.dumps({k: tok[k] for k in TOKEN_FIELDS}, separators=(",", ":")).encode()
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_reset(a):
+    request(base_url(a), "POST", "/_mock/reset", {})
+
+
+def cmd_call(a):
+    body = None
+    if a.json is not None:
+        if a.json.startswith("@"):
+            body = load_json_file(a.json[1:])
+        else:
+            try:
+                body = json.loads(a.json)
+            except ValueError as e:
+                raise Fail("bad JSON argument: %s" % e)
+    path = a.path if a.path.startswith("/") else "/" + a.path
+    dump(request(base_url(a), a.method, path, body))
+
+
+def cmd_token(a):
+    body = {}
+    if a.org:
+        body["org_name"] = a.org
+    for f in TOKEN_FIELDS + ACCOUNT_FLAGS:
+        v = getattr(a, f, None)
+        if v is not None:
+            body[f] = v
+    if a.p7m and not a.cert:
+        raise Fail("--p7m needs --cert")
+    ans = request(base_url(a), "POST", "/_mock/tokens", body)
+    data = token_json_bytes(ans["token"])
+    if a.json:
+        write_atomic(a.json, data + b"\n")
+    if a.p7m:
+        build_p7m(a.cert, data, a.p7m)
+    if not a.json and not a.p7m:
+        sys.stdout.write(data.decode() + "\n")
+
+
+def cmd_p7m(a):
+    try:
+        with open(a.json, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise Fail("cannot read %s: %s" % (a.json, e))
+    build_p7m(a.cert, data, a.out)
+
+
+def _records(path):
+    v = load_json_file(path)
+    return v if isinstance(v, list) else [v]
+
+
+def cmd_devices(a):
+    body = {"consumer_key": a.ck}
+    if a.generate is not None:
+        g = {"count": a.generate, "prefix": a.prefix, "start": a.start}
+        if a.families:
+            g["families"] = [f for f in a.families.split(",") if f]
+        body["generate"] = g
+    if a.add_json:
+        body["add"] = _records(a.add_json)
+    if a.modify_json:
+        body["modify"] = _records(a.modify_json)
+    if a.delete:
+        body["delete"] = [s for s in a.delete.split(",") if s]
+    if a.events_json:
+        body["events"] = _records(a.events_json)
+    if a.op_date:
+        body["op_date"] = a.op_date
+    if a.no_fill:
+        body["fill"] = False
+    ans = request(base_url(a), "POST", "/_mock/devices", body)
+    if a.print:
+        dump(ans)
+
+
+def cmd_fault(a):
+    try:
+        rule = json.loads(a.rule)
+    except ValueError as e:
+        raise Fail("bad JSON rule: %s" % e)
+    if not isinstance(rule, dict):
+        raise Fail("a rule is a JSON object")
+    request(base_url(a), "POST", "/_mock/faults", {"rules": [rule]})
+
+
+def cmd_faults_clear(a):
+    request(base_url(a), "POST", "/_mock/faults/clear", {})
+
+
+def cmd_assign(a):
+    resp = {}
+    for item in a.responses.split(","):
+        if not item:
+            continue
+        s, sep, v = item.partition("=")
+        if not sep:
+            raise Fail("expected SERIAL=VALUE, got %r" % item)
+        resp[s] = v.upper() or None
+    body = {"consumer_key": a.ck, "responses": resp}
+    if a.retry_after is not None:
+        body["retry_after_seconds"] = a.retry_after
+    request(base_url(a), "POST", "/_mock/assign_responses", body)
+
+
+def _tokstate_body(a):
+    body = {"consumer_key": a.ck}
+    if a.terms_expired is not None:
+        body["terms_expired"] = a.terms_expired
+    if a.rejected is not None:
+        body["rejected"] = a.rejected
+    if a.expire_sessions:
+        body["expire_sessions"] = True
+    if a.expire_cursors:
+        body["expire_cursors"] = True
+    return body
+
+
+def cmd_tokstate(a):
+    request(base_url(a), "POST", "/_mock/tokens/state", _tokstate_body(a))
+
+
+def cmd_state(a):
+    body = _tokstate_body(a)
+    if len(body) > 1:
+        request(base_url(a), "POST", "/_mock/tokens/state", body)
+    else:
+        dump(request(base_url(a), "GET",
+                     "/_mock/state?" + urllib.parse.urlencode({"consumer_key": a.ck})))
+
+
+def cmd_count(a):
+    key = " ".join(a.key)
+    st = request(base_url(a), "GET", "/_mock/stats")
+    sys.stdout.write("%d\n" % st.get("counts", {}).get(key, 0))
+
+
+def cmd_stats(a):
+    dump(request(base_url(a), "GET", "/_mock/stats"))
+
+
+def cmd_log(a):
+    q = {}
+    if a.path:
+        q["path"] = a.path
+    if a.method:
+        q["method"] = a.method
+    path = "/_mock/log" + ("?" + urllib.parse.urlencode(q) if q else "")
+    dump(request(base_url(a), "GET", path))
+
+
+def cmd_log_clear(a):
+    request(base_url(a), "POST", "/_mock/log/clear", {})
+
+
+def cmd_wait_port(a):
+    deadline = time.monotonic() + a.timeout
+    last = "port file %s not there" % a.portfile
+    while True:
+        try:
+            with open(a.portfile) as fh:
+                port = int(fh.read().strip())
+            url = "%s://127.0.0.1:%d" % ("https" if a.https else "http", port)
+            request(url, "GET", "/_mock/stats", timeout=2)
+            if a.print_url:
+                sys.stdout.write(url + "\n")
+            return
+        except (OSError, ValueError) as e:
+            last = str(e)
+        except Fail as e:
+            last = str(e)
+        if time.monotonic() >= deadline:
+            raise Fail("mock not up after %gs: %s" % (a.timeout, last))
+        time.sleep(0.05)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Control the ABM mock (test/mock_abm.py).")
+    ap.add_argument("--url", help="mock base URL (default: $ADE_MOCK_URL)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("reset").set_defaults(fn=cmd_reset)
+
+    p = sub.add_parser("call", help="raw control call, prints the answer")
+    p.add_argument("method")
+    p.add_argument("path")
+    p.add_argument("json", nargs="?")
+    p.set_defaults(fn=cmd_call)
+
+    p = sub.add_parser("token", help="register a token")
+    p.add_argument("--org", help="org_name")
+    for f in TOKEN_FIELDS + ACCOUNT_FLAGS:
+        p.add_argument("--" + f.replace("_", "-"), dest=f)
+    p.add_argument("--json", help="write the 5-field token JSON here")
+    p.add_argument("--p7m", help="also write the encrypted token file here (needs --cert)")
+    p.add_argument("--cert", help="MDM server certificate for --p7m")
+    p.set_defaults(fn=cmd_token)
+
+    p = sub.add_parser("p7m", help="encrypt a token JSON into a .p7m")
+    p.add_argument("--cert", required=True)
+    p.add_argument("--json", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_p7m)
+
+    p = sub.add_parser("devices", help="change an org's devices")
+    p.add_argument("ck")
+    p.add_argument("--generate", type=int)
+    p.add_argument("--prefix", default="S")
+    p.add_argument("--families")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--add-json")
+    p.add_argument("--modify-json")
+    p.add_argument("--delete")
+    p.add_argument("--events-json", help="raw event records appended verbatim")
+    p.add_argument("--op-date")
+    p.add_argument("--no-fill", action="store_true", help="store added records as given")
+    p.add_argument("--print", action="store_true", help="print the answer")
+    p.set_defaults(fn=cmd_devices)
+
+    p = sub.add_parser("fault", help="append one fault rule")
+    p.add_argument("rule")
+    p.set_defaults(fn=cmd_fault)
+    sub.add_parser("faults-clear").set_defaults(fn=cmd_faults_clear)
+
+    p = sub.add_parser("assign", help="force PUT /profile/devices answers")
+    p.add_argument("ck")
+    p.add_argument("responses", help="S1=FAILED,S2=THROTTLED,S3=OMIT,S4= (empty clears)")
+    p.add_argument("--retry-after", type=int)
+    p.set_defaults(fn=cmd_assign)
+
+    for name, fn in (("tokstate", cmd_tokstate), ("state", cmd_state)):
+        p = sub.add_parser(name)
+        p.add_argument("ck")
+        p.add_argument("--terms-expired", type=boolarg)
+        p.add_argument("--rejected", type=boolarg)
+        p.add_argument("--expire-sessions", action="store_true")
+        p.add_argument("--expire-cursors", action="store_true")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("count", help='print the count of e.g. "POST /devices/sync"')
+    p.add_argument("key", nargs="+")
+    p.set_defaults(fn=cmd_count)
+    sub.add_parser("stats").set_defaults(fn=cmd_stats)
+
+    p = sub.add_parser("log")
+    p.add_argument("--path")
+    p.add_argument("--method")
+    p.set_defaults(fn=cmd_log)
+    sub.add_parser("log-clear").set_defaults(fn=cmd_log_clear)
+
+    p = sub.add_parser("wait-port")
+    p.add_argument("portfile")
+    p.add_argument("--timeout", type=float, default=10)
+    p.add_argument("--https", action="store_true")
+    p.add_argument("--print-url", action="store_true")
+    p.set_defaults(fn=cmd_wait_port)
+
+    a = ap.parse_args(argv)
+    try:
+        a.fn(a)
+    except Fail as e:
+        sys.stderr.write("mockctl: %s\n" % e)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
