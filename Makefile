@@ -14,14 +14,16 @@ SHLIB_LINK = -lcurl -lcrypto
 
 # pg_regress tests: sql/<name>.sql + expected/<name>.out (beside the install script)
 REGRESS = install settings oauth_signature token_fixture token_end_to_end \
-	token_bad_input abm_client
-REGRESS_OPTS = --inputdir=. --use-existing --dbname=$(or $(ADE_TEST_DB),ade_regress)
+	token_bad_input abm_session http_safety
+REGRESS_OPTS = --inputdir=. --use-existing
 
 # `make test` must start on a machine without PostgreSQL's headers: it installs them
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
 endif
+# the tests run in an existing database that has pg_cron (set after PGXS, which sets it too)
+CONTRIB_TESTDB = $(or $(ADE_TEST_DB),ade_regress)
 
 .PHONY: test demo prove
 # One command for everything, from a fresh machine (see README.md)

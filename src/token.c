@@ -326,23 +326,33 @@ ade_import_key(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(result);
 }
 
-/* the JSON between -----BEGIN MESSAGE----- and -----END MESSAGE----- */
+/*
+ * The JSON of a decrypted token: ABM wraps it in a MIME entity, between
+ * -----BEGIN MESSAGE----- and -----END MESSAGE-----.  Without those markers
+ * (a token encrypted by hand), the outermost {...} of the plaintext.
+ */
 static char *
-token_message(const char *plain, size_t len)
+token_message(char *text)
 {
 	static const char begin[] = "-----BEGIN MESSAGE-----";
 	static const char end[] = "-----END MESSAGE-----";
-	char	   *text = pnstrdup(plain, len);
 	char	   *b = strstr(text, begin);
 	char	   *e;
 
-	if (b == NULL)
+	if (b != NULL)
+	{
+		b += sizeof(begin) - 1;
+		e = strstr(b, end);
+		if (e == NULL)
+			return NULL;
+		*e = '\0';
+		return b;
+	}
+	b = strchr(text, '{');
+	e = strrchr(text, '}');
+	if (b == NULL || e == NULL || e < b)
 		return NULL;
-	b += sizeof(begin) - 1;
-	e = strstr(b, end);
-	if (e == NULL)
-		return NULL;
-	*e = '\0';
+	e[1] = '\0';
 	return b;
 }
 
@@ -418,11 +428,11 @@ AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out)
 	plain = bio_to_cstring(s->out);
 	scope_end(s);
 
-	json = token_message(plain, strlen(plain));
+	json = token_message(plain);
 	if (json == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the decrypted token has no -----BEGIN MESSAGE----- block")));
+				 errmsg("the decrypted token holds no JSON message")));
 	{
 		AdeAbmResponse r = {0};
 
@@ -443,7 +453,6 @@ AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out)
 	out->creds.access_token = val[2];
 	out->creds.access_secret = val[3];
 	out->expiry = val[4];
-	explicit_bzero(plain, strlen(plain));
 }
 
 /*

@@ -54,13 +54,13 @@ make -s PG_CONFIG="$PG_CONFIG" install >/dev/null || { echo "install failed"; ec
 # ---- 3. cluster and 4. mock ----
 work=$(mktemp -d /tmp/ade-test.XXXXXX)
 chmod 755 "$work"
-mkdir -p "$work/data" "$work/sock" "$work/tmp"
+mkdir -p "$work/data" "$work/sock" "$work/tmp" "$work/log"
 chmod 777 "$work/tmp"
 as_pg() {
   if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 if [[ $(id -u) -eq 0 ]]; then
-  chown postgres: "$work/data" "$work/sock"
+  chown postgres: "$work/data" "$work/sock" "$work/log"
   DBUSER=postgres
 else
   DBUSER=$(id -un)
@@ -100,8 +100,8 @@ synchronous_commit = off
 ade.abm_url = '$ADE_MOCK_URL'
 ade.retry_backoff = 50
 EOF
-as_pg "$PGBIN/pg_ctl" -D "$work/data" -l "$work/server.log" -w -t 60 start >/dev/null \
-  || { cat "$work/server.log"; echo "0 passed, 1 failed"; exit 1; }
+as_pg "$PGBIN/pg_ctl" -D "$work/data" -l "$work/log/server.log" -w -t 60 start >/dev/null \
+  || { cat "$work/log/server.log"; echo "0 passed, 1 failed"; exit 1; }
 
 export PGHOST=$work/sock PGPORT=$PORT PGUSER=$DBUSER PGDATABASE=ade_regress
 export ADE_TEST_TMP=$work/tmp ADE_TEST_DB=ade_regress
@@ -140,7 +140,7 @@ if compgen -G "test/t/*.sql" >/dev/null; then
 fi
 
 if [[ $failed -gt 0 ]]; then
-  echo "---- server log (tail) ----"; tail -40 "$work/server.log"
+  echo "---- server log (tail) ----"; tail -40 "$work/log/server.log"
 fi
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,0 +1,34 @@
+-- token_fixture: a real ABM server token (.p7m from the fixture) decrypts
+-- with the fixture's key, imported with ade_import_key(); every field of the
+-- fixture README comes out; the expired token is accepted with a WARNING.
+-- Skips (expected/token_fixture_1.out) when ../shared is absent.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS ade CASCADE;
+CREATE EXTENSION ade;
+RESET client_min_messages;
+\getenv fixtures ADE_FIXTURES
+SELECT :'fixtures' <> '' AS have_fixtures \gset
+\if :have_fixtures
+\set key `cat "$ADE_FIXTURES/server-key.pem"`
+\set cert `cat "$ADE_FIXTURES/server-cert.pem"`
+\set p7m `base64 -w0 "$ADE_FIXTURES/server-token.p7m"`
+-- the mock ABM knows these credentials, as Apple would
+\! python3 test/mockctl.py reset
+\! python3 test/mockctl.py token --org 'Fixture Org' --consumer-key CK_75b2eb55cec9641e869a7d2c88b4bf1f7ffee504716571d191306385b8647ead9a4239ad6a2095ea0197feb46ce61399 --consumer-secret CS_810bb5ab05e53becb3bfbe40b3608a0c9039c457 --access-token AT_O8474885631Oe8ddece11c1a70077b340e281a2c4e2c4924a54cO1737111741803 --access-secret AS_97b944021a19633782a36c2a85038a46d6acaa06 --admin-id admin@fixture.example --server-name 'Fixture MDM' >/dev/null
+-- import: the certificate returned is the fixture's, and ade_public_key() now returns it
+SELECT rtrim(ade_import_key(:'key', :'cert'), E'\n') = :'cert' AS imported_cert_is_fixture;
+SELECT rtrim(ade_public_key(), E'\n') = :'cert' AS public_key_is_fixture;
+SELECT ade_add_token(decode(:'p7m', 'base64')) AS token_id \gset
+SELECT t.id = :token_id AS same_id,
+       t.consumer_key = 'CK_75b2eb55cec9641e869a7d2c88b4bf1f7ffee504716571d191306385b8647ead9a4239ad6a2095ea0197feb46ce61399' AS consumer_key,
+       s.consumer_secret = 'CS_810bb5ab05e53becb3bfbe40b3608a0c9039c457' AS consumer_secret,
+       s.access_token = 'AT_O8474885631Oe8ddece11c1a70077b340e281a2c4e2c4924a54cO1737111741803' AS access_token,
+       s.access_secret = 'AS_97b944021a19633782a36c2a85038a46d6acaa06' AS access_secret,
+       t.renew_at = '2026-01-17T11:02:21Z'::timestamptz AS access_token_expiry,
+       t.org_name, t.apple_id, t.server_name, t.mode, t.cursor IS NULL AS no_cursor
+  FROM abm_tokens t JOIN ade_token_secrets s ON s.token_id = t.id;
+-- the status view shows the token as expired
+SELECT org_name, token_expired, days_until_expiry < 0 AS past_expiry FROM ade_status;
+\else
+\echo 'skipped: no fixtures (../shared is absent)'
+\endif
