@@ -332,10 +332,10 @@ BEGIN
 			   coalesce(@extschema@.ade_platform(w.rec->>'device_family'), h.platform, 'darwin') AS platform,
 			   coalesce(w.rec->>'model', h.hardware_model) AS model,
 			   CASE
+				 -- older than what was applied already: a page sent again,
+				 -- or an old record of a token that no longer holds it
+				 WHEN w.op_date < d.op_date THEN 'stale'
 				 WHEN w.op = 'deleted' THEN 'deleted'
-				 -- an older record from a token that no longer holds the device
-				 WHEN d.deleted_at IS NULL AND d.abm_token_id <> p_token
-					  AND w.op_date < d.op_date THEN 'stale'
 				 WHEN w.op <> 'added' AND d.deleted_at IS NULL
 					  AND d.abm_token_id = p_token THEN 'modified'
 				 ELSE 'added'	-- rule 6: an unknown serial is added
