@@ -340,12 +340,13 @@ in_subxact(TokenRun *run, void (*f) (TokenRun *, void *), void *arg)
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		if (must_rethrow(edata))
-			PG_RE_THROW();
 		FlushErrorState();
+		/* always undo our subtransaction first, as PL/pgSQL does */
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		if (must_rethrow(edata))
+			ReThrowError(edata);
 		run->error = edata->message;
 		run->error_kind = AdeAbmLastErrorKind;
 		return false;
