@@ -524,10 +524,11 @@ BEGIN
 			IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
 						WHERE object_type = 'extension' AND object_identity = 'ade') THEN
 				PERFORM cron.unschedule(j.jobid) FROM cron.job j WHERE j.jobname = 'ade_sync';
-				DROP EVENT TRIGGER IF EXISTS ade_cron_cleanup;
+				DROP EVENT TRIGGER ade_cron_cleanup;
+				DROP FUNCTION %I.ade_cron_cleanup();
 			END IF;
 		END
-		$body$ $f$, '@extschema@');
+		$body$ $f$, '@extschema@', '@extschema@');
 	IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
 		EXECUTE format('CREATE EVENT TRIGGER ade_cron_cleanup ON sql_drop EXECUTE FUNCTION %I.ade_cron_cleanup()',
 					   '@extschema@');
@@ -549,8 +550,12 @@ BEGIN
 		EXECUTE 'SELECT count(cron.unschedule(j.jobid)) > 0 FROM cron.job j WHERE j.jobname = $1'
 			INTO found_job USING 'ade_sync';
 	END IF;
-	EXECUTE 'DROP EVENT TRIGGER IF EXISTS ade_cron_cleanup';
-	EXECUTE format('DROP FUNCTION IF EXISTS %I.ade_cron_cleanup()', '@extschema@');
+	IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
+		EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
+	END IF;
+	IF to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@')) IS NOT NULL THEN
+		EXECUTE format('DROP FUNCTION %I.ade_cron_cleanup()', '@extschema@');
+	END IF;
 	RETURN found_job;
 END
 $$;

@@ -1,0 +1,49 @@
+-- pg_cron: ade_schedule() registers the job ade_sync (idempotent),
+-- ade_unschedule() removes it, DROP EXTENSION ade leaves no orphan job, and
+-- the scheduler itself runs the sync (recorded in cron.job_run_details and
+-- ade_sync_runs).  Waits up to ~75 s for the scheduler.
+\ir setup.psql
+\! test/add-token.sh Acme CK_acme
+\! python3 test/mockctl.py devices CK_acme --generate 20
+SELECT plan(13);
+
+SELECT ade_schedule() AS jobid \gset
+SELECT is((SELECT format('%s | %s | %s | %s', jobname, schedule, command, database) FROM cron.job WHERE jobname = 'ade_sync'),
+  format('ade_sync | * * * * * | SELECT public.ade_sync() | %s', current_database()),
+  'ade_schedule() registers the job ade_sync, every minute, in this database');
+SELECT is(ade_schedule(), :'jobid'::bigint, 'ade_schedule() again returns the same job');
+SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 1, 'and adds no second one');
+SELECT is(ade_schedule('*/5 * * * *'), :'jobid'::bigint, 'a new schedule updates the same job');
+SELECT is((SELECT schedule FROM cron.job WHERE jobname = 'ade_sync'), '*/5 * * * *', 'with the new schedule');
+SELECT is(ade_unschedule(), true, 'ade_unschedule() removes the job');
+SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 0, 'no job is left');
+SELECT is(ade_unschedule(), false, 'ade_unschedule() without a job returns false');
+
+-- DROP EXTENSION removes the job too
+SELECT ade_schedule() \g /dev/null
+DROP EXTENSION ade;
+SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 0, 'DROP EXTENSION ade leaves no orphan job');
+SELECT is((SELECT count(*)::int FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup')
+  + (SELECT count(*)::int FROM pg_proc WHERE proname = 'ade_cron_cleanup'), 0, 'nor its event trigger and function');
+
+-- the scheduler runs it
+CREATE EXTENSION ade;
+\! test/add-token.sh Acme CK_acme
+SELECT ade_schedule() AS jobid \gset
+CREATE FUNCTION pg_temp.wait_for_cron(secs int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1 .. secs LOOP
+    IF EXISTS (SELECT 1 FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+                WHERE j.jobname = 'ade_sync' AND d.status IN ('succeeded', 'failed'))
+    THEN RETURN true; END IF;
+    PERFORM pg_sleep(1);
+  END LOOP;
+  RETURN false;
+END $$;
+SELECT ok(pg_temp.wait_for_cron(75), 'the scheduler runs ade_sync within a minute');
+SELECT is((SELECT status FROM cron.job_run_details d JOIN cron.job j USING (jobid) WHERE j.jobname = 'ade_sync' ORDER BY runid LIMIT 1),
+  'succeeded', 'cron.job_run_details records the run as succeeded');
+SELECT is((SELECT added FROM ade_sync_runs ORDER BY id LIMIT 1), 20, 'and ade_sync_runs holds the run, with the devices it added');
+SELECT ade_unschedule() \g /dev/null
+
+SELECT * FROM finish();
