@@ -25,13 +25,16 @@ endif
 # the tests run in an existing database that has pg_cron (set after PGXS, which sets it too)
 CONTRIB_TESTDB = $(or $(ADE_TEST_DB),ade_regress)
 
-.PHONY: test demo prove
+.PHONY: test demo demo-stop prove
 # One command for everything, from a fresh machine (see README.md)
 test:
 	test/run-tests.sh
 
 demo:
 	test/demo.sh
+
+demo-stop:
+	test/demo.sh stop
 
 # pgTAP files, against a running cluster (test/run-tests.sh sets it up)
 prove:

@@ -1,0 +1,91 @@
+# test/lib.sh: shell functions shared by test/run-tests.sh (`make test`)
+# and test/demo.sh (`make demo`): install what is missing, build, start the
+# mock ABM, create and start a cluster with pg_cron.  Source it; it defines
+# functions and a few variables only.
+
+PGVER=15
+PGBIN=/usr/lib/postgresql/$PGVER/bin
+PYTHON=/usr/bin/python3
+ADE_PACKAGES="postgresql-$PGVER postgresql-client-$PGVER postgresql-server-dev-$PGVER
+  postgresql-$PGVER-cron postgresql-$PGVER-pgtap libtap-parser-sourcehandler-pgtap-perl
+  libcurl4-openssl-dev libssl-dev python3 openssl make gcc"
+
+log() { printf '== %s\n' "$*"; }
+
+# run a command as the postgres user when we are root (PostgreSQL refuses root)
+as_pg() {
+  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# Debian packages the project needs, installed when missing (as root)
+ade_install_packages() {
+  local missing=() p
+  for p in $ADE_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    return 1
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# make && make install against PostgreSQL 15
+ade_build() {
+  export PG_CONFIG=$PGBIN/pg_config
+  log "building and installing the extension"
+  make -s PG_CONFIG="$PG_CONFIG" >/dev/null && make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+}
+
+# ade_start_mock DIR: the mock ABM on a free loopback port; sets ADE_MOCK_URL, mock_pid
+ade_start_mock() {
+  local dir=$1
+  rm -f "$dir/mock.port"
+  setsid "$PYTHON" test/mock_abm.py --port 0 --port-file "$dir/mock.port" --quiet \
+    >"$dir/mock.log" 2>&1 </dev/null &
+  mock_pid=$!
+  echo "$mock_pid" >"$dir/mock.pid"
+  "$PYTHON" test/mockctl.py wait-port "$dir/mock.port" --timeout 15 || { cat "$dir/mock.log"; return 1; }
+  export ADE_MOCK_URL="http://127.0.0.1:$(cat "$dir/mock.port")"
+}
+
+# ade_create_cluster DIR PORT DBNAME [EXTRA_CONF]: initdb as postgres in
+# DIR/data, TCP off, socket in DIR/sock, pg_cron preloaded for DBNAME,
+# ade.abm_url = the mock, EXTRA_CONF lines appended; starts it, creates
+# DBNAME with pg_cron, exports PGHOST/PGPORT/PGUSER/PGDATABASE
+ade_create_cluster() {
+  local dir=$1 port=$2 db=$3 extra=${4:-} user
+  mkdir -p "$dir/data" "$dir/sock" "$dir/log"
+  chmod 755 "$dir"
+  if [[ $(id -u) -eq 0 ]]; then
+    chown postgres: "$dir/data" "$dir/sock" "$dir/log"
+    user=postgres
+  else
+    user=$(id -un)
+  fi
+  as_pg "$PGBIN/initdb" -D "$dir/data" -U "$user" -A trust --no-sync -E UTF8 --locale=C.UTF-8 \
+    >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log"; return 1; }
+  cat >>"$dir/data/postgresql.conf" <<EOF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$dir/sock'
+shared_preload_libraries = 'pg_cron'
+cron.database_name = '$db'
+cron.use_background_workers = on
+max_worker_processes = 20
+ade.abm_url = '$ADE_MOCK_URL'
+$extra
+EOF
+  as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log/server.log" -w -t 60 start >/dev/null ||
+    { cat "$dir/log/server.log"; return 1; }
+  export PGHOST=$dir/sock PGPORT=$port PGUSER=$user PGDATABASE=$db
+  "$PGBIN/createdb" "$db" && "$PGBIN/psql" -qX -c 'CREATE EXTENSION pg_cron' >/dev/null
+}
+
+# ade_stop_cluster DIR
+ade_stop_cluster() {
+  as_pg "$PGBIN/pg_ctl" -D "$1/data" -m fast stop >/dev/null 2>&1
+}
