@@ -129,6 +129,30 @@ CREATE TABLE ade_sync_runs (
 CREATE INDEX ade_sync_runs_token_idx ON ade_sync_runs (token_id, started_at);
 COMMENT ON TABLE ade_sync_runs IS 'history: one row per token per committed ade_sync() run';
 
+-- Enrollment profiles (Apple's profile object) per scope; all scope columns
+-- null = the organisation-wide default.  team_id works once teams exist.
+CREATE TABLE ade_profiles (
+	id				bigserial PRIMARY KEY,
+	token_id		bigint REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	platform		text CHECK (platform IN ('darwin', 'ios', 'ipados', 'tvos', 'visionos')),
+	team_id			bigint,
+	profile			jsonb NOT NULL,
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	UNIQUE NULLS NOT DISTINCT (token_id, platform, team_id)
+);
+COMMENT ON TABLE ade_profiles IS 'enrollment profiles by scope (token, platform, team); set with ade_set_profile()';
+
+-- Each (profile, token) is defined once at Apple: POST /profile -> profile_uuid.
+-- A changed profile has another key and is defined again.
+CREATE TABLE ade_profile_definitions (
+	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	profile_key		text NOT NULL,	-- md5 of the profile's jsonb text
+	profile_uuid	text NOT NULL,
+	defined_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (token_id, profile_key)
+);
+COMMENT ON TABLE ade_profile_definitions IS 'the profile_uuid Apple gave each (profile, token)';
+
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_token_secrets', '');
@@ -138,6 +162,9 @@ SELECT pg_catalog.pg_extension_config_dump('hosts_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('host_dep_assignments', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_sync_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_sync_runs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_profiles', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_profiles_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_profile_definitions', '');
 
 -- ---------------------------------------------------------------------
 -- Status view: one row per token, no secret
@@ -203,7 +230,8 @@ END
 $$;
 
 REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
-	host_dep_assignments, ade_sync_runs, ade_status FROM PUBLIC;
+	host_dep_assignments, ade_sync_runs, ade_status, ade_profiles,
+	ade_profile_definitions FROM PUBLIC;
 GRANT SELECT ON hosts, host_dep_assignments, ade_status, ade_sync_runs TO ade_reader;
 
 -- ---------------------------------------------------------------------
@@ -277,12 +305,47 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	RAISE EXCEPTION 'ade_set_profile() is not implemented yet'
-		USING ERRCODE = 'feature_not_supported';
+	IF team_id IS NOT NULL THEN
+		RAISE EXCEPTION 'team profiles are not available yet'
+			USING ERRCODE = 'feature_not_supported';
+	END IF;
+	IF platform IS NOT NULL AND platform NOT IN ('darwin', 'ios', 'ipados', 'tvos', 'visionos') THEN
+		RAISE EXCEPTION 'unknown platform "%"', platform
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use darwin, ios, ipados, tvos or visionos.';
+	END IF;
+	IF token_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.abm_tokens t WHERE t.id = ade_set_profile.token_id) THEN
+		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found';
+	END IF;
+	IF profile IS NULL THEN
+		DELETE FROM @extschema@.ade_profiles x
+		 WHERE x.token_id IS NOT DISTINCT FROM ade_set_profile.token_id
+		   AND x.platform IS NOT DISTINCT FROM ade_set_profile.platform
+		   AND x.team_id IS NOT DISTINCT FROM ade_set_profile.team_id;
+		RETURN;
+	END IF;
+	IF jsonb_typeof(profile) <> 'object' THEN
+		RAISE EXCEPTION 'the profile must be a JSON object, not %', jsonb_typeof(profile)
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF jsonb_typeof(profile->'profile_name') IS DISTINCT FROM 'string' OR profile->>'profile_name' = '' THEN
+		RAISE EXCEPTION 'the profile has no "profile_name"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Apple requires profile_name and url in every profile.';
+	END IF;
+	IF jsonb_typeof(profile->'url') IS DISTINCT FROM 'string' OR profile->>'url' = '' THEN
+		RAISE EXCEPTION 'the profile has no "url"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Apple requires profile_name and url in every profile.';
+	END IF;
+	INSERT INTO @extschema@.ade_profiles AS x (token_id, platform, team_id, profile)
+	VALUES (ade_set_profile.token_id, ade_set_profile.platform, ade_set_profile.team_id, ade_set_profile.profile)
+	ON CONFLICT (token_id, platform, team_id)
+	DO UPDATE SET profile = excluded.profile, updated_at = now();
 END
 $$;
 COMMENT ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint) IS
-	'not built yet: raises feature_not_supported (sets the enrollment profile of a scope)';
+	'sets (or with null clears) the enrollment profile of a scope; defined at Apple and assigned on the next sync';
 
 -- ---------------------------------------------------------------------
 -- Row work of the sync (called by src/sync.c, one statement per page)
@@ -302,6 +365,44 @@ AS $$
 	END
 $$;
 COMMENT ON FUNCTION ade_platform(text) IS 'hosts.platform of an ABM device_family: iPhone/iPod ios, iPad ipados, AppleTV tvos, Vision visionos, else darwin';
+
+-- The profile each platform of a token gets, most specific first:
+-- (token, platform), token, platform, the organisation default, the built-in
+-- default (when ade.enroll_url is set); with its key and, once defined at
+-- Apple for this token, its profile_uuid.
+CREATE FUNCTION ade_effective_profiles(p_token bigint)
+RETURNS TABLE (platform text, profile jsonb, profile_key text, profile_uuid text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH plat(platform) AS (
+		VALUES ('darwin'), ('ios'), ('ipados'), ('tvos'), ('visionos')
+	), eff AS (
+		SELECT p.platform, coalesce(
+			(SELECT x.profile FROM @extschema@.ade_profiles x
+			  WHERE x.token_id = p_token AND x.platform = p.platform AND x.team_id IS NULL),
+			(SELECT x.profile FROM @extschema@.ade_profiles x
+			  WHERE x.token_id = p_token AND x.platform IS NULL AND x.team_id IS NULL),
+			(SELECT x.profile FROM @extschema@.ade_profiles x
+			  WHERE x.token_id IS NULL AND x.platform = p.platform AND x.team_id IS NULL),
+			(SELECT x.profile FROM @extschema@.ade_profiles x
+			  WHERE x.token_id IS NULL AND x.platform IS NULL AND x.team_id IS NULL),
+			CASE WHEN coalesce(current_setting('ade.enroll_url', true), '') <> '' THEN
+				jsonb_build_object('profile_name', 'Automatic enrollment',
+								   'url', current_setting('ade.enroll_url'),
+								   'is_supervised', true,
+								   'is_mdm_removable', false,
+								   'await_device_configured', true)
+			END) AS profile
+		  FROM plat p
+	)
+	SELECT e.platform, e.profile, md5(e.profile::text), d.profile_uuid
+	  FROM eff e
+	  LEFT JOIN @extschema@.ade_profile_definitions d
+		ON d.token_id = p_token AND d.profile_key = md5(e.profile::text)
+$$;
+COMMENT ON FUNCTION ade_effective_profiles(bigint) IS
+	'the enrollment profile each platform of a token gets, and its profile_uuid once defined';
 
 -- One ABM page, applied in one statement: sync rules 4 to 8, and the token's
 -- cursor and mode stored with the page's rows.
@@ -327,10 +428,11 @@ BEGIN
 		  FROM recs r
 		 WHERE r.serial IS NOT NULL
 		 ORDER BY r.serial, r.op_date DESC NULLS LAST, r.ord DESC
-	), plan AS (
+	), plan0 AS (
 		SELECT w.serial, w.rec, w.op_date, h.id AS host_id,
 			   coalesce(@extschema@.ade_platform(w.rec->>'device_family'), h.platform, 'darwin') AS platform,
 			   coalesce(w.rec->>'model', h.hardware_model) AS model,
+			   d.assign_profile_response AS response,
 			   CASE
 				 -- older than what was applied already: a page sent again,
 				 -- or an old record of a token that no longer holds it
@@ -343,6 +445,25 @@ BEGIN
 		  FROM win w
 		  LEFT JOIN @extschema@.host_dep_assignments d ON d.hardware_serial = w.serial
 		  LEFT JOIN @extschema@.hosts h ON h.hardware_serial = w.serial
+	), plan AS (
+		-- rules 5, 6 and 10: does the device need our profile?
+		SELECT p.*, e.profile_uuid AS ours,
+			   coalesce(p.rec->>'profile_uuid' = e.profile_uuid
+						AND p.rec->>'profile_status' IN ('assigned', 'pushed'), false) AS has_ours,
+			   CASE
+				 WHEN p.act = 'added' THEN
+					NOT coalesce(p.rec->>'profile_uuid' = e.profile_uuid
+								 AND p.rec->>'profile_status' IN ('assigned', 'pushed'), false)
+				 -- NOT_ACCESSIBLE waits until ABM shows a profile that is not ours
+				 WHEN p.response = 'NOT_ACCESSIBLE' THEN
+					coalesce(p.rec->>'profile_uuid', '') <> ''
+					AND p.rec->>'profile_uuid' IS DISTINCT FROM e.profile_uuid
+				 -- our own assignment echoed back as modified is not sent again
+				 ELSE p.rec->>'profile_uuid' IS DISTINCT FROM e.profile_uuid
+					  OR coalesce(p.rec->>'profile_status', 'empty') IN ('removed', 'empty')
+			   END AS needs
+		  FROM plan0 p
+		  LEFT JOIN @extschema@.ade_effective_profiles(p_token) e ON e.platform = p.platform
 	), up_hosts AS (
 		INSERT INTO @extschema@.hosts AS h (hardware_serial, hardware_model, platform)
 		SELECT p.serial, p.model, p.platform
@@ -359,9 +480,12 @@ BEGIN
 	), up_asg AS (				-- rules 5 and 6
 		INSERT INTO @extschema@.host_dep_assignments AS d
 			(host_id, hardware_serial, abm_token_id, added_at, device, op_date,
-			 needs_assign, updated_at)
+			 needs_assign, profile_uuid, assign_profile_response, retry_at, updated_at)
 		SELECT coalesce(u.id, p.host_id), p.serial, p_token, now(), p.rec, p.op_date,
-			   p.act = 'added', now()
+			   p.needs, CASE WHEN p.has_ours THEN p.ours END,
+			   CASE WHEN p.has_ours THEN 'SUCCESS' END,
+			   -- a marker for DO UPDATE (a new row is never 'modified')
+			   CASE WHEN p.act = 'modified' THEN 'infinity'::timestamptz END, now()
 		  FROM plan p
 		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
 		 WHERE p.act IN ('added', 'modified')
@@ -375,7 +499,12 @@ BEGIN
 			   deleted_at = NULL,
 			   device = excluded.device,
 			   op_date = coalesce(excluded.op_date, d.op_date),
-			   needs_assign = d.needs_assign OR excluded.needs_assign,
+			   needs_assign = excluded.needs_assign,
+			   -- reported again as added: any cooldown ends
+			   -- reported (again) as added: any cooldown ends; modified keeps it
+			   retry_at = CASE WHEN excluded.retry_at = 'infinity' THEN d.retry_at END,
+			   profile_uuid = coalesce(excluded.profile_uuid, d.profile_uuid),
+			   assign_profile_response = coalesce(excluded.assign_profile_response, d.assign_profile_response),
 			   updated_at = now()
 		RETURNING 1
 	), del AS (					-- rule 7: only the token that holds it
@@ -407,6 +536,85 @@ END
 $$;
 COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
 	'internal: applies one ABM page (sync rules 4-8) and stores the cursor, in one statement';
+
+-- ---------------------------------------------------------------------
+-- Profile assignment (rule 10; called by src/assign.c)
+-- ---------------------------------------------------------------------
+
+-- The live devices of a token that are due an assignment, with the profile
+-- each gets: those that need one (rules 5 and 6) and whose cooldown is over,
+-- and those that have an older profile of ours than the one that applies now
+-- (the profile changed).  Ordered so that a batch shares one profile.
+CREATE FUNCTION ade_assign_candidates(p_token bigint)
+RETURNS TABLE (hardware_serial text, profile_key text, profile jsonb, profile_uuid text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT d.hardware_serial, e.profile_key, e.profile, e.profile_uuid
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
+	  JOIN @extschema@.ade_effective_profiles(p_token) e
+		ON e.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
+	 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND e.profile IS NOT NULL
+	   AND ((d.needs_assign AND (d.retry_at IS NULL OR d.retry_at <= now()))
+			OR (NOT d.needs_assign AND d.assign_profile_response = 'SUCCESS'
+				AND d.profile_uuid IS DISTINCT FROM e.profile_uuid))
+	 ORDER BY e.profile_key, d.hardware_serial
+$$;
+COMMENT ON FUNCTION ade_assign_candidates(bigint) IS
+	'internal: the devices of a token due a profile assignment, with their profile';
+
+-- Live devices of a token that wait for a profile and have none to get.
+CREATE FUNCTION ade_unassignable(p_token bigint) RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT count(*)
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
+	  JOIN @extschema@.ade_effective_profiles(p_token) e
+		ON e.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
+	 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign
+	   AND e.profile IS NULL
+$$;
+COMMENT ON FUNCTION ade_unassignable(bigint) IS
+	'internal: how many live devices of a token wait for a profile that no scope defines';
+
+-- Store ABM's answer to one PUT /profile/devices: every serial sent gets its
+-- answer (missing from the answer: FAILED) and its cooldown.
+CREATE FUNCTION ade_store_answers(p_token bigint, p_uuid text, p_serials text[],
+	p_answer jsonb, p_retry_after int, p_failed_retry int,
+	OUT assigned int, OUT failed int, OUT throttled boolean)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH ans AS (
+		SELECT s.serial,
+			   CASE WHEN p_answer->'devices'->>s.serial IN ('SUCCESS', 'NOT_ACCESSIBLE', 'FAILED', 'THROTTLED')
+					THEN p_answer->'devices'->>s.serial ELSE 'FAILED' END AS resp
+		  FROM unnest(p_serials) AS s(serial)
+	), upd AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET profile_uuid = p_uuid,
+			   assign_profile_response = a.resp,
+			   response_updated_at = now(),
+			   needs_assign = a.resp IN ('FAILED', 'THROTTLED'),
+			   retry_at = CASE a.resp
+							WHEN 'FAILED' THEN now() + make_interval(secs => p_failed_retry)
+							WHEN 'THROTTLED' THEN now() + make_interval(secs => coalesce(p_retry_after, 86400))
+						  END,
+			   updated_at = now()
+		  FROM ans a
+		 WHERE d.hardware_serial = a.serial AND d.abm_token_id = p_token
+		RETURNING a.resp
+	)
+	SELECT count(*) FILTER (WHERE resp = 'SUCCESS')::int,
+		   count(*) FILTER (WHERE resp <> 'SUCCESS')::int,
+		   coalesce(bool_or(resp = 'THROTTLED'), false)
+	  FROM upd
+$$;
+COMMENT ON FUNCTION ade_store_answers(bigint, text, text[], jsonb, int, int) IS
+	'internal: stores each serial''s answer to PUT /profile/devices, with its cooldown';
 
 -- The end of one token's run: its state and its history row.
 CREATE FUNCTION ade_finish_run(p_token bigint, p_mode text, p_pages int,
@@ -568,5 +776,7 @@ REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(text, text),
 	ade_sync(bigint), ade_remove_token(bigint),
 	ade_set_profile(jsonb, bigint, text, bigint), ade_schedule(text), ade_unschedule(),
 	ade_apply_page(bigint, jsonb, boolean, text, text, text),
+	ade_effective_profiles(bigint), ade_assign_candidates(bigint), ade_unassignable(bigint),
+	ade_store_answers(bigint, text, text[], jsonb, int, int),
 	ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text)
 	FROM PUBLIC;

@@ -144,4 +144,8 @@ typedef struct AdeTokenFile
 
 extern void AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out);
 
+/* ---- profile assignment (assign.c) ---- */
+extern char *AdeAssignProfiles(AdeAbmClient *client, int64 token_id,
+							   int *assigned, int *failed);
+
 #endif							/* ADE_H */

@@ -370,6 +370,22 @@ page_step(TokenRun *run, void *arg)
 	pa->outcome = sync_one_page(run, pa->client, pa->resets);
 }
 
+typedef struct AssignArgs
+{
+	AdeAbmClient *client;
+	int			assigned;
+	int			failed;
+	char	   *note;
+} AssignArgs;
+
+static void
+assign_step(TokenRun *run, void *arg)
+{
+	AssignArgs *aa = (AssignArgs *) arg;
+
+	aa->note = AdeAssignProfiles(aa->client, run->token_id, &aa->assigned, &aa->failed);
+}
+
 static void
 token_step(TokenRun *run, void *arg)
 {
@@ -399,6 +415,27 @@ token_step(TokenRun *run, void *arg)
 		ok = in_subxact(run, page_step, &pa);
 		if (!ok || pa.outcome == PAGE_DONE)
 			break;
+	}
+
+	/* rule 10: profiles for what is due, even after a failed page */
+	{
+		AssignArgs	aa = {client, 0, 0, NULL};
+		char	   *page_error = run->error;
+		AdeAbmKind	page_kind = run->error_kind;
+
+		if (in_subxact(run, assign_step, &aa))
+		{
+			run->assigned += aa.assigned;
+			run->failed += aa.failed;
+			if (aa.note)
+				run->note = aa.note;
+		}
+		if (page_error)
+		{
+			/* the first failure is the one to report */
+			run->error = page_error;
+			run->error_kind = page_kind;
+		}
 	}
 	run->requests = client->requests;
 	AdeAbmSaveSession(client);
