@@ -138,7 +138,7 @@ CREATE TABLE ade_profiles (
 	team_id			bigint,
 	profile			jsonb NOT NULL,
 	updated_at		timestamptz NOT NULL DEFAULT now(),
-	UNIQUE NULLS NOT DISTINCT (token_id, platform, team_id)
+	CONSTRAINT ade_profiles_scope UNIQUE NULLS NOT DISTINCT (token_id, platform, team_id)
 );
 COMMENT ON TABLE ade_profiles IS 'enrollment profiles by scope (token, platform, team); set with ade_set_profile()';
 
@@ -340,7 +340,7 @@ BEGIN
 	END IF;
 	INSERT INTO @extschema@.ade_profiles AS x (token_id, platform, team_id, profile)
 	VALUES (ade_set_profile.token_id, ade_set_profile.platform, ade_set_profile.team_id, ade_set_profile.profile)
-	ON CONFLICT (token_id, platform, team_id)
+	ON CONFLICT ON CONSTRAINT ade_profiles_scope
 	DO UPDATE SET profile = excluded.profile, updated_at = now();
 END
 $$;

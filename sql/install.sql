@@ -63,8 +63,8 @@ RESET ROLE;
 DROP ROLE ade_test_nobody;
 DROP ROLE ade_test_reader;
 
--- a function not built yet says so
-SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example/enroll"}');
+-- team profiles wait for teams, and say so
+SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example/enroll"}', team_id => 1);
 
 -- the extension installs into another schema too, and drops cleanly
 DROP EXTENSION ade;

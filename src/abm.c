@@ -222,7 +222,7 @@ AdeAbmOpen(int64 token_id)
 				   "s.access_secret, s.session_token "
 				   "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
 				   "WHERE t.id = $1", AdeSchema(), AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 1);
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed != 1)

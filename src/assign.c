@@ -164,6 +164,8 @@ send_batch(AdeAbmClient *client, int64 token_id, Candidate *cands, int from, int
 /*
  * Assign the due devices of a token.  Adds to *assigned and *failed; returns
  * a note for the run history (why something waits), or NULL.  SPI connected.
+ * Every query is run read-write (read_only = false) so that it sees the rows
+ * this run wrote; a read-only one would see the snapshot of the call's start.
  */
 char *
 AdeAssignProfiles(AdeAbmClient *client, int64 token_id, int *assigned, int *failed)
@@ -180,7 +182,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, int *assigned, int *fail
 
 	/* an ingest-only token stores devices and assigns nothing */
 	sql = psprintf("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1", AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 1);
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 1 &&
@@ -189,7 +191,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, int *assigned, int *fail
 
 	sql = psprintf("SELECT hardware_serial, profile_key, profile::text, profile_uuid "
 				   "FROM %s.ade_assign_candidates($1)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 0);
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	n = (int) SPI_processed;
@@ -229,7 +231,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, int *assigned, int *fail
 	}
 
 	sql = psprintf("SELECT %s.ade_unassignable($1)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 1);
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	waiting = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

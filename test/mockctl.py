@@ -339,6 +339,14 @@ def cmd_count(a):
     sys.stdout.write("%d\n" % st.get("counts", {}).get(key, 0))
 
 
+def cmd_logcount(a):
+    """Requests of e.g. "PUT /profile/devices" since the last log-clear."""
+    method, _, path = " ".join(a.key).partition(" ")
+    q = urllib.parse.urlencode({"method": method, "path": path})
+    log = request(base_url(a), "GET", "/_mock/log?" + q)
+    sys.stdout.write("%d\n" % len(log.get("requests", [])))
+
+
 def cmd_stats(a):
     dump(request(base_url(a), "GET", "/_mock/stats"))
 
@@ -444,6 +452,9 @@ def main(argv=None):
     p = sub.add_parser("count", help='print the count of e.g. "POST /devices/sync"')
     p.add_argument("key", nargs="+")
     p.set_defaults(fn=cmd_count)
+    p = sub.add_parser("logcount", help='print how many e.g. "PUT /profile/devices" the log holds (since log-clear)')
+    p.add_argument("key", nargs="+")
+    p.set_defaults(fn=cmd_logcount)
     sub.add_parser("stats").set_defaults(fn=cmd_stats)
 
     p = sub.add_parser("log")
