@@ -25,19 +25,18 @@ SELECT ade_refresh_account(:acme);
 
 -- ABM expires the session: a 401, a new session, the call succeeds
 \! python3 test/mockctl.py tokstate CK_acme --expire-sessions
-SELECT session_token AS old_session FROM ade_token_secrets \gset
 SELECT ade_refresh_account(:acme);
 \! python3 test/mockctl.py count 'GET /session'
-SELECT session_token <> :'old_session' AS session_renewed FROM ade_token_secrets;
 
 -- ABM rotates the session in a response header: the new one is kept and used
 \! python3 test/mockctl.py fault '{"path": "/account", "rotate_session": true, "times": 1}'
-SELECT session_token AS old_session FROM ade_token_secrets \gset
 SELECT ade_refresh_account(:acme);
-SELECT session_token <> :'old_session' AS session_rotated FROM ade_token_secrets;
+SELECT ade_refresh_account(:acme);
+\c
 SELECT ade_refresh_account(:acme);
 \! python3 test/mockctl.py count 'GET /session'
-\! python3 test/mockctl.py log --path /account | python3 -c 'import json,sys; r=json.load(sys.stdin)["requests"]; print("statuses of GET /account:", [x["status"] for x in r])'
+-- each GET /account: its status, and whether it sent the same session as the one before
+\! python3 test/mockctl.py log --path /account | python3 -c 'import json,sys; r=json.load(sys.stdin)["requests"]; print([(x["status"], "same" if i and x["session"] == r[i-1]["session"] else "new") for i, x in enumerate(r)])'
 
 -- terms and conditions not accepted: on /session and on a call
 \! python3 test/mockctl.py tokstate CK_acme --terms-expired true

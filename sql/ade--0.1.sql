@@ -52,7 +52,9 @@ CREATE TABLE abm_tokens (
 );
 COMMENT ON TABLE abm_tokens IS 'ABM server tokens (no secrets: those are in ade_token_secrets)';
 
--- The secrets of each token, and its cached ABM session.  Owner only.
+-- The secrets of each token, and its cached ABM session.  Owner only, and
+-- sealed (AES-256-GCM) with a key file of the data directory (src/vault.c):
+-- a dump alone does not carry a working token.
 CREATE TABLE ade_token_secrets (
 	token_id		bigint PRIMARY KEY REFERENCES abm_tokens (id) ON DELETE CASCADE,
 	consumer_secret text NOT NULL,
@@ -66,7 +68,7 @@ COMMENT ON TABLE ade_token_secrets IS 'ABM token secrets and session tokens; rea
 -- The MDM server key pair whose certificate is uploaded to ABM.  Owner only.
 CREATE TABLE ade_keypair (
 	id				int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-	private_key		text NOT NULL,	-- PEM
+	private_key		text NOT NULL,	-- PEM, sealed like the token secrets
 	certificate		text NOT NULL,	-- PEM
 	created_at		timestamptz NOT NULL DEFAULT now()
 );
@@ -235,27 +237,39 @@ REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
 GRANT SELECT ON hosts, host_dep_assignments, ade_status, ade_sync_runs TO ade_reader;
 
 -- ---------------------------------------------------------------------
--- C functions (src/)
+-- C functions (src/).  Their queries name the extension's objects with its
+-- schema; the pinned search_path keeps a hostile function or operator in
+-- another schema from standing in for a built-in one.
 -- ---------------------------------------------------------------------
 CREATE FUNCTION ade_public_key() RETURNS text
-	AS 'MODULE_PATHNAME', 'ade_public_key' LANGUAGE C STRICT VOLATILE;
+	AS 'MODULE_PATHNAME', 'ade_public_key' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_public_key() IS
 	'PEM certificate of the MDM server key pair to upload to ABM; generated on first call';
 
 CREATE FUNCTION ade_import_key(private_key text, certificate text DEFAULT NULL) RETURNS text
-	AS 'MODULE_PATHNAME', 'ade_import_key' LANGUAGE C VOLATILE;
+	AS 'MODULE_PATHNAME', 'ade_import_key' LANGUAGE C VOLATILE
+	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_import_key(text, text) IS
 	'replaces the MDM server key pair with a PEM private key (and its certificate, else a new self-signed one); returns the certificate';
 
 CREATE FUNCTION ade_add_token(token bytea) RETURNS bigint
-	AS 'MODULE_PATHNAME', 'ade_add_token' LANGUAGE C STRICT VOLATILE;
+	AS 'MODULE_PATHNAME', 'ade_add_token' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_add_token(bytea) IS
 	'decrypts an ABM server token (.p7m), checks it with GET /account, stores it; the same consumer_key renews in place';
 
 CREATE FUNCTION ade_refresh_account(token_id bigint) RETURNS void
-	AS 'MODULE_PATHNAME', 'ade_refresh_account' LANGUAGE C STRICT VOLATILE;
+	AS 'MODULE_PATHNAME', 'ade_refresh_account' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_refresh_account(bigint) IS
 	'calls GET /account for a stored token and updates org_name, apple_id, server_name';
+
+CREATE FUNCTION ade_rotate_secret_key() RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_rotate_secret_key' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_rotate_secret_key() IS
+	'makes a new secret key file in the data directory and re-encrypts every stored secret with it; returns its id';
 
 CREATE FUNCTION ade_oauth_signature(method text, url text, consumer_key text,
 	consumer_secret text, token text, token_secret text, "timestamp" bigint, nonce text)
@@ -268,14 +282,16 @@ CREATE FUNCTION ade_sync(OUT token_id bigint, OUT org_name text, OUT mode text,
 	OUT pages int, OUT added int, OUT modified int, OUT deleted int,
 	OUT assigned int, OUT failed int, OUT error text)
 	RETURNS SETOF record
-	AS 'MODULE_PATHNAME', 'ade_sync_all' LANGUAGE C VOLATILE;
+	AS 'MODULE_PATHNAME', 'ade_sync_all' LANGUAGE C VOLATILE
+	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_sync() IS 'syncs every ABM token once; one row per token';
 
 CREATE FUNCTION ade_sync(token_id bigint, OUT token_id bigint, OUT org_name text,
 	OUT mode text, OUT pages int, OUT added int, OUT modified int, OUT deleted int,
 	OUT assigned int, OUT failed int, OUT error text)
 	RETURNS SETOF record
-	AS 'MODULE_PATHNAME', 'ade_sync_one' LANGUAGE C STRICT VOLATILE;
+	AS 'MODULE_PATHNAME', 'ade_sync_one' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_sync(bigint) IS 'syncs one ABM token';
 
 -- ---------------------------------------------------------------------
@@ -771,7 +787,7 @@ COMMENT ON FUNCTION ade_unschedule() IS 'removes the pg_cron job ade_sync; false
 
 -- Everything that touches secrets or ABM is for the owner (and whoever the
 -- owner grants it to) only.
-REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(text, text),
+REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(text, text), ade_rotate_secret_key(),
 	ade_add_token(bytea), ade_refresh_account(bigint), ade_sync(),
 	ade_sync(bigint), ade_remove_token(bigint),
 	ade_set_profile(jsonb, bigint, text, bigint), ade_schedule(text), ade_unschedule(),

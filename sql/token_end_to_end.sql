@@ -14,7 +14,7 @@ RESET client_min_messages;
 -- the key pair is made on first call and is the same afterwards
 SELECT ade_public_key() AS cert \gset
 SELECT :'cert' LIKE '-----BEGIN CERTIFICATE-----%' AS is_pem, ade_public_key() = :'cert' AS stable;
-SELECT private_key LIKE '-----BEGIN PRIVATE KEY-----%' AS key_stored FROM ade_keypair;
+SELECT private_key LIKE 'ade1:%' AS key_stored_sealed, strpos(private_key, 'PRIVATE KEY') = 0 AS no_plain_key FROM ade_keypair;
 \! psql -d "$ADE_TEST_DB" -XAtqc 'select ade_public_key()' | openssl x509 -noout -text | grep -Eo 'Public-Key: \(2048 bit\)|Signature Algorithm: sha256WithRSAEncryption' | sort -u
 
 -- ABM makes a token for this certificate
@@ -31,12 +31,15 @@ SELECT id = :acme AS id, consumer_key, org_name, apple_id, server_name, mode,
        renew_at > now() AS not_expired, token_invalid, terms_expired
   FROM abm_tokens;
 -- the server cannot read the client's files: the client hands the JSON over
+-- the secrets are stored sealed, and are the token's: ABM (the mock) accepted
+-- the signature made from them
 \set tokjson `cat "$ADE_TEST_TMP/acme.json"`
-SELECT s.consumer_secret = (:'tokjson'::jsonb)->>'consumer_secret' AS consumer_secret,
-       s.access_token = (:'tokjson'::jsonb)->>'access_token' AS access_token,
-       s.access_secret = (:'tokjson'::jsonb)->>'access_secret' AS access_secret,
-       s.session_token IS NOT NULL AS session_cached
+SELECT strpos(s::text, (:'tokjson'::jsonb)->>'consumer_secret') = 0
+       AND strpos(s::text, (:'tokjson'::jsonb)->>'access_token') = 0
+       AND strpos(s::text, (:'tokjson'::jsonb)->>'access_secret') = 0 AS no_plain_secret,
+       s.session_token LIKE 'ade1:%' AS session_cached_sealed
   FROM ade_token_secrets s;
+\! python3 test/mockctl.py log --path /session | python3 -c 'import json,sys; r=json.load(sys.stdin)["requests"]; print("GET /session:", [x["status"] for x in r])'
 
 -- renewal: a new token file for the same consumer_key keeps the id and cursor
 -- (this one encrypts the bare JSON, without ABM's MIME wrapper: accepted too)
@@ -49,8 +52,9 @@ SELECT ade_add_token(decode(:'p7m', 'base64')) = :acme AS same_id;
 SELECT count(*) AS tokens, min(cursor) AS cursor, min(mode) AS mode,
        bool_and(NOT token_invalid) AS valid_again, min(server_name) AS server_name
   FROM abm_tokens;
-SELECT s.access_secret = (:'tokjson'::jsonb)->>'access_secret' AS new_secret_stored
-  FROM ade_token_secrets s;
+-- the new secrets are the ones used now (the mock knows only the new ones)
+\! python3 test/mockctl.py tokstate CK_acme --expire-sessions
+SELECT ade_refresh_account(:acme);
 
 -- remove: secrets go, live assignments become soft-deleted and keep the token id
 INSERT INTO hosts (id, hardware_serial, platform) VALUES (1, 'C02LIVE', 'darwin');

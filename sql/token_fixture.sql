@@ -21,12 +21,19 @@ SELECT rtrim(ade_public_key(), E'\n') = :'cert' AS public_key_is_fixture;
 SELECT ade_add_token(decode(:'p7m', 'base64')) AS token_id \gset
 SELECT t.id = :token_id AS same_id,
        t.consumer_key = 'CK_75b2eb55cec9641e869a7d2c88b4bf1f7ffee504716571d191306385b8647ead9a4239ad6a2095ea0197feb46ce61399' AS consumer_key,
-       s.consumer_secret = 'CS_810bb5ab05e53becb3bfbe40b3608a0c9039c457' AS consumer_secret,
-       s.access_token = 'AT_O8474885631Oe8ddece11c1a70077b340e281a2c4e2c4924a54cO1737111741803' AS access_token,
-       s.access_secret = 'AS_97b944021a19633782a36c2a85038a46d6acaa06' AS access_secret,
        t.renew_at = '2026-01-17T11:02:21Z'::timestamptz AS access_token_expiry,
        t.org_name, t.apple_id, t.server_name, t.mode, t.cursor IS NULL AS no_cursor
-  FROM abm_tokens t JOIN ade_token_secrets s ON s.token_id = t.id;
+  FROM abm_tokens t;
+-- the secrets are stored sealed: no column holds one in plain text
+SELECT s.consumer_secret LIKE 'ade1:%' AND s.access_token LIKE 'ade1:%' AND s.access_secret LIKE 'ade1:%' AS sealed,
+       strpos(s::text, 'CS_810bb5ab05e53becb3bfbe40b3608a0c9039c457') = 0
+       AND strpos(s::text, 'AT_O8474885631Oe8ddece11c1a70077b340e281a2c4e2c4924a54cO1737111741803') = 0
+       AND strpos(s::text, 'AS_97b944021a19633782a36c2a85038a46d6acaa06') = 0 AS no_plain_secret
+  FROM ade_token_secrets s;
+-- and they are the README's: the mock, which holds the README's values,
+-- verified the OAuth signature made from the decrypted consumer_secret,
+-- access_token and access_secret
+\! python3 test/mockctl.py log --path /session | python3 -c 'import json,sys; r=json.load(sys.stdin)["requests"]; print("GET /session:", [x["status"] for x in r])'
 -- the status view shows the token as expired
 SELECT org_name, token_expired, days_until_expiry < 0 AS past_expiry FROM ade_status;
 \else

@@ -230,12 +230,14 @@ AdeAbmOpen(int64 token_id)
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("abm token " INT64_FORMAT " does not exist", token_id)));
 	creds.consumer_key = spi_text(0, 1);
-	creds.consumer_secret = spi_text(0, 2);
-	creds.access_token = spi_text(0, 3);
-	creds.access_secret = spi_text(0, 4);
+	creds.consumer_secret = AdeVaultOpen(spi_text(0, 2));
+	creds.access_token = AdeVaultOpen(spi_text(0, 3));
+	creds.access_secret = AdeVaultOpen(spi_text(0, 4));
 	c = AdeAbmOpenCreds(&creds);
 	c->token_id = token_id;
 	c->session = spi_text(0, 5);
+	if (c->session)
+		c->session = AdeVaultOpen(c->session);
 	return c;
 }
 
@@ -260,7 +262,7 @@ AdeAbmSaveSession(AdeAbmClient *client)
 		return;
 	args[0] = Int64GetDatum(client->token_id);
 	if (client->session)
-		args[1] = CStringGetTextDatum(client->session);
+		args[1] = CStringGetTextDatum(AdeVaultSeal(client->session));
 	else
 		nulls[1] = 'n';
 	sql = psprintf("UPDATE %s.ade_token_secrets SET session_token = $2, session_at = now() "

@@ -144,6 +144,10 @@ typedef struct AdeTokenFile
 
 extern void AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out);
 
+/* ---- secrets at rest (vault.c) ---- */
+extern char *AdeVaultSeal(const char *plain);
+extern char *AdeVaultOpen(const char *sealed);
+
 /* ---- profile assignment (assign.c) ---- */
 extern char *AdeAssignProfiles(AdeAbmClient *client, int64 token_id,
 							   int *assigned, int *failed);

@@ -190,7 +190,7 @@ static void
 store_keypair(const char *key_pem, const char *cert_pem, bool replace)
 {
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		args[2] = {CStringGetTextDatum(key_pem), CStringGetTextDatum(cert_pem)};
+	Datum		args[2] = {CStringGetTextDatum(AdeVaultSeal(key_pem)), CStringGetTextDatum(cert_pem)};
 	char	   *sql;
 	int			rc;
 
@@ -219,7 +219,7 @@ load_keypair(char **key_pem, char **cert_pem)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
 		return false;
-	*key_pem = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*key_pem = AdeVaultOpen(TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
 	*cert_pem = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	return true;
 }
@@ -497,9 +497,9 @@ ade_add_token(PG_FUNCTION_ARGS)
 				   "token_invalid = false, terms_expired = false, updated_at = now() "
 				   "RETURNING t.id", AdeSchema());
 	args[0] = CStringGetTextDatum(tok.creds.consumer_key);
-	args[1] = CStringGetTextDatum(tok.creds.consumer_secret);
-	args[2] = CStringGetTextDatum(tok.creds.access_token);
-	args[3] = CStringGetTextDatum(tok.creds.access_secret);
+	args[1] = CStringGetTextDatum(AdeVaultSeal(tok.creds.consumer_secret));
+	args[2] = CStringGetTextDatum(AdeVaultSeal(tok.creds.access_token));
+	args[3] = CStringGetTextDatum(AdeVaultSeal(tok.creds.access_secret));
 	args[4] = TimestampTzGetDatum(expiry);
 	nulls[5] = 'n';
 	rc = SPI_execute_with_args(sql, 6, argtypes, args, nulls, false, 0);
