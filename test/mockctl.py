@@ -347,6 +347,33 @@ def cmd_logcount(a):
     sys.stdout.write("%d\n" % len(log.get("requests", [])))
 
 
+def cmd_truth(a):
+    """What ABM holds now, as ade should have it: {serial: consumer_key} of
+    every device of every org."""
+    base = base_url(a)
+    out = {}
+    for t in request(base, "GET", "/_mock/tokens").get("tokens", []):
+        ck = t["token"]["consumer_key"]
+        st = request(base, "GET", "/_mock/state?" + urllib.parse.urlencode({"consumer_key": ck}))
+        for serial in st.get("devices", {}):
+            out[serial] = ck
+    sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
+
+
+def cmd_secrets(a):
+    """Every secret ABM gave out: token secrets and session tokens seen in the
+    log (for tests that look for leaks), one per line."""
+    base = base_url(a)
+    seen = set()
+    for t in request(base, "GET", "/_mock/tokens").get("tokens", []):
+        for k in ("consumer_secret", "access_token", "access_secret"):
+            seen.add(t["token"][k])
+    for r in request(base, "GET", "/_mock/log").get("requests", []):
+        if r.get("session"):
+            seen.add(r["session"])
+    sys.stdout.write("".join(x + "\n" for x in sorted(seen) if x))
+
+
 def cmd_stats(a):
     dump(request(base_url(a), "GET", "/_mock/stats"))
 
@@ -452,6 +479,10 @@ def main(argv=None):
     p = sub.add_parser("count", help='print the count of e.g. "POST /devices/sync"')
     p.add_argument("key", nargs="+")
     p.set_defaults(fn=cmd_count)
+    p = sub.add_parser("truth", help="print {serial: consumer_key} of every device ABM holds")
+    p.set_defaults(fn=cmd_truth)
+    p = sub.add_parser("secrets", help="print every token secret and session token ABM gave out")
+    p.set_defaults(fn=cmd_secrets)
     p = sub.add_parser("logcount", help='print how many e.g. "PUT /profile/devices" the log holds (since log-clear)')
     p.add_argument("key", nargs="+")
     p.set_defaults(fn=cmd_logcount)

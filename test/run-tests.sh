@@ -45,7 +45,7 @@ ade_create_cluster "$work" 54329 ade_regress "fsync = off
 synchronous_commit = off
 ade.retry_backoff = 50" || fail_early "the cluster did not start"
 
-export ADE_TEST_TMP=$work/tmp ADE_TEST_DB=ade_regress
+export ADE_TEST_TMP=$work/tmp ADE_TEST_DB=ade_regress ADE_SERVER_LOG=$work/log/server.log
 shared=${ADE_SHARED:-$top/../shared}
 if [[ -f $shared/fixtures/apple-test-token/server-token.p7m ]]; then
   ADE_FIXTURES=$(cd "$shared/fixtures/apple-test-token" && pwd)
