@@ -429,6 +429,9 @@ CREATE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fetch boolean,
 	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- a generic plan made while the tables were empty would scan them whole on
+-- every page of a large first fetch (quadratic); plan each page afresh
+SET plan_cache_mode = force_custom_plan
 AS $$
 BEGIN
 	WITH recs AS (
