@@ -25,7 +25,7 @@ endif
 # the tests run in an existing database that has pg_cron (set after PGXS, which sets it too)
 CONTRIB_TESTDB = $(or $(ADE_TEST_DB),ade_regress)
 
-.PHONY: test demo demo-stop prove
+.PHONY: test demo demo-stop bench prove
 # One command for everything, from a fresh machine (see README.md)
 test:
 	test/run-tests.sh
@@ -35,6 +35,10 @@ demo:
 
 demo-stop:
 	test/demo.sh stop
+
+# measured, not part of the tests (README, Performance)
+bench:
+	test/bench.sh
 
 # pgTAP files, against a running cluster (test/run-tests.sh sets it up)
 prove:

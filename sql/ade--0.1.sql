@@ -104,8 +104,9 @@ CREATE TABLE host_dep_assignments (
 	op_date			timestamptz,	-- op_date of that record
 	updated_at		timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX host_dep_assignments_token_idx ON host_dep_assignments (abm_token_id)
-	WHERE deleted_at IS NULL;
+-- the devices that wait for a profile: what every run looks at
+CREATE INDEX host_dep_assignments_due_idx ON host_dep_assignments (abm_token_id, retry_at)
+	WHERE needs_assign AND deleted_at IS NULL;
 COMMENT ON TABLE host_dep_assignments IS 'ADE state of each device: held by which token, live or soft-deleted, profile answer';
 
 -- One row per token per committed ade_sync() run.
@@ -129,6 +130,7 @@ CREATE TABLE ade_sync_runs (
 	note			text
 );
 CREATE INDEX ade_sync_runs_token_idx ON ade_sync_runs (token_id, started_at);
+CREATE INDEX ade_sync_runs_started_idx ON ade_sync_runs (started_at);
 COMMENT ON TABLE ade_sync_runs IS 'history: one row per token per committed ade_sync() run';
 
 -- Enrollment profiles (Apple's profile object) per scope; all scope columns
@@ -155,6 +157,16 @@ CREATE TABLE ade_profile_definitions (
 );
 COMMENT ON TABLE ade_profile_definitions IS 'the profile_uuid Apple gave each (profile, token)';
 
+-- The profile key that applied to each (token, platform) at the last run: a
+-- change (ade_set_profile, ade.enroll_url) marks the devices it applies to.
+CREATE TABLE ade_profile_applied (
+	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	platform		text NOT NULL,
+	profile_key		text,
+	PRIMARY KEY (token_id, platform)
+);
+COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to each token and platform at its last run';
+
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_token_secrets', '');
@@ -167,6 +179,7 @@ SELECT pg_catalog.pg_extension_config_dump('ade_sync_runs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_profiles', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_profiles_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_profile_definitions', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_profile_applied', '');
 
 -- ---------------------------------------------------------------------
 -- Status view: one row per token, no secret
@@ -233,7 +246,7 @@ $$;
 
 REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
 	host_dep_assignments, ade_sync_runs, ade_status, ade_profiles,
-	ade_profile_definitions FROM PUBLIC;
+	ade_profile_definitions, ade_profile_applied FROM PUBLIC;
 GRANT SELECT ON hosts, host_dep_assignments, ade_status, ade_sync_runs TO ade_reader;
 
 -- ---------------------------------------------------------------------
@@ -527,11 +540,14 @@ BEGIN
 			   updated_at = now()
 		RETURNING 1
 	), del AS (					-- rule 7: only the token that holds it
+		-- driven by the page's serials through the unique index, whatever
+		-- the planner guesses of the page's size
 		UPDATE @extschema@.host_dep_assignments d
 		   SET deleted_at = now(), needs_assign = false,
-			   op_date = coalesce(p.op_date, d.op_date), updated_at = now()
-		  FROM plan p
-		 WHERE p.act = 'deleted' AND d.hardware_serial = p.serial
+			   op_date = coalesce((SELECT p.op_date FROM plan p
+								   WHERE p.serial = d.hardware_serial), d.op_date),
+			   updated_at = now()
+		 WHERE d.hardware_serial = ANY (ARRAY(SELECT p.serial FROM plan p WHERE p.act = 'deleted'))
 		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
 		RETURNING 1
 	), tok AS (
@@ -561,24 +577,54 @@ COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
 -- ---------------------------------------------------------------------
 
 -- The live devices of a token that are due an assignment, with the profile
--- each gets: those that need one (rules 5 and 6) and whose cooldown is over,
--- and those that have an older profile of ours than the one that applies now
--- (the profile changed).  Ordered so that a batch shares one profile.
+-- each gets.  First, when the profile that applies to a platform changed
+-- since the last run, the devices holding an older profile of ours are
+-- marked; then the due ones are those that need a profile (rules 5 and 6,
+-- and those marked) and whose cooldown is over.  Ordered so that a batch
+-- shares one profile.  Cheap when nothing is due (a partial index).
 CREATE FUNCTION ade_assign_candidates(p_token bigint)
 RETURNS TABLE (hardware_serial text, profile_key text, profile jsonb, profile_uuid text)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
 AS $$
+BEGIN
+	WITH eff AS (
+		SELECT * FROM @extschema@.ade_effective_profiles(p_token)
+	), changed AS (
+		SELECT e.platform, e.profile_uuid
+		  FROM eff e
+		  LEFT JOIN @extschema@.ade_profile_applied a
+			ON a.token_id = p_token AND a.platform = e.platform
+		 WHERE a.profile_key IS DISTINCT FROM e.profile_key AND e.profile IS NOT NULL
+	), mark AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET needs_assign = true, updated_at = now()
+		  FROM @extschema@.hosts h, changed c
+		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND NOT d.needs_assign
+		   AND d.assign_profile_response = 'SUCCESS'
+		   AND d.profile_uuid IS DISTINCT FROM c.profile_uuid
+		   AND h.id = d.host_id AND h.platform = c.platform
+	)
+	INSERT INTO @extschema@.ade_profile_applied AS a (token_id, platform, profile_key)
+	SELECT p_token, e.platform, e.profile_key FROM eff e
+	ON CONFLICT (token_id, platform) DO UPDATE SET profile_key = excluded.profile_key
+	 WHERE a.profile_key IS DISTINCT FROM excluded.profile_key;
+
+	RETURN QUERY
+	WITH eff AS (
+		SELECT * FROM @extschema@.ade_effective_profiles(p_token) x WHERE x.profile IS NOT NULL
+	)
 	SELECT d.hardware_serial, e.profile_key, e.profile, e.profile_uuid
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
-	  JOIN @extschema@.ade_effective_profiles(p_token) e
+	  JOIN eff e
 		ON e.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
-	 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND e.profile IS NOT NULL
-	   AND ((d.needs_assign AND (d.retry_at IS NULL OR d.retry_at <= now()))
-			OR (NOT d.needs_assign AND d.assign_profile_response = 'SUCCESS'
-				AND d.profile_uuid IS DISTINCT FROM e.profile_uuid))
-	 ORDER BY e.profile_key, d.hardware_serial
+	 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign
+	   AND (d.retry_at IS NULL OR d.retry_at <= now())
+	   AND EXISTS (SELECT 1 FROM eff)
+	 ORDER BY e.profile_key, d.hardware_serial;
+END
 $$;
 COMMENT ON FUNCTION ade_assign_candidates(bigint) IS
 	'internal: the devices of a token due a profile assignment, with their profile';

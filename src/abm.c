@@ -33,7 +33,6 @@
 
 #include "ade.h"
 #include "catalog/pg_type.h"
-#include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -463,24 +462,42 @@ AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 
 /* ---- JSON ---- */
 
+/*
+ * ABM's answer as jsonb, or a clear error naming the request.  One parse:
+ * jsonb_in's own syntax error is turned into ours (that error code only;
+ * anything else, a cancel among them, goes through unchanged).
+ */
 Jsonb *
 AdeAbmParseJson(const AdeAbmResponse *resp, const char *what)
 {
-	JsonLexContext *lex;
-	JsonParseErrorType err;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile Datum result = (Datum) 0;
+	ErrorData  *volatile edata = NULL;
 
 	if (pg_verifymbstr(resp->body, (int) resp->len, true) == false)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
 				 errmsg("ABM answered %s with a body that is not valid UTF-8", what)));
-	lex = makeJsonLexContextCstringLen(resp->body, (int) resp->len, PG_UTF8, true);
-	err = pg_parse_json(lex, &nullSemAction);
-	if (err != JSON_SUCCESS)
+	PG_TRY();
+	{
+		result = DirectFunctionCall1(jsonb_in, CStringGetDatum(resp->body));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_INVALID_TEXT_REPRESENTATION)
+			PG_RE_THROW();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	if (edata != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("ABM answered %s with invalid JSON", what),
-				 errdetail("%s (%zu bytes received).", json_errdetail(err, lex), resp->len)));
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(resp->body)));
+				 errdetail("%s (%zu bytes received).",
+						   edata->detail ? edata->detail : edata->message, resp->len)));
+	return DatumGetJsonbP(result);
 }
 
 static JsonbValue *

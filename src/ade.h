@@ -150,6 +150,6 @@ extern char *AdeVaultOpen(const char *sealed);
 
 /* ---- profile assignment (assign.c) ---- */
 extern char *AdeAssignProfiles(AdeAbmClient *client, int64 token_id,
-							   int *assigned, int *failed);
+							   bool count_waiting, int *assigned, int *failed);
 
 #endif							/* ADE_H */

@@ -163,12 +163,16 @@ send_batch(AdeAbmClient *client, int64 token_id, Candidate *cands, int from, int
 
 /*
  * Assign the due devices of a token.  Adds to *assigned and *failed; returns
- * a note for the run history (why something waits), or NULL.  SPI connected.
+ * a note for the run history (why something waits), or NULL; how many
+ * devices wait for a profile no scope defines is counted only when
+ * count_waiting (the run stored something), to keep a run with nothing to
+ * do cheap.  SPI connected.
  * Every query is run read-write (read_only = false) so that it sees the rows
  * this run wrote; a read-only one would see the snapshot of the call's start.
  */
 char *
-AdeAssignProfiles(AdeAbmClient *client, int64 token_id, int *assigned, int *failed)
+AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
+				  int *assigned, int *failed)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(token_id)};
@@ -230,6 +234,8 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, int *assigned, int *fail
 		i = j;
 	}
 
+	if (!count_waiting)
+		return NULL;
 	sql = psprintf("SELECT %s.ade_unassignable($1)", AdeSchema());
 	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)

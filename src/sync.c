@@ -383,7 +383,9 @@ assign_step(TokenRun *run, void *arg)
 {
 	AssignArgs *aa = (AssignArgs *) arg;
 
-	aa->note = AdeAssignProfiles(aa->client, run->token_id, &aa->assigned, &aa->failed);
+	aa->note = AdeAssignProfiles(aa->client, run->token_id,
+								 run->added + run->modified > 0,
+								 &aa->assigned, &aa->failed);
 }
 
 static void
