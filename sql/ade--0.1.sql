@@ -401,9 +401,12 @@ COMMENT ON FUNCTION ade_platform(text) IS 'hosts.platform of an ABM device_famil
 -- Apple for this token, its profile_uuid.
 CREATE FUNCTION ade_effective_profiles(p_token bigint)
 RETURNS TABLE (platform text, profile jsonb, profile_key text, profile_uuid text)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+	-- plpgsql, not sql: its plan is kept across calls (every page calls it)
+	RETURN QUERY
 	WITH plat(platform) AS (
 		VALUES ('darwin'), ('ios'), ('ipados'), ('tvos'), ('visionos')
 	), eff AS (
@@ -428,7 +431,8 @@ AS $$
 	SELECT e.platform, e.profile, md5(e.profile::text), d.profile_uuid
 	  FROM eff e
 	  LEFT JOIN @extschema@.ade_profile_definitions d
-		ON d.token_id = p_token AND d.profile_key = md5(e.profile::text)
+		ON d.token_id = p_token AND d.profile_key = md5(e.profile::text);
+END
 $$;
 COMMENT ON FUNCTION ade_effective_profiles(bigint) IS
 	'the enrollment profile each platform of a token gets, and its profile_uuid once defined';
@@ -447,6 +451,18 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 BEGIN
+	IF coalesce(jsonb_array_length(p_devices), 0) = 0 THEN
+		-- nothing new (the usual sync page): only the cursor moves
+		UPDATE @extschema@.abm_tokens t
+		   SET cursor = p_cursor, mode = p_mode,
+			   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
+									   THEN now() ELSE t.fetch_started_at END,
+			   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
+			   updated_at = now()
+		 WHERE t.id = p_token;
+		added := 0; modified := 0; deleted := 0; skipped := 0;
+		RETURN;
+	END IF;
 	WITH recs AS (
 		SELECT e.rec, e.ord,
 			   nullif(e.rec->>'serial_number', '') AS serial,
@@ -586,30 +602,31 @@ CREATE FUNCTION ade_assign_candidates(p_token bigint)
 RETURNS TABLE (hardware_serial text, profile_key text, profile jsonb, profile_uuid text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_custom_plan
 AS $$
+DECLARE
+	v_changed text[];
 BEGIN
-	WITH eff AS (
-		SELECT * FROM @extschema@.ade_effective_profiles(p_token)
-	), changed AS (
-		SELECT e.platform, e.profile_uuid
-		  FROM eff e
-		  LEFT JOIN @extschema@.ade_profile_applied a
-			ON a.token_id = p_token AND a.platform = e.platform
-		 WHERE a.profile_key IS DISTINCT FROM e.profile_key AND e.profile IS NOT NULL
-	), mark AS (
+	SELECT array_agg(e.platform) INTO v_changed
+	  FROM @extschema@.ade_effective_profiles(p_token) e
+	  LEFT JOIN @extschema@.ade_profile_applied a
+		ON a.token_id = p_token AND a.platform = e.platform
+	 WHERE a.profile_key IS DISTINCT FROM e.profile_key;
+	IF v_changed IS NOT NULL THEN
+		-- rare: a profile changed; mark who holds an older one of ours
 		UPDATE @extschema@.host_dep_assignments d
 		   SET needs_assign = true, updated_at = now()
-		  FROM @extschema@.hosts h, changed c
+		  FROM @extschema@.hosts h, @extschema@.ade_effective_profiles(p_token) e
 		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND NOT d.needs_assign
 		   AND d.assign_profile_response = 'SUCCESS'
-		   AND d.profile_uuid IS DISTINCT FROM c.profile_uuid
-		   AND h.id = d.host_id AND h.platform = c.platform
-	)
-	INSERT INTO @extschema@.ade_profile_applied AS a (token_id, platform, profile_key)
-	SELECT p_token, e.platform, e.profile_key FROM eff e
-	ON CONFLICT (token_id, platform) DO UPDATE SET profile_key = excluded.profile_key
-	 WHERE a.profile_key IS DISTINCT FROM excluded.profile_key;
+		   AND h.id = d.host_id AND h.platform = e.platform
+		   AND e.platform = ANY (v_changed) AND e.profile IS NOT NULL
+		   AND d.profile_uuid IS DISTINCT FROM e.profile_uuid;
+		INSERT INTO @extschema@.ade_profile_applied AS a (token_id, platform, profile_key)
+		SELECT p_token, e.platform, e.profile_key
+		  FROM @extschema@.ade_effective_profiles(p_token) e
+		 WHERE e.platform = ANY (v_changed)
+		ON CONFLICT (token_id, platform) DO UPDATE SET profile_key = excluded.profile_key;
+	END IF;
 
 	RETURN QUERY
 	WITH eff AS (

@@ -189,6 +189,8 @@ AdeAbmOpenCreds(const AdeAbmCreds *creds)
 {
 	AdeAbmClient *c = palloc0(sizeof(AdeAbmClient));
 
+	c->cxt = CurrentMemoryContext;
+
 	c->creds.consumer_key = pstrdup(creds->consumer_key);
 	c->creds.consumer_secret = pstrdup(creds->consumer_secret);
 	c->creds.access_token = pstrdup(creds->access_token);
@@ -411,7 +413,7 @@ abm_new_session(AdeAbmClient *client)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("ABM answered GET /session without auth_session_token")));
-	client->session = tok;
+	client->session = MemoryContextStrdup(client->cxt, tok);
 	client->session_dirty = true;
 }
 
@@ -439,7 +441,7 @@ AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 
 		if (res.session_header && strcmp(res.session_header, client->session) != 0)
 		{
-			client->session = res.session_header;
+			client->session = MemoryContextStrdup(client->cxt, res.session_header);
 			client->session_dirty = true;
 		}
 

@@ -106,6 +106,7 @@ typedef struct AdeAbmClient
 	bool		session_dirty;	/* changed since loaded: persist it */
 	int			requests;		/* HTTP requests sent */
 	AdeHttp    *http;
+	MemoryContext cxt;			/* where the client lives (the session too) */
 } AdeAbmClient;
 
 typedef struct AdeAbmResponse

@@ -35,6 +35,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 
 #define ASSIGN_BATCH 1000		/* Apple's limit per PUT /profile/devices */
 
@@ -42,7 +43,6 @@ typedef struct Candidate
 {
 	char	   *serial;
 	char	   *key;
-	char	   *profile;		/* JSON text */
 	char	   *uuid;			/* NULL until defined */
 } Candidate;
 
@@ -57,15 +57,27 @@ col_text(int row, int col)
 
 /* POST /profile: define a profile for this token, store and return its UUID */
 static char *
-define_profile(AdeAbmClient *client, int64 token_id, const char *key, const char *profile)
+define_profile(AdeAbmClient *client, int64 token_id, const char *key)
 {
 	AdeAbmResponse resp;
 	Jsonb	   *jb;
 	char	   *uuid;
+	char	   *profile;
 	Oid			argtypes[3] = {INT8OID, TEXTOID, TEXTOID};
 	Datum		args[3];
 	char	   *sql;
 	int			rc;
+
+	/* the profile itself, once per key (the candidates carry only the key) */
+	args[0] = Int64GetDatum(token_id);
+	args[1] = CStringGetTextDatum(key);
+	sql = psprintf("SELECT profile::text FROM %s.ade_effective_profiles($1) WHERE profile_key = $2 LIMIT 1",
+				   AdeSchema());
+	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "the profile to define vanished: %s", SPI_result_code_string(rc));
+	profile = col_text(0, 1);
+	SPI_freetuptable(SPI_tuptable);
 
 	AdeAbmCall(client, "POST", "/profile", profile, &resp);
 	if (resp.kind != ABM_OK)
@@ -158,6 +170,7 @@ send_batch(AdeAbmClient *client, int64 token_id, Candidate *cands, int from, int
 	*assigned += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*failed += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	throttled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	SPI_freetuptable(SPI_tuptable);
 	return throttled;
 }
 
@@ -183,6 +196,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 	int			i;
 	int64		waiting;
 	bool		isnull;
+	MemoryContext batchcxt;
 
 	/* an ingest-only token stores devices and assigns nothing */
 	sql = psprintf("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1", AdeSchema());
@@ -193,7 +207,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		return "assign_profiles is off for this token: devices are stored, not assigned";
 
-	sql = psprintf("SELECT hardware_serial, profile_key, profile::text, profile_uuid "
+	sql = psprintf("SELECT hardware_serial, profile_key, profile_uuid "
 				   "FROM %s.ade_assign_candidates($1)", AdeSchema());
 	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
@@ -204,8 +218,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 	{
 		cands[i].serial = col_text(i, 1);
 		cands[i].key = col_text(i, 2);
-		cands[i].profile = col_text(i, 3);
-		cands[i].uuid = col_text(i, 4);
+		cands[i].uuid = col_text(i, 3);
 	}
 	SPI_freetuptable(SPI_tuptable);
 
@@ -217,19 +230,27 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 			if (i > 0 && strcmp(cands[i - 1].key, cands[i].key) == 0)
 				cands[i].uuid = cands[i - 1].uuid;
 			else
-				cands[i].uuid = define_profile(client, token_id, cands[i].key, cands[i].profile);
+				cands[i].uuid = define_profile(client, token_id, cands[i].key);
 		}
 	}
 
-	/* batches of at most 1000 serials with one profile */
+	/* batches of at most 1000 serials with one profile, each in its own memory */
+	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "ade assign batch",
+									 ALLOCSET_DEFAULT_SIZES);
 	i = 0;
 	while (i < n)
 	{
 		int			j = i + 1;
+		bool		throttled;
+		MemoryContext old;
 
 		while (j < n && j - i < ASSIGN_BATCH && strcmp(cands[j].key, cands[i].key) == 0)
 			j++;
-		if (send_batch(client, token_id, cands, i, j, assigned, failed))
+		old = MemoryContextSwitchTo(batchcxt);
+		throttled = send_batch(client, token_id, cands, i, j, assigned, failed);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(batchcxt);
+		if (throttled)
 			return "ABM throttled the profile assignment; the rest is sent by a later run";
 		i = j;
 	}

@@ -54,6 +54,7 @@ PG_FUNCTION_INFO_V1(ade_sync_one);
 /* what one token's run did; one output row and one ade_sync_runs row */
 typedef struct TokenRun
 {
+	MemoryContext cxt;			/* lives for the token's run; pages use a child */
 	int64		token_id;
 	char	   *org_name;
 	char	   *mode;
@@ -156,8 +157,9 @@ apply_page(TokenRun *run, Jsonb *devices, bool fetch, const char *cursor,
 		run->deleted += DatumGetInt32(SPI_getbinval(t, d, 3, &isnull));
 		run->skipped += DatumGetInt32(SPI_getbinval(t, d, 4, &isnull));
 	}
-	run->cursor = cursor ? pstrdup(cursor) : NULL;
-	run->mode = pstrdup(mode);
+	SPI_freetuptable(SPI_tuptable);
+	run->cursor = cursor ? MemoryContextStrdup(run->cxt, cursor) : NULL;
+	run->mode = MemoryContextStrdup(run->cxt, mode);
 }
 
 /*
@@ -263,7 +265,8 @@ sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
 					(errmsg("ade: token " INT64_FORMAT " got %s, starting a full fetch",
 							run->token_id, AdeAbmKindName(resp.kind))));
 			apply_page(run, NULL, true, NULL, "fetch", NULL);
-			run->note = psprintf("%s: full fetch started", AdeAbmKindName(resp.kind));
+			run->note = MemoryContextStrdup(run->cxt,
+											psprintf("%s: full fetch started", AdeAbmKindName(resp.kind)));
 			return PAGE_MORE;
 		default:
 			AdeAbmRaise(&resp, what);
@@ -347,7 +350,7 @@ in_subxact(TokenRun *run, void (*f) (TokenRun *, void *), void *arg)
 		CurrentResourceOwner = owner;
 		if (must_rethrow(edata))
 			ReThrowError(edata);
-		run->error = edata->message;
+		run->error = MemoryContextStrdup(run->cxt, edata->message);
 		run->error_kind = AdeAbmLastErrorKind;
 		return false;
 	}
@@ -394,6 +397,7 @@ token_step(TokenRun *run, void *arg)
 	AdeAbmClient *client;
 	int			resets = 0;
 	TimestampTz deadline;
+	MemoryContext pagecxt;
 
 	if (!claim_token(run))
 	{
@@ -404,20 +408,28 @@ token_step(TokenRun *run, void *arg)
 	client = AdeAbmOpen(run->token_id);
 	deadline = TimestampTzPlusMilliseconds(run->started_at, (int64) ade_max_sync_seconds * 1000);
 
+	/* each page's memory (answer, jsonb, queries) is freed after the page */
+	pagecxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync page",
+									ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		PageArgs	pa = {client, &resets, PAGE_DONE};
 		bool		ok;
+		MemoryContext old;
 
 		if (GetCurrentTimestamp() >= deadline)
 		{
 			run->note = "ade.max_sync_seconds reached; the next run goes on from the stored cursor";
 			break;
 		}
+		old = MemoryContextSwitchTo(pagecxt);
 		ok = in_subxact(run, page_step, &pa);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(pagecxt);
 		if (!ok || pa.outcome == PAGE_DONE)
 			break;
 	}
+	MemoryContextDelete(pagecxt);
 
 	/* rule 10: profiles for what is due, even after a failed page */
 	{
@@ -605,6 +617,7 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 		TokenRun	run;
 
 		memset(&run, 0, sizeof(run));
+		run.cxt = runcxt;
 		run.token_id = ids[i];
 		sync_token(&run);
 		emit(rsinfo, &run);
