@@ -464,13 +464,15 @@ BEGIN
 		RETURN;
 	END IF;
 	WITH recs AS (
+		-- no WHERE here: a filter would make the planner expect one row per
+		-- page, and choose plans that scan whole tables per record
 		SELECT e.rec, e.ord,
-			   nullif(e.rec->>'serial_number', '') AS serial,
+			   CASE WHEN jsonb_typeof(e.rec) = 'object'
+					THEN nullif(e.rec->>'serial_number', '') END AS serial,
 			   CASE WHEN p_fetch THEN 'added'
 					ELSE coalesce(e.rec->>'op_type', 'modified') END AS op,
 			   (e.rec->>'op_date')::timestamptz AS op_date
 		  FROM jsonb_array_elements(coalesce(p_devices, '[]'::jsonb)) WITH ORDINALITY AS e(rec, ord)
-		 WHERE jsonb_typeof(e.rec) = 'object'
 	), win AS (				-- rule 4: one record per serial, the latest op_date
 		SELECT DISTINCT ON (r.serial) r.*
 		  FROM recs r
@@ -556,14 +558,11 @@ BEGIN
 			   updated_at = now()
 		RETURNING 1
 	), del AS (					-- rule 7: only the token that holds it
-		-- driven by the page's serials through the unique index, whatever
-		-- the planner guesses of the page's size
 		UPDATE @extschema@.host_dep_assignments d
 		   SET deleted_at = now(), needs_assign = false,
-			   op_date = coalesce((SELECT p.op_date FROM plan p
-								   WHERE p.serial = d.hardware_serial), d.op_date),
-			   updated_at = now()
-		 WHERE d.hardware_serial = ANY (ARRAY(SELECT p.serial FROM plan p WHERE p.act = 'deleted'))
+			   op_date = coalesce(p.op_date, d.op_date), updated_at = now()
+		  FROM plan p
+		 WHERE p.act = 'deleted' AND d.hardware_serial = p.serial
 		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
 		RETURNING 1
 	), tok AS (
@@ -648,19 +647,33 @@ COMMENT ON FUNCTION ade_assign_candidates(bigint) IS
 
 -- Live devices of a token that wait for a profile and have none to get.
 CREATE FUNCTION ade_unassignable(p_token bigint) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT count(*)
-	  FROM @extschema@.host_dep_assignments d
-	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
-	  JOIN @extschema@.ade_effective_profiles(p_token) e
-		ON e.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
-	 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign
-	   AND e.profile IS NULL
+DECLARE
+	v_none text[];
+	n bigint;
+BEGIN
+	SELECT array_agg(e.platform) INTO v_none
+	  FROM @extschema@.ade_effective_profiles(p_token) e WHERE e.profile IS NULL;
+	IF v_none IS NULL THEN
+		RETURN 0;
+	ELSIF cardinality(v_none) = 5 THEN
+		-- no profile at all (the usual case before set-up): every device
+		-- waits; not counted, so that a run stays cheap at any size
+		RETURN -1;
+	ELSE
+		SELECT count(*) INTO n
+		  FROM @extschema@.host_dep_assignments d
+		  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
+		 WHERE d.abm_token_id = p_token AND d.needs_assign AND d.deleted_at IS NULL
+		   AND coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin') = ANY (v_none);
+	END IF;
+	RETURN n;
+END
 $$;
 COMMENT ON FUNCTION ade_unassignable(bigint) IS
-	'internal: how many live devices of a token wait for a profile that no scope defines';
+	'internal: how many live devices of a token wait for a profile that no scope defines (-1: no scope defines any)';
 
 -- Store ABM's answer to one PUT /profile/devices: every serial sent gets its
 -- answer (missing from the answer: FAILED) and its cooldown.

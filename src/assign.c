@@ -262,6 +262,8 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	waiting = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (waiting < 0)
+		return "no enrollment profile is set: the devices wait (ade_status.pending); set ade.enroll_url or call ade_set_profile()";
 	if (waiting > 0)
 		return psprintf("no enrollment profile applies to " INT64_FORMAT " devices: set ade.enroll_url or call ade_set_profile()",
 						waiting);

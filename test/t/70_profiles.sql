@@ -9,14 +9,15 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 SELECT id AS beta FROM abm_tokens WHERE consumer_key = 'CK_beta' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 2500 --families Mac,iPhone,iPad
 \! python3 test/mockctl.py devices CK_beta --generate 30 --prefix B --families Mac,iPhone,iPad
-SELECT plan(37);
+SELECT plan(38);
 
 -- 1. no ade.enroll_url and no profile: devices are stored, nothing is assigned, the run says why
 RESET ade.enroll_url;
 CREATE TEMP TABLE r0 AS SELECT * FROM ade_sync(:acme);
 SELECT is((SELECT (added, assigned) FROM r0), (2500, 0), 'without a profile the sync still stores the devices');
 SELECT alike((SELECT note FROM ade_sync_runs WHERE token_id = :acme ORDER BY id DESC LIMIT 1),
-  'no enrollment profile applies to 2500 devices%', 'and the run row says why nothing was assigned');
+  'no enrollment profile is set: the devices wait%', 'and the run row says why nothing was assigned');
+SELECT is((SELECT pending FROM ade_status WHERE token_id = :acme), 2500::bigint, 'and ade_status counts them as pending');
 \set puts `python3 test/mockctl.py logcount 'PUT /profile/devices'`
 SELECT is(:'puts'::int, 0, 'no PUT /profile/devices was sent');
 
