@@ -493,8 +493,11 @@ BEGIN
 				 ELSE 'added'	-- rule 6: an unknown serial is added
 			   END AS act
 		  FROM win w
-		  LEFT JOIN @extschema@.host_dep_assignments d ON d.hardware_serial = w.serial
-		  LEFT JOIN @extschema@.hosts h ON h.hardware_serial = w.serial
+		  -- LATERAL: one index probe per record, never a scan of the table
+		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.host_dep_assignments x
+							  WHERE x.hardware_serial = w.serial) d ON true
+		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.hosts y
+							  WHERE y.hardware_serial = w.serial) h ON true
 	), plan AS (
 		-- rules 5, 6 and 10: does the device need our profile?
 		SELECT p.*, e.profile_uuid AS ours,
