@@ -1,6 +1,6 @@
 # ade: Apple Automated Device Enrollment inside PostgreSQL (PGXS)
 EXTENSION = ade
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 
 MODULE_big = ade
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
@@ -22,6 +22,9 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
 endif
+# every file includes the shared header
+$(OBJS): src/ade.h
+
 # the tests run in an existing database that has pg_cron (set after PGXS, which sets it too)
 CONTRIB_TESTDB = $(or $(ADE_TEST_DB),ade_regress)
 

@@ -43,6 +43,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -67,6 +68,7 @@ typedef struct TokenRun
 	int			assigned;
 	int			failed;
 	int			requests;
+	int			fetched;		/* devices of fetch pages, for progress */
 	TimestampTz started_at;
 	char	   *error;			/* NULL on success */
 	AdeAbmKind	error_kind;
@@ -191,6 +193,25 @@ claim_token(TokenRun *run)
 	return true;
 }
 
+/*
+ * Progress of a fetch, per page: a NOTICE to an interactive caller, a LOG
+ * line for pg_cron's runs (nobody reads their NOTICEs).
+ */
+static void
+report_progress(TokenRun *run, Jsonb *devices)
+{
+	bool		cron = application_name && strcmp(application_name, "pg_cron") == 0;
+	long		secs;
+	int			usecs;
+
+	run->fetched += JB_ROOT_COUNT(devices);
+	TimestampDifference(run->started_at, GetCurrentTimestamp(), &secs, &usecs);
+	ereport(cron ? LOG : NOTICE,
+			(errmsg("ade: fetching \"%s\": page %d, %d devices so far, %.1f s",
+					run->org_name ? run->org_name : "?", run->pages, run->fetched,
+					secs + usecs / 1e6)));
+}
+
 /* a JSON request body {"limit": n, "cursor": "..."} */
 static char *
 page_request(const char *cursor)
@@ -287,6 +308,8 @@ sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
 	fetched_until = AdeJsonGetText(jb, "fetched_until");
 
 	run->pages++;
+	if (fetch)
+		report_progress(run, devices);
 	if (fetch && !more)
 	{
 		/* the last fetch page: sync mode from now on */
@@ -517,6 +540,46 @@ finish_run(TokenRun *run)
 	}
 }
 
+/*
+ * A token that expires within 30 days, or whose terms are not accepted, is
+ * worth a WARNING in every run: somebody must act in ABM.
+ */
+static void
+warn_token(TokenRun *run)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(run->token_id)};
+	char	   *sql;
+	int			rc;
+	bool		isnull;
+	bool		terms;
+	Datum		renew;
+	bool		renew_null;
+
+	sql = psprintf("SELECT terms_expired, renew_at, renew_at < now() + interval '30 days' "
+				   "FROM %s.abm_tokens WHERE id = $1", AdeSchema());
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "reading the token's state");
+	if (SPI_processed != 1)
+		return;
+	terms = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	renew = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &renew_null);
+	if (terms)
+		ereport(WARNING,
+				(errmsg("ade: the terms and conditions of \"%s\" are not accepted: ABM refuses to sync it",
+						run->org_name ? run->org_name : "?"),
+				 errhint("An administrator must sign in to Apple Business Manager and accept the new terms.")));
+	if (!renew_null &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)))
+		ereport(WARNING,
+				(errmsg("ade: the server token of \"%s\" %s on %s",
+						run->org_name ? run->org_name : "?",
+						DatumGetTimestampTz(renew) < GetCurrentTimestamp() ? "expired" : "expires",
+						timestamptz_to_str(DatumGetTimestampTz(renew))),
+				 errhint("Renew it in Apple Business Manager and pass the new file to ade_add_token().")));
+	SPI_freetuptable(SPI_tuptable);
+}
+
 static void
 sync_token(TokenRun *run)
 {
@@ -524,6 +587,8 @@ sync_token(TokenRun *run)
 	run->started_at = GetCurrentTimestamp();
 	(void) in_subxact(run, token_step, NULL);
 	finish_run(run);
+	if (!run->busy)
+		warn_token(run);
 }
 
 static void
