@@ -1,0 +1,28 @@
+-- The README's runbook: every ```sql block of README.md, in order, against
+-- the mock ABM, so that the documentation cannot rot.  The README's token
+-- path is replaced by a file this test makes as ABM would (for the key pair
+-- that ade_public_key() makes, the one the README uploads).
+\ir setup.psql
+SELECT plan(6);
+SELECT ade_public_key() \g /dev/null
+\! psql -d "$ADE_TEST_DB" -XAtqc 'SELECT ade_public_key()' > "$ADE_TEST_TMP/cert.pem"
+\! python3 test/mockctl.py token --org 'Example School' --consumer-key CK_example --json "$ADE_TEST_TMP/example.json" --p7m "$ADE_TEST_TMP/Example_Token.p7m" --cert "$ADE_TEST_TMP/cert.pem"
+\! chmod 644 "$ADE_TEST_TMP/Example_Token.p7m"
+\! python3 test/mockctl.py devices CK_example --generate 120 --families Mac,iPhone,iPad
+\! python3 test/readme_sql.py README.md "$ADE_TEST_TMP" > "$ADE_TEST_TMP/readme.sql"
+\set readme `echo "$ADE_TEST_TMP/readme.sql"`
+\set nblocks `grep -c '^-- README block' "$ADE_TEST_TMP/readme.sql"`
+SELECT cmp_ok(:'nblocks'::int, '>=', 10, 'the README has its runbook''s SQL blocks');
+-- every block runs without an error (ON_ERROR_STOP is on: an error ends this file)
+\o /dev/null
+\i :readme
+\o
+SELECT pass('every SQL block of the README ran without an error');
+SELECT is((SELECT org_name FROM abm_tokens), 'Example School', 'the runbook added the token');
+SELECT is((SELECT count(*)::int FROM hosts), 120, 'its sync stored the devices');
+SELECT is((SELECT assigned FROM ade_status), 120::bigint, 'and assigned them the profile it set');
+SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 1, 'and scheduled the sync');
+SELECT ade_unschedule() \g /dev/null
+ALTER SYSTEM RESET ade.enroll_url;
+SELECT pg_reload_conf() \g /dev/null
+SELECT * FROM finish();
