@@ -1,0 +1,42 @@
+-- Upgrades: install the previous version's script (0.1, kept in sql/), put
+-- data in, ALTER EXTENSION ade UPDATE, and the data is intact and the new
+-- version's features work on it.
+\ir setup.psql
+DROP EXTENSION ade;
+CREATE EXTENSION ade VERSION '0.1';
+\! test/add-token.sh Acme CK_acme
+SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
+\! python3 test/mockctl.py devices CK_acme --generate 500 --families Mac,iPhone,iPad
+SET ade.enroll_url = 'https://mdm.example.com/enroll';
+SELECT count(*) FROM ade_sync() \g /dev/null
+\! python3 test/mockctl.py devices CK_acme --delete S00000001,S00000002
+SELECT ade_set_profile('{"profile_name": "iOS", "url": "https://mdm.example.com/ios"}', platform => 'ios') \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT plan(11);
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ade'), '0.1', 'version 0.1 is installed from its own script');
+
+CREATE TEMP TABLE before_hosts AS SELECT * FROM hosts;
+CREATE TEMP TABLE before_asg AS SELECT * FROM host_dep_assignments;
+CREATE TEMP TABLE before_tok AS SELECT id, consumer_key, org_name, mode, cursor, renew_at FROM abm_tokens;
+CREATE TEMP TABLE before_misc AS SELECT (SELECT count(*) FROM ade_sync_runs) AS runs, (SELECT count(*) FROM ade_profiles) AS profiles,
+  (SELECT count(*) FROM ade_profile_definitions) AS defs, (SELECT extconfig FROM pg_extension WHERE extname = 'ade') AS extconfig;
+
+ALTER EXTENSION ade UPDATE;
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ade'), '0.2', 'ALTER EXTENSION ade UPDATE goes to 0.2');
+SELECT set_eq('SELECT * FROM hosts', 'SELECT * FROM before_hosts', 'the hosts are intact');
+SELECT set_eq('SELECT * FROM host_dep_assignments', 'SELECT * FROM before_asg', 'the assignments are intact, soft-deleted ones too');
+SELECT set_eq('SELECT id, consumer_key, org_name, mode, cursor, renew_at FROM abm_tokens', 'SELECT * FROM before_tok', 'the token, its cursor and mode are intact');
+SELECT is((SELECT (runs, profiles, defs, extconfig) FROM before_misc),
+  ((SELECT count(*) FROM ade_sync_runs), (SELECT count(*) FROM ade_profiles), (SELECT count(*) FROM ade_profile_definitions),
+   (SELECT extconfig FROM pg_extension WHERE extname = 'ade')),
+  'the run history, the profiles, their definitions and the dump registrations are intact');
+SELECT lives_ok(format('SELECT ade_refresh_account(%s)', :acme), 'the sealed secrets still open: the token answers');
+SELECT is((SELECT attention FROM ade_status WHERE token_id = :acme), 'ok', 'the new status column works on the old data');
+SELECT is((SELECT count(*)::int FROM ade_last_runs(2)), 2, 'ade_last_runs() is there');
+\! python3 test/mockctl.py devices CK_acme --generate 5 --prefix N
+\! python3 test/mockctl.py log-clear
+CREATE TEMP TABLE r AS SELECT * FROM ade_sync();
+SELECT is((SELECT (added, assigned, error) FROM r), (5, 5, NULL::text), 'the sync goes on after the update: new devices added and assigned');
+\set puts `python3 test/mockctl.py logcount 'PUT /profile/devices'`
+SELECT is(:'puts'::int, 2, 'and only the new devices are sent (one batch per profile: Macs and iPads, iPhones)');
+SELECT * FROM finish();
