@@ -1,6 +1,6 @@
 # ade: Apple Automated Device Enrollment inside PostgreSQL (PGXS)
 EXTENSION = ade
-EXTVERSION = 0.2
+EXTVERSION = 0.3
 
 MODULE_big = ade
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))

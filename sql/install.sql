@@ -63,7 +63,7 @@ RESET ROLE;
 DROP ROLE ade_test_nobody;
 DROP ROLE ade_test_reader;
 
--- team profiles wait for teams, and say so
+-- a team profile needs a team that exists
 SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example/enroll"}', team_id => 1);
 
 -- the extension installs into another schema too, and drops cleanly

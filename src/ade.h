@@ -20,7 +20,7 @@
 #include "postgres.h"
 #include "utils/jsonb.h"
 
-#define ADE_VERSION "0.2"
+#define ADE_VERSION "0.3"
 #define ADE_USER_AGENT "pg-ade/" ADE_VERSION
 
 /* ---- settings (ade.c) ---- */

@@ -68,11 +68,13 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key)
 	char	   *sql;
 	int			rc;
 
-	/* the profile itself, once per key (the candidates carry only the key) */
+	/* the profile itself (a scope's or a team's), once per key */
 	args[0] = Int64GetDatum(token_id);
 	args[1] = CStringGetTextDatum(key);
-	sql = psprintf("SELECT profile::text FROM %s.ade_effective_profiles($1) WHERE profile_key = $2 LIMIT 1",
-				   AdeSchema());
+	sql = psprintf("SELECT p.profile::text FROM (SELECT e.profile, e.profile_key FROM %s.ade_effective_profiles($1) e "
+				   "UNION ALL SELECT x.profile, md5(x.profile::text) FROM %s.ade_profiles x "
+				   "WHERE x.team_id IS NOT NULL) p WHERE p.profile_key = $2 LIMIT 1",
+				   AdeSchema(), AdeSchema());
 	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "the profile to define vanished: %s", SPI_result_code_string(rc));

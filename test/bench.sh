@@ -47,7 +47,7 @@ checkpoint_timeout = '30min'"
 export ADE_TEST_TMP=$dir/tmp ADE_TEST_DB=bench
 psql -qX -c 'CREATE EXTENSION ade'
 
-q() { psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
+q() { PGOPTIONS='-c client_min_messages=warning' psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
 serve() { "$PYTHON" test/mockctl.py stats | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["serve_seconds"])'; }
 count() { "$PYTHON" test/mockctl.py logcount "$1"; }
 

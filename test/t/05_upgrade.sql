@@ -12,7 +12,7 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 \! python3 test/mockctl.py devices CK_acme --delete S00000001,S00000002
 SELECT ade_set_profile('{"profile_name": "iOS", "url": "https://mdm.example.com/ios"}', platform => 'ios') \g /dev/null
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(11);
+SELECT plan(12);
 SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ade'), '0.1', 'version 0.1 is installed from its own script');
 
 CREATE TEMP TABLE before_hosts AS SELECT * FROM hosts;
@@ -22,17 +22,19 @@ CREATE TEMP TABLE before_misc AS SELECT (SELECT count(*) FROM ade_sync_runs) AS 
   (SELECT count(*) FROM ade_profile_definitions) AS defs, (SELECT extconfig FROM pg_extension WHERE extname = 'ade') AS extconfig;
 
 ALTER EXTENSION ade UPDATE;
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ade'), '0.2', 'ALTER EXTENSION ade UPDATE goes to 0.2');
-SELECT set_eq('SELECT * FROM hosts', 'SELECT * FROM before_hosts', 'the hosts are intact');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ade'), (SELECT default_version FROM pg_available_extensions WHERE name = 'ade'),
+  'ALTER EXTENSION ade UPDATE goes through every step to the current version');
+SELECT set_eq('SELECT id, hardware_serial, hardware_model, platform, created_at, updated_at FROM hosts',
+  'SELECT id, hardware_serial, hardware_model, platform, created_at, updated_at FROM before_hosts', 'the hosts are intact');
 SELECT set_eq('SELECT * FROM host_dep_assignments', 'SELECT * FROM before_asg', 'the assignments are intact, soft-deleted ones too');
 SELECT set_eq('SELECT id, consumer_key, org_name, mode, cursor, renew_at FROM abm_tokens', 'SELECT * FROM before_tok', 'the token, its cursor and mode are intact');
-SELECT is((SELECT (runs, profiles, defs, extconfig) FROM before_misc),
-  ((SELECT count(*) FROM ade_sync_runs), (SELECT count(*) FROM ade_profiles), (SELECT count(*) FROM ade_profile_definitions),
-   (SELECT extconfig FROM pg_extension WHERE extname = 'ade')),
+SELECT is((SELECT (runs, profiles, defs, extconfig <@ (SELECT extconfig FROM pg_extension WHERE extname = 'ade')) FROM before_misc),
+  ((SELECT count(*) FROM ade_sync_runs), (SELECT count(*) FROM ade_profiles), (SELECT count(*) FROM ade_profile_definitions), true),
   'the run history, the profiles, their definitions and the dump registrations are intact');
 SELECT lives_ok(format('SELECT ade_refresh_account(%s)', :acme), 'the sealed secrets still open: the token answers');
 SELECT is((SELECT attention FROM ade_status WHERE token_id = :acme), 'ok', 'the new status column works on the old data');
-SELECT is((SELECT count(*)::int FROM ade_last_runs(2)), 2, 'ade_last_runs() is there');
+SELECT is((SELECT count(*)::int FROM ade_last_runs(2)), 2, 'ade_last_runs() (0.2) is there');
+SELECT is((SELECT count(*)::int FROM hosts WHERE team_id IS NOT NULL), 0, 'hosts.team_id (0.3) is there, no host in a team yet');
 \! python3 test/mockctl.py devices CK_acme --generate 5 --prefix N
 \! python3 test/mockctl.py log-clear
 CREATE TEMP TABLE r AS SELECT * FROM ade_sync();
