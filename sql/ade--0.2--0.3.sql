@@ -558,7 +558,11 @@ BEGIN
 	  JOIN ade_new_hosts n ON n.id = o.id
 	 WHERE d.host_id = n.id AND d.deleted_at IS NULL AND NOT d.needs_assign
 	   AND o.team_id IS DISTINCT FROM n.team_id
-	   AND (SELECT md5(x.profile::text) FROM @extschema@.ade_profiles x WHERE x.team_id = o.team_id)
+	   -- the old team's profile; when the team is being deleted its profile
+	   -- is gone already: then the one its devices last got
+	   AND coalesce((SELECT md5(x.profile::text) FROM @extschema@.ade_profiles x WHERE x.team_id = o.team_id),
+					(SELECT a.profile_key FROM @extschema@.ade_profile_applied a
+					  WHERE a.platform = 'team:' || o.team_id AND a.profile_key IS NOT NULL LIMIT 1))
 		   IS DISTINCT FROM
 		   (SELECT md5(x.profile::text) FROM @extschema@.ade_profiles x WHERE x.team_id = n.team_id);
 	RETURN NULL;
