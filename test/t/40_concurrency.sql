@@ -8,18 +8,6 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 SELECT id AS beta FROM abm_tokens WHERE consumer_key = 'CK_beta' \gset
 SELECT plan(11);
 
-CREATE FUNCTION pg_temp.wait_for(q text, secs int) RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE ok boolean;
-BEGIN
-  FOR i IN 1 .. secs * 20 LOOP
-    PERFORM pg_stat_clear_snapshot();	-- pg_stat_activity is cached per transaction
-    EXECUTE q INTO ok;
-    IF ok THEN RETURN true; END IF;
-    PERFORM pg_sleep(0.05);
-  END LOOP;
-  RETURN false;
-END $$;
-
 -- another session holds Acme: this run skips it without waiting, and says so
 \! psql -d "$ADE_TEST_DB" -Xqc "BEGIN; SELECT 1 FROM abm_tokens WHERE consumer_key = 'CK_acme' FOR UPDATE; SELECT pg_sleep(3); COMMIT;" >/dev/null 2>&1 &
 SELECT ok(pg_temp.wait_for($$SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND state = 'active' AND pid <> pg_backend_pid())$$, 10),

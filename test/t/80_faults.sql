@@ -17,18 +17,6 @@ SET ade.retry_backoff = '10ms';
 SET ade.max_retries = 2;
 SELECT plan(74);
 
-CREATE FUNCTION pg_temp.wait_for(q text, secs int) RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE ok boolean;
-BEGIN
-  FOR i IN 1 .. secs * 20 LOOP
-    PERFORM pg_stat_clear_snapshot();
-    EXECUTE q INTO ok;
-    IF ok THEN RETURN true; END IF;
-    PERFORM pg_sleep(0.05);
-  END LOOP;
-  RETURN false;
-END $$;
-
 -- 1. 5xx on a page in the middle of a fetch: retried, given up after the bound
 \! python3 test/mockctl.py fault '{"path": "/server/devices", "consumer_key": "CK_acme", "skip": 1, "status": 503, "body": "SERVICE_UNAVAILABLE", "times": -1}'
 \! python3 test/mockctl.py log-clear
