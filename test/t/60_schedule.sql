@@ -5,7 +5,7 @@
 \ir setup.psql
 \! test/add-token.sh Acme CK_acme
 \! python3 test/mockctl.py devices CK_acme --generate 20
-SELECT plan(13);
+SELECT plan(14);
 
 SELECT ade_schedule() AS jobid \gset
 SELECT is((SELECT format('%s | %s | %s | %s', jobname, schedule, command, database) FROM cron.job WHERE jobname = 'ade_sync'),
@@ -44,6 +44,8 @@ SELECT ok(pg_temp.wait_for_cron(75), 'the scheduler runs ade_sync within a minut
 SELECT is((SELECT status FROM cron.job_run_details d JOIN cron.job j USING (jobid) WHERE j.jobname = 'ade_sync' ORDER BY runid LIMIT 1),
   'succeeded', 'cron.job_run_details records the run as succeeded');
 SELECT is((SELECT added FROM ade_sync_runs ORDER BY id LIMIT 1), 20, 'and ade_sync_runs holds the run, with the devices it added');
+\set cronlog `grep -c 'LOG:  ade: fetching "Acme": page 1, 20 devices so far' "$ADE_SERVER_LOG" || true`
+SELECT cmp_ok(:'cronlog'::int, '>=', 1, 'a pg_cron run reports its fetch progress as LOG lines in the server log');
 SELECT ade_unschedule() \g /dev/null
 
 SELECT * FROM finish();

@@ -18,7 +18,7 @@ SELECT ade_set_default_teams(:acme, :macs, :phones, :ipads) \g /dev/null
 SELECT ade_set_default_teams(:beta, :betamacs, NULL, NULL) \g /dev/null
 SET ade.enroll_url = 'https://mdm.example.com/enroll';
 \! python3 test/mockctl.py devices CK_acme --generate 50 --families Mac,iPhone,iPad,AppleTV,Vision
-SELECT plan(19);
+SELECT plan(20);
 
 SELECT throws_ok($$SELECT ade_set_default_teams(999, NULL, NULL, NULL)$$, 'P0002', 'abm token 999 does not exist', 'default teams need a token that exists');
 SELECT throws_ok(format('SELECT ade_set_default_teams(%s, 999, NULL, NULL)', :acme), '23503', NULL, 'and teams that exist');
@@ -28,6 +28,7 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT results_eq($$SELECT h.platform, t.name, count(*)::int FROM hosts h LEFT JOIN teams t ON t.id = h.team_id GROUP BY 1, 2 ORDER BY 1$$,
   $$VALUES ('darwin', 'Staff Macs', 10), ('ios', 'Phones', 10), ('ipados', 'Classroom iPads', 10), ('tvos', 'Phones', 10), ('visionos', 'Phones', 10)$$,
   'each new host lands in its token''s default team for its platform; tvOS and visionOS follow iOS');
+SELECT throws_ok($$UPDATE hosts SET team_id = 999$$, '23503', 'team 999 does not exist', 'a host can only be put in a team that exists');
 
 -- an existing host keeps its team when ABM reports it again, after a move to another token too
 UPDATE hosts SET team_id = :ipads WHERE hardware_serial = 'S00000000';

@@ -3,7 +3,7 @@
 -- path is replaced by a file this test makes as ABM would (for the key pair
 -- that ade_public_key() makes, the one the README uploads).
 \ir setup.psql
-SELECT plan(6);
+SELECT plan(7);
 SELECT ade_public_key() \g /dev/null
 \! psql -d "$ADE_TEST_DB" -XAtqc 'SELECT ade_public_key()' > "$ADE_TEST_TMP/cert.pem"
 \! python3 test/mockctl.py token --org 'Example School' --consumer-key CK_example --json "$ADE_TEST_TMP/example.json" --p7m "$ADE_TEST_TMP/Example_Token.p7m" --cert "$ADE_TEST_TMP/cert.pem"
@@ -22,6 +22,10 @@ SELECT is((SELECT org_name FROM abm_tokens), 'Example School', 'the runbook adde
 SELECT is((SELECT count(*)::int FROM hosts), 120, 'its sync stored the devices');
 SELECT is((SELECT assigned FROM ade_status), 120::bigint, 'and assigned them the profile it set');
 SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 1, 'and scheduled the sync');
+-- the README's settings table names every setting, and only those
+\set readme_settings `python3 test/readme_sql.py README.md --settings`
+SELECT is(:'readme_settings'::text, (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE name LIKE 'ade.%'),
+  'the README''s settings table lists exactly the settings the library defines');
 SELECT ade_unschedule() \g /dev/null
 ALTER SYSTEM RESET ade.enroll_url;
 SELECT pg_reload_conf() \g /dev/null
