@@ -7,8 +7,9 @@
  * - NOTIFY ade_hosts: a small JSON payload when the sync adds, moves or
  *   soft-deletes a host, or the host-delete trigger restores one; batched
  *   per page, each payload under 8000 bytes (ade_notify_hosts()).  A full
- *   fetch announces each page ("fetched", with its count) instead of each
- *   host, so that a fetch of any size holds little in memory.
+ *   fetch is announced once per run ("fetched", with its count; sent by the
+ *   library) instead of host by host, so that a fetch of any size holds
+ *   little in memory.
  * - ade_status gains expires_within_30_days and attention (what to do).
  * - ade_last_runs(n): the last n runs, for ade_reader too.
  *
@@ -203,17 +204,11 @@ BEGIN
 		   (SELECT count(*) FROM del),
 		   (SELECT count(*) FROM recs r WHERE r.serial IS NULL)
 			 + (SELECT count(*) FROM up_asg) * 0 + (SELECT count(*) FROM tok) * 0
-			 -- a full fetch announces its pages, not each host: the payloads of a
-			 -- million devices would wait in memory until the run commits
-			 + (CASE WHEN p_fetch THEN
-					(SELECT count(*) FROM (SELECT pg_notify('ade_hosts',
-						json_build_object('event', 'fetched', 'token_id', p_token,
-										  'hosts', (SELECT count(*) FROM plan p WHERE p.act = 'added'))::text)) n)
-				 ELSE
-					(SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
-														 array_agg(e.serial), array_agg(p_token))
-					   FROM ev e)
-				 END) * 0
+			 -- a full fetch announces itself once, at the end of the run (src/sync.c):
+			 -- payloads of a million hosts would wait in memory until it commits
+			 + (SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
+												 array_agg(e.serial), array_agg(p_token))
+				  FROM ev e) * 0
 	  INTO added, modified, deleted, skipped;
 END
 $$;

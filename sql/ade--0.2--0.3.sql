@@ -327,17 +327,11 @@ BEGIN
 		   (SELECT count(*) FROM del),
 		   (SELECT count(*) FROM recs r WHERE r.serial IS NULL)
 			 + (SELECT count(*) FROM up_asg) * 0 + (SELECT count(*) FROM tok) * 0
-			 -- a full fetch announces its pages, not each host: the payloads of a
-			 -- million devices would wait in memory until the run commits
-			 + (CASE WHEN p_fetch THEN
-					(SELECT count(*) FROM (SELECT pg_notify('ade_hosts',
-						json_build_object('event', 'fetched', 'token_id', p_token,
-										  'hosts', (SELECT count(*) FROM plan p WHERE p.act = 'added'))::text)) n)
-				 ELSE
-					(SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
-														 array_agg(e.serial), array_agg(p_token))
-					   FROM ev e)
-				 END) * 0
+			 -- a full fetch announces itself once, at the end of the run (src/sync.c):
+			 -- payloads of a million hosts would wait in memory until it commits
+			 + (SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
+												 array_agg(e.serial), array_agg(p_token))
+				  FROM ev e) * 0
 	  INTO added, modified, deleted, skipped;
 END
 $$;

@@ -580,6 +580,28 @@ warn_token(TokenRun *run)
 	SPI_freetuptable(SPI_tuptable);
 }
 
+/*
+ * A full fetch is announced once per run, not host by host: NOTIFY payloads
+ * wait in memory until the run commits, and pages are subtransactions whose
+ * memory a notification would keep alive.  Listeners re-read the token.
+ */
+static void
+notify_fetched(TokenRun *run)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	int			rc;
+
+	if (run->fetched == 0)
+		return;
+	args[0] = CStringGetTextDatum(psprintf("{\"event\": \"fetched\", \"token_id\": " INT64_FORMAT ", \"hosts\": %d}",
+										   run->token_id, run->fetched));
+	rc = SPI_execute_with_args("SELECT pg_catalog.pg_notify('ade_hosts', $1)", 1, argtypes, args,
+							   NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "NOTIFY ade_hosts");
+	SPI_freetuptable(SPI_tuptable);
+}
+
 static void
 sync_token(TokenRun *run)
 {
@@ -588,7 +610,10 @@ sync_token(TokenRun *run)
 	(void) in_subxact(run, token_step, NULL);
 	finish_run(run);
 	if (!run->busy)
+	{
+		notify_fetched(run);
 		warn_token(run);
+	}
 }
 
 static void

@@ -19,6 +19,9 @@ for line in open(sys.argv[1], encoding="utf-8"):
     max_bytes = max(max_bytes, len(raw.encode()))
     p = json.loads(raw)
     ev = p["event"]
+    if isinstance(p["hosts"], int):     # a full fetch: {"event": "fetched", "token_id", "hosts": n}
+        events[ev] = events.get(ev, 0) + p["hosts"]
+        continue
     for h in p["hosts"]:
         events[ev] = events.get(ev, 0) + 1
         ids.append(h["id"])

@@ -8,7 +8,7 @@
 \! test/add-token.sh Soon CK_soon --access-token-expiry "$(date -u -d '+10 days' +%Y-%m-%dT%H:%M:%SZ)"
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 SELECT id AS soon FROM abm_tokens WHERE consumer_key = 'CK_soon' \gset
-SELECT plan(24);
+SELECT plan(25);
 -- the WARNINGs of the token that expires soon are checked below, from another session
 SET client_min_messages = error;
 
@@ -75,6 +75,16 @@ SELECT is((:'other'::jsonb)->'events', '{"moved": 1, "deleted": 1, "restored": 2
 SELECT is((:'other'::jsonb)->'serials', '{"moved": ["S00000001"], "deleted": ["S00000002"], "restored": ["S00000003", "S00000004"]}',
   'each with its serial');
 SELECT is((:'other'::jsonb)->'moved_token', to_jsonb(:soon), 'a moved host names the token that holds it now');
+\! test/add-token.sh Fresh CK_fresh
+\! python3 test/mockctl.py devices CK_fresh --generate 250
+SET ade.page_size = 100;
+\o :nfile
+SELECT count(*) FROM ade_sync((SELECT id FROM abm_tokens WHERE consumer_key = 'CK_fresh'));
+\o
+RESET ade.page_size;
+\set fresh `python3 test/notify_payloads.py "$ADE_TEST_TMP/notify.out"`
+SELECT is(((:'fresh'::jsonb)->>'notifications', (:'fresh'::jsonb)->'events'), ('1'::text, '{"fetched": 250}'::jsonb),
+  'a full fetch of three pages is announced once, with its count, not host by host');
 UNLISTEN ade_hosts;
 
 -- progress per fetch page: NOTICE to an interactive caller
