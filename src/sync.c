@@ -200,7 +200,9 @@ claim_token(TokenRun *run)
 static void
 report_progress(TokenRun *run, Jsonb *devices)
 {
-	bool		cron = application_name && strcmp(application_name, "pg_cron") == 0;
+	/* pg_cron runs jobs in background workers, or over libpq as "pg_cron" */
+	bool		cron = MyBackendType == B_BG_WORKER ||
+		(application_name && strcmp(application_name, "pg_cron") == 0);
 	long		secs;
 	int			usecs;
 
