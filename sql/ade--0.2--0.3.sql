@@ -212,11 +212,12 @@ BEGIN
 				 ELSE 'added'	-- rule 6: an unknown serial is added
 			   END AS act
 		  FROM win w
-		  -- LATERAL: one index probe per record, never a scan of the table
+		  -- LATERAL with OFFSET 0 (not flattened into a join): one index
+		  -- probe per record, never a hash of the whole table
 		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.host_dep_assignments x
-							  WHERE x.hardware_serial = w.serial) d ON true
+							  WHERE x.hardware_serial = w.serial OFFSET 0) d ON true
 		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.hosts y
-							  WHERE y.hardware_serial = w.serial) h ON true
+							  WHERE y.hardware_serial = w.serial OFFSET 0) h ON true
 	), plan1 AS (
 		-- a new host lands in its token's default team for its platform
 		-- (tvOS and visionOS follow iOS); an existing host keeps its team
