@@ -23,7 +23,7 @@ devices=${ADE_DEMO_DEVICES:-3000}
 
 stop() {
   [[ -d $dir/data ]] && ade_stop_cluster "$dir"
-  [[ -f $dir/mock.pid ]] && kill "$(cat "$dir/mock.pid")" 2>/dev/null
+  [[ -f $dir/mock.pid ]] && { kill "$(cat "$dir/mock.pid")" 2>/dev/null || true; }
   rm -f "$dir/mock.pid"
   return 0
 }
@@ -60,7 +60,7 @@ psql -qX -c 'SELECT ade_schedule() AS cron_job_id'
 psql -qX -c '\timing on' -c 'SELECT * FROM ade_sync()'
 
 log "tokens"
-psql -qX -c 'SELECT token_id, org_name, mode, last_sync_at::timestamp(0), last_error, terms_expired, token_invalid, days_until_expiry, devices_live, devices_deleted FROM ade_status'
+psql -qX -c 'SELECT token_id, org_name, mode, last_sync_at::timestamp(0), days_until_expiry, devices_live, devices_deleted, pending, attention FROM ade_status'
 log "hosts by platform"
 psql -qX -c 'SELECT platform, count(*) AS hosts FROM hosts GROUP BY 1 ORDER BY 1'
 log "last runs"

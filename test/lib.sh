@@ -85,7 +85,7 @@ EOF
   "$PGBIN/createdb" "$db" && "$PGBIN/psql" -qX -c 'CREATE EXTENSION pg_cron' >/dev/null
 }
 
-# ade_stop_cluster DIR
+# ade_stop_cluster DIR (nothing to do when it is not running)
 ade_stop_cluster() {
-  as_pg "$PGBIN/pg_ctl" -D "$1/data" -m fast stop >/dev/null 2>&1
+  as_pg "$PGBIN/pg_ctl" -D "$1/data" -m fast stop >/dev/null 2>&1 || true
 }
