@@ -79,6 +79,45 @@ CREATE TRIGGER ade_teams_release_hosts AFTER DELETE ON teams
 ALTER TABLE ade_profiles ADD CONSTRAINT ade_profiles_team_fk
 	FOREIGN KEY (team_id) REFERENCES teams (id) ON DELETE CASCADE;
 
+-- The profile each platform of a token gets (team profiles aside): one
+-- probe of ade_profiles per platform, most specific first ((token,
+-- platform), token, platform, the organisation default), then the built-in
+-- default.  Same answer as 0.1's, in a third of the time: every page and
+-- every run asks.
+CREATE OR REPLACE FUNCTION ade_effective_profiles(p_token bigint)
+RETURNS TABLE (platform text, profile jsonb, profile_key text, profile_uuid text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN QUERY
+	WITH plat(platform) AS (
+		VALUES ('darwin'), ('ios'), ('ipados'), ('tvos'), ('visionos')
+	), eff AS (
+		SELECT p.platform, coalesce(x.profile,
+			CASE WHEN coalesce(current_setting('ade.enroll_url', true), '') <> '' THEN
+				jsonb_build_object('profile_name', 'Automatic enrollment',
+								   'url', current_setting('ade.enroll_url'),
+								   'is_supervised', true,
+								   'is_mdm_removable', false,
+								   'await_device_configured', true)
+			END) AS profile
+		  FROM plat p
+		  LEFT JOIN LATERAL (
+			SELECT y.profile FROM @extschema@.ade_profiles y
+			 WHERE y.team_id IS NULL
+			   AND (y.token_id = p_token OR y.token_id IS NULL)
+			   AND (y.platform = p.platform OR y.platform IS NULL)
+			 ORDER BY y.token_id IS NULL, y.platform IS NULL
+			 LIMIT 1) x ON true
+	)
+	SELECT e.platform, e.profile, md5(e.profile::text), d.profile_uuid
+	  FROM eff e
+	  LEFT JOIN @extschema@.ade_profile_definitions d
+		ON d.token_id = p_token AND d.profile_key = md5(e.profile::text);
+END
+$$;
+
 -- Sets a token's default teams (null: no team); tvOS and visionOS follow iOS.
 CREATE FUNCTION ade_set_default_teams(token_id bigint, macos bigint, ios bigint, ipados bigint)
 RETURNS void
