@@ -154,13 +154,6 @@ assign_abm_url(const char *newval, void *extra)
 	}
 }
 
-static bool
-check_ca_file(char **newval, void **extra, GucSource source)
-{
-	/* an empty value means the system's CA bundle */
-	return true;
-}
-
 /*
  * The ABM base URL for a request, checked again now.  Raises an ERROR when
  * the URL is not allowed or a rejected value is still pending.
@@ -292,7 +285,7 @@ _PG_init(void)
 							   "CA bundle (PEM file) that ABM's TLS certificate is verified against.",
 							   "Empty means the system's bundle.",
 							   &ade_ca_file, "",
-							   PGC_SUSET, 0, check_ca_file, NULL, NULL);
+							   PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ade.runs_retention",
 							"How long ade_sync_runs keeps its history.",

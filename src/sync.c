@@ -353,6 +353,8 @@ in_subxact(TokenRun *run, void (*f) (TokenRun *, void *), void *arg)
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 
+	/* the class of an ABM error raised in here, not of an earlier one */
+	AdeAbmLastErrorKind = ABM_OK;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
@@ -607,7 +609,6 @@ notify_fetched(TokenRun *run)
 static void
 sync_token(TokenRun *run)
 {
-	AdeAbmLastErrorKind = ABM_OK;
 	run->started_at = GetCurrentTimestamp();
 	(void) in_subxact(run, token_step, NULL);
 	finish_run(run);
