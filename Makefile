@@ -1,13 +1,24 @@
-# ade: Apple Automated Device Enrollment inside PostgreSQL (PGXS)
+# ade: Apple Automated Device Enrollment (ABM/ADE) inside PostgreSQL (PGXS)
 EXTENSION = ade
-EXTVERSION = 0.3
+# the version is ade.control's default_version; the library and the install
+# script are built for it
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = ade
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
-DATA = $(wildcard sql/ade--*.sql)
+
+# The install script of the version in development is built from the SQL
+# sources by concern, in this order (each names what it owns in its header);
+# the released install script (0.1) and the upgrade scripts are hand-written
+# and never edited once released.
+SCHEMA = src/schema/tables.sql src/schema/tokens.sql src/schema/sync.sql \
+	src/schema/hosts.sql src/schema/profiles.sql src/schema/teams.sql \
+	src/schema/status.sql src/schema/schedule.sql
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src -DADE_VERSION=\"$(EXTVERSION)\"
 # -Wno-unused-parameter: the server headers (ilist.h, bufpage.h) and PG_FUNCTION_ARGS trip it
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
 SHLIB_LINK = -lcurl -lcrypto
@@ -22,8 +33,15 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
 endif
-# every file includes the shared header
-$(OBJS): src/ade.h
+# every file includes the shared header; the version is compiled in
+$(OBJS): src/ade.h $(EXTENSION).control
+
+# the install script: the sources, in order, behind the guard every script has
+$(DATA_built): $(SCHEMA) $(EXTENSION).control Makefile
+	{ printf '%s\n' "-- $(notdir $@): built by make from $(SCHEMA); edit those, not this file" \
+		'-- complain if script is sourced in psql, rather than via CREATE EXTENSION' \
+		'\echo Use "CREATE EXTENSION $(EXTENSION)" to load this file. \quit' ''; \
+	  cat $(SCHEMA); } > $@
 
 # the tests run in an existing database that has pg_cron (set after PGXS, which sets it too)
 CONTRIB_TESTDB = $(or $(ADE_TEST_DB),ade_regress)

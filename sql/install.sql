@@ -19,7 +19,7 @@ SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args
  ORDER BY 1, 2;
 
 -- every data table (and its sequence) survives pg_dump
-SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'ade' ORDER BY 1;
+SELECT c::regclass AS dumped FROM pg_extension, unnest(extconfig) AS c WHERE extname = 'ade' ORDER BY c::regclass::text;
 
 -- ade_reader exists once, whatever happens to the extension
 SELECT count(*) FROM pg_roles WHERE rolname = 'ade_reader';

@@ -20,7 +20,10 @@
 #include "postgres.h"
 #include "utils/jsonb.h"
 
-#define ADE_VERSION "0.3"
+/* ADE_VERSION comes from the Makefile: ade.control's default_version */
+#ifndef ADE_VERSION
+#error "build with make: ADE_VERSION is set from ade.control"
+#endif
 #define ADE_USER_AGENT "pg-ade/" ADE_VERSION
 
 /* ---- settings (ade.c) ---- */

@@ -1,0 +1,80 @@
+/*-------------------------------------------------------------------------
+ *
+ * schedule.sql
+ *		Source of the ade install script: the pg_cron job.
+ *
+ * Owns ade_schedule() and ade_unschedule(): the pg_cron job ade_sync that
+ * runs SELECT ade_sync() (every minute by default), and its removal when
+ * the extension is dropped.  pg_cron is optional at install time: only
+ * these functions need it, and they say so with a hint when it is missing.
+ *
+ * IDENTIFICATION
+ *	  src/schema/schedule.sql
+ *
+ *-------------------------------------------------------------------------
+ */
+
+-- Registers (idempotently) the job ade_sync.  It also creates, outside the
+-- extension, an sql_drop event trigger that unschedules the job when the
+-- extension is dropped (an event trigger that belongs to the extension would
+-- not fire then).
+CREATE FUNCTION ade_schedule(schedule text DEFAULT '* * * * *') RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	jid bigint;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in this database'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron.';
+	END IF;
+	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jid
+		USING 'ade_sync', schedule, format('SELECT %I.ade_sync()', '@extschema@');
+
+	EXECUTE format($f$
+		CREATE OR REPLACE FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
+		LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
+		BEGIN
+			IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
+						WHERE object_type = 'extension' AND object_identity = 'ade') THEN
+				PERFORM cron.unschedule(j.jobid) FROM cron.job j WHERE j.jobname = 'ade_sync';
+				DROP EVENT TRIGGER ade_cron_cleanup;
+				DROP FUNCTION %I.ade_cron_cleanup();
+			END IF;
+		END
+		$body$ $f$, '@extschema@', '@extschema@');
+	IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
+		EXECUTE format('CREATE EVENT TRIGGER ade_cron_cleanup ON sql_drop EXECUTE FUNCTION %I.ade_cron_cleanup()',
+					   '@extschema@');
+	END IF;
+	RETURN jid;
+END
+$$;
+COMMENT ON FUNCTION ade_schedule(text) IS
+	'registers the pg_cron job ade_sync (SELECT ade_sync(), every minute by default); idempotent';
+
+CREATE FUNCTION ade_unschedule() RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	found_job boolean := false;
+BEGIN
+	IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		EXECUTE 'SELECT count(cron.unschedule(j.jobid)) > 0 FROM cron.job j WHERE j.jobname = $1'
+			INTO found_job USING 'ade_sync';
+	END IF;
+	IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
+		EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
+	END IF;
+	IF to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@')) IS NOT NULL THEN
+		EXECUTE format('DROP FUNCTION %I.ade_cron_cleanup()', '@extschema@');
+	END IF;
+	RETURN found_job;
+END
+$$;
+COMMENT ON FUNCTION ade_unschedule() IS 'removes the pg_cron job ade_sync; false when there was none';
+
+REVOKE ALL ON FUNCTION ade_schedule(text), ade_unschedule() FROM PUBLIC;

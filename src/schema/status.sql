@@ -1,0 +1,141 @@
+/*-------------------------------------------------------------------------
+ *
+ * status.sql
+ *		Source of the ade install script: what an admin and an application
+ *		read: the status views and NOTIFY ade_hosts.
+ *
+ * Owns ade_status (one row per token: its state, counts, teams and
+ * attention, what needs doing, in words; never a secret), ade_team_status
+ * (one row per team), and ade_notify_hosts(), which sends the
+ * NOTIFY ade_hosts payloads of the page apply (sync.sql) and of the
+ * host-delete trigger (hosts.sql), each under PostgreSQL's 8000-byte limit.
+ * ade_reader may read both views.
+ *
+ * View bodies are parsed with the search_path of CREATE EXTENSION, so
+ * every operator in them is written OPERATOR(pg_catalog.x).
+ *
+ * IDENTIFICATION
+ *	  src/schema/status.sql
+ *
+ *-------------------------------------------------------------------------
+ */
+
+-- NOTIFY ade_hosts with {"event": ..., "hosts": [{"id", "serial", "token_id"}, ...]},
+-- one notification per event per ~7000 bytes of hosts (PostgreSQL's limit
+-- is 8000); serials are cut to 100 characters in the payload.
+CREATE FUNCTION ade_notify_hosts(p_events text[], p_ids bigint[], p_serials text[],
+	p_tokens bigint[]) RETURNS int
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH items AS (
+		SELECT x.event, x.n,
+			   json_build_object('id', x.id, 'serial', left(x.serial, 100), 'token_id', x.token)::text AS item
+		  FROM unnest(p_events, p_ids, p_serials, p_tokens) WITH ORDINALITY AS x(event, id, serial, token, n)
+	), sized AS (
+		SELECT i.*, sum(length(i.item) + 1) OVER (PARTITION BY i.event ORDER BY i.n) AS cum
+		  FROM items i
+	)
+	SELECT count(*)::int FROM (
+		SELECT pg_notify('ade_hosts',
+						 format('{"event": %s, "hosts": [%s]}', to_json(s.event),
+								string_agg(s.item, ',' ORDER BY s.n)))
+		  FROM sized s
+		 GROUP BY s.event, s.cum / 7000
+	) sent
+$$;
+COMMENT ON FUNCTION ade_notify_hosts(text[], bigint[], text[], bigint[]) IS
+	'internal: NOTIFY ade_hosts, batched under the 8000-byte payload limit';
+
+-- One row per token, no secret.
+CREATE VIEW ade_status AS
+SELECT t.id AS token_id,
+	   t.org_name,
+	   t.apple_id,
+	   t.server_name,
+	   t.mode,
+	   t.last_sync_at,
+	   pg_catalog.now() OPERATOR(pg_catalog.-) t.last_sync_at AS last_sync_age,
+	   t.last_error,
+	   t.terms_expired,
+	   t.token_invalid,
+	   t.renew_at,
+	   (t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now()) AS token_expired,
+	   pg_catalog.floor(pg_catalog.date_part('epoch',
+			t.renew_at OPERATOR(pg_catalog.-) pg_catalog.now())
+			OPERATOR(pg_catalog./) 86400)::int AS days_until_expiry,
+	   t.assign_profiles,
+	   coalesce(a.live, 0) AS devices_live,
+	   coalesce(a.soft_deleted, 0) AS devices_deleted,
+	   coalesce(a.darwin, 0) AS darwin,
+	   coalesce(a.ios, 0) AS ios,
+	   coalesce(a.ipados, 0) AS ipados,
+	   coalesce(a.tvos, 0) AS tvos,
+	   coalesce(a.visionos, 0) AS visionos,
+	   coalesce(a.assigned, 0) AS assigned,
+	   coalesce(a.pending, 0) AS pending,
+	   coalesce(a.failed, 0) AS failed,
+	   coalesce(a.throttled, 0) AS throttled,
+	   coalesce(a.not_accessible, 0) AS not_accessible,
+	   t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days') AS expires_within_30_days,
+	   CASE
+		 WHEN t.token_invalid THEN 'Apple rejects the token: download a new one from ABM and call ade_add_token()'
+		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
+		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
+		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
+		 WHEN t.last_sync_at IS NULL THEN 'never synced: run SELECT * FROM ade_sync() or ade_schedule()'
+		 WHEN t.last_sync_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '10 minutes')
+		   THEN 'no sync for 10 minutes: is the pg_cron job (ade_schedule()) running?'
+		 WHEN t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days')
+		   THEN 'the token expires within 30 days: renew it in ABM and call ade_add_token()'
+		 WHEN coalesce(a.pending, 0) OPERATOR(pg_catalog.>) 0 AND NOT EXISTS (
+				SELECT 1 FROM @extschema@.ade_effective_profiles(t.id) e WHERE e.profile IS NOT NULL)
+		   THEN 'no enrollment profile: set ade.enroll_url or call ade_set_profile()'
+		 ELSE 'ok'
+	   END AS attention,
+	   (SELECT jsonb_object_agg(coalesce(tm.name, '(no team)'), c.n)
+		  FROM (SELECT h.team_id, count(*) AS n
+				  FROM @extschema@.host_dep_assignments d
+				  JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
+				 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id AND d.deleted_at IS NULL
+				 GROUP BY h.team_id) c
+		  LEFT JOIN @extschema@.teams tm ON tm.id OPERATOR(pg_catalog.=) c.team_id) AS teams
+  FROM @extschema@.abm_tokens t
+  LEFT JOIN LATERAL (
+	SELECT count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
+		   count(*) FILTER (WHERE d.deleted_at IS NOT NULL) AS soft_deleted,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'darwin') AS darwin,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ios') AS ios,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ipados') AS ipados,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'tvos') AS tvos,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'visionos') AS visionos,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'SUCCESS') AS assigned,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.needs_assign) AS pending,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'FAILED') AS failed,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'THROTTLED') AS throttled,
+		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'NOT_ACCESSIBLE') AS not_accessible
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
+	 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id
+  ) a ON true;
+COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
+
+-- Hosts per team, and what each team's devices get.
+CREATE VIEW ade_team_status AS
+SELECT tm.id AS team_id,
+	   tm.name,
+	   (SELECT count(*) FROM @extschema@.hosts h WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS hosts,
+	   (SELECT count(*) FROM @extschema@.hosts h JOIN @extschema@.host_dep_assignments d
+			ON d.host_id OPERATOR(pg_catalog.=) h.id AND d.deleted_at IS NULL
+		 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS ade_live,
+	   (SELECT jsonb_object_agg(c.platform, c.n) FROM (
+			SELECT h.platform, count(*) AS n FROM @extschema@.hosts h
+			 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id GROUP BY h.platform) c) AS by_platform,
+	   (SELECT x.profile->>'profile_name' FROM @extschema@.ade_profiles x
+		 WHERE x.team_id OPERATOR(pg_catalog.=) tm.id) AS profile_name
+  FROM @extschema@.teams tm;
+COMMENT ON VIEW ade_team_status IS 'one row per team: its hosts, its live ADE devices, by platform, and its profile';
+
+REVOKE ALL ON ade_status, ade_team_status FROM PUBLIC;
+GRANT SELECT ON ade_status, ade_team_status TO ade_reader;
+REVOKE ALL ON FUNCTION ade_notify_hosts(text[], bigint[], text[], bigint[]) FROM PUBLIC;

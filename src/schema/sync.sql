@@ -1,0 +1,299 @@
+/*-------------------------------------------------------------------------
+ *
+ * sync.sql
+ *		Source of the ade install script: the row work of ade_sync().
+ *
+ * Owns what one ABM page does to the tables (sync rules 4 to 8 of the
+ * spec, and the token's cursor and mode, in one statement:
+ * ade_apply_page()), the platform of a device family (rule 8), the end of
+ * a token's run (its state and its ade_sync_runs row), the run history for
+ * readers, and the declarations of ade_sync().  src/sync.c moves pages from
+ * HTTP to ade_apply_page() and owns the order of work and the
+ * transactions; the profile a device should have comes from profiles.sql.
+ *
+ * Set-based by design: a page of up to 1000 records is one statement over
+ * jsonb_array_elements, with one index probe per record (LATERAL ...
+ * OFFSET 0, so that no plan hashes a whole table) and a custom plan per
+ * page (a generic plan made on empty tables would scan them whole).
+ *
+ * IDENTIFICATION
+ *	  src/schema/sync.sql
+ *
+ *-------------------------------------------------------------------------
+ */
+
+CREATE FUNCTION ade_sync(OUT token_id bigint, OUT org_name text, OUT mode text,
+	OUT pages int, OUT added int, OUT modified int, OUT deleted int,
+	OUT assigned int, OUT failed int, OUT error text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ade_sync_all' LANGUAGE C VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_sync() IS 'syncs every ABM token once; one row per token';
+
+CREATE FUNCTION ade_sync(token_id bigint, OUT token_id bigint, OUT org_name text,
+	OUT mode text, OUT pages int, OUT added int, OUT modified int, OUT deleted int,
+	OUT assigned int, OUT failed int, OUT error text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ade_sync_one' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_sync(bigint) IS 'syncs one ABM token';
+
+-- Sync rule 8: platform from ABM's device_family (NULL when ABM sent none).
+CREATE FUNCTION ade_platform(device_family text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT CASE
+		WHEN device_family IS NULL THEN NULL
+		WHEN device_family OPERATOR(pg_catalog.=) ANY (ARRAY['iPhone', 'iPod']) THEN 'ios'
+		WHEN device_family OPERATOR(pg_catalog.=) 'iPad' THEN 'ipados'
+		WHEN device_family OPERATOR(pg_catalog.=) 'AppleTV' THEN 'tvos'
+		WHEN device_family OPERATOR(pg_catalog.=) 'Vision' THEN 'visionos'
+		ELSE 'darwin'
+	END
+$$;
+COMMENT ON FUNCTION ade_platform(text) IS 'hosts.platform of an ABM device_family: iPhone/iPod ios, iPad ipados, AppleTV tvos, Vision visionos, else darwin';
+
+-- One ABM page, applied in one statement: sync rules 4 to 8, and the token's
+-- cursor and mode stored with the page's rows.
+--   p_fetch: the page came from a full fetch (every record counts as added)
+--   p_devices NULL: only the cursor and mode change
+CREATE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_cursor text, p_mode text, p_fetched_until text,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- a generic plan made while the tables were empty would scan them whole on
+-- every page of a large first fetch (quadratic); plan each page afresh
+SET plan_cache_mode = force_custom_plan
+AS $$
+BEGIN
+	IF coalesce(jsonb_array_length(p_devices), 0) = 0 THEN
+		-- nothing new (the usual sync page): only the cursor moves
+		UPDATE @extschema@.abm_tokens t
+		   SET cursor = p_cursor, mode = p_mode,
+			   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
+									   THEN now() ELSE t.fetch_started_at END,
+			   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
+			   updated_at = now()
+		 WHERE t.id = p_token;
+		added := 0; modified := 0; deleted := 0; skipped := 0;
+		RETURN;
+	END IF;
+	WITH recs AS (
+		-- no WHERE here: a filter would make the planner expect one row per
+		-- page, and choose plans that scan whole tables per record
+		SELECT e.rec, e.ord,
+			   CASE WHEN jsonb_typeof(e.rec) = 'object'
+					THEN nullif(e.rec->>'serial_number', '') END AS serial,
+			   CASE WHEN p_fetch THEN 'added'
+					ELSE coalesce(e.rec->>'op_type', 'modified') END AS op,
+			   (e.rec->>'op_date')::timestamptz AS op_date
+		  FROM jsonb_array_elements(coalesce(p_devices, '[]'::jsonb)) WITH ORDINALITY AS e(rec, ord)
+	), win AS (				-- rule 4: one record per serial, the latest op_date
+		SELECT DISTINCT ON (r.serial) r.*
+		  FROM recs r
+		 WHERE r.serial IS NOT NULL
+		 ORDER BY r.serial, r.op_date DESC NULLS LAST, r.ord DESC
+	), tk AS (					-- the token's default teams
+		SELECT t.macos_team_id, t.ios_team_id, t.ipados_team_id
+		  FROM @extschema@.abm_tokens t WHERE t.id = p_token
+	), tp AS (					-- team profiles, with their UUID for this token
+		SELECT x.team_id, x.profile, md5(x.profile::text) AS profile_key, df.profile_uuid
+		  FROM @extschema@.ade_profiles x
+		  LEFT JOIN @extschema@.ade_profile_definitions df
+			ON df.token_id = p_token AND df.profile_key = md5(x.profile::text)
+		 WHERE x.team_id IS NOT NULL
+	), plan0 AS (
+		SELECT w.serial, w.rec, w.op_date, h.id AS host_id,
+			   coalesce(@extschema@.ade_platform(w.rec->>'device_family'), h.platform, 'darwin') AS platform,
+			   coalesce(w.rec->>'model', h.hardware_model) AS model,
+			   d.assign_profile_response AS response,
+			   d.abm_token_id AS prev_token, d.host_id AS prev_host, h.team_id AS host_team,
+			   (d.hardware_serial IS NOT NULL AND d.deleted_at IS NULL) AS prev_live,
+			   CASE
+				 -- older than what was applied already: a page sent again,
+				 -- or an old record of a token that no longer holds it
+				 WHEN w.op_date < d.op_date THEN 'stale'
+				 WHEN w.op = 'deleted' THEN 'deleted'
+				 WHEN w.op <> 'added' AND d.deleted_at IS NULL
+					  AND d.abm_token_id = p_token THEN 'modified'
+				 ELSE 'added'	-- rule 6: an unknown serial is added
+			   END AS act
+		  FROM win w
+		  -- LATERAL with OFFSET 0 (not flattened into a join): one index
+		  -- probe per record, never a hash of the whole table
+		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.host_dep_assignments x
+							  WHERE x.hardware_serial = w.serial OFFSET 0) d ON true
+		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.hosts y
+							  WHERE y.hardware_serial = w.serial OFFSET 0) h ON true
+	), plan1 AS (
+		-- a new host lands in its token's default team for its platform
+		-- (tvOS and visionOS follow iOS); an existing host keeps its team
+		SELECT p.*,
+			   coalesce(p.host_team,
+						CASE p.platform WHEN 'darwin' THEN tk.macos_team_id
+										WHEN 'ipados' THEN tk.ipados_team_id
+										ELSE tk.ios_team_id END) AS team_id
+		  FROM plan0 p LEFT JOIN tk ON true
+	), plan AS (
+		-- rules 5, 6 and 10: does the device need our profile?  Ours is its
+		-- team's when the team has one, else the platform's
+		SELECT p.*, o.ours,
+			   coalesce(p.rec->>'profile_uuid' = o.ours
+						AND p.rec->>'profile_status' IN ('assigned', 'pushed'), false) AS has_ours,
+			   CASE
+				 WHEN p.act = 'added' THEN
+					NOT coalesce(p.rec->>'profile_uuid' = o.ours
+								 AND p.rec->>'profile_status' IN ('assigned', 'pushed'), false)
+				 -- NOT_ACCESSIBLE waits until ABM shows a profile that is not ours
+				 WHEN p.response = 'NOT_ACCESSIBLE' THEN
+					coalesce(p.rec->>'profile_uuid', '') <> ''
+					AND p.rec->>'profile_uuid' IS DISTINCT FROM o.ours
+				 -- our own assignment echoed back as modified is not sent again
+				 ELSE p.rec->>'profile_uuid' IS DISTINCT FROM o.ours
+					  OR coalesce(p.rec->>'profile_status', 'empty') IN ('removed', 'empty')
+			   END AS needs
+		  FROM plan1 p
+		  LEFT JOIN @extschema@.ade_effective_profiles(p_token) e ON e.platform = p.platform
+		  LEFT JOIN tp ON tp.team_id = p.team_id
+		  CROSS JOIN LATERAL (SELECT CASE WHEN tp.team_id IS NOT NULL THEN tp.profile_uuid
+										  ELSE e.profile_uuid END AS ours) o
+	), up_hosts AS (
+		INSERT INTO @extschema@.hosts AS h (hardware_serial, hardware_model, platform, team_id)
+		SELECT p.serial, p.model, p.platform, p.team_id
+		  FROM plan p
+		 WHERE p.act IN ('added', 'modified')
+		 ORDER BY p.serial
+		ON CONFLICT (hardware_serial) DO UPDATE
+		   SET hardware_model = excluded.hardware_model,
+			   platform = excluded.platform,
+			   updated_at = now()
+		 WHERE h.hardware_model IS DISTINCT FROM excluded.hardware_model
+			OR h.platform IS DISTINCT FROM excluded.platform
+		RETURNING h.id, h.hardware_serial
+	), up_asg AS (				-- rules 5 and 6
+		INSERT INTO @extschema@.host_dep_assignments AS d
+			(host_id, hardware_serial, abm_token_id, added_at, device, op_date,
+			 needs_assign, profile_uuid, assign_profile_response, retry_at, updated_at)
+		SELECT coalesce(u.id, p.host_id), p.serial, p_token, now(), p.rec, p.op_date,
+			   p.needs, CASE WHEN p.has_ours THEN p.ours END,
+			   CASE WHEN p.has_ours THEN 'SUCCESS' END,
+			   -- a marker for DO UPDATE (a new row is never 'modified')
+			   CASE WHEN p.act = 'modified' THEN 'infinity'::timestamptz END, now()
+		  FROM plan p
+		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
+		 WHERE p.act IN ('added', 'modified')
+		 ORDER BY p.serial
+		ON CONFLICT (hardware_serial) DO UPDATE
+		   SET host_id = excluded.host_id,
+			   added_at = CASE WHEN d.deleted_at IS NOT NULL
+								 OR d.abm_token_id <> excluded.abm_token_id
+							   THEN now() ELSE d.added_at END,
+			   abm_token_id = excluded.abm_token_id,
+			   deleted_at = NULL,
+			   device = excluded.device,
+			   op_date = coalesce(excluded.op_date, d.op_date),
+			   needs_assign = excluded.needs_assign,
+			   -- reported again as added: any cooldown ends
+			   -- reported (again) as added: any cooldown ends; modified keeps it
+			   retry_at = CASE WHEN excluded.retry_at = 'infinity' THEN d.retry_at END,
+			   profile_uuid = coalesce(excluded.profile_uuid, d.profile_uuid),
+			   assign_profile_response = coalesce(excluded.assign_profile_response, d.assign_profile_response),
+			   updated_at = now()
+		RETURNING 1
+	), del AS (					-- rule 7: only the token that holds it
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = now(), needs_assign = false,
+			   op_date = coalesce(p.op_date, d.op_date), updated_at = now()
+		  FROM plan p
+		 WHERE p.act = 'deleted' AND d.hardware_serial = p.serial
+		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
+		RETURNING 1
+	), ev AS (					-- what LISTEN ade_hosts hears of this page
+		SELECT p.event, coalesce(u.id, p.host_id, p.prev_host) AS id, p.serial
+		  FROM (SELECT q.*,
+					   CASE
+						 WHEN q.act = 'added' AND NOT q.prev_live THEN 'added'
+						 WHEN q.act = 'added' AND q.prev_token <> p_token THEN 'moved'
+						 WHEN q.act = 'deleted' AND q.prev_live AND q.prev_token = p_token THEN 'deleted'
+					   END AS event
+				  FROM plan q) p
+		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
+		 WHERE p.event IS NOT NULL AND NOT p_fetch
+	), tok AS (
+		UPDATE @extschema@.abm_tokens t
+		   SET cursor = p_cursor,
+			   mode = p_mode,
+			   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
+									   THEN now() ELSE t.fetch_started_at END,
+			   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
+			   updated_at = now()
+		 WHERE t.id = p_token
+		RETURNING 1
+	)
+	SELECT (SELECT count(*) FROM plan p WHERE p.act = 'added'),
+		   (SELECT count(*) FROM plan p WHERE p.act = 'modified'),
+		   (SELECT count(*) FROM del),
+		   (SELECT count(*) FROM recs r WHERE r.serial IS NULL)
+			 + (SELECT count(*) FROM up_asg) * 0 + (SELECT count(*) FROM tok) * 0
+			 -- a full fetch announces itself once, at the end of the run (src/sync.c):
+			 -- payloads of a million hosts would wait in memory until it commits
+			 + (SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
+												 array_agg(e.serial), array_agg(p_token))
+				  FROM ev e) * 0
+	  INTO added, modified, deleted, skipped;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
+	'internal: applies one ABM page (sync rules 4-8) and stores the cursor, in one statement';
+
+-- The end of one token's run: its state and its history row.
+CREATE FUNCTION ade_finish_run(p_token bigint, p_mode text, p_pages int,
+	p_added int, p_modified int, p_deleted int, p_skipped int, p_assigned int,
+	p_failed int, p_requests int, p_started_at timestamptz, p_error text,
+	p_kind text, p_busy boolean, p_note text,
+	OUT org_name text, OUT mode text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT p_busy THEN
+		UPDATE @extschema@.abm_tokens t
+		   SET last_sync_at = clock_timestamp(),
+			   last_error = p_error,
+			   terms_expired = CASE WHEN p_error IS NULL THEN false
+									WHEN p_kind = 'T_C_NOT_SIGNED' THEN true
+									ELSE t.terms_expired END,
+			   token_invalid = CASE WHEN p_error IS NULL THEN false
+									WHEN p_kind = 'token_rejected' THEN true
+									ELSE t.token_invalid END,
+			   updated_at = now()
+		 WHERE t.id = p_token;
+	END IF;
+	SELECT t.org_name, coalesce(p_mode, t.mode) INTO org_name, mode
+	  FROM @extschema@.abm_tokens t WHERE t.id = p_token;
+	INSERT INTO @extschema@.ade_sync_runs (token_id, org_name, mode, pages, added,
+		modified, deleted, skipped, assigned, failed, requests, started_at,
+		finished_at, duration_ms, error, note)
+	VALUES (p_token, org_name, mode, p_pages, p_added, p_modified, p_deleted,
+		p_skipped, p_assigned, p_failed, p_requests, p_started_at, clock_timestamp(),
+		extract(epoch FROM clock_timestamp() - p_started_at) * 1000, p_error, p_note);
+END
+$$;
+COMMENT ON FUNCTION ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text) IS
+	'internal: records the end of one token''s run on the token and in ade_sync_runs';
+
+-- The last n runs, newest first (ade_reader may call it).
+CREATE FUNCTION ade_last_runs(n int DEFAULT 10) RETURNS SETOF ade_sync_runs
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT * FROM @extschema@.ade_sync_runs r ORDER BY r.id DESC LIMIT n
+$$;
+COMMENT ON FUNCTION ade_last_runs(int) IS 'the last n ade_sync() runs (one row per token per run), newest first';
+
+REVOKE ALL ON FUNCTION ade_sync(), ade_sync(bigint),
+	ade_apply_page(bigint, jsonb, boolean, text, text, text),
+	ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text),
+	ade_last_runs(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ade_last_runs(int) TO ade_reader;

@@ -1,0 +1,225 @@
+/*-------------------------------------------------------------------------
+ *
+ * tables.sql
+ *		Source of the ade install script: every table, its indexes, the
+ *		role ade_reader, and who may read what.
+ *
+ * Owns the data: abm_tokens (one per ABM server token) and its secrets,
+ * the MDM key pair, hosts and host_dep_assignments (the device rows, as in
+ * Fleet), ade_sync_runs (the run history), teams, and the profile tables.
+ * The functions that write them live in the files named after their
+ * concern (sync.sql, profiles.sql, ...); this file only says what is
+ * stored, in which shape, and who may read it.
+ *
+ * Why it looks like this:
+ * - No foreign key from host_dep_assignments to hosts: the host-delete
+ *   trigger (hosts.sql) re-creates deleted hosts with the same id, and a
+ *   soft-deleted assignment outlives its host.  The serial is kept on the
+ *   assignment so that a device whose host row is gone is matched again.
+ * - hosts.team_id is checked by triggers (teams.sql), not a foreign key:
+ *   a foreign key queues a check for every row the sync writes.
+ * - Secrets (token credentials, ABM session tokens, the private key) live
+ *   in ade_token_secrets and ade_keypair, sealed with AES-256-GCM
+ *   (src/vault.c), readable by the extension owner only.
+ * - Every table and sequence is registered with pg_extension_config_dump,
+ *   so that pg_dump carries the data.
+ * - Nothing is granted to PUBLIC.  ade_reader (created once per cluster:
+ *   roles are cluster-wide) reads hosts, host_dep_assignments,
+ *   ade_sync_runs and the status views (status.sql).
+ *
+ * The install script ade--<version>.sql is built from the files of src/schema/ by
+ * make, in the order the Makefile lists them; upgrades from released
+ * versions are the hand-written sql/ade--<from>--<to>.sql.
+ *
+ * IDENTIFICATION
+ *	  src/schema/tables.sql
+ *
+ *-------------------------------------------------------------------------
+ */
+
+-- Teams of hosts; each token names a default team per platform.
+CREATE TABLE teams (
+	id				bigserial PRIMARY KEY,
+	name			text NOT NULL UNIQUE,
+	created_at		timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE teams IS 'teams of hosts; each token names a default team per platform';
+
+-- One row per ABM server token (one MDM server in one organisation).
+CREATE TABLE abm_tokens (
+	id				bigserial PRIMARY KEY,
+	consumer_key	text NOT NULL UNIQUE,
+	org_name		text,
+	apple_id		text,			-- the account's admin_id
+	server_name		text,
+	server_uuid		text,
+	org_email		text,
+	org_type		text,
+	renew_at		timestamptz,	-- the token's access_token_expiry
+	terms_expired	boolean NOT NULL DEFAULT false,
+	token_invalid	boolean NOT NULL DEFAULT false,
+	mode			text NOT NULL DEFAULT 'fetch' CHECK (mode IN ('fetch', 'sync')),
+	cursor			text,			-- ABM's cursor for the mode above
+	fetch_started_at timestamptz,
+	fetched_until	timestamptz,
+	last_sync_at	timestamptz,
+	last_error		text,
+	assign_profiles boolean NOT NULL DEFAULT true,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	-- the team a host new to this token lands in, per platform (tvOS and
+	-- visionOS follow iOS); set with ade_set_default_teams()
+	macos_team_id	bigint REFERENCES teams (id) ON DELETE SET NULL,
+	ios_team_id		bigint REFERENCES teams (id) ON DELETE SET NULL,
+	ipados_team_id	bigint REFERENCES teams (id) ON DELETE SET NULL
+);
+COMMENT ON TABLE abm_tokens IS 'ABM server tokens (no secrets: those are in ade_token_secrets)';
+
+-- The secrets of each token, and its cached ABM session.  Owner only, and
+-- sealed (AES-256-GCM) with a key file of the data directory (src/vault.c):
+-- a dump alone does not carry a working token.
+CREATE TABLE ade_token_secrets (
+	token_id		bigint PRIMARY KEY REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	consumer_secret text NOT NULL,
+	access_token	text NOT NULL,
+	access_secret	text NOT NULL,
+	session_token	text,
+	session_at		timestamptz
+);
+COMMENT ON TABLE ade_token_secrets IS 'ABM token secrets and session tokens; readable by the extension owner only';
+
+-- The MDM server key pair whose certificate is uploaded to ABM.  Owner only.
+CREATE TABLE ade_keypair (
+	id				int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+	private_key		text NOT NULL,	-- PEM, sealed like the token secrets
+	certificate		text NOT NULL,	-- PEM
+	created_at		timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE ade_keypair IS 'the MDM server key pair; readable by the extension owner only';
+
+CREATE TABLE hosts (
+	id				bigserial PRIMARY KEY,
+	hardware_serial text NOT NULL UNIQUE,
+	hardware_model	text,
+	platform		text NOT NULL,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	team_id			bigint			-- checked by triggers (teams.sql)
+);
+CREATE INDEX hosts_team_idx ON hosts (team_id) WHERE team_id IS NOT NULL;
+COMMENT ON TABLE hosts IS 'one row per device; ADE devices are created by ade_sync()';
+
+-- One row per host that ABM has listed (see the header for why there is no
+-- foreign key to hosts).
+CREATE TABLE host_dep_assignments (
+	host_id			bigint PRIMARY KEY,
+	hardware_serial text NOT NULL UNIQUE,
+	abm_token_id	bigint NOT NULL,
+	added_at		timestamptz NOT NULL DEFAULT now(),
+	deleted_at		timestamptz,
+	profile_uuid	text,
+	assign_profile_response text CHECK (assign_profile_response IN
+						('SUCCESS', 'NOT_ACCESSIBLE', 'FAILED', 'THROTTLED')),
+	response_updated_at timestamptz,
+	retry_at		timestamptz,	-- when a FAILED/THROTTLED assignment is due again
+	needs_assign	boolean NOT NULL DEFAULT false,
+	device			jsonb,			-- the last device record from ABM
+	op_date			timestamptz,	-- op_date of that record
+	updated_at		timestamptz NOT NULL DEFAULT now()
+);
+-- the devices that wait for a profile: what every run looks at
+CREATE INDEX host_dep_assignments_due_idx ON host_dep_assignments (abm_token_id, retry_at)
+	WHERE needs_assign AND deleted_at IS NULL;
+COMMENT ON TABLE host_dep_assignments IS 'ADE state of each device: held by which token, live or soft-deleted, profile answer';
+
+-- One row per token per committed ade_sync() run.
+CREATE TABLE ade_sync_runs (
+	id				bigserial PRIMARY KEY,
+	token_id		bigint NOT NULL,
+	org_name		text,
+	mode			text,
+	pages			int NOT NULL DEFAULT 0,
+	added			int NOT NULL DEFAULT 0,
+	modified		int NOT NULL DEFAULT 0,
+	deleted			int NOT NULL DEFAULT 0,
+	skipped			int NOT NULL DEFAULT 0,
+	assigned		int NOT NULL DEFAULT 0,
+	failed			int NOT NULL DEFAULT 0,
+	requests		int NOT NULL DEFAULT 0,
+	started_at		timestamptz NOT NULL,
+	finished_at		timestamptz NOT NULL DEFAULT clock_timestamp(),
+	duration_ms		double precision,
+	error			text,
+	note			text
+);
+CREATE INDEX ade_sync_runs_token_idx ON ade_sync_runs (token_id, started_at);
+CREATE INDEX ade_sync_runs_started_idx ON ade_sync_runs (started_at);
+COMMENT ON TABLE ade_sync_runs IS 'history: one row per token per committed ade_sync() run';
+
+-- Enrollment profiles (Apple's profile object) per scope; all scope columns
+-- null = the organisation-wide default.  A team profile has team_id alone.
+CREATE TABLE ade_profiles (
+	id				bigserial PRIMARY KEY,
+	token_id		bigint REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	platform		text CHECK (platform IN ('darwin', 'ios', 'ipados', 'tvos', 'visionos')),
+	team_id			bigint,
+	profile			jsonb NOT NULL,
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT ade_profiles_scope UNIQUE NULLS NOT DISTINCT (token_id, platform, team_id),
+	CONSTRAINT ade_profiles_team_fk FOREIGN KEY (team_id) REFERENCES teams (id) ON DELETE CASCADE
+);
+COMMENT ON TABLE ade_profiles IS 'enrollment profiles by scope (token, platform, team); set with ade_set_profile()';
+
+-- Each (profile, token) is defined once at Apple: POST /profile -> profile_uuid.
+-- A changed profile has another key and is defined again.
+CREATE TABLE ade_profile_definitions (
+	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	profile_key		text NOT NULL,	-- md5 of the profile's jsonb text
+	profile_uuid	text NOT NULL,
+	defined_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (token_id, profile_key)
+);
+COMMENT ON TABLE ade_profile_definitions IS 'the profile_uuid Apple gave each (profile, token)';
+
+-- The profile key that applied to each (token, scope) at the last run: a
+-- change (ade_set_profile, ade.enroll_url) marks the devices it applies to.
+-- The scope is a platform, or 'team:<id>'.
+CREATE TABLE ade_profile_applied (
+	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	platform		text NOT NULL,
+	profile_key		text,
+	PRIMARY KEY (token_id, platform)
+);
+COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to each token and platform at its last run';
+
+SELECT pg_catalog.pg_extension_config_dump('abm_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_tokens_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_token_secrets', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_keypair', '');
+SELECT pg_catalog.pg_extension_config_dump('hosts', '');
+SELECT pg_catalog.pg_extension_config_dump('hosts_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('host_dep_assignments', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_sync_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_sync_runs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_profiles', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_profiles_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_profile_definitions', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_profile_applied', '');
+SELECT pg_catalog.pg_extension_config_dump('teams', '');
+SELECT pg_catalog.pg_extension_config_dump('teams_id_seq', '');
+
+-- ---------------------------------------------------------------------
+-- Privileges
+-- ---------------------------------------------------------------------
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ade_reader') THEN
+		CREATE ROLE ade_reader NOLOGIN;
+	END IF;
+END
+$$;
+
+REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
+	host_dep_assignments, ade_sync_runs, ade_profiles,
+	ade_profile_definitions, ade_profile_applied, teams FROM PUBLIC;
+GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs TO ade_reader;

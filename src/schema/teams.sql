@@ -1,0 +1,105 @@
+/*-------------------------------------------------------------------------
+ *
+ * teams.sql
+ *		Source of the ade install script: teams of hosts.
+ *
+ * Owns the rules of hosts.team_id: it names a team that exists (checked by
+ * a trigger rather than a foreign key, which would queue a check for every
+ * row the sync writes); deleting a team leaves its hosts with no team (as
+ * ON DELETE SET NULL would); moving a live host to a team whose profile is
+ * another one marks its device for the next sync; and each token's default
+ * team per platform (ade_set_default_teams()).  Which profile a team's
+ * devices get is profiles.sql; where a new host lands is sync.sql (the
+ * page) and hosts.sql (a host made again).
+ *
+ * IDENTIFICATION
+ *	  src/schema/teams.sql
+ *
+ *-------------------------------------------------------------------------
+ */
+
+CREATE FUNCTION ade_hosts_check_team() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.teams t WHERE t.id = NEW.team_id FOR KEY SHARE) THEN
+		RAISE EXCEPTION 'team % does not exist', NEW.team_id
+			USING ERRCODE = 'foreign_key_violation';
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_check_team() IS 'trigger: hosts.team_id names a team that exists';
+CREATE TRIGGER ade_hosts_team_exists BEFORE INSERT OR UPDATE OF team_id ON hosts
+	FOR EACH ROW WHEN (NEW.team_id IS NOT NULL)
+	EXECUTE FUNCTION ade_hosts_check_team();
+
+-- Deleting a team leaves its hosts with no team (as ON DELETE SET NULL would).
+CREATE FUNCTION ade_teams_after_delete() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = now()
+	 WHERE h.team_id IN (SELECT o.id FROM ade_deleted_teams o);
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_teams_after_delete() IS 'trigger: the hosts of a deleted team have no team';
+CREATE TRIGGER ade_teams_release_hosts AFTER DELETE ON teams
+	REFERENCING OLD TABLE AS ade_deleted_teams
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_teams_after_delete();
+
+-- Sets a token's default teams (null: no team); tvOS and visionOS follow iOS.
+CREATE FUNCTION ade_set_default_teams(token_id bigint, macos bigint, ios bigint, ipados bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE @extschema@.abm_tokens t
+	   SET macos_team_id = macos, ios_team_id = ios, ipados_team_id = ipados, updated_at = now()
+	 WHERE t.id = ade_set_default_teams.token_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_set_default_teams(bigint, bigint, bigint, bigint) IS
+	'sets the team a new host of this token lands in, per platform (tvOS and visionOS follow iOS)';
+
+-- A live host moved to a team whose profile is another one: its device is
+-- marked, and the next sync assigns the new profile from the database.  A
+-- team deleted (its hosts' team set to null) is such a move too.  A row
+-- trigger on team_id only, with a WHEN: the sync's own updates of hosts
+-- never name team_id, and pay nothing for it.
+CREATE FUNCTION ade_hosts_team_moved() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- the old team's profile; when the team is being deleted its profile is
+	-- gone already: then the one its devices last got
+	IF coalesce((SELECT md5(x.profile::text) FROM @extschema@.ade_profiles x WHERE x.team_id = OLD.team_id),
+				(SELECT a.profile_key FROM @extschema@.ade_profile_applied a
+				  WHERE a.platform = 'team:' || OLD.team_id AND a.profile_key IS NOT NULL LIMIT 1))
+	   IS DISTINCT FROM
+	   (SELECT md5(x.profile::text) FROM @extschema@.ade_profiles x WHERE x.team_id = NEW.team_id)
+	THEN
+		UPDATE @extschema@.host_dep_assignments d
+		   SET needs_assign = true, updated_at = now()
+		 WHERE d.host_id = NEW.id AND d.deleted_at IS NULL AND NOT d.needs_assign;
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_team_moved() IS
+	'trigger: a live host moved to a team with another profile is marked for assignment';
+
+CREATE TRIGGER ade_team_moves AFTER UPDATE OF team_id ON hosts
+	FOR EACH ROW WHEN (OLD.team_id IS DISTINCT FROM NEW.team_id)
+	EXECUTE FUNCTION ade_hosts_team_moved();
+
+REVOKE ALL ON FUNCTION ade_set_default_teams(bigint, bigint, bigint, bigint),
+	ade_hosts_team_moved(), ade_hosts_check_team(), ade_teams_after_delete() FROM PUBLIC;
