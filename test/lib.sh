@@ -4,7 +4,8 @@
 # functions and a few variables only.
 
 PGVER=15
-PGBIN=/usr/lib/postgresql/$PGVER/bin
+# ADE_PGBIN: another PostgreSQL 15 installation (e.g. a relocated copy) to build and test against
+PGBIN=${ADE_PGBIN:-/usr/lib/postgresql/$PGVER/bin}
 PYTHON=/usr/bin/python3
 ADE_PACKAGES="postgresql-$PGVER postgresql-client-$PGVER postgresql-server-dev-$PGVER
   postgresql-$PGVER-cron postgresql-$PGVER-pgtap libtap-parser-sourcehandler-pgtap-perl
