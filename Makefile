@@ -3,6 +3,9 @@ EXTENSION = ade
 # the version is ade.control's default_version; the library and the install
 # script are built for it
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
+ifeq ($(EXTVERSION),)
+$(error no default_version in $(EXTENSION).control)
+endif
 
 MODULE_big = ade
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
@@ -14,8 +17,13 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 SCHEMA = src/schema/tables.sql src/schema/tokens.sql src/schema/sync.sql \
 	src/schema/hosts.sql src/schema/profiles.sql src/schema/teams.sql \
 	src/schema/status.sql src/schema/schedule.sql
+# a file of src/schema that is not listed would silently never ship
+ifneq ($(filter-out $(SCHEMA),$(wildcard src/schema/*.sql)),)
+$(error src/schema has files the Makefile does not list in SCHEMA: $(filter-out $(SCHEMA),$(wildcard src/schema/*.sql)))
+endif
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
+# the released install script and the upgrade scripts (never an old build)
+DATA = sql/$(EXTENSION)--0.1.sql $(wildcard sql/$(EXTENSION)--*--*.sql)
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src -DADE_VERSION=\"$(EXTVERSION)\"

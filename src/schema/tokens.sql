@@ -10,8 +10,9 @@
  * The C functions do the cryptography and the HTTP; what they store is in
  * abm_tokens, ade_token_secrets and ade_keypair (tables.sql).
  *
- * Every function here touches a secret or ABM, so none is executable by
- * PUBLIC (the owner grants them as needed).  Their queries name the
+ * Every function here but ade_oauth_signature() (a pure function of its
+ * arguments, for tests) touches a secret or ABM, so none of those is
+ * executable by PUBLIC (the owner grants them as needed).  Their queries name the
  * extension's objects with its schema; the pinned search_path keeps a
  * hostile function or operator in another schema from standing in for a
  * built-in one.
