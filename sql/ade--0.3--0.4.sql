@@ -16,3 +16,822 @@
 
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION ade UPDATE TO '0.4'" to load this file. \quit
+
+-- ---------------------------------------------------------------------
+-- The sync, the assignment and the host triggers under any sequence of
+-- events (issue 12)
+-- ---------------------------------------------------------------------
+
+-- what a device was last sent, so that a batch without an answer goes to
+-- the back of the queue
+ALTER TABLE host_dep_assignments ADD COLUMN assign_sent_at timestamptz;
+
+-- the scopes of a profile are now (team, platform); what was kept per
+-- platform or team is recomputed by the next run, which marks only the
+-- devices that do not hold their profile
+ALTER TABLE ade_profile_applied RENAME COLUMN platform TO scope;
+DELETE FROM ade_profile_applied;
+COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to each token and scope (team and platform) at its last run';
+
+CREATE TABLE ade_rejected_records (
+	id				bigserial PRIMARY KEY,
+	token_id		bigint NOT NULL,
+	hardware_serial text,
+	record			jsonb NOT NULL,
+	from_fetch		boolean NOT NULL,
+	reason			text NOT NULL,
+	sqlstate		text,
+	rejected_at		timestamptz NOT NULL DEFAULT now(),
+	tries			int NOT NULL DEFAULT 1,
+	retry_at		timestamptz
+);
+CREATE INDEX ade_rejected_records_serial_idx ON ade_rejected_records (hardware_serial);
+CREATE INDEX ade_rejected_records_due_idx ON ade_rejected_records (token_id, retry_at);
+COMMENT ON TABLE ade_rejected_records IS 'device records from ABM that could not be applied, with the reason; tried again by later runs';
+SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records_id_seq', '');
+
+CREATE UNLOGGED TABLE ade_truncated_hosts (
+	id				bigint PRIMARY KEY,
+	hardware_model	text,
+	platform		text,
+	team_id			bigint
+);
+COMMENT ON TABLE ade_truncated_hosts IS 'internal: hosts taken away by a TRUNCATE, for the trigger that makes the live ones again';
+REVOKE ALL ON ade_rejected_records, ade_truncated_hosts FROM PUBLIC;
+GRANT SELECT ON ade_rejected_records TO ade_reader;
+
+-- one function decides which profile a device gets
+CREATE FUNCTION ade_device_profiles(p_token bigint)
+RETURNS TABLE (team_id bigint, platform text, profile jsonb, profile_key text, profile_uuid text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+ROWS 50
+AS $$
+BEGIN
+	RETURN QUERY
+	WITH plat(platform) AS (
+		VALUES ('darwin'), ('ios'), ('ipados'), ('tvos'), ('visionos')
+	), chain AS (
+		-- most specific first: (token, platform), token, platform, the
+		-- organisation default, then the built-in default
+		SELECT p.platform, coalesce(x.profile,
+			CASE WHEN coalesce(current_setting('ade.enroll_url', true), '') <> '' THEN
+				jsonb_build_object('profile_name', 'Automatic enrollment',
+								   'url', current_setting('ade.enroll_url'),
+								   'is_supervised', true,
+								   'is_mdm_removable', false,
+								   'await_device_configured', true)
+			END) AS profile
+		  FROM plat p
+		  LEFT JOIN LATERAL (
+			SELECT y.profile FROM @extschema@.ade_profiles y
+			 WHERE y.team_id IS NULL
+			   AND (y.token_id = p_token OR y.token_id IS NULL)
+			   AND (y.platform = p.platform OR y.platform IS NULL)
+			 ORDER BY y.token_id IS NULL, y.platform IS NULL
+			 LIMIT 1) x ON true
+	), tm AS (
+		SELECT 0::bigint AS team_id, NULL::jsonb AS profile
+		UNION ALL
+		SELECT t.id, x.profile
+		  FROM @extschema@.teams t
+		  LEFT JOIN @extschema@.ade_profiles x ON x.team_id = t.id
+	), eff AS (
+		SELECT tm.team_id, c.platform, coalesce(tm.profile, c.profile) AS profile
+		  FROM tm CROSS JOIN chain c
+	)
+	SELECT e.team_id, e.platform, e.profile, md5(e.profile::text), d.profile_uuid
+	  FROM eff e
+	  LEFT JOIN @extschema@.ade_profile_definitions d
+		ON d.token_id = p_token AND d.profile_key = md5(e.profile::text);
+END
+$$;
+COMMENT ON FUNCTION ade_device_profiles(bigint) IS
+	'the enrollment profile a device of this token gets, by team (0: none) and platform, with its profile_uuid once defined';
+
+-- the candidates no longer return the profile itself
+DROP FUNCTION ade_assign_candidates(bigint);
+CREATE FUNCTION ade_assign_candidates(p_token bigint)
+RETURNS TABLE (hardware_serial text, profile_key text, profile_uuid text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_changed text[];
+BEGIN
+	SELECT array_agg(m.team_id || '/' || m.platform) INTO v_changed
+	  FROM @extschema@.ade_device_profiles(p_token) m
+	  LEFT JOIN @extschema@.ade_profile_applied a
+		ON a.token_id = p_token AND a.scope = m.team_id || '/' || m.platform
+	 WHERE a.profile_key IS DISTINCT FROM m.profile_key;
+	IF v_changed IS NOT NULL THEN
+		-- rare: a profile changed; mark the live devices it applies to that
+		-- do not hold it (NOT_ACCESSIBLE waits for ABM to report the device)
+		UPDATE @extschema@.host_dep_assignments d
+		   SET needs_assign = true, updated_at = now()
+		  FROM @extschema@.hosts h, @extschema@.ade_device_profiles(p_token) m
+		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND NOT d.needs_assign
+		   AND d.assign_profile_response IS DISTINCT FROM 'NOT_ACCESSIBLE'
+		   AND h.id = d.host_id
+		   AND m.team_id = coalesce(h.team_id, 0) AND m.platform = h.platform
+		   AND m.team_id || '/' || m.platform = ANY (v_changed)
+		   AND m.profile IS NOT NULL
+		   AND (m.profile_uuid IS NULL OR d.profile_uuid IS DISTINCT FROM m.profile_uuid);
+		INSERT INTO @extschema@.ade_profile_applied AS a (token_id, scope, profile_key)
+		SELECT p_token, m.team_id || '/' || m.platform, m.profile_key
+		  FROM @extschema@.ade_device_profiles(p_token) m
+		 WHERE m.team_id || '/' || m.platform = ANY (v_changed)
+		ON CONFLICT (token_id, scope) DO UPDATE SET profile_key = excluded.profile_key;
+		-- scopes gone with their team
+		DELETE FROM @extschema@.ade_profile_applied a
+		 WHERE a.token_id = p_token
+		   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_device_profiles(p_token) m
+							WHERE m.team_id || '/' || m.platform = a.scope);
+	END IF;
+
+	RETURN QUERY
+	WITH due AS (
+		SELECT d.hardware_serial, d.assign_sent_at, d.profile_uuid AS held,
+			   m.profile_key, m.profile_uuid
+		  FROM @extschema@.host_dep_assignments d
+		  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
+		  JOIN @extschema@.ade_device_profiles(p_token) m
+			ON m.team_id = coalesce(h.team_id, 0)
+		   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
+		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign
+		   AND (d.retry_at IS NULL OR d.retry_at <= now())
+		   AND m.profile IS NOT NULL
+	), holding AS (
+		-- marked, but it holds its profile already: nothing to send (a
+		-- data-modifying WITH runs to completion, read or not)
+		UPDATE @extschema@.host_dep_assignments d
+		   SET needs_assign = false, retry_at = NULL, updated_at = now()
+		  FROM due
+		 WHERE due.profile_uuid IS NOT NULL AND due.held = due.profile_uuid
+		   AND d.hardware_serial = due.hardware_serial
+		RETURNING 1
+	)
+	SELECT due.hardware_serial, due.profile_key, due.profile_uuid
+	  FROM due
+	 WHERE (due.profile_uuid IS NULL OR due.held IS DISTINCT FROM due.profile_uuid)
+	 ORDER BY due.assign_sent_at NULLS FIRST, due.profile_key, due.hardware_serial;
+END
+$$;
+COMMENT ON FUNCTION ade_assign_candidates(bigint) IS
+	'internal: the devices of a token due a profile assignment, with their profile';
+
+CREATE OR REPLACE FUNCTION ade_unassignable(p_token bigint) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_some boolean;
+	v_all boolean;
+	n bigint;
+BEGIN
+	SELECT bool_or(m.profile IS NOT NULL), bool_and(m.profile IS NOT NULL) INTO v_some, v_all
+	  FROM @extschema@.ade_device_profiles(p_token) m;
+	IF v_all THEN
+		RETURN 0;
+	ELSIF NOT v_some THEN
+		-- no profile at all: every device waits; not counted, so that a run
+		-- stays cheap at any size
+		RETURN -1;
+	END IF;
+	SELECT count(*) INTO n
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
+	  JOIN @extschema@.ade_device_profiles(p_token) m
+		ON m.team_id = coalesce(h.team_id, 0)
+	   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
+	 WHERE d.abm_token_id = p_token AND d.needs_assign AND d.deleted_at IS NULL
+	   AND m.profile IS NULL;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ade_unassignable(bigint) IS
+	'internal: how many live devices of a token wait for a profile that no scope defines (-1: no scope defines any)';
+
+CREATE OR REPLACE FUNCTION ade_store_answers(p_token bigint, p_uuid text, p_serials text[],
+	p_answer jsonb, p_retry_after int, p_failed_retry int,
+	OUT assigned int, OUT failed int, OUT throttled boolean)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH ans AS (
+		SELECT s.serial,
+			   CASE WHEN p_answer->'devices'->>s.serial IN ('SUCCESS', 'NOT_ACCESSIBLE', 'FAILED', 'THROTTLED')
+					THEN p_answer->'devices'->>s.serial ELSE 'FAILED' END AS resp
+		  FROM unnest(p_serials) AS s(serial)
+	), upd AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET profile_uuid = CASE WHEN a.resp = 'SUCCESS' THEN p_uuid ELSE d.profile_uuid END,
+			   assign_profile_response = a.resp,
+			   response_updated_at = now(),
+			   assign_sent_at = now(),
+			   needs_assign = a.resp IN ('FAILED', 'THROTTLED'),
+			   retry_at = CASE a.resp
+							WHEN 'FAILED' THEN now() + make_interval(secs => p_failed_retry)
+							WHEN 'THROTTLED' THEN now() + make_interval(secs => coalesce(p_retry_after, 86400))
+						  END,
+			   updated_at = now()
+		  FROM ans a
+		 WHERE d.hardware_serial = a.serial AND d.abm_token_id = p_token
+		RETURNING a.resp
+	)
+	SELECT count(*) FILTER (WHERE resp = 'SUCCESS')::int,
+		   count(*) FILTER (WHERE resp <> 'SUCCESS')::int,
+		   coalesce(bool_or(resp = 'THROTTLED'), false)
+	  FROM upd
+$$;
+COMMENT ON FUNCTION ade_store_answers(bigint, text, text[], jsonb, int, int) IS
+	'internal: stores each serial''s answer to PUT /profile/devices, with its cooldown';
+
+CREATE FUNCTION ade_batch_unanswered(p_token bigint, p_serials text[]) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE @extschema@.host_dep_assignments d
+	   SET assign_sent_at = now(), updated_at = now()
+	 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token
+$$;
+COMMENT ON FUNCTION ade_batch_unanswered(bigint, text[]) IS
+	'internal: marks the devices of a PUT /profile/devices that got no answer as sent, to the back of the queue';
+
+-- a page: one statement when every record applies, one record at a time
+-- (the bad ones kept in ade_rejected_records) when one does not
+CREATE FUNCTION ade_record_error(p_sqlstate text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT pg_catalog.left(p_sqlstate, 2) OPERATOR(pg_catalog.=)
+		   ANY (ARRAY['22', '23', '2F', '38', '39', '44', '54', 'P0'])
+	   AND p_sqlstate OPERATOR(pg_catalog.<>) 'P0004'
+$$;
+COMMENT ON FUNCTION ade_record_error(text) IS
+	'internal: whether an error is a device record''s (kept aside) rather than the run''s';
+
+CREATE FUNCTION ade_apply_records(p_token bigint, p_devices jsonb, p_fetch boolean,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- a generic plan made while the tables were empty would scan them whole on
+-- every page of a large first fetch (quadratic); plan each page afresh
+SET plan_cache_mode = force_custom_plan
+AS $$
+BEGIN
+	WITH recs AS (
+		-- no WHERE here: a filter would make the planner expect one row per
+		-- page, and choose plans that scan whole tables per record
+		SELECT e.rec, e.ord,
+			   CASE WHEN jsonb_typeof(e.rec) = 'object'
+					THEN nullif(e.rec->>'serial_number', '') END AS serial,
+			   CASE WHEN p_fetch THEN 'added'
+					ELSE coalesce(e.rec->>'op_type', 'modified') END AS op,
+			   (e.rec->>'op_date')::timestamptz AS op_date
+		  FROM jsonb_array_elements(coalesce(p_devices, '[]'::jsonb)) WITH ORDINALITY AS e(rec, ord)
+	), win AS (				-- rule 4: one record per serial, the latest op_date
+		SELECT DISTINCT ON (r.serial) r.*
+		  FROM recs r
+		 WHERE r.serial IS NOT NULL
+		 ORDER BY r.serial, r.op_date DESC NULLS LAST, r.ord DESC
+	), tk AS (					-- the token's default teams
+		SELECT t.macos_team_id, t.ios_team_id, t.ipados_team_id
+		  FROM @extschema@.abm_tokens t WHERE t.id = p_token
+	), plan0 AS (
+		SELECT w.serial, w.rec, w.op_date, h.id AS host_id,
+			   coalesce(@extschema@.ade_platform(w.rec->>'device_family'), h.platform, 'darwin') AS platform,
+			   coalesce(w.rec->>'model', h.hardware_model) AS model,
+			   d.assign_profile_response AS response,
+			   d.abm_token_id AS prev_token, d.host_id AS prev_host, h.team_id AS host_team,
+			   (d.hardware_serial IS NOT NULL AND d.deleted_at IS NULL) AS prev_live,
+			   CASE
+				 -- older than what was applied already: a page sent again,
+				 -- or an old record of a token that no longer holds it
+				 WHEN w.op_date < d.op_date THEN 'stale'
+				 WHEN w.op = 'deleted' THEN 'deleted'
+				 WHEN w.op <> 'added' AND d.deleted_at IS NULL
+					  AND d.abm_token_id = p_token THEN 'modified'
+				 ELSE 'added'	-- rule 6: an unknown serial is added
+			   END AS act,
+			   -- the profile ABM says the device holds
+			   CASE WHEN w.rec->>'profile_status' IN ('assigned', 'pushed')
+					THEN nullif(w.rec->>'profile_uuid', '') END AS held
+		  FROM win w
+		  -- LATERAL with OFFSET 0 (not flattened into a join): one index
+		  -- probe per record, never a hash of the whole table
+		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.host_dep_assignments x
+							  WHERE x.hardware_serial = w.serial OFFSET 0) d ON true
+		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.hosts y
+							  WHERE y.hardware_serial = w.serial OFFSET 0) h ON true
+	), plan1 AS (
+		-- a new host lands in its token's default team for its platform
+		-- (tvOS and visionOS follow iOS); an existing host keeps its team,
+		-- none included
+		SELECT p.*,
+			   CASE WHEN p.host_id IS NOT NULL THEN p.host_team
+					ELSE CASE p.platform WHEN 'darwin' THEN tk.macos_team_id
+										 WHEN 'ipados' THEN tk.ipados_team_id
+										 ELSE tk.ios_team_id END
+			   END AS team_id
+		  FROM plan0 p LEFT JOIN tk ON true
+	), plan AS (
+		-- rules 5, 6 and 10: does the device hold its profile?  Which one is
+		-- its comes from ade_device_profiles(), as for the assignment: an
+		-- assignment echoed back as modified is never sent again.  Any record
+		-- of a device that was NOT_ACCESSIBLE makes it due again.
+		SELECT p.*, m.profile_uuid AS ours,
+			   coalesce(p.held = m.profile_uuid, false) AS has_ours
+		  FROM plan1 p
+		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
+			ON m.team_id = coalesce(p.team_id, 0) AND m.platform = p.platform
+	), up_hosts AS (
+		INSERT INTO @extschema@.hosts AS h (hardware_serial, hardware_model, platform, team_id)
+		SELECT p.serial, p.model, p.platform, p.team_id
+		  FROM plan p
+		 WHERE p.act IN ('added', 'modified')
+		 ORDER BY p.serial
+		ON CONFLICT (hardware_serial) DO UPDATE
+		   SET hardware_model = excluded.hardware_model,
+			   platform = excluded.platform,
+			   updated_at = now()
+		 WHERE h.hardware_model IS DISTINCT FROM excluded.hardware_model
+			OR h.platform IS DISTINCT FROM excluded.platform
+		RETURNING h.id, h.hardware_serial
+	), up_asg AS (				-- rules 5 and 6
+		INSERT INTO @extschema@.host_dep_assignments AS d
+			(host_id, hardware_serial, abm_token_id, added_at, device, op_date,
+			 needs_assign, profile_uuid, assign_profile_response, retry_at, updated_at)
+		SELECT coalesce(u.id, p.host_id), p.serial, p_token, now(), p.rec, p.op_date,
+			   NOT p.has_ours, p.held,
+			   CASE WHEN p.has_ours THEN 'SUCCESS' END,
+			   -- a marker for DO UPDATE: keep the cooldown (a new row is
+			   -- never 'modified'); being added, or any news of a device that
+			   -- was NOT_ACCESSIBLE, ends it
+			   CASE WHEN p.act = 'modified' AND p.response IS DISTINCT FROM 'NOT_ACCESSIBLE'
+					THEN 'infinity'::timestamptz END,
+			   now()
+		  FROM plan p
+		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
+		 WHERE p.act IN ('added', 'modified')
+		 ORDER BY p.serial
+		ON CONFLICT (hardware_serial) DO UPDATE
+		   SET host_id = excluded.host_id,
+			   added_at = CASE WHEN d.deleted_at IS NOT NULL
+								 OR d.abm_token_id <> excluded.abm_token_id
+							   THEN now() ELSE d.added_at END,
+			   abm_token_id = excluded.abm_token_id,
+			   deleted_at = NULL,
+			   device = excluded.device,
+			   op_date = coalesce(excluded.op_date, d.op_date),
+			   needs_assign = excluded.needs_assign,
+			   retry_at = CASE WHEN excluded.retry_at = 'infinity' THEN d.retry_at END,
+			   -- what ABM says it holds; a SUCCESS it no longer holds is past
+			   profile_uuid = excluded.profile_uuid,
+			   assign_profile_response = CASE
+					WHEN excluded.assign_profile_response IS NOT NULL THEN excluded.assign_profile_response
+					WHEN d.assign_profile_response = 'SUCCESS' THEN NULL
+					ELSE d.assign_profile_response END,
+			   updated_at = now()
+		RETURNING 1
+	), del AS (					-- rule 7: only the token that holds it
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = now(), needs_assign = false,
+			   op_date = coalesce(p.op_date, d.op_date), updated_at = now()
+		  FROM plan p
+		 WHERE p.act = 'deleted' AND d.hardware_serial = p.serial
+		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
+		RETURNING 1
+	), superseded AS (			-- newer news of a serial replaces a kept record
+		DELETE FROM @extschema@.ade_rejected_records r
+		 USING plan p
+		 WHERE p.act <> 'stale' AND r.hardware_serial = p.serial
+		RETURNING 1
+	), unusable AS (			-- a record without a serial is kept, never dropped
+		INSERT INTO @extschema@.ade_rejected_records
+			(token_id, hardware_serial, record, from_fetch, reason)
+		SELECT p_token, NULL, r.rec, p_fetch, 'the record has no serial_number'
+		  FROM recs r
+		 WHERE r.serial IS NULL
+		RETURNING 1
+	), ev AS (					-- what LISTEN ade_hosts hears of this page
+		SELECT p.event, coalesce(u.id, p.host_id, p.prev_host) AS id, p.serial
+		  FROM (SELECT q.*,
+					   CASE
+						 WHEN q.act = 'added' AND NOT q.prev_live THEN 'added'
+						 WHEN q.act = 'added' AND q.prev_token <> p_token THEN 'moved'
+						 WHEN q.act = 'deleted' AND q.prev_live AND q.prev_token = p_token THEN 'deleted'
+					   END AS event
+				  FROM plan q) p
+		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
+		 WHERE p.event IS NOT NULL AND NOT p_fetch
+	)
+	-- (the data-modifying WITHs run to completion, read or not)
+	SELECT (SELECT count(*) FROM plan p WHERE p.act = 'added'),
+		   (SELECT count(*) FROM plan p WHERE p.act = 'modified'),
+		   (SELECT count(*) FROM del),
+		   (SELECT count(*) FROM unusable)
+			 -- a full fetch announces itself once, at the end of the run (src/sync.c):
+			 -- payloads of a million hosts would wait in memory until it commits
+			 + (SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
+												 array_agg(e.serial), array_agg(p_token))
+				  FROM ev e) * 0
+	  INTO added, modified, deleted, skipped;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean) IS
+	'internal: applies device records of one token (sync rules 4-8) in one statement';
+
+CREATE FUNCTION ade_apply_devices(p_token bigint, p_devices jsonb, p_fetch boolean,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_rec jsonb;
+	r record;
+BEGIN
+	BEGIN
+		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
+		  FROM @extschema@.ade_apply_records(p_token, p_devices, p_fetch) a;
+		RETURN;
+	EXCEPTION WHEN OTHERS THEN
+		IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
+			RAISE;
+		END IF;
+	END;
+	added := 0; modified := 0; deleted := 0; skipped := 0;
+	FOR v_rec IN
+		SELECT x.rec FROM (
+			SELECT e.rec, e.ord,
+				   row_number() OVER (PARTITION BY CASE WHEN jsonb_typeof(e.rec) = 'object'
+														THEN e.rec->>'serial_number' END
+									  ORDER BY e.ord DESC) AS n,
+				   CASE WHEN jsonb_typeof(e.rec) = 'object' THEN e.rec->>'serial_number' END AS serial
+			  FROM jsonb_array_elements(p_devices) WITH ORDINALITY AS e(rec, ord)) x
+		 WHERE x.n = 1 OR x.serial IS NULL
+		 ORDER BY x.ord
+	LOOP
+		BEGIN
+			SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, jsonb_build_array(v_rec), p_fetch) a;
+			added := added + r.added;
+			modified := modified + r.modified;
+			deleted := deleted + r.deleted;
+			skipped := skipped + r.skipped;
+		EXCEPTION WHEN OTHERS THEN
+			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
+				RAISE;
+			END IF;
+			INSERT INTO @extschema@.ade_rejected_records
+				(token_id, hardware_serial, record, from_fetch, reason, sqlstate, retry_at)
+			VALUES (p_token,
+					CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
+					v_rec, p_fetch, SQLERRM, SQLSTATE,
+					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval);
+			skipped := skipped + 1;
+		END;
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_devices(bigint, jsonb, boolean) IS
+	'internal: applies device records; a record that cannot be applied is kept in ade_rejected_records and the rest applies';
+
+CREATE OR REPLACE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_cursor text, p_mode text, p_fetched_until text,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	added := 0; modified := 0; deleted := 0; skipped := 0;
+	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
+		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
+		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch) a;
+	END IF;
+	UPDATE @extschema@.abm_tokens t
+	   SET cursor = p_cursor, mode = p_mode,
+		   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
+								   THEN now() ELSE t.fetch_started_at END,
+		   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
+		   updated_at = now()
+	 WHERE t.id = p_token;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
+	'internal: applies one ABM page (sync rules 4-8) and stores the cursor, in one statement';
+
+CREATE FUNCTION ade_retry_rejected(p_token bigint) RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	n int := 0;
+BEGIN
+	FOR r IN
+		SELECT x.id, x.record, x.from_fetch FROM @extschema@.ade_rejected_records x
+		 WHERE x.token_id = p_token AND x.retry_at <= now()
+		 ORDER BY x.id
+	LOOP
+		BEGIN
+			PERFORM @extschema@.ade_apply_records(p_token, jsonb_build_array(r.record), r.from_fetch);
+			DELETE FROM @extschema@.ade_rejected_records x WHERE x.id = r.id;
+			n := n + 1;
+		EXCEPTION WHEN OTHERS THEN
+			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
+				RAISE;
+			END IF;
+			UPDATE @extschema@.ade_rejected_records x
+			   SET reason = SQLERRM, sqlstate = SQLSTATE, tries = x.tries + 1,
+				   retry_at = now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval
+			 WHERE x.id = r.id;
+		END;
+	END LOOP;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ade_retry_rejected(bigint) IS
+	'internal: tries the due records of ade_rejected_records of a token again';
+
+-- hosts made again keep their team, move the id sequence past their id, and
+-- are made for any role allowed to delete, truncate or re-serial hosts
+CREATE FUNCTION ade_restore_hosts(p_ids bigint[], p_models text[], p_platforms text[], p_teams bigint[])
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n int;
+	v_max bigint;
+BEGIN
+	WITH restored AS (
+		INSERT INTO @extschema@.hosts (id, hardware_serial, hardware_model, platform,
+									   team_id, created_at, updated_at)
+		SELECT o.id, d.hardware_serial,
+			   coalesce(d.device->>'model', o.model),
+			   coalesce(@extschema@.ade_platform(d.device->>'device_family'), o.platform, 'darwin'),
+			   o.team_id, now(), now()
+		  FROM unnest(p_ids, p_models, p_platforms, p_teams) AS o(id, model, platform, team_id)
+		  JOIN @extschema@.host_dep_assignments d
+			ON d.host_id = o.id AND d.deleted_at IS NULL
+		 ORDER BY o.id
+		RETURNING id, hardware_serial
+	), told AS (
+		SELECT @extschema@.ade_notify_hosts(array_agg('restored'::text), array_agg(r.id),
+											array_agg(r.hardware_serial), array_agg(d.abm_token_id))
+		  FROM restored r JOIN @extschema@.host_dep_assignments d ON d.host_id = r.id
+	)
+	SELECT count(*), max(r.id) INTO n, v_max FROM restored r, told;
+	-- the next host made by nextval() must not collide with an id put back
+	PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
+	   FROM @extschema@.hosts_id_seq s
+	  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ade_restore_hosts(bigint[], text[], text[], bigint[]) IS
+	'internal: makes again the given hosts whose ADE assignment is live (same id, data of the last ABM record, same team)';
+
+CREATE OR REPLACE FUNCTION ade_hosts_after_delete() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.ade_restore_hosts(array_agg(o.id), array_agg(o.hardware_model),
+										  array_agg(o.platform), array_agg(o.team_id))
+	   FROM ade_deleted_hosts o;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_after_delete() IS
+	'trigger: re-creates deleted hosts whose ADE assignment is live (same id, data of the last ABM record, same team)';
+
+CREATE FUNCTION ade_hosts_before_truncate() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM @extschema@.ade_truncated_hosts;
+	INSERT INTO @extschema@.ade_truncated_hosts (id, hardware_model, platform, team_id)
+	SELECT h.id, h.hardware_model, h.platform, h.team_id
+	  FROM @extschema@.hosts h
+	  JOIN @extschema@.host_dep_assignments d ON d.host_id = h.id AND d.deleted_at IS NULL;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_before_truncate() IS
+	'trigger: before TRUNCATE hosts, keeps what the live-assigned hosts were';
+
+CREATE TRIGGER ade_keep_live_hosts_before_truncate BEFORE TRUNCATE ON hosts
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_hosts_before_truncate();
+
+CREATE OR REPLACE FUNCTION ade_hosts_after_truncate() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n int;
+BEGIN
+	WITH kept AS (
+		DELETE FROM @extschema@.ade_truncated_hosts RETURNING *
+	)
+	SELECT @extschema@.ade_restore_hosts(array_agg(d.host_id), array_agg(k.hardware_model),
+										 array_agg(k.platform), array_agg(k.team_id))
+	  INTO n
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN kept k ON k.id = d.host_id
+	 WHERE d.deleted_at IS NULL;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_after_truncate() IS
+	'trigger: after TRUNCATE hosts, re-creates the hosts whose ADE assignment is live';
+
+CREATE FUNCTION ade_hosts_reserialed() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id bigint;
+	v_token bigint;
+BEGIN
+	INSERT INTO @extschema@.hosts (hardware_serial, hardware_model, platform, team_id)
+	SELECT d.hardware_serial, coalesce(d.device->>'model', OLD.hardware_model),
+		   coalesce(@extschema@.ade_platform(d.device->>'device_family'), OLD.platform),
+		   OLD.team_id
+	  FROM @extschema@.host_dep_assignments d
+	 WHERE d.hardware_serial = OLD.hardware_serial AND d.host_id = OLD.id AND d.deleted_at IS NULL
+	RETURNING id INTO v_id;
+	IF v_id IS NOT NULL THEN
+		UPDATE @extschema@.host_dep_assignments d
+		   SET host_id = v_id, updated_at = now()
+		 WHERE d.hardware_serial = OLD.hardware_serial
+		RETURNING d.abm_token_id INTO v_token;
+		PERFORM @extschema@.ade_notify_hosts(ARRAY['restored'], ARRAY[v_id], ARRAY[OLD.hardware_serial], ARRAY[v_token]);
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_reserialed() IS
+	'trigger: a live-assigned host whose serial is changed by hand leaves a host for the device ABM assigns';
+
+CREATE TRIGGER ade_keep_live_hosts_reserialed AFTER UPDATE OF hardware_serial ON hosts
+	FOR EACH ROW WHEN (OLD.hardware_serial IS DISTINCT FROM NEW.hardware_serial)
+	EXECUTE FUNCTION ade_hosts_reserialed();
+
+CREATE OR REPLACE FUNCTION ade_hosts_check_team() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.teams t WHERE t.id = NEW.team_id FOR KEY SHARE) THEN
+		RAISE EXCEPTION 'team % does not exist', NEW.team_id
+			USING ERRCODE = 'foreign_key_violation';
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_check_team() IS 'trigger: hosts.team_id names a team that exists';
+
+CREATE OR REPLACE FUNCTION ade_teams_after_delete() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = now()
+	 WHERE h.team_id IN (SELECT o.id FROM ade_deleted_teams o);
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_teams_after_delete() IS 'trigger: the hosts of a deleted team have no team';
+
+CREATE OR REPLACE FUNCTION ade_hosts_team_moved() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE @extschema@.host_dep_assignments d
+	   SET needs_assign = true, updated_at = now()
+	 WHERE d.host_id = NEW.id AND d.deleted_at IS NULL AND NOT d.needs_assign
+	   AND d.assign_profile_response IS DISTINCT FROM 'NOT_ACCESSIBLE';
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_team_moved() IS
+	'trigger: a live host moved to another team is marked, to get its new team''s profile';
+
+-- the status views: fully qualified, calling nothing ade_reader may not,
+-- and counting the records kept aside
+CREATE OR REPLACE VIEW ade_status AS
+SELECT t.id AS token_id,
+	   t.org_name,
+	   t.apple_id,
+	   t.server_name,
+	   t.mode,
+	   t.last_sync_at,
+	   pg_catalog.now() OPERATOR(pg_catalog.-) t.last_sync_at AS last_sync_age,
+	   t.last_error,
+	   t.terms_expired,
+	   t.token_invalid,
+	   t.renew_at,
+	   (t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now()) AS token_expired,
+	   pg_catalog.floor(pg_catalog.date_part('epoch',
+			t.renew_at OPERATOR(pg_catalog.-) pg_catalog.now())
+			OPERATOR(pg_catalog./) 86400)::int AS days_until_expiry,
+	   t.assign_profiles,
+	   coalesce(a.live, 0) AS devices_live,
+	   coalesce(a.soft_deleted, 0) AS devices_deleted,
+	   coalesce(a.darwin, 0) AS darwin,
+	   coalesce(a.ios, 0) AS ios,
+	   coalesce(a.ipados, 0) AS ipados,
+	   coalesce(a.tvos, 0) AS tvos,
+	   coalesce(a.visionos, 0) AS visionos,
+	   coalesce(a.assigned, 0) AS assigned,
+	   coalesce(a.pending, 0) AS pending,
+	   coalesce(a.failed, 0) AS failed,
+	   coalesce(a.throttled, 0) AS throttled,
+	   coalesce(a.not_accessible, 0) AS not_accessible,
+	   t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days') AS expires_within_30_days,
+	   CASE
+		 WHEN t.token_invalid THEN 'Apple rejects the token: download a new one from ABM and call ade_add_token()'
+		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
+		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
+		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
+		 WHEN t.last_sync_at IS NULL THEN 'never synced: run SELECT * FROM ade_sync() or ade_schedule()'
+		 WHEN t.last_sync_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '10 minutes')
+		   THEN 'no sync for 10 minutes: is the pg_cron job (ade_schedule()) running?'
+		 WHEN t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days')
+		   THEN 'the token expires within 30 days: renew it in ABM and call ade_add_token()'
+		 WHEN r.rejected OPERATOR(pg_catalog.>) 0
+		   THEN pg_catalog.format('%s device records from ABM could not be applied: see ade_rejected_records (reason), fix the cause; they are tried again', r.rejected)
+		 WHEN coalesce(a.pending, 0) OPERATOR(pg_catalog.>) 0
+			  AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_profiles x
+							   WHERE x.token_id OPERATOR(pg_catalog.=) t.id OR x.token_id IS NULL)
+			  AND coalesce(pg_catalog.current_setting('ade.enroll_url', true), '') OPERATOR(pg_catalog.=) ''
+		   THEN 'no enrollment profile: set ade.enroll_url or call ade_set_profile()'
+		 ELSE 'ok'
+	   END AS attention,
+	   (SELECT pg_catalog.jsonb_object_agg(coalesce(tm.name, '(no team)'), c.n)
+		  FROM (SELECT h.team_id, pg_catalog.count(*) AS n
+				  FROM @extschema@.host_dep_assignments d
+				  JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
+				 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id AND d.deleted_at IS NULL
+				 GROUP BY h.team_id) c
+		  LEFT JOIN @extschema@.teams tm ON tm.id OPERATOR(pg_catalog.=) c.team_id) AS teams,
+	   r.rejected
+  FROM @extschema@.abm_tokens t
+  LEFT JOIN LATERAL (
+	SELECT pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NOT NULL) AS soft_deleted,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'darwin') AS darwin,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ios') AS ios,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ipados') AS ipados,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'tvos') AS tvos,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'visionos') AS visionos,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'SUCCESS') AS assigned,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.needs_assign) AS pending,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'FAILED') AS failed,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'THROTTLED') AS throttled,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'NOT_ACCESSIBLE') AS not_accessible
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
+	 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id
+  ) a ON true
+  CROSS JOIN LATERAL (
+	SELECT pg_catalog.count(*) AS rejected
+	  FROM @extschema@.ade_rejected_records x
+	 WHERE x.token_id OPERATOR(pg_catalog.=) t.id
+  ) r;
+COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
+
+CREATE OR REPLACE VIEW ade_team_status AS
+SELECT tm.id AS team_id,
+	   tm.name,
+	   (SELECT pg_catalog.count(*) FROM @extschema@.hosts h WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS hosts,
+	   (SELECT pg_catalog.count(*) FROM @extschema@.hosts h JOIN @extschema@.host_dep_assignments d
+			ON d.host_id OPERATOR(pg_catalog.=) h.id AND d.deleted_at IS NULL
+		 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS ade_live,
+	   (SELECT pg_catalog.jsonb_object_agg(c.platform, c.n) FROM (
+			SELECT h.platform, pg_catalog.count(*) AS n FROM @extschema@.hosts h
+			 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id GROUP BY h.platform) c) AS by_platform,
+	   (SELECT x.profile OPERATOR(pg_catalog.->>) 'profile_name' FROM @extschema@.ade_profiles x
+		 WHERE x.team_id OPERATOR(pg_catalog.=) tm.id) AS profile_name
+  FROM @extschema@.teams tm;
+COMMENT ON VIEW ade_team_status IS 'one row per team: its hosts, its live ADE devices, by platform, and its profile';
+
+DROP FUNCTION ade_effective_profiles(bigint);
+
+REVOKE ALL ON FUNCTION ade_device_profiles(bigint), ade_assign_candidates(bigint),
+	ade_batch_unanswered(bigint, text[]),
+	ade_apply_records(bigint, jsonb, boolean), ade_apply_devices(bigint, jsonb, boolean),
+	ade_retry_rejected(bigint),
+	ade_restore_hosts(bigint[], text[], text[], bigint[]),
+	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
+	ade_hosts_reserialed() FROM PUBLIC;

@@ -40,6 +40,7 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 PG_FUNCTION_INFO_V1(ade_refresh_account);
@@ -71,6 +72,8 @@ AdeAbmKindName(AdeAbmKind kind)
 			return "throttled";
 		case ABM_SERVER_ERROR:
 			return "server_error";
+		case ABM_DEADLINE:
+			return "deadline";
 		case ABM_OTHER:
 			return "error";
 	}
@@ -170,7 +173,7 @@ AdeAbmRaise(const AdeAbmResponse *resp, const char *what)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("ABM failed %s (HTTP %ld) after %d retries",
-							what, resp->status, ade_max_retries),
+							what, resp->status, resp->retries),
 					 errdetail("The next run goes on from the stored cursor.")));
 			break;
 		default:
@@ -180,6 +183,28 @@ AdeAbmRaise(const AdeAbmResponse *resp, const char *what)
 							what, resp->status, body_excerpt(resp->body))));
 	}
 	pg_unreachable();
+}
+
+/*
+ * The run's time budget (ade.max_sync_seconds) ran out before or during a
+ * request: not ABM's failure; the sync records it as a note, and the next
+ * run goes on from the stored cursor.
+ */
+void
+AdeAbmRaiseDeadline(const char *what)
+{
+	AdeAbmLastErrorKind = ABM_DEADLINE;
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("the run's time budget (ade.max_sync_seconds) ran out before %s was answered", what),
+			 errdetail("The next run goes on from the stored cursor.")));
+}
+
+/* milliseconds from now until a deadline (negative: past) */
+static long
+ms_until(TimestampTz deadline)
+{
+	return (long) ((deadline - GetCurrentTimestamp()) / 1000);
 }
 
 /* ---- opening a client ---- */
@@ -324,15 +349,20 @@ transport_retryable(int curl_code)
 
 /*
  * One raw request with retries of transport failures, 5xx and short 429s.
- * Raises on transport failure that outlasts the retries.
+ * Raises on transport failure that outlasts the retries.  No request runs
+ * past client->deadline: its timeouts are cut to the time left, a retry
+ * that would start after it is not made, and a request it cuts short is
+ * reported as the budget running out (AdeAbmRaiseDeadline), not as ABM's
+ * timeout.  *retries says how many times the request was sent again.
  */
 static void
 abm_send(AdeAbmClient *client, const char *method, const char *path,
-		 const char *body, const char *auth, AdeHttpResult *res)
+		 const char *body, const char *auth, AdeHttpResult *res, int *retries)
 {
 	const char *hdr[4];
 	int			nh = 0;
 	char	   *url = abm_url(path);
+	char	   *what = psprintf("%s %s", method, path);
 	int			attempt;
 
 	hdr[nh++] = "User-Agent: " ADE_USER_AGENT;
@@ -346,22 +376,41 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 	{
 		bool		retry = false;
 		int			wait_ms = ade_retry_backoff << Min(attempt, 16);
+		long		timeout = ade_http_timeout;
+		long		connect = ade_connect_timeout;
+		bool		cut = false;
+
+		*retries = attempt;
+		if (client->deadline != 0)
+		{
+			long		left = ms_until(client->deadline);
+
+			if (left <= 0)
+				AdeAbmRaiseDeadline(what);
+			if (left < timeout)
+			{
+				timeout = left;
+				cut = true;
+			}
+			connect = Min(connect, timeout);
+		}
 
 		client->requests++;
-		AdeHttpPerform(client->http, method, url, hdr, nh, body, res);
+		AdeHttpPerform(client->http, method, url, hdr, nh, body, timeout, connect, res);
 
 		if (res->curl_code != 0)
 		{
+			if (res->timed_out && cut)
+				AdeAbmRaiseDeadline(what);
 			if (res->timed_out)
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("ABM request %s %s timed out after %d ms",
-								method, path, ade_http_timeout),
+						 errmsg("ABM request %s timed out after %ld ms", what, timeout),
 						 errhint("ade.http_timeout sets the limit.")));
 			if (!transport_retryable(res->curl_code) || attempt >= ade_max_retries)
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("ABM request %s %s failed: %s", method, path, res->curl_error)));
+						 errmsg("ABM request %s failed: %s", what, res->curl_error)));
 			retry = true;
 		}
 		else if (res->status >= 500 && attempt < ade_max_retries)
@@ -374,9 +423,19 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 		}
 		if (!retry)
 			return;
+		/* a retry that would start after the deadline is not made */
+		if (client->deadline != 0 && ms_until(client->deadline) <= wait_ms)
+		{
+			if (res->curl_code != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("ABM request %s failed: %s", what, res->curl_error),
+						 errdetail("The run's time budget (ade.max_sync_seconds) left no time to retry.")));
+			return;
+		}
 		ereport(DEBUG1,
-				(errmsg("retrying ABM request %s %s in %d ms (attempt %d)",
-						method, path, wait_ms, attempt + 1)));
+				(errmsg("retrying ABM request %s in %d ms (attempt %d)",
+						what, wait_ms, attempt + 1)));
 		abm_sleep(wait_ms);
 	}
 }
@@ -395,7 +454,7 @@ abm_new_session(AdeAbmClient *client)
 					AdeOAuthHeader("GET", url,
 								   client->creds.consumer_key, client->creds.consumer_secret,
 								   client->creds.access_token, client->creds.access_secret));
-	abm_send(client, "GET", "/session", NULL, auth, &res);
+	abm_send(client, "GET", "/session", NULL, auth, &res, &resp.retries);
 
 	resp.status = res.status;
 	resp.body = res.body;
@@ -437,7 +496,7 @@ AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 		if (client->session == NULL)
 			abm_new_session(client);
 		auth = psprintf("X-ADM-Auth-Session: %s", client->session);
-		abm_send(client, method, path, body, auth, &res);
+		abm_send(client, method, path, body, auth, &res, &resp->retries);
 
 		if (res.session_header && strcmp(res.session_header, client->session) != 0)
 		{

@@ -40,6 +40,7 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/builtins.h"
 
 PG_MODULE_MAGIC;
@@ -177,20 +178,21 @@ AdeAbmBaseUrl(void)
 }
 
 /*
- * The quoted name of the schema the extension lives in, for the queries of
- * the C code.  Values always travel as $n parameters; only this identifier
- * is put into query text, quoted.
+ * The pg_extension row of ade in this database: its schema and the version
+ * of its SQL (which may be older than this library until ALTER EXTENSION
+ * ade UPDATE runs).
  */
-const char *
-AdeSchema(void)
+static void
+ade_extension(Oid *nsp, char **version)
 {
 	Oid			ext = get_extension_oid("ade", true);
-	Oid			nsp = InvalidOid;
 	Relation	rel;
 	SysScanDesc scan;
 	ScanKeyData key;
 	HeapTuple	tup;
 
+	*nsp = InvalidOid;
+	*version = NULL;
 	if (!OidIsValid(ext))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -201,12 +203,54 @@ AdeSchema(void)
 	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
-		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		*nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+		if (!isnull)
+			*version = text_to_cstring(DatumGetTextPP(d));
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	if (!OidIsValid(nsp))
+	if (!OidIsValid(*nsp))
 		elog(ERROR, "extension \"ade\" has no schema");
+}
+
+/*
+ * The quoted name of the schema the extension lives in, for the queries of
+ * the C code.  Values always travel as $n parameters; only this identifier
+ * is put into query text, quoted.
+ */
+const char *
+AdeSchema(void)
+{
+	Oid			nsp;
+	char	   *version;
+
+	ade_extension(&nsp, &version);
 	return quote_identifier(get_namespace_name(nsp));
+}
+
+/*
+ * Is the extension's SQL in this database at least major.minor?  The
+ * library serves every version's SQL, so that ALTER EXTENSION ade UPDATE
+ * may follow make install at any time: what a newer SQL adds is used only
+ * once it is there.
+ */
+bool
+AdeSqlAtLeast(int major, int minor)
+{
+	Oid			nsp;
+	char	   *version;
+	int			ma = 0;
+	int			mi = 0;
+
+	ade_extension(&nsp, &version);
+	if (version == NULL || sscanf(version, "%d.%d", &ma, &mi) != 2)
+		return false;
+	return ma > major || (ma == major && mi >= minor);
 }
 
 void

@@ -18,6 +18,7 @@
 #define ADE_H
 
 #include "postgres.h"
+#include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
 /* ADE_VERSION comes from the Makefile: ade.control's default_version */
@@ -45,6 +46,7 @@ extern int	ade_max_retry_wait;
 extern bool AdeUrlAllowed(const char *url, char **why);
 extern const char *AdeAbmBaseUrl(void);
 extern const char *AdeSchema(void);
+extern bool AdeSqlAtLeast(int major, int minor);
 
 /* ---- HTTP transport (http.c) ---- */
 typedef struct AdeHttp AdeHttp;
@@ -65,7 +67,8 @@ extern AdeHttp *AdeHttpCreate(void);
 extern void AdeHttpDestroy(AdeHttp *http);
 extern void AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 						   const char *const *headers, int nheaders,
-						   const char *body, AdeHttpResult *res);
+						   const char *body, long timeout_ms, long connect_timeout_ms,
+						   AdeHttpResult *res);
 
 /* ---- OAuth 1.0a (oauth.c) ---- */
 extern char *AdeOAuthEncode(const char *s);
@@ -90,6 +93,7 @@ typedef enum AdeAbmKind
 	ABM_UNAUTHORIZED,
 	ABM_THROTTLED,
 	ABM_SERVER_ERROR,
+	ABM_DEADLINE,				/* the run's time budget ran out: not a failure */
 	ABM_OTHER
 } AdeAbmKind;
 
@@ -108,6 +112,7 @@ typedef struct AdeAbmClient
 	char	   *session;		/* current X-ADM-Auth-Session, or NULL */
 	bool		session_dirty;	/* changed since loaded: persist it */
 	int			requests;		/* HTTP requests sent */
+	TimestampTz deadline;		/* no request runs past it (0: none) */
 	AdeHttp    *http;
 	MemoryContext cxt;			/* where the client lives (the session too) */
 } AdeAbmClient;
@@ -119,10 +124,13 @@ typedef struct AdeAbmResponse
 	char	   *body;
 	size_t		len;
 	int			retry_after;
+	int			retries;		/* how many times it was sent again */
 } AdeAbmResponse;
 
 /* what the last ABM error was, for the sync to set token flags */
 extern AdeAbmKind AdeAbmLastErrorKind;
+
+extern void AdeAbmRaiseDeadline(const char *what) pg_attribute_noreturn();
 
 extern AdeAbmClient *AdeAbmOpen(int64 token_id);
 extern AdeAbmClient *AdeAbmOpenCreds(const AdeAbmCreds *creds);
@@ -153,7 +161,21 @@ extern char *AdeVaultSeal(const char *plain);
 extern char *AdeVaultOpen(const char *sealed);
 
 /* ---- profile assignment (assign.c) ---- */
-extern char *AdeAssignProfiles(AdeAbmClient *client, int64 token_id,
-							   bool count_waiting, int *assigned, int *failed);
+typedef struct AdeAssignResult
+{
+	int			assigned;
+	int			failed;
+	char	   *note;			/* why something waits, or NULL */
+	ErrorData  *error;			/* the first failure, or NULL */
+	AdeAbmKind	error_kind;
+	bool		out_of_time;	/* stopped by the deadline: the rest waits */
+} AdeAssignResult;
+
+extern void AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
+							  TimestampTz deadline, AdeAssignResult *out);
+
+/* ---- subtransactions (subxact.c) ---- */
+extern bool AdeTrySubxact(void (*step) (void *), void *arg, ErrorData **error,
+						  AdeAbmKind *kind);
 
 #endif							/* ADE_H */

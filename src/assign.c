@@ -6,17 +6,25 @@
  *		1000, and store every serial's answer.
  *
  * Owns: the order of the protocol calls (POST /profile, PUT
- * /profile/devices) and their bodies.  What is due, which profile applies,
- * and what an answer does to a row (cooldowns, FAILED for a serial missing
- * from the answer) are SQL: ade_assign_candidates(), ade_store_answers() and
- * ade_effective_profiles() in the install script.
+ * /profile/devices), their bodies, and what happens when one fails.  What
+ * is due, which profile applies, and what an answer does to a row
+ * (cooldowns, FAILED for a serial missing from the answer) are SQL:
+ * ade_assign_candidates(), ade_device_profiles() and ade_store_answers()
+ * (src/schema/profiles.sql).
  *
- * It runs after a token's pages, in the token's run, in a subtransaction of
- * its own (sync.c): an ABM failure here keeps the pages.  Calls to Apple are
- * not undone by a rollback; both are safe to send again (a profile defined
- * twice gets two UUIDs, the second one wins; an assignment sent twice is the
- * same assignment).  A THROTTLED answer ends the assignments of this run:
- * the rest stay due for the next one.
+ * It runs after a token's pages, in the token's run.  Each call to Apple
+ * and the storing of its answer is a subtransaction of its own
+ * (AdeTrySubxact): a definition, or a batch's answers, are kept when a
+ * later call fails, so that the next run neither defines the profile again
+ * nor sends those devices again.  The first failure ends the assignments
+ * of the run (ABM is in trouble, or throttles); the devices of a batch that
+ * got no answer go to the back of the queue (ade_batch_unanswered()), so
+ * that one bad batch never holds up the others, run after run.  No call
+ * starts after the token's deadline (its share of ade.max_sync_seconds).
+ * Calls to Apple are not undone by a rollback; both are safe to send again
+ * (a profile defined twice gets two UUIDs, the second one wins; an
+ * assignment sent twice is the same assignment).  A THROTTLED answer ends
+ * the assignments of this run: the rest stay due for a later one.
  *
  * Copyright (c) 2026, the ade authors
  *
@@ -36,6 +44,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #define ASSIGN_BATCH 1000		/* Apple's limit per PUT /profile/devices */
 
@@ -71,10 +80,14 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key)
 	/* the profile itself (a scope's or a team's), once per key */
 	args[0] = Int64GetDatum(token_id);
 	args[1] = CStringGetTextDatum(key);
-	sql = psprintf("SELECT p.profile::text FROM (SELECT e.profile, e.profile_key FROM %s.ade_effective_profiles($1) e "
-				   "UNION ALL SELECT x.profile, md5(x.profile::text) FROM %s.ade_profiles x "
-				   "WHERE x.team_id IS NOT NULL) p WHERE p.profile_key = $2 LIMIT 1",
-				   AdeSchema(), AdeSchema());
+	if (AdeSqlAtLeast(0, 4))
+		sql = psprintf("SELECT m.profile::text FROM %s.ade_device_profiles($1) m "
+					   "WHERE m.profile_key = $2 LIMIT 1", AdeSchema());
+	else						/* the SQL of 0.3 and before */
+		sql = psprintf("SELECT p.profile::text FROM (SELECT e.profile, e.profile_key FROM %s.ade_effective_profiles($1) e "
+					   "UNION ALL SELECT x.profile, md5(x.profile::text) FROM %s.ade_profiles x "
+					   "WHERE x.team_id IS NOT NULL) p WHERE p.profile_key = $2 LIMIT 1",
+					   AdeSchema(), AdeSchema());
 	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "the profile to define vanished: %s", SPI_result_code_string(rc));
@@ -176,98 +189,273 @@ send_batch(AdeAbmClient *client, int64 token_id, Candidate *cands, int from, int
 	return throttled;
 }
 
-/*
- * Assign the due devices of a token.  Adds to *assigned and *failed; returns
- * a note for the run history (why something waits), or NULL; how many
- * devices wait for a profile no scope defines is counted only when
- * count_waiting (the run stored something), to keep a run with nothing to
- * do cheap.  SPI connected.
- * Every query is run read-write (read_only = false) so that it sees the rows
- * this run wrote; a read-only one would see the snapshot of the call's start.
- */
-char *
-AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
-				  int *assigned, int *failed)
+/* the steps of the assignment, each run in a subtransaction of its own */
+typedef struct DefineStep
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(token_id)};
+	AdeAbmClient *client;
+	int64		token_id;
+	const char *key;
+	char	   *uuid;			/* out */
+} DefineStep;
+
+static void
+define_step(void *arg)
+{
+	DefineStep *d = (DefineStep *) arg;
+
+	d->uuid = define_profile(d->client, d->token_id, d->key);
+}
+
+typedef struct BatchStep
+{
+	AdeAbmClient *client;
+	int64		token_id;
 	Candidate  *cands;
+	int			from;
+	int			to;
+	int			assigned;		/* out */
+	int			failed;			/* out */
+	bool		throttled;		/* out */
+} BatchStep;
+
+static void
+batch_step(void *arg)
+{
+	BatchStep  *b = (BatchStep *) arg;
+
+	b->throttled = send_batch(b->client, b->token_id, b->cands, b->from, b->to,
+							  &b->assigned, &b->failed);
+}
+
+/* the first failure of the run is the one to report; the deadline is none */
+static void
+keep_error(AdeAssignResult *out, ErrorData *error, AdeAbmKind kind)
+{
+	if (kind == ABM_DEADLINE)
+		out->out_of_time = true;
+	else if (out->error == NULL)
+	{
+		out->error = error;
+		out->error_kind = kind;
+	}
+}
+
+/* the devices of a batch that got no answer: to the back of the queue */
+static void
+unanswered_step(void *arg)
+{
+	BatchStep  *b = (BatchStep *) arg;
+	Oid			argtypes[2] = {INT8OID, TEXTARRAYOID};
+	Datum		args[2];
+	Datum	   *elems = palloc(sizeof(Datum) * (b->to - b->from));
 	char	   *sql;
 	int			rc;
-	int			n;
 	int			i;
-	int64		waiting;
-	bool		isnull;
-	MemoryContext batchcxt;
 
-	/* an ingest-only token stores devices and assigns nothing */
+	for (i = b->from; i < b->to; i++)
+		elems[i - b->from] = CStringGetTextDatum(b->cands[i].serial);
+	args[0] = Int64GetDatum(b->token_id);
+	args[1] = PointerGetDatum(construct_array(elems, b->to - b->from, TEXTOID, -1, false, TYPALIGN_INT));
+	sql = psprintf("SELECT %s.ade_batch_unanswered($1, $2)", AdeSchema());
+	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+}
+
+/* whether the token assigns at all, and the devices that are due */
+typedef struct CandidatesStep
+{
+	int64		token_id;
+	bool		off;			/* out: an ingest-only token */
+	Candidate  *cands;			/* out */
+	int			n;				/* out */
+} CandidatesStep;
+
+static void
+candidates_step(void *arg)
+{
+	CandidatesStep *c = (CandidatesStep *) arg;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(c->token_id)};
+	char	   *sql;
+	int			rc;
+	int			i;
+	bool		isnull;
+
 	sql = psprintf("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1", AdeSchema());
 	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 1 &&
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
-		return "assign_profiles is off for this token: devices are stored, not assigned";
+	{
+		c->off = true;
+		return;
+	}
 
 	sql = psprintf("SELECT hardware_serial, profile_key, profile_uuid "
 				   "FROM %s.ade_assign_candidates($1)", AdeSchema());
 	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
-	n = (int) SPI_processed;
-	cands = palloc(sizeof(Candidate) * Max(n, 1));
-	for (i = 0; i < n; i++)
+	c->n = (int) SPI_processed;
+	c->cands = palloc(sizeof(Candidate) * Max(c->n, 1));
+	for (i = 0; i < c->n; i++)
 	{
-		cands[i].serial = col_text(i, 1);
-		cands[i].key = col_text(i, 2);
-		cands[i].uuid = col_text(i, 3);
+		c->cands[i].serial = col_text(i, 1);
+		c->cands[i].key = col_text(i, 2);
+		c->cands[i].uuid = col_text(i, 3);
 	}
 	SPI_freetuptable(SPI_tuptable);
+}
 
-	/* define each profile not yet defined for this token (rows share a key) */
+/* how many live devices wait for a profile that no scope defines */
+typedef struct WaitingStep
+{
+	int64		token_id;
+	int64		n;				/* out: -1 when no scope defines any */
+} WaitingStep;
+
+static void
+waiting_step(void *arg)
+{
+	WaitingStep *w = (WaitingStep *) arg;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(w->token_id)};
+	char	   *sql;
+	int			rc;
+	bool		isnull;
+
+	sql = psprintf("SELECT %s.ade_unassignable($1)", AdeSchema());
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	w->n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Assign the due devices of a token, until deadline.  Fills *out: how many
+ * were assigned and failed, a note for the run history (why something
+ * waits), the first failure, and whether the deadline stopped it.  How many devices wait for a profile no scope defines is
+ * counted only when count_waiting (the run stored something), to keep a run
+ * with nothing to do cheap.  SPI connected.  Every query is run read-write
+ * (read_only = false) so that it sees the rows this run wrote; a read-only
+ * one would see the snapshot of the call's start.
+ */
+void
+AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
+				  TimestampTz deadline, AdeAssignResult *out)
+{
+	CandidatesStep step = {0};
+	WaitingStep waiting = {0};
+	Candidate  *cands;
+	ErrorData  *error;
+	AdeAbmKind	kind;
+	int			n;
+	int			i;
+	MemoryContext batchcxt;
+
+	memset(out, 0, sizeof(*out));
+
+	step.token_id = token_id;
+	if (!AdeTrySubxact(candidates_step, &step, &error, &kind))
+	{
+		keep_error(out, error, kind);
+		return;
+	}
+	if (step.off)
+	{
+		out->note = "assign_profiles is off for this token: devices are stored, not assigned";
+		return;
+	}
+	cands = step.cands;
+	n = step.n;
+
+	/*
+	 * Define each profile not yet defined for this token, once: every
+	 * candidate of that key gets the UUID; a profile ABM refuses leaves its
+	 * devices waiting and the others go on.
+	 */
 	for (i = 0; i < n; i++)
 	{
-		if (cands[i].uuid == NULL)
+		DefineStep	d = {client, token_id, cands[i].key, NULL};
+		int			j;
+
+		if (cands[i].uuid != NULL)
+			continue;
+		if (GetCurrentTimestamp() >= deadline)
 		{
-			if (i > 0 && strcmp(cands[i - 1].key, cands[i].key) == 0)
-				cands[i].uuid = cands[i - 1].uuid;
-			else
-				cands[i].uuid = define_profile(client, token_id, cands[i].key);
+			out->out_of_time = true;
+			break;
 		}
+		if (!AdeTrySubxact(define_step, &d, &error, &kind))
+		{
+			keep_error(out, error, kind);
+			if (out->out_of_time)
+				break;
+			d.uuid = "";		/* refused: its devices are not sent */
+		}
+		for (j = i; j < n; j++)
+			if (cands[j].uuid == NULL && strcmp(cands[j].key, cands[i].key) == 0)
+				cands[j].uuid = d.uuid;
 	}
 
 	/* batches of at most 1000 serials with one profile, each in its own memory */
 	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "ade assign batch",
 									 ALLOCSET_DEFAULT_SIZES);
 	i = 0;
-	while (i < n)
+	while (i < n && !out->out_of_time)
 	{
-		int			j = i + 1;
-		bool		throttled;
+		BatchStep	b = {client, token_id, cands, i, i + 1, 0, 0, false};
+		bool		ok;
 		MemoryContext old;
 
-		while (j < n && j - i < ASSIGN_BATCH && strcmp(cands[j].key, cands[i].key) == 0)
-			j++;
+		while (b.to < n && b.to - i < ASSIGN_BATCH &&
+			   strcmp(cands[b.to].key, cands[i].key) == 0)
+			b.to++;
+		if (cands[i].uuid == NULL || cands[i].uuid[0] == '\0')
+		{
+			/* not defined (refused, or no time was left to define it) */
+			i = b.to;
+			continue;
+		}
+		if (GetCurrentTimestamp() >= deadline)
+		{
+			out->out_of_time = true;
+			break;
+		}
 		old = MemoryContextSwitchTo(batchcxt);
-		throttled = send_batch(client, token_id, cands, i, j, assigned, failed);
+		ok = AdeTrySubxact(batch_step, &b, &error, &kind);
 		MemoryContextSwitchTo(old);
+		if (!ok)
+		{
+			/* no answer: to the back of the queue, and no more this run */
+			keep_error(out, error, kind);
+			MemoryContextReset(batchcxt);
+			if (AdeSqlAtLeast(0, 4) && !AdeTrySubxact(unanswered_step, &b, &error, &kind))
+				keep_error(out, error, kind);
+			break;
+		}
 		MemoryContextReset(batchcxt);
-		if (throttled)
-			return "ABM throttled the profile assignment; the rest is sent by a later run";
-		i = j;
+		out->assigned += b.assigned;
+		out->failed += b.failed;
+		if (b.throttled)
+		{
+			out->note = "ABM throttled the profile assignment; the rest is sent by a later run";
+			break;
+		}
+		i = b.to;
 	}
+	MemoryContextDelete(batchcxt);
 
-	if (!count_waiting)
-		return NULL;
-	sql = psprintf("SELECT %s.ade_unassignable($1)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
-	waiting = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (waiting < 0)
-		return "no enrollment profile is set: the devices wait (ade_status.pending); set ade.enroll_url or call ade_set_profile()";
-	if (waiting > 0)
-		return psprintf("no enrollment profile applies to " INT64_FORMAT " devices: set ade.enroll_url or call ade_set_profile()",
-						waiting);
-	return NULL;
+	if (out->note != NULL || out->error != NULL || out->out_of_time || !count_waiting)
+		return;
+	waiting.token_id = token_id;
+	if (!AdeTrySubxact(waiting_step, &waiting, &error, &kind))
+		keep_error(out, error, kind);
+	else if (waiting.n < 0)
+		out->note = "no enrollment profile is set: the devices wait (ade_status.pending); set ade.enroll_url or call ade_set_profile()";
+	else if (waiting.n > 0)
+		out->note = psprintf("no enrollment profile applies to " INT64_FORMAT " devices: set ade.enroll_url or call ade_set_profile()",
+							 waiting.n);
 }

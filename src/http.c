@@ -226,12 +226,14 @@ http_header_cb(char *data, size_t size, size_t nitems, void *arg)
 /*
  * Send one request and wait for its answer, raising on interrupts only.
  * Transport failures come back in res->curl_code for the caller to classify
- * (abm.c retries some of them).
+ * (abm.c retries some of them).  The caller chooses the timeouts (ABM's
+ * settings, cut to what is left of the run's time budget).
  */
 void
 AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 			   const char *const *headers, int nheaders,
-			   const char *body, AdeHttpResult *res)
+			   const char *body, long timeout_ms, long connect_timeout_ms,
+			   AdeHttpResult *res)
 {
 	char	   *why;
 	int			running = 1;
@@ -280,8 +282,8 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 	if (ade_ca_file && ade_ca_file[0])
 		SETOPT(CURLOPT_CAINFO, ade_ca_file);
 	SETOPT(CURLOPT_PROXY, ade_proxy ? ade_proxy : "");
-	SETOPT(CURLOPT_TIMEOUT_MS, (long) ade_http_timeout);
-	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long) ade_connect_timeout);
+	SETOPT(CURLOPT_TIMEOUT_MS, Max(timeout_ms, 1L));
+	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, Max(connect_timeout_ms, 1L));
 	SETOPT(CURLOPT_HTTPHEADER, http->headers);
 	SETOPT(CURLOPT_WRITEFUNCTION, http_write_cb);
 	SETOPT(CURLOPT_WRITEDATA, http);

@@ -4,11 +4,22 @@
  *		ade_sync(): the device sync loop of every ABM token.
  *
  * Owns: the order of work in a run (prune history, then per token: lock,
- * fetch or sync pages, profile assignment, record the run), the handling of
- * ABM's cursor codes, the time budget, and the per-token and per-page
- * subtransactions.  The row work of a page is one SQL statement
- * (ade_apply_page() in the install script, over jsonb_array_elements of the
- * page); this file only moves pages from HTTP to that statement.
+ * records kept aside that are due again, fetch or sync pages, profile
+ * assignment, record the run), the handling of ABM's cursor codes, the time
+ * budget, and the per-token and per-page subtransactions.  The row work of
+ * a page is one SQL statement (ade_apply_page() in src/schema/sync.sql,
+ * over jsonb_array_elements of the page); this file only moves pages from
+ * HTTP to that statement.
+ *
+ * The time budget: ade.max_sync_seconds bounds the whole run, over every
+ * token, HTTP retries and the assignment included, so that a run fits in
+ * pg_cron's minute.  Each token gets a fair share of what is left when its
+ * turn comes (what is left, divided by the tokens still to go; a token that
+ * needs less hands the rest on): it starts no new page and no new
+ * assignment batch after its share, and no request runs past the end of
+ * the run (abm.c cuts its timeouts to the time left).  Running out of time
+ * is not an error: the run's row says so in its note, and the next run goes
+ * on from the stored cursor.
  *
  * Transactions and locking:
  *
@@ -70,11 +81,15 @@ typedef struct TokenRun
 	int			requests;
 	int			fetched;		/* devices of fetch pages, for progress */
 	TimestampTz started_at;
+	TimestampTz deadline;		/* the token's share of the run's budget */
+	TimestampTz run_deadline;	/* the end of the whole run */
 	char	   *error;			/* NULL on success */
 	AdeAbmKind	error_kind;
 	bool		busy;
 	char	   *note;
 } TokenRun;
+
+#define OUT_OF_TIME "ade.max_sync_seconds reached; the next run goes on from the stored cursor"
 
 static SPIPlanPtr apply_plan = NULL;
 static char *apply_plan_schema = NULL;
@@ -330,59 +345,44 @@ sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
 	return more ? PAGE_MORE : PAGE_DONE;
 }
 
-/* is this error one that must end the whole run (never swallowed)? */
-static bool
-must_rethrow(ErrorData *edata)
+/*
+ * Run f(run, arg) in a subtransaction (subxact.c).  On an ordinary ERROR it
+ * is rolled back and false returned; the error is recorded on run, unless
+ * it was the time budget running out, which is a note.  Cancels and their
+ * like are re-thrown.
+ */
+typedef struct RunStep
 {
-	return edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-		edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
-		edata->sqlerrcode == ERRCODE_CRASH_SHUTDOWN ||
-		edata->sqlerrcode == ERRCODE_CANNOT_CONNECT_NOW ||
-		edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY ||
-		edata->elevel >= FATAL;
+	void		(*f) (TokenRun *, void *);
+	TokenRun   *run;
+	void	   *arg;
+} RunStep;
+
+static void
+run_step(void *arg)
+{
+	RunStep    *s = (RunStep *) arg;
+
+	s->f(s->run, s->arg);
 }
 
-/*
- * Run f(run, arg) in a subtransaction.  On an ordinary ERROR, roll it back,
- * record the message on run and return false; cancels and their like are
- * re-thrown.
- */
 static bool
 in_subxact(TokenRun *run, void (*f) (TokenRun *, void *), void *arg)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	RunStep		s = {f, run, arg};
+	ErrorData  *edata;
+	AdeAbmKind	kind;
 
-	/* the class of an ABM error raised in here, not of an earlier one */
-	AdeAbmLastErrorKind = ABM_OK;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (AdeTrySubxact(run_step, &s, &edata, &kind))
+		return true;
+	if (kind == ABM_DEADLINE)
+		run->note = OUT_OF_TIME;
+	else
 	{
-		f(run, arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		/* always undo our subtransaction first, as PL/pgSQL does */
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (must_rethrow(edata))
-			ReThrowError(edata);
 		run->error = MemoryContextStrdup(run->cxt, edata->message);
-		run->error_kind = AdeAbmLastErrorKind;
-		return false;
+		run->error_kind = kind;
 	}
-	PG_END_TRY();
-	return true;
+	return false;
 }
 
 typedef struct PageArgs
@@ -400,22 +400,19 @@ page_step(TokenRun *run, void *arg)
 	pa->outcome = sync_one_page(run, pa->client, pa->resets);
 }
 
-typedef struct AssignArgs
-{
-	AdeAbmClient *client;
-	int			assigned;
-	int			failed;
-	char	   *note;
-} AssignArgs;
-
+/* the records of the token kept aside whose retry is due, tried again */
 static void
-assign_step(TokenRun *run, void *arg)
+retry_rejected(TokenRun *run)
 {
-	AssignArgs *aa = (AssignArgs *) arg;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(run->token_id)};
+	char	   *sql;
+	int			rc;
 
-	aa->note = AdeAssignProfiles(aa->client, run->token_id,
-								 run->added + run->modified > 0,
-								 &aa->assigned, &aa->failed);
+	sql = psprintf("SELECT %s.ade_retry_rejected($1)", AdeSchema());
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "ade_retry_rejected");
+	SPI_freetuptable(SPI_tuptable);
 }
 
 static void
@@ -423,8 +420,8 @@ token_step(TokenRun *run, void *arg)
 {
 	AdeAbmClient *client;
 	int			resets = 0;
-	TimestampTz deadline;
 	MemoryContext pagecxt;
+	AdeAssignResult ar;
 
 	if (!claim_token(run))
 	{
@@ -432,8 +429,10 @@ token_step(TokenRun *run, void *arg)
 		run->error = "busy";
 		return;
 	}
+	if (AdeSqlAtLeast(0, 4))
+		retry_rejected(run);
 	client = AdeAbmOpen(run->token_id);
-	deadline = TimestampTzPlusMilliseconds(run->started_at, (int64) ade_max_sync_seconds * 1000);
+	client->deadline = run->run_deadline;
 
 	/* each page's memory (answer, jsonb, queries) is freed after the page */
 	pagecxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync page",
@@ -444,9 +443,9 @@ token_step(TokenRun *run, void *arg)
 		bool		ok;
 		MemoryContext old;
 
-		if (GetCurrentTimestamp() >= deadline)
+		if (GetCurrentTimestamp() >= run->deadline)
 		{
-			run->note = "ade.max_sync_seconds reached; the next run goes on from the stored cursor";
+			run->note = OUT_OF_TIME;
 			break;
 		}
 		old = MemoryContextSwitchTo(pagecxt);
@@ -458,25 +457,23 @@ token_step(TokenRun *run, void *arg)
 	}
 	MemoryContextDelete(pagecxt);
 
-	/* rule 10: profiles for what is due, even after a failed page */
+	/*
+	 * Rule 10: profiles for what is due, even after a failed page; each call
+	 * to Apple in a subtransaction of its own (assign.c), so that nothing
+	 * here undoes the pages.  The first failure is the one to report.
+	 */
+	AdeAssignProfiles(client, run->token_id, run->added + run->modified > 0,
+					  run->deadline, &ar);
+	run->assigned += ar.assigned;
+	run->failed += ar.failed;
+	if (ar.out_of_time)
+		run->note = OUT_OF_TIME;
+	else if (ar.note)
+		run->note = ar.note;
+	if (run->error == NULL && ar.error != NULL)
 	{
-		AssignArgs	aa = {client, 0, 0, NULL};
-		char	   *page_error = run->error;
-		AdeAbmKind	page_kind = run->error_kind;
-
-		if (in_subxact(run, assign_step, &aa))
-		{
-			run->assigned += aa.assigned;
-			run->failed += aa.failed;
-			if (aa.note)
-				run->note = aa.note;
-		}
-		if (page_error)
-		{
-			/* the first failure is the one to report */
-			run->error = page_error;
-			run->error_kind = page_kind;
-		}
+		run->error = MemoryContextStrdup(run->cxt, ar.error->message);
+		run->error_kind = ar.error_kind;
 	}
 	run->requests = client->requests;
 	AdeAbmSaveSession(client);
@@ -609,7 +606,6 @@ notify_fetched(TokenRun *run)
 static void
 sync_token(TokenRun *run)
 {
-	run->started_at = GetCurrentTimestamp();
 	(void) in_subxact(run, token_step, NULL);
 	finish_run(run);
 	if (!run->busy)
@@ -657,8 +653,11 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 	int64	   *ids;
 	int			n;
 	int			i;
+	TimestampTz run_deadline;
 
 	InitMaterializedSRF(fcinfo, 0);
+	run_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											   (int64) ade_max_sync_seconds * 1000);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -712,6 +711,11 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 		memset(&run, 0, sizeof(run));
 		run.cxt = runcxt;
 		run.token_id = ids[i];
+		run.started_at = GetCurrentTimestamp();
+		run.run_deadline = run_deadline;
+		/* a fair share of what is left: what is left over the tokens to go */
+		run.deadline = run.started_at +
+			Max(run_deadline - run.started_at, 0) / (n - i);
 		sync_token(&run);
 		emit(rsinfo, &run);
 		MemoryContextSwitchTo(old);

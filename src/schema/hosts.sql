@@ -2,22 +2,33 @@
  *
  * hosts.sql
  *		Source of the ade install script: the special case of the spec,
- *		hosts that cannot be deleted while ABM assigns them to us.
+ *		hosts that cannot go away while ABM assigns them to us.
  *
  * Owns the triggers that keep a host row for every live assignment: when a
- * host is deleted (any DELETE FROM hosts, one row or ten thousand) while its
- * host_dep_assignments row is live, the same statement leaves a host row for
- * that serial again, with the same id (references to it stay valid), as if
- * just ingested: model and platform from the last ABM record, created_at
- * now, in its token's default team.  Hosts whose assignment is soft-deleted,
- * and hosts that never came from ADE, stay deleted.  TRUNCATE fires no
- * DELETE trigger, so it has a trigger of its own.  Each restored host is
- * announced with NOTIFY ade_hosts (status.sql).
+ * host is deleted (any DELETE FROM hosts, one row or ten thousand, or a
+ * TRUNCATE) while its host_dep_assignments row is live, the same statement
+ * leaves a host row for that serial again, with the same id (references to
+ * it stay valid), as if just ingested: model and platform from the last ABM
+ * record, created_at now, and the team it had.  Hosts whose assignment is
+ * soft-deleted, and hosts that never came from ADE, stay deleted.  A host
+ * whose serial is changed by hand keeps its id and its new serial; the
+ * device ABM assigns gets a host of its own again, in the same team.  Each
+ * host made again is announced with NOTIFY ade_hosts (status.sql), and the
+ * id sequence is kept past every id put back (after TRUNCATE ... RESTART
+ * IDENTITY too), so that the next host made never collides.
  *
- * A statement-level AFTER trigger with a transition table does the whole
- * statement in one INSERT; a foreign key from the assignments to hosts would
- * make the DELETE fail first, which is why tables.sql has none.  The team
- * triggers on hosts live in teams.sql.
+ * A statement-level AFTER trigger with a transition table does a whole
+ * DELETE in one INSERT; a foreign key from the assignments to hosts would
+ * make the DELETE fail first, which is why tables.sql has none.  TRUNCATE
+ * fires no DELETE trigger and has no transition table: its BEFORE trigger
+ * keeps what the AFTER trigger needs in ade_truncated_hosts.
+ *
+ * Privileges: an application that may write hosts (DELETE, TRUNCATE,
+ * UPDATE granted by the admin) may not read the tokens or write the
+ * assignments; the trigger functions run as the extension owner (SECURITY
+ * DEFINER, search_path pinned) so that the special case holds for it too.
+ * Nobody can call them but as triggers of these tables (EXECUTE revoked).
+ * The team triggers on hosts live in teams.sql.
  *
  * IDENTIFICATION
  *	  src/schema/hosts.sql
@@ -25,71 +36,105 @@
  *-------------------------------------------------------------------------
  */
 
-CREATE FUNCTION ade_hosts_after_delete() RETURNS trigger
-LANGUAGE plpgsql
+-- Hosts taken away, made again when their assignment is live: p_ids with,
+-- for each, the model, platform and team the host had (null when unknown).
+-- Returns how many were made again.
+CREATE FUNCTION ade_restore_hosts(p_ids bigint[], p_models text[], p_platforms text[], p_teams bigint[])
+RETURNS int
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n int;
+	v_max bigint;
 BEGIN
 	WITH restored AS (
 		INSERT INTO @extschema@.hosts (id, hardware_serial, hardware_model, platform,
 									   team_id, created_at, updated_at)
-		SELECT o.id, d.hardware_serial, x.model, x.platform,
-			   CASE x.platform WHEN 'darwin' THEN t.macos_team_id
-							   WHEN 'ipados' THEN t.ipados_team_id
-							   ELSE t.ios_team_id END,
-			   now(), now()
-		  FROM ade_deleted_hosts o
+		SELECT o.id, d.hardware_serial,
+			   coalesce(d.device->>'model', o.model),
+			   coalesce(@extschema@.ade_platform(d.device->>'device_family'), o.platform, 'darwin'),
+			   o.team_id, now(), now()
+		  FROM unnest(p_ids, p_models, p_platforms, p_teams) AS o(id, model, platform, team_id)
 		  JOIN @extschema@.host_dep_assignments d
 			ON d.host_id = o.id AND d.deleted_at IS NULL
-		  LEFT JOIN @extschema@.abm_tokens t ON t.id = d.abm_token_id
-		  CROSS JOIN LATERAL (
-			SELECT coalesce(d.device->>'model', o.hardware_model) AS model,
-				   coalesce(@extschema@.ade_platform(d.device->>'device_family'), o.platform) AS platform) x
 		 ORDER BY o.id
 		RETURNING id, hardware_serial
+	), told AS (
+		SELECT @extschema@.ade_notify_hosts(array_agg('restored'::text), array_agg(r.id),
+											array_agg(r.hardware_serial), array_agg(d.abm_token_id))
+		  FROM restored r JOIN @extschema@.host_dep_assignments d ON d.host_id = r.id
 	)
-	SELECT @extschema@.ade_notify_hosts(array_agg('restored'::text), array_agg(r.id),
-										array_agg(r.hardware_serial), array_agg(d.abm_token_id))
-	  INTO n
-	  FROM restored r JOIN @extschema@.host_dep_assignments d ON d.host_id = r.id;
+	SELECT count(*), max(r.id) INTO n, v_max FROM restored r, told;
+	-- the next host made by nextval() must not collide with an id put back
+	PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
+	   FROM @extschema@.hosts_id_seq s
+	  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ade_restore_hosts(bigint[], text[], text[], bigint[]) IS
+	'internal: makes again the given hosts whose ADE assignment is live (same id, data of the last ABM record, same team)';
+
+CREATE FUNCTION ade_hosts_after_delete() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.ade_restore_hosts(array_agg(o.id), array_agg(o.hardware_model),
+										  array_agg(o.platform), array_agg(o.team_id))
+	   FROM ade_deleted_hosts o;
 	RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION ade_hosts_after_delete() IS
-	'trigger: re-creates deleted hosts whose ADE assignment is live (same id, data of the last ABM record)';
+	'trigger: re-creates deleted hosts whose ADE assignment is live (same id, data of the last ABM record, same team)';
 
 CREATE TRIGGER ade_keep_live_hosts AFTER DELETE ON hosts
 	REFERENCING OLD TABLE AS ade_deleted_hosts
 	FOR EACH STATEMENT EXECUTE FUNCTION ade_hosts_after_delete();
 
--- TRUNCATE fires no DELETE trigger: re-create every live-assigned host.
+-- TRUNCATE fires no DELETE trigger and has no transition table: what the
+-- live hosts were is kept just before, and every live-assigned host is made
+-- again just after.
+CREATE FUNCTION ade_hosts_before_truncate() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM @extschema@.ade_truncated_hosts;
+	INSERT INTO @extschema@.ade_truncated_hosts (id, hardware_model, platform, team_id)
+	SELECT h.id, h.hardware_model, h.platform, h.team_id
+	  FROM @extschema@.hosts h
+	  JOIN @extschema@.host_dep_assignments d ON d.host_id = h.id AND d.deleted_at IS NULL;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_before_truncate() IS
+	'trigger: before TRUNCATE hosts, keeps what the live-assigned hosts were';
+
+CREATE TRIGGER ade_keep_live_hosts_before_truncate BEFORE TRUNCATE ON hosts
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_hosts_before_truncate();
+
 CREATE FUNCTION ade_hosts_after_truncate() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n int;
 BEGIN
-	WITH restored AS (
-		INSERT INTO @extschema@.hosts (id, hardware_serial, hardware_model, platform, team_id)
-		SELECT d.host_id, d.hardware_serial, d.device->>'model', x.platform,
-			   CASE x.platform WHEN 'darwin' THEN t.macos_team_id
-							   WHEN 'ipados' THEN t.ipados_team_id
-							   ELSE t.ios_team_id END
-		  FROM @extschema@.host_dep_assignments d
-		  LEFT JOIN @extschema@.abm_tokens t ON t.id = d.abm_token_id
-		  CROSS JOIN LATERAL (
-			SELECT coalesce(@extschema@.ade_platform(d.device->>'device_family'), 'darwin') AS platform) x
-		 WHERE d.deleted_at IS NULL
-		 ORDER BY d.host_id
-		RETURNING id, hardware_serial
+	WITH kept AS (
+		DELETE FROM @extschema@.ade_truncated_hosts RETURNING *
 	)
-	SELECT @extschema@.ade_notify_hosts(array_agg('restored'::text), array_agg(r.id),
-										array_agg(r.hardware_serial), array_agg(d.abm_token_id))
+	SELECT @extschema@.ade_restore_hosts(array_agg(d.host_id), array_agg(k.hardware_model),
+										 array_agg(k.platform), array_agg(k.team_id))
 	  INTO n
-	  FROM restored r JOIN @extschema@.host_dep_assignments d ON d.host_id = r.id;
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN kept k ON k.id = d.host_id
+	 WHERE d.deleted_at IS NULL;
 	RETURN NULL;
 END
 $$;
@@ -98,3 +143,44 @@ COMMENT ON FUNCTION ade_hosts_after_truncate() IS
 
 CREATE TRIGGER ade_keep_live_hosts_truncate AFTER TRUNCATE ON hosts
 	FOR EACH STATEMENT EXECUTE FUNCTION ade_hosts_after_truncate();
+
+-- A host whose serial is changed by hand (UPDATE hosts SET hardware_serial)
+-- keeps its id and new serial; when the old serial's assignment is live and
+-- pointed at it, the device gets a host of its own again (a new id, its
+-- last ABM record, the same team) and the assignment points at that.
+CREATE FUNCTION ade_hosts_reserialed() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id bigint;
+	v_token bigint;
+BEGIN
+	INSERT INTO @extschema@.hosts (hardware_serial, hardware_model, platform, team_id)
+	SELECT d.hardware_serial, coalesce(d.device->>'model', OLD.hardware_model),
+		   coalesce(@extschema@.ade_platform(d.device->>'device_family'), OLD.platform),
+		   OLD.team_id
+	  FROM @extschema@.host_dep_assignments d
+	 WHERE d.hardware_serial = OLD.hardware_serial AND d.host_id = OLD.id AND d.deleted_at IS NULL
+	RETURNING id INTO v_id;
+	IF v_id IS NOT NULL THEN
+		UPDATE @extschema@.host_dep_assignments d
+		   SET host_id = v_id, updated_at = now()
+		 WHERE d.hardware_serial = OLD.hardware_serial
+		RETURNING d.abm_token_id INTO v_token;
+		PERFORM @extschema@.ade_notify_hosts(ARRAY['restored'], ARRAY[v_id], ARRAY[OLD.hardware_serial], ARRAY[v_token]);
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_reserialed() IS
+	'trigger: a live-assigned host whose serial is changed by hand leaves a host for the device ABM assigns';
+
+CREATE TRIGGER ade_keep_live_hosts_reserialed AFTER UPDATE OF hardware_serial ON hosts
+	FOR EACH ROW WHEN (OLD.hardware_serial IS DISTINCT FROM NEW.hardware_serial)
+	EXECUTE FUNCTION ade_hosts_reserialed();
+
+REVOKE ALL ON FUNCTION ade_restore_hosts(bigint[], text[], text[], bigint[]),
+	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
+	ade_hosts_reserialed() FROM PUBLIC;

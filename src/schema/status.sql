@@ -4,15 +4,18 @@
  *		Source of the ade install script: what an admin and an application
  *		read: the status views and NOTIFY ade_hosts.
  *
- * Owns ade_status (one row per token: its state, counts, teams and
- * attention, what needs doing, in words; never a secret), ade_team_status
+ * Owns ade_status (one row per token: its state, counts, teams, records
+ * that could not be applied, and attention, what needs doing, in words;
+ * never a secret), ade_team_status
  * (one row per team), and ade_notify_hosts(), which sends the
  * NOTIFY ade_hosts payloads of the page apply (sync.sql) and of the
  * host-delete trigger (hosts.sql), each under PostgreSQL's 8000-byte limit.
  * ade_reader may read both views.
  *
- * View bodies are parsed with the search_path of CREATE EXTENSION, so
- * every operator in them is written OPERATOR(pg_catalog.x).
+ * View bodies are parsed with the search_path of CREATE EXTENSION, and
+ * run with the privileges of whoever reads them for the functions they
+ * call: every function and operator in them is written pg_catalog.f /
+ * OPERATOR(pg_catalog.x), and they call nothing of the extension's.
  *
  * IDENTIFICATION
  *	  src/schema/status.sql
@@ -47,7 +50,8 @@ $$;
 COMMENT ON FUNCTION ade_notify_hosts(text[], bigint[], text[], bigint[]) IS
 	'internal: NOTIFY ade_hosts, batched under the 8000-byte payload limit';
 
--- One row per token, no secret.
+-- One row per token, no secret.  ade_reader reads it (SELECT *): it calls
+-- no function that needs more than that.
 CREATE VIEW ade_status AS
 SELECT t.id AS token_id,
 	   t.org_name,
@@ -88,50 +92,60 @@ SELECT t.id AS token_id,
 		   THEN 'no sync for 10 minutes: is the pg_cron job (ade_schedule()) running?'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days')
 		   THEN 'the token expires within 30 days: renew it in ABM and call ade_add_token()'
-		 WHEN coalesce(a.pending, 0) OPERATOR(pg_catalog.>) 0 AND NOT EXISTS (
-				SELECT 1 FROM @extschema@.ade_effective_profiles(t.id) e WHERE e.profile IS NOT NULL)
+		 WHEN r.rejected OPERATOR(pg_catalog.>) 0
+		   THEN pg_catalog.format('%s device records from ABM could not be applied: see ade_rejected_records (reason), fix the cause; they are tried again', r.rejected)
+		 WHEN coalesce(a.pending, 0) OPERATOR(pg_catalog.>) 0
+			  AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_profiles x
+							   WHERE x.token_id OPERATOR(pg_catalog.=) t.id OR x.token_id IS NULL)
+			  AND coalesce(pg_catalog.current_setting('ade.enroll_url', true), '') OPERATOR(pg_catalog.=) ''
 		   THEN 'no enrollment profile: set ade.enroll_url or call ade_set_profile()'
 		 ELSE 'ok'
 	   END AS attention,
-	   (SELECT jsonb_object_agg(coalesce(tm.name, '(no team)'), c.n)
-		  FROM (SELECT h.team_id, count(*) AS n
+	   (SELECT pg_catalog.jsonb_object_agg(coalesce(tm.name, '(no team)'), c.n)
+		  FROM (SELECT h.team_id, pg_catalog.count(*) AS n
 				  FROM @extschema@.host_dep_assignments d
 				  JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
 				 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id AND d.deleted_at IS NULL
 				 GROUP BY h.team_id) c
-		  LEFT JOIN @extschema@.teams tm ON tm.id OPERATOR(pg_catalog.=) c.team_id) AS teams
+		  LEFT JOIN @extschema@.teams tm ON tm.id OPERATOR(pg_catalog.=) c.team_id) AS teams,
+	   r.rejected
   FROM @extschema@.abm_tokens t
   LEFT JOIN LATERAL (
-	SELECT count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
-		   count(*) FILTER (WHERE d.deleted_at IS NOT NULL) AS soft_deleted,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'darwin') AS darwin,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ios') AS ios,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ipados') AS ipados,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'tvos') AS tvos,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'visionos') AS visionos,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'SUCCESS') AS assigned,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.needs_assign) AS pending,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'FAILED') AS failed,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'THROTTLED') AS throttled,
-		   count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'NOT_ACCESSIBLE') AS not_accessible
+	SELECT pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NOT NULL) AS soft_deleted,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'darwin') AS darwin,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ios') AS ios,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ipados') AS ipados,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'tvos') AS tvos,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'visionos') AS visionos,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'SUCCESS') AS assigned,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.needs_assign) AS pending,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'FAILED') AS failed,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'THROTTLED') AS throttled,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'NOT_ACCESSIBLE') AS not_accessible
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
 	 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id
-  ) a ON true;
+  ) a ON true
+  CROSS JOIN LATERAL (
+	SELECT pg_catalog.count(*) AS rejected
+	  FROM @extschema@.ade_rejected_records x
+	 WHERE x.token_id OPERATOR(pg_catalog.=) t.id
+  ) r;
 COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
 
 -- Hosts per team, and what each team's devices get.
 CREATE VIEW ade_team_status AS
 SELECT tm.id AS team_id,
 	   tm.name,
-	   (SELECT count(*) FROM @extschema@.hosts h WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS hosts,
-	   (SELECT count(*) FROM @extschema@.hosts h JOIN @extschema@.host_dep_assignments d
+	   (SELECT pg_catalog.count(*) FROM @extschema@.hosts h WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS hosts,
+	   (SELECT pg_catalog.count(*) FROM @extschema@.hosts h JOIN @extschema@.host_dep_assignments d
 			ON d.host_id OPERATOR(pg_catalog.=) h.id AND d.deleted_at IS NULL
 		 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS ade_live,
-	   (SELECT jsonb_object_agg(c.platform, c.n) FROM (
-			SELECT h.platform, count(*) AS n FROM @extschema@.hosts h
+	   (SELECT pg_catalog.jsonb_object_agg(c.platform, c.n) FROM (
+			SELECT h.platform, pg_catalog.count(*) AS n FROM @extschema@.hosts h
 			 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id GROUP BY h.platform) c) AS by_platform,
-	   (SELECT x.profile->>'profile_name' FROM @extschema@.ade_profiles x
+	   (SELECT x.profile OPERATOR(pg_catalog.->>) 'profile_name' FROM @extschema@.ade_profiles x
 		 WHERE x.team_id OPERATOR(pg_catalog.=) tm.id) AS profile_name
   FROM @extschema@.teams tm;
 COMMENT ON VIEW ade_team_status IS 'one row per team: its hosts, its live ADE devices, by platform, and its profile';

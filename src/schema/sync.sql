@@ -4,17 +4,22 @@
  *		Source of the ade install script: the row work of ade_sync().
  *
  * Owns what one ABM page does to the tables (sync rules 4 to 8 of the
- * spec, and the token's cursor and mode, in one statement:
- * ade_apply_page()), the platform of a device family (rule 8), the end of
- * a token's run (its state and its ade_sync_runs row), the run history for
- * readers, and the declarations of ade_sync().  src/sync.c moves pages from
- * HTTP to ade_apply_page() and owns the order of work and the
- * transactions; the profile a device should have comes from profiles.sql.
+ * spec, and the token's cursor and mode, in one statement of src/sync.c:
+ * ade_apply_page()), the records that cannot be applied
+ * (ade_rejected_records: kept with the reason, tried again, never dropped
+ * and never stopping their token), the platform of a device family
+ * (rule 8), the end of a token's run (its state and its ade_sync_runs
+ * row), the run history for readers, and the declarations of ade_sync().
+ * src/sync.c moves pages from HTTP to ade_apply_page() and owns the order
+ * of work, the time budget and the transactions; the profile a device
+ * should have comes from ade_device_profiles() (profiles.sql).
  *
  * Set-based by design: a page of up to 1000 records is one statement over
- * jsonb_array_elements, with one index probe per record (LATERAL ...
- * OFFSET 0, so that no plan hashes a whole table) and a custom plan per
- * page (a generic plan made on empty tables would scan them whole).
+ * jsonb_array_elements (ade_apply_records()), with one index probe per
+ * record (LATERAL ... OFFSET 0, so that no plan hashes a whole table) and
+ * a custom plan per page (a generic plan made on empty tables would scan
+ * them whole).  Only when that statement fails because of a record does
+ * the page go one record at a time, to keep the others.
  *
  * IDENTIFICATION
  *	  src/schema/sync.sql
@@ -53,12 +58,26 @@ AS $$
 $$;
 COMMENT ON FUNCTION ade_platform(text) IS 'hosts.platform of an ABM device_family: iPhone/iPod ios, iPad ipados, AppleTV tvos, Vision visionos, else darwin';
 
--- One ABM page, applied in one statement: sync rules 4 to 8, and the token's
--- cursor and mode stored with the page's rows.
---   p_fetch: the page came from a full fetch (every record counts as added)
---   p_devices NULL: only the cursor and mode change
-CREATE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fetch boolean,
-	p_cursor text, p_mode text, p_fetched_until text,
+-- Is this error one of a device record (bad data, a constraint, a trigger
+-- of the application's that refuses it), so that the record is kept aside
+-- and the rest goes on?  Anything else (a deadlock, a lack of resources, a
+-- cancel, an internal error) is the run's, and fails the page as a whole.
+CREATE FUNCTION ade_record_error(p_sqlstate text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT pg_catalog.left(p_sqlstate, 2) OPERATOR(pg_catalog.=)
+		   ANY (ARRAY['22', '23', '2F', '38', '39', '44', '54', 'P0'])
+	   AND p_sqlstate OPERATOR(pg_catalog.<>) 'P0004'
+$$;
+COMMENT ON FUNCTION ade_record_error(text) IS
+	'internal: whether an error is a device record''s (kept aside) rather than the run''s';
+
+-- Device records of a page, applied in one statement: sync rules 4 to 8.
+--   p_fetch: the records came from a full fetch (every record counts as added)
+-- A record without a serial cannot be applied: it is kept in
+-- ade_rejected_records.  A record that applies replaces what
+-- ade_rejected_records keeps of its serial.
+CREATE FUNCTION ade_apply_records(p_token bigint, p_devices jsonb, p_fetch boolean,
 	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -67,18 +86,6 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 BEGIN
-	IF coalesce(jsonb_array_length(p_devices), 0) = 0 THEN
-		-- nothing new (the usual sync page): only the cursor moves
-		UPDATE @extschema@.abm_tokens t
-		   SET cursor = p_cursor, mode = p_mode,
-			   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
-									   THEN now() ELSE t.fetch_started_at END,
-			   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
-			   updated_at = now()
-		 WHERE t.id = p_token;
-		added := 0; modified := 0; deleted := 0; skipped := 0;
-		RETURN;
-	END IF;
 	WITH recs AS (
 		-- no WHERE here: a filter would make the planner expect one row per
 		-- page, and choose plans that scan whole tables per record
@@ -97,12 +104,6 @@ BEGIN
 	), tk AS (					-- the token's default teams
 		SELECT t.macos_team_id, t.ios_team_id, t.ipados_team_id
 		  FROM @extschema@.abm_tokens t WHERE t.id = p_token
-	), tp AS (					-- team profiles, with their UUID for this token
-		SELECT x.team_id, x.profile, md5(x.profile::text) AS profile_key, df.profile_uuid
-		  FROM @extschema@.ade_profiles x
-		  LEFT JOIN @extschema@.ade_profile_definitions df
-			ON df.token_id = p_token AND df.profile_key = md5(x.profile::text)
-		 WHERE x.team_id IS NOT NULL
 	), plan0 AS (
 		SELECT w.serial, w.rec, w.op_date, h.id AS host_id,
 			   coalesce(@extschema@.ade_platform(w.rec->>'device_family'), h.platform, 'darwin') AS platform,
@@ -118,7 +119,10 @@ BEGIN
 				 WHEN w.op <> 'added' AND d.deleted_at IS NULL
 					  AND d.abm_token_id = p_token THEN 'modified'
 				 ELSE 'added'	-- rule 6: an unknown serial is added
-			   END AS act
+			   END AS act,
+			   -- the profile ABM says the device holds
+			   CASE WHEN w.rec->>'profile_status' IN ('assigned', 'pushed')
+					THEN nullif(w.rec->>'profile_uuid', '') END AS held
 		  FROM win w
 		  -- LATERAL with OFFSET 0 (not flattened into a join): one index
 		  -- probe per record, never a hash of the whole table
@@ -128,36 +132,25 @@ BEGIN
 							  WHERE y.hardware_serial = w.serial OFFSET 0) h ON true
 	), plan1 AS (
 		-- a new host lands in its token's default team for its platform
-		-- (tvOS and visionOS follow iOS); an existing host keeps its team
+		-- (tvOS and visionOS follow iOS); an existing host keeps its team,
+		-- none included
 		SELECT p.*,
-			   coalesce(p.host_team,
-						CASE p.platform WHEN 'darwin' THEN tk.macos_team_id
-										WHEN 'ipados' THEN tk.ipados_team_id
-										ELSE tk.ios_team_id END) AS team_id
+			   CASE WHEN p.host_id IS NOT NULL THEN p.host_team
+					ELSE CASE p.platform WHEN 'darwin' THEN tk.macos_team_id
+										 WHEN 'ipados' THEN tk.ipados_team_id
+										 ELSE tk.ios_team_id END
+			   END AS team_id
 		  FROM plan0 p LEFT JOIN tk ON true
 	), plan AS (
-		-- rules 5, 6 and 10: does the device need our profile?  Ours is its
-		-- team's when the team has one, else the platform's
-		SELECT p.*, o.ours,
-			   coalesce(p.rec->>'profile_uuid' = o.ours
-						AND p.rec->>'profile_status' IN ('assigned', 'pushed'), false) AS has_ours,
-			   CASE
-				 WHEN p.act = 'added' THEN
-					NOT coalesce(p.rec->>'profile_uuid' = o.ours
-								 AND p.rec->>'profile_status' IN ('assigned', 'pushed'), false)
-				 -- NOT_ACCESSIBLE waits until ABM shows a profile that is not ours
-				 WHEN p.response = 'NOT_ACCESSIBLE' THEN
-					coalesce(p.rec->>'profile_uuid', '') <> ''
-					AND p.rec->>'profile_uuid' IS DISTINCT FROM o.ours
-				 -- our own assignment echoed back as modified is not sent again
-				 ELSE p.rec->>'profile_uuid' IS DISTINCT FROM o.ours
-					  OR coalesce(p.rec->>'profile_status', 'empty') IN ('removed', 'empty')
-			   END AS needs
+		-- rules 5, 6 and 10: does the device hold its profile?  Which one is
+		-- its comes from ade_device_profiles(), as for the assignment: an
+		-- assignment echoed back as modified is never sent again.  Any record
+		-- of a device that was NOT_ACCESSIBLE makes it due again.
+		SELECT p.*, m.profile_uuid AS ours,
+			   coalesce(p.held = m.profile_uuid, false) AS has_ours
 		  FROM plan1 p
-		  LEFT JOIN @extschema@.ade_effective_profiles(p_token) e ON e.platform = p.platform
-		  LEFT JOIN tp ON tp.team_id = p.team_id
-		  CROSS JOIN LATERAL (SELECT CASE WHEN tp.team_id IS NOT NULL THEN tp.profile_uuid
-										  ELSE e.profile_uuid END AS ours) o
+		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
+			ON m.team_id = coalesce(p.team_id, 0) AND m.platform = p.platform
 	), up_hosts AS (
 		INSERT INTO @extschema@.hosts AS h (hardware_serial, hardware_model, platform, team_id)
 		SELECT p.serial, p.model, p.platform, p.team_id
@@ -176,10 +169,14 @@ BEGIN
 			(host_id, hardware_serial, abm_token_id, added_at, device, op_date,
 			 needs_assign, profile_uuid, assign_profile_response, retry_at, updated_at)
 		SELECT coalesce(u.id, p.host_id), p.serial, p_token, now(), p.rec, p.op_date,
-			   p.needs, CASE WHEN p.has_ours THEN p.ours END,
+			   NOT p.has_ours, p.held,
 			   CASE WHEN p.has_ours THEN 'SUCCESS' END,
-			   -- a marker for DO UPDATE (a new row is never 'modified')
-			   CASE WHEN p.act = 'modified' THEN 'infinity'::timestamptz END, now()
+			   -- a marker for DO UPDATE: keep the cooldown (a new row is
+			   -- never 'modified'); being added, or any news of a device that
+			   -- was NOT_ACCESSIBLE, ends it
+			   CASE WHEN p.act = 'modified' AND p.response IS DISTINCT FROM 'NOT_ACCESSIBLE'
+					THEN 'infinity'::timestamptz END,
+			   now()
 		  FROM plan p
 		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
 		 WHERE p.act IN ('added', 'modified')
@@ -194,11 +191,13 @@ BEGIN
 			   device = excluded.device,
 			   op_date = coalesce(excluded.op_date, d.op_date),
 			   needs_assign = excluded.needs_assign,
-			   -- reported again as added: any cooldown ends
-			   -- reported (again) as added: any cooldown ends; modified keeps it
 			   retry_at = CASE WHEN excluded.retry_at = 'infinity' THEN d.retry_at END,
-			   profile_uuid = coalesce(excluded.profile_uuid, d.profile_uuid),
-			   assign_profile_response = coalesce(excluded.assign_profile_response, d.assign_profile_response),
+			   -- what ABM says it holds; a SUCCESS it no longer holds is past
+			   profile_uuid = excluded.profile_uuid,
+			   assign_profile_response = CASE
+					WHEN excluded.assign_profile_response IS NOT NULL THEN excluded.assign_profile_response
+					WHEN d.assign_profile_response = 'SUCCESS' THEN NULL
+					ELSE d.assign_profile_response END,
 			   updated_at = now()
 		RETURNING 1
 	), del AS (					-- rule 7: only the token that holds it
@@ -208,6 +207,18 @@ BEGIN
 		  FROM plan p
 		 WHERE p.act = 'deleted' AND d.hardware_serial = p.serial
 		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
+		RETURNING 1
+	), superseded AS (			-- newer news of a serial replaces a kept record
+		DELETE FROM @extschema@.ade_rejected_records r
+		 USING plan p
+		 WHERE p.act <> 'stale' AND r.hardware_serial = p.serial
+		RETURNING 1
+	), unusable AS (			-- a record without a serial is kept, never dropped
+		INSERT INTO @extschema@.ade_rejected_records
+			(token_id, hardware_serial, record, from_fetch, reason)
+		SELECT p_token, NULL, r.rec, p_fetch, 'the record has no serial_number'
+		  FROM recs r
+		 WHERE r.serial IS NULL
 		RETURNING 1
 	), ev AS (					-- what LISTEN ade_hosts hears of this page
 		SELECT p.event, coalesce(u.id, p.host_id, p.prev_host) AS id, p.serial
@@ -220,22 +231,12 @@ BEGIN
 				  FROM plan q) p
 		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
 		 WHERE p.event IS NOT NULL AND NOT p_fetch
-	), tok AS (
-		UPDATE @extschema@.abm_tokens t
-		   SET cursor = p_cursor,
-			   mode = p_mode,
-			   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
-									   THEN now() ELSE t.fetch_started_at END,
-			   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
-			   updated_at = now()
-		 WHERE t.id = p_token
-		RETURNING 1
 	)
+	-- (the data-modifying WITHs run to completion, read or not)
 	SELECT (SELECT count(*) FROM plan p WHERE p.act = 'added'),
 		   (SELECT count(*) FROM plan p WHERE p.act = 'modified'),
 		   (SELECT count(*) FROM del),
-		   (SELECT count(*) FROM recs r WHERE r.serial IS NULL)
-			 + (SELECT count(*) FROM up_asg) * 0 + (SELECT count(*) FROM tok) * 0
+		   (SELECT count(*) FROM unusable)
 			 -- a full fetch announces itself once, at the end of the run (src/sync.c):
 			 -- payloads of a million hosts would wait in memory until it commits
 			 + (SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
@@ -244,8 +245,132 @@ BEGIN
 	  INTO added, modified, deleted, skipped;
 END
 $$;
+COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean) IS
+	'internal: applies device records of one token (sync rules 4-8) in one statement';
+
+-- Device records, applied: in one statement when they all apply (the usual
+-- case); else, when a record is the trouble (ade_record_error()), one at a
+-- time, the last record of each serial in page order, each on its own: the
+-- others apply, and each that does not is kept in ade_rejected_records
+-- with its reason, tried again after ade.failed_retry_interval.
+-- skipped counts the records not applied.
+CREATE FUNCTION ade_apply_devices(p_token bigint, p_devices jsonb, p_fetch boolean,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_rec jsonb;
+	r record;
+BEGIN
+	BEGIN
+		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
+		  FROM @extschema@.ade_apply_records(p_token, p_devices, p_fetch) a;
+		RETURN;
+	EXCEPTION WHEN OTHERS THEN
+		IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
+			RAISE;
+		END IF;
+	END;
+	added := 0; modified := 0; deleted := 0; skipped := 0;
+	FOR v_rec IN
+		SELECT x.rec FROM (
+			SELECT e.rec, e.ord,
+				   row_number() OVER (PARTITION BY CASE WHEN jsonb_typeof(e.rec) = 'object'
+														THEN e.rec->>'serial_number' END
+									  ORDER BY e.ord DESC) AS n,
+				   CASE WHEN jsonb_typeof(e.rec) = 'object' THEN e.rec->>'serial_number' END AS serial
+			  FROM jsonb_array_elements(p_devices) WITH ORDINALITY AS e(rec, ord)) x
+		 WHERE x.n = 1 OR x.serial IS NULL
+		 ORDER BY x.ord
+	LOOP
+		BEGIN
+			SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, jsonb_build_array(v_rec), p_fetch) a;
+			added := added + r.added;
+			modified := modified + r.modified;
+			deleted := deleted + r.deleted;
+			skipped := skipped + r.skipped;
+		EXCEPTION WHEN OTHERS THEN
+			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
+				RAISE;
+			END IF;
+			INSERT INTO @extschema@.ade_rejected_records
+				(token_id, hardware_serial, record, from_fetch, reason, sqlstate, retry_at)
+			VALUES (p_token,
+					CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
+					v_rec, p_fetch, SQLERRM, SQLSTATE,
+					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval);
+			skipped := skipped + 1;
+		END;
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_devices(bigint, jsonb, boolean) IS
+	'internal: applies device records; a record that cannot be applied is kept in ade_rejected_records and the rest applies';
+
+-- One ABM page, applied, and the token's cursor and mode stored with its
+-- rows, in one statement of src/sync.c: a run that dies loses nothing and
+-- skips nothing.
+--   p_devices NULL: only the cursor and mode change
+CREATE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_cursor text, p_mode text, p_fetched_until text,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	added := 0; modified := 0; deleted := 0; skipped := 0;
+	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
+		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
+		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch) a;
+	END IF;
+	UPDATE @extschema@.abm_tokens t
+	   SET cursor = p_cursor, mode = p_mode,
+		   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
+								   THEN now() ELSE t.fetch_started_at END,
+		   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
+		   updated_at = now()
+	 WHERE t.id = p_token;
+END
+$$;
 COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
 	'internal: applies one ABM page (sync rules 4-8) and stores the cursor, in one statement';
+
+-- The kept records of a token that are due, tried again, one at a time:
+-- those that apply now leave ade_rejected_records, the others wait again.
+-- Returns how many applied.
+CREATE FUNCTION ade_retry_rejected(p_token bigint) RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	n int := 0;
+BEGIN
+	FOR r IN
+		SELECT x.id, x.record, x.from_fetch FROM @extschema@.ade_rejected_records x
+		 WHERE x.token_id = p_token AND x.retry_at <= now()
+		 ORDER BY x.id
+	LOOP
+		BEGIN
+			PERFORM @extschema@.ade_apply_records(p_token, jsonb_build_array(r.record), r.from_fetch);
+			DELETE FROM @extschema@.ade_rejected_records x WHERE x.id = r.id;
+			n := n + 1;
+		EXCEPTION WHEN OTHERS THEN
+			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
+				RAISE;
+			END IF;
+			UPDATE @extschema@.ade_rejected_records x
+			   SET reason = SQLERRM, sqlstate = SQLSTATE, tries = x.tries + 1,
+				   retry_at = now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval
+			 WHERE x.id = r.id;
+		END;
+	END LOOP;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ade_retry_rejected(bigint) IS
+	'internal: tries the due records of ade_rejected_records of a token again';
 
 -- The end of one token's run: its state and its history row.
 CREATE FUNCTION ade_finish_run(p_token bigint, p_mode text, p_pages int,
@@ -293,7 +418,8 @@ $$;
 COMMENT ON FUNCTION ade_last_runs(int) IS 'the last n ade_sync() runs (one row per token per run), newest first';
 
 REVOKE ALL ON FUNCTION ade_sync(), ade_sync(bigint),
-	ade_apply_page(bigint, jsonb, boolean, text, text, text),
+	ade_apply_records(bigint, jsonb, boolean), ade_apply_devices(bigint, jsonb, boolean),
+	ade_apply_page(bigint, jsonb, boolean, text, text, text), ade_retry_rejected(bigint),
 	ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text),
 	ade_last_runs(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_last_runs(int) TO ade_reader;

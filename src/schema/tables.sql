@@ -25,7 +25,10 @@
  *   so that pg_dump carries the data.
  * - Nothing is granted to PUBLIC.  ade_reader (created once per cluster:
  *   roles are cluster-wide) reads hosts, host_dep_assignments,
- *   ade_sync_runs and the status views (status.sql).
+ *   ade_sync_runs, ade_rejected_records and the status views (status.sql).
+ *   An application role that the admin grants DML on hosts can delete,
+ *   truncate and update hosts: the triggers on hosts run as the extension
+ *   owner (hosts.sql, teams.sql).
  *
  * The install script ade--<version>.sql is built from the files of src/schema/ by
  * make, in the order the Makefile lists them; upgrades from released
@@ -125,7 +128,8 @@ CREATE TABLE host_dep_assignments (
 	needs_assign	boolean NOT NULL DEFAULT false,
 	device			jsonb,			-- the last device record from ABM
 	op_date			timestamptz,	-- op_date of that record
-	updated_at		timestamptz NOT NULL DEFAULT now()
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	assign_sent_at	timestamptz		-- when it was last sent in a PUT /profile/devices
 );
 -- the devices that wait for a profile: what every run looks at
 CREATE INDEX host_dep_assignments_due_idx ON host_dep_assignments (abm_token_id, retry_at)
@@ -182,15 +186,49 @@ CREATE TABLE ade_profile_definitions (
 COMMENT ON TABLE ade_profile_definitions IS 'the profile_uuid Apple gave each (profile, token)';
 
 -- The profile key that applied to each (token, scope) at the last run: a
--- change (ade_set_profile, ade.enroll_url) marks the devices it applies to.
--- The scope is a platform, or 'team:<id>'.
+-- change (ade_set_profile, ade.enroll_url, a team's profile) marks the
+-- devices it applies to.  A scope is '<team id, 0 for none>/<platform>', as
+-- in ade_device_profiles() (profiles.sql).
 CREATE TABLE ade_profile_applied (
 	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
-	platform		text NOT NULL,
+	scope			text NOT NULL,
 	profile_key		text,
-	PRIMARY KEY (token_id, platform)
+	PRIMARY KEY (token_id, scope)
 );
-COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to each token and platform at its last run';
+COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to each token and scope (team and platform) at its last run';
+
+-- Device records from ABM that could not be applied (a constraint, bad
+-- data, a trigger of the application's): kept here with the reason, so that
+-- no record is dropped silently and no bad record stops its token (the rest
+-- of its page applies and the cursor moves on).  Each run tries the due
+-- ones again; a later record for the same serial that applies replaces
+-- them.  ade_status.attention counts them.
+CREATE TABLE ade_rejected_records (
+	id				bigserial PRIMARY KEY,
+	token_id		bigint NOT NULL,	-- no foreign key: kept when the token goes
+	hardware_serial text,			-- null: the record had none
+	record			jsonb NOT NULL,	-- as ABM sent it
+	from_fetch		boolean NOT NULL,	-- from a full fetch: it means "added"
+	reason			text NOT NULL,
+	sqlstate		text,
+	rejected_at		timestamptz NOT NULL DEFAULT now(),
+	tries			int NOT NULL DEFAULT 1,
+	retry_at		timestamptz		-- null: never tried again (no serial)
+);
+CREATE INDEX ade_rejected_records_serial_idx ON ade_rejected_records (hardware_serial);
+CREATE INDEX ade_rejected_records_due_idx ON ade_rejected_records (token_id, retry_at);
+COMMENT ON TABLE ade_rejected_records IS 'device records from ABM that could not be applied, with the reason; tried again by later runs';
+
+-- internal: the hosts a TRUNCATE takes away, kept by its BEFORE trigger for
+-- its AFTER trigger within the same statement (hosts.sql); always empty
+-- between statements
+CREATE UNLOGGED TABLE ade_truncated_hosts (
+	id				bigint PRIMARY KEY,
+	hardware_model	text,
+	platform		text,
+	team_id			bigint
+);
+COMMENT ON TABLE ade_truncated_hosts IS 'internal: hosts taken away by a TRUNCATE, for the trigger that makes the live ones again';
 
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens_id_seq', '');
@@ -207,6 +245,8 @@ SELECT pg_catalog.pg_extension_config_dump('ade_profile_definitions', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_profile_applied', '');
 SELECT pg_catalog.pg_extension_config_dump('teams', '');
 SELECT pg_catalog.pg_extension_config_dump('teams_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records_id_seq', '');
 
 -- ---------------------------------------------------------------------
 -- Privileges
@@ -221,5 +261,6 @@ $$;
 
 REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
 	host_dep_assignments, ade_sync_runs, ade_profiles,
-	ade_profile_definitions, ade_profile_applied, teams FROM PUBLIC;
-GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs TO ade_reader;
+	ade_profile_definitions, ade_profile_applied, teams,
+	ade_rejected_records, ade_truncated_hosts FROM PUBLIC;
+GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs, ade_rejected_records TO ade_reader;

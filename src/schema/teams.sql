@@ -10,7 +10,9 @@
  * another one marks its device for the next sync; and each token's default
  * team per platform (ade_set_default_teams()).  Which profile a team's
  * devices get is profiles.sql; where a new host lands is sync.sql (the
- * page) and hosts.sql (a host made again).
+ * page); a host made again keeps its team (hosts.sql).  Like those of
+ * hosts.sql, the trigger functions run as the extension owner, so that an
+ * application allowed to write hosts (or teams) needs nothing more.
  *
  * IDENTIFICATION
  *	  src/schema/teams.sql
@@ -20,6 +22,7 @@
 
 CREATE FUNCTION ade_hosts_check_team() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -38,6 +41,7 @@ CREATE TRIGGER ade_hosts_team_exists BEFORE INSERT OR UPDATE OF team_id ON hosts
 -- Deleting a team leaves its hosts with no team (as ON DELETE SET NULL would).
 CREATE FUNCTION ade_teams_after_delete() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -69,33 +73,28 @@ $$;
 COMMENT ON FUNCTION ade_set_default_teams(bigint, bigint, bigint, bigint) IS
 	'sets the team a new host of this token lands in, per platform (tvOS and visionOS follow iOS)';
 
--- A live host moved to a team whose profile is another one: its device is
--- marked, and the next sync assigns the new profile from the database.  A
--- team deleted (its hosts' team set to null) is such a move too.  A row
+-- A live host moved to another team (by hand, or because its team was
+-- deleted) may need another profile: its device is marked, and the next
+-- sync sends it the profile of its new team unless it holds it already
+-- (ade_assign_candidates()), from the database, without a re-fetch.  A
+-- device that was NOT_ACCESSIBLE waits for ABM to report it again.  A row
 -- trigger on team_id only, with a WHEN: the sync's own updates of hosts
 -- never name team_id, and pay nothing for it.
 CREATE FUNCTION ade_hosts_team_moved() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	-- the old team's profile; when the team is being deleted its profile is
-	-- gone already: then the one its devices last got
-	IF coalesce((SELECT md5(x.profile::text) FROM @extschema@.ade_profiles x WHERE x.team_id = OLD.team_id),
-				(SELECT a.profile_key FROM @extschema@.ade_profile_applied a
-				  WHERE a.platform = 'team:' || OLD.team_id AND a.profile_key IS NOT NULL LIMIT 1))
-	   IS DISTINCT FROM
-	   (SELECT md5(x.profile::text) FROM @extschema@.ade_profiles x WHERE x.team_id = NEW.team_id)
-	THEN
-		UPDATE @extschema@.host_dep_assignments d
-		   SET needs_assign = true, updated_at = now()
-		 WHERE d.host_id = NEW.id AND d.deleted_at IS NULL AND NOT d.needs_assign;
-	END IF;
+	UPDATE @extschema@.host_dep_assignments d
+	   SET needs_assign = true, updated_at = now()
+	 WHERE d.host_id = NEW.id AND d.deleted_at IS NULL AND NOT d.needs_assign
+	   AND d.assign_profile_response IS DISTINCT FROM 'NOT_ACCESSIBLE';
 	RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION ade_hosts_team_moved() IS
-	'trigger: a live host moved to a team with another profile is marked for assignment';
+	'trigger: a live host moved to another team is marked, to get its new team''s profile';
 
 CREATE TRIGGER ade_team_moves AFTER UPDATE OF team_id ON hosts
 	FOR EACH ROW WHEN (OLD.team_id IS DISTINCT FROM NEW.team_id)

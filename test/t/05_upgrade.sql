@@ -26,7 +26,9 @@ SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ade'), (SELECT d
   'ALTER EXTENSION ade UPDATE goes through every step to the current version');
 SELECT set_eq('SELECT id, hardware_serial, hardware_model, platform, created_at, updated_at FROM hosts',
   'SELECT id, hardware_serial, hardware_model, platform, created_at, updated_at FROM before_hosts', 'the hosts are intact');
-SELECT set_eq('SELECT * FROM host_dep_assignments', 'SELECT * FROM before_asg', 'the assignments are intact, soft-deleted ones too');
+SELECT set_eq('SELECT host_id, hardware_serial, abm_token_id, added_at, deleted_at, profile_uuid, assign_profile_response,
+                       response_updated_at, retry_at, needs_assign, device, op_date, updated_at FROM host_dep_assignments',
+  'SELECT * FROM before_asg', 'the assignments are intact, soft-deleted ones too');
 SELECT set_eq('SELECT id, consumer_key, org_name, mode, cursor, renew_at FROM abm_tokens', 'SELECT * FROM before_tok', 'the token, its cursor and mode are intact');
 SELECT is((SELECT (runs, profiles, defs, extconfig <@ (SELECT extconfig FROM pg_extension WHERE extname = 'ade')) FROM before_misc),
   ((SELECT count(*) FROM ade_sync_runs), (SELECT count(*) FROM ade_profiles), (SELECT count(*) FROM ade_profile_definitions), true),

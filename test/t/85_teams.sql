@@ -42,11 +42,12 @@ SELECT is((SELECT (hardware_model, team_id) FROM hosts WHERE hardware_serial = '
 SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT is((SELECT (d.abm_token_id, h.team_id) FROM hosts h JOIN host_dep_assignments d ON d.host_id = h.id WHERE h.hardware_serial = 'S00000005'),
   (:'beta'::bigint, :'macs'::bigint), 'and keeps it after a move to another token');
--- the delete trigger: a re-made host lands in its token's default team
+-- the delete trigger: a re-made host keeps the team it had (0.4; 0.3 put it
+-- in its token's default team, and the old team's profile stayed at Apple)
 DELETE FROM hosts WHERE hardware_serial IN ('S00000000', 'S00000005');
 SELECT results_eq($$SELECT hardware_serial, team_id FROM hosts WHERE hardware_serial IN ('S00000000', 'S00000005') ORDER BY 1$$,
-  format('VALUES (%L, %s::bigint), (%L, %s::bigint)', 'S00000000', :macs, 'S00000005', :betamacs),
-  'a host re-made by the delete trigger lands in its token''s default team for its platform');
+  format('VALUES (%L, %s::bigint), (%L, %s::bigint)', 'S00000000', :ipads, 'S00000005', :macs),
+  'a host re-made by the delete trigger keeps the team it had');
 
 -- 3. the team's profile comes first
 SELECT ade_set_profile('{"profile_name": "acme", "url": "https://mdm.example.com/acme"}', token_id => :acme) \g /dev/null
@@ -62,8 +63,8 @@ SELECT results_eq(
   format($$SELECT coalesce(t.name, '-') || ' ' || h.platform || ': ' || n.name, count(*)::int
              FROM hosts h LEFT JOIN teams t ON t.id = h.team_id JOIN jsonb_each_text(%L::jsonb) n(serial, name) ON n.serial = h.hardware_serial
             GROUP BY 1 ORDER BY 1$$, :'names'),
-  $$VALUES ('Classroom iPads ipados: acme', 10), ('Phones ios: phones', 10), ('Phones tvos: phones', 10), ('Phones visionos: phones', 10),
-           ('Staff Macs darwin: acme', 9)$$,
+  $$VALUES ('Classroom iPads darwin: acme', 1), ('Classroom iPads ipados: acme', 10), ('Phones ios: phones', 10), ('Phones tvos: phones', 10),
+           ('Phones visionos: phones', 10), ('Staff Macs darwin: acme', 8)$$,
   'the team''s profile comes first (over (token, platform) for the iPhones), then (token, platform), then token');
 
 -- 4. moving a live host to a team with another profile assigns it on the next sync, without a re-fetch
@@ -99,9 +100,9 @@ SELECT is(:'prof'::jsonb, '{"acme ios": 10, "acme": 20}', 'their devices fall ba
 
 -- 6. host counts per team
 SELECT is((SELECT teams FROM ade_status WHERE token_id = :acme),
-  format('{"(no team)": 30, "Staff Macs": 8, "More Phones": 1, "Classroom iPads": 10}', :acme)::jsonb,
+  format('{"(no team)": 30, "Staff Macs": 7, "More Phones": 1, "Classroom iPads": 11}', :acme)::jsonb,
   'ade_status counts each token''s live hosts per team');
 SELECT results_eq($$SELECT name, hosts, ade_live, profile_name FROM ade_team_status ORDER BY name$$,
-  $$VALUES ('Beta Macs', 1::bigint, 1::bigint, NULL::text), ('Classroom iPads', 10, 10, NULL), ('More Phones', 1, 1, 'phones'), ('Staff Macs', 8, 8, 'macs')$$,
+  $$VALUES ('Beta Macs', 0::bigint, 0::bigint, NULL::text), ('Classroom iPads', 11, 11, NULL), ('More Phones', 1, 1, 'phones'), ('Staff Macs', 8, 8, 'macs')$$,
   'ade_team_status shows each team''s hosts, live devices and profile');
 SELECT * FROM finish();

@@ -1,0 +1,87 @@
+/*-------------------------------------------------------------------------
+ *
+ * subxact.c
+ *		Running one step of a sync in a subtransaction of its own, the way
+ *		ade contains failures.
+ *
+ * Owns the rule of which errors a step may contain and which must end the
+ * whole run: an ordinary ERROR (ABM refused, HTTP failed, bad data) rolls
+ * back the step only, and the caller records it and goes on; a cancel, a
+ * statement timeout, a termination, a shutdown or running out of memory is
+ * never swallowed: it is re-thrown, so that the run ends with its true
+ * reason and SQLSTATE (pg_cron's cron.job_run_details shows it).
+ *
+ * The sync loop (sync.c) runs each token and each page in such a step; the
+ * assignment (assign.c) runs each profile definition and each batch in one,
+ * so that what Apple has answered is kept even when a later call fails.
+ *
+ * Copyright (c) 2026, the ade authors
+ *
+ * IDENTIFICATION
+ *	  src/subxact.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "ade.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+/* is this error one that must end the whole run (never swallowed)? */
+static bool
+must_rethrow(ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
+		edata->sqlerrcode == ERRCODE_CRASH_SHUTDOWN ||
+		edata->sqlerrcode == ERRCODE_CANNOT_CONNECT_NOW ||
+		edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY ||
+		edata->elevel >= FATAL;
+}
+
+/*
+ * Run step(arg) in a subtransaction.  Returns true when it succeeded.  On an
+ * ordinary ERROR the subtransaction is rolled back and false returned, with
+ * the error (copied into the caller's memory context) in *error and the
+ * class of the ABM error it was, if any, in *kind; cancels and their like
+ * are re-thrown.  SPI stays connected across it, as PL/pgSQL does.
+ */
+bool
+AdeTrySubxact(void (*step) (void *), void *arg, ErrorData **error, AdeAbmKind *kind)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	/* the class of an ABM error raised in here, not of an earlier one */
+	AdeAbmLastErrorKind = ABM_OK;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		step(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		/* always undo our subtransaction first, as PL/pgSQL does */
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (must_rethrow(edata))
+			ReThrowError(edata);
+		*error = edata;
+		*kind = AdeAbmLastErrorKind;
+		return false;
+	}
+	PG_END_TRY();
+	return true;
+}
