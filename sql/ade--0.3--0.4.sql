@@ -527,6 +527,7 @@ AS $$
 DECLARE
 	r record;
 	n int := 0;
+	v_state text;
 BEGIN
 	FOR r IN
 		SELECT x.id, x.record, x.from_fetch FROM @extschema@.ade_rejected_records x
@@ -538,11 +539,12 @@ BEGIN
 			DELETE FROM @extschema@.ade_rejected_records x WHERE x.id = r.id;
 			n := n + 1;
 		EXCEPTION WHEN OTHERS THEN
-			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
+			v_state := SQLSTATE;
+			IF NOT @extschema@.ade_record_error(v_state) THEN
 				RAISE;
 			END IF;
 			UPDATE @extschema@.ade_rejected_records x
-			   SET reason = SQLERRM, sqlstate = SQLSTATE, tries = x.tries + 1,
+			   SET reason = SQLERRM, sqlstate = v_state, tries = x.tries + 1,
 				   retry_at = now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval
 			 WHERE x.id = r.id;
 		END;
@@ -581,11 +583,15 @@ BEGIN
 											array_agg(r.hardware_serial), array_agg(d.abm_token_id))
 		  FROM restored r JOIN @extschema@.host_dep_assignments d ON d.host_id = r.id
 	)
-	SELECT count(*), max(r.id) INTO n, v_max FROM restored r, told;
+	SELECT count(*) INTO n FROM restored r, told;
 	-- the next host made by nextval() must not collide with an id put back
-	PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
-	   FROM @extschema@.hosts_id_seq s
-	  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+	-- (after TRUNCATE ... RESTART IDENTITY, or a sequence restarted by hand)
+	IF n > 0 THEN
+		SELECT max(h.id) INTO v_max FROM @extschema@.hosts h;
+		PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
+		   FROM @extschema@.hosts_id_seq s
+		  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+	END IF;
 	RETURN n;
 END
 $$;

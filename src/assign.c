@@ -213,6 +213,7 @@ typedef struct BatchStep
 	Candidate  *cands;
 	int			from;
 	int			to;
+	MemoryContext cxt;			/* the batch's memory, reset after it */
 	int			assigned;		/* out */
 	int			failed;			/* out */
 	bool		throttled;		/* out */
@@ -222,9 +223,11 @@ static void
 batch_step(void *arg)
 {
 	BatchStep  *b = (BatchStep *) arg;
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
 
 	b->throttled = send_batch(b->client, b->token_id, b->cands, b->from, b->to,
 							  &b->assigned, &b->failed);
+	MemoryContextSwitchTo(old);
 }
 
 /* the first failure of the run is the one to report; the deadline is none */
@@ -406,9 +409,8 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 	i = 0;
 	while (i < n && !out->out_of_time)
 	{
-		BatchStep	b = {client, token_id, cands, i, i + 1, 0, 0, false};
+		BatchStep	b = {client, token_id, cands, i, i + 1, batchcxt, 0, 0, false};
 		bool		ok;
-		MemoryContext old;
 
 		while (b.to < n && b.to - i < ASSIGN_BATCH &&
 			   strcmp(cands[b.to].key, cands[i].key) == 0)
@@ -424,9 +426,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 			out->out_of_time = true;
 			break;
 		}
-		old = MemoryContextSwitchTo(batchcxt);
 		ok = AdeTrySubxact(batch_step, &b, &error, &kind);
-		MemoryContextSwitchTo(old);
 		if (!ok)
 		{
 			/* no answer: to the back of the queue, and no more this run */

@@ -92,6 +92,16 @@ typedef struct TokenRun
 #define OUT_OF_TIME "ade.max_sync_seconds reached; the next run goes on from the stored cursor"
 
 static SPIPlanPtr apply_plan = NULL;
+
+/* add a note to the run's (several things can be worth saying) */
+static void
+add_note(TokenRun *run, const char *note)
+{
+	if (run->note == NULL)
+		run->note = MemoryContextStrdup(run->cxt, note);
+	else if (strstr(run->note, note) == NULL)
+		run->note = MemoryContextStrdup(run->cxt, psprintf("%s; %s", run->note, note));
+}
 static char *apply_plan_schema = NULL;
 
 static void
@@ -303,8 +313,7 @@ sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
 					(errmsg("ade: token " INT64_FORMAT " got %s, starting a full fetch",
 							run->token_id, AdeAbmKindName(resp.kind))));
 			apply_page(run, NULL, true, NULL, "fetch", NULL);
-			run->note = MemoryContextStrdup(run->cxt,
-											psprintf("%s: full fetch started", AdeAbmKindName(resp.kind)));
+			add_note(run, psprintf("%s: full fetch started", AdeAbmKindName(resp.kind)));
 			return PAGE_MORE;
 		default:
 			AdeAbmRaise(&resp, what);
@@ -338,7 +347,7 @@ sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
 	if (more && run->cursor != NULL && strcmp(cursor, run->cursor) == 0)
 	{
 		apply_page(run, devices, fetch, cursor, run->mode, fetched_until);
-		run->note = "ABM returned the same cursor with more_to_follow; run ended";
+		add_note(run, "ABM returned the same cursor with more_to_follow; run ended");
 		return PAGE_DONE;
 	}
 	apply_page(run, devices, fetch, cursor, run->mode, fetched_until);
@@ -376,7 +385,7 @@ in_subxact(TokenRun *run, void (*f) (TokenRun *, void *), void *arg)
 	if (AdeTrySubxact(run_step, &s, &edata, &kind))
 		return true;
 	if (kind == ABM_DEADLINE)
-		run->note = OUT_OF_TIME;
+		add_note(run, OUT_OF_TIME);
 	else
 	{
 		run->error = MemoryContextStrdup(run->cxt, edata->message);
@@ -402,7 +411,7 @@ page_step(TokenRun *run, void *arg)
 
 /* the records of the token kept aside whose retry is due, tried again */
 static void
-retry_rejected(TokenRun *run)
+retry_rejected(TokenRun *run, void *arg)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(run->token_id)};
@@ -429,8 +438,9 @@ token_step(TokenRun *run, void *arg)
 		run->error = "busy";
 		return;
 	}
+	/* a failure here is recorded, and the pages still come */
 	if (AdeSqlAtLeast(0, 4))
-		retry_rejected(run);
+		(void) in_subxact(run, retry_rejected, NULL);
 	client = AdeAbmOpen(run->token_id);
 	client->deadline = run->run_deadline;
 
@@ -445,7 +455,7 @@ token_step(TokenRun *run, void *arg)
 
 		if (GetCurrentTimestamp() >= run->deadline)
 		{
-			run->note = OUT_OF_TIME;
+			add_note(run, OUT_OF_TIME);
 			break;
 		}
 		old = MemoryContextSwitchTo(pagecxt);
@@ -467,9 +477,9 @@ token_step(TokenRun *run, void *arg)
 	run->assigned += ar.assigned;
 	run->failed += ar.failed;
 	if (ar.out_of_time)
-		run->note = OUT_OF_TIME;
-	else if (ar.note)
-		run->note = ar.note;
+		add_note(run, OUT_OF_TIME);
+	if (ar.note)
+		add_note(run, ar.note);
 	if (run->error == NULL && ar.error != NULL)
 	{
 		run->error = MemoryContextStrdup(run->cxt, ar.error->message);

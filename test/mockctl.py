@@ -34,6 +34,8 @@ they print a message on stderr and exit non-zero.
     mockctl.py state CK [same flags as tokstate]   with flags: tokstate;
                      without: prints GET /_mock/state JSON
     mockctl.py count "POST /devices/sync"          prints the integer count
+    mockctl.py sent                                serials sent in PUT /profile/devices
+                     since log-clear, sorted JSON list
     mockctl.py stats                               prints GET /_mock/stats JSON
     mockctl.py log [--path P] [--method M]         prints the request log JSON
     mockctl.py log-clear
@@ -347,6 +349,16 @@ def cmd_logcount(a):
     sys.stdout.write("%d\n" % len(log.get("requests", [])))
 
 
+def cmd_sent(a):
+    """The serials sent in PUT /profile/devices since the last log-clear, as a
+    sorted JSON list (a serial sent twice is there twice)."""
+    log = request(base_url(a), "GET", "/_mock/log?" + urllib.parse.urlencode(
+        {"method": "PUT", "path": "/profile/devices"}))
+    serials = [s for r in log.get("requests", []) if isinstance(r.get("body"), dict)
+               for s in r["body"].get("devices") or []]
+    sys.stdout.write(json.dumps(sorted(serials)) + "\n")
+
+
 def cmd_truth(a):
     """What ABM holds now, as ade should have it: {serial: consumer_key} of
     every device of every org."""
@@ -487,6 +499,8 @@ def main(argv=None):
     p.add_argument("key", nargs="+")
     p.set_defaults(fn=cmd_logcount)
     sub.add_parser("stats").set_defaults(fn=cmd_stats)
+    sub.add_parser("sent", help="print the serials sent in PUT /profile/devices since log-clear, "
+                   "as a sorted JSON list").set_defaults(fn=cmd_sent)
 
     p = sub.add_parser("log")
     p.add_argument("--path")

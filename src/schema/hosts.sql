@@ -14,8 +14,9 @@
  * whose serial is changed by hand keeps its id and its new serial; the
  * device ABM assigns gets a host of its own again, in the same team.  Each
  * host made again is announced with NOTIFY ade_hosts (status.sql), and the
- * id sequence is kept past every id put back (after TRUNCATE ... RESTART
- * IDENTITY too), so that the next host made never collides.
+ * id sequence is kept past the highest id of hosts after ids are put back
+ * (after TRUNCATE ... RESTART IDENTITY too), so that the next host made
+ * never collides.
  *
  * A statement-level AFTER trigger with a transition table does a whole
  * DELETE in one INSERT; a foreign key from the assignments to hosts would
@@ -65,11 +66,15 @@ BEGIN
 											array_agg(r.hardware_serial), array_agg(d.abm_token_id))
 		  FROM restored r JOIN @extschema@.host_dep_assignments d ON d.host_id = r.id
 	)
-	SELECT count(*), max(r.id) INTO n, v_max FROM restored r, told;
+	SELECT count(*) INTO n FROM restored r, told;
 	-- the next host made by nextval() must not collide with an id put back
-	PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
-	   FROM @extschema@.hosts_id_seq s
-	  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+	-- (after TRUNCATE ... RESTART IDENTITY, or a sequence restarted by hand)
+	IF n > 0 THEN
+		SELECT max(h.id) INTO v_max FROM @extschema@.hosts h;
+		PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
+		   FROM @extschema@.hosts_id_seq s
+		  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+	END IF;
 	RETURN n;
 END
 $$;

@@ -346,6 +346,7 @@ AS $$
 DECLARE
 	r record;
 	n int := 0;
+	v_state text;
 BEGIN
 	FOR r IN
 		SELECT x.id, x.record, x.from_fetch FROM @extschema@.ade_rejected_records x
@@ -357,11 +358,12 @@ BEGIN
 			DELETE FROM @extschema@.ade_rejected_records x WHERE x.id = r.id;
 			n := n + 1;
 		EXCEPTION WHEN OTHERS THEN
-			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
+			v_state := SQLSTATE;
+			IF NOT @extschema@.ade_record_error(v_state) THEN
 				RAISE;
 			END IF;
 			UPDATE @extschema@.ade_rejected_records x
-			   SET reason = SQLERRM, sqlstate = SQLSTATE, tries = x.tries + 1,
+			   SET reason = SQLERRM, sqlstate = v_state, tries = x.tries + 1,
 				   retry_at = now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval
 			 WHERE x.id = r.id;
 		END;
