@@ -54,7 +54,7 @@ $(DATA_built): $(SCHEMA) $(EXTENSION).control Makefile
 # the tests run in an existing database that has pg_cron (set after PGXS, which sets it too)
 CONTRIB_TESTDB = $(or $(ADE_TEST_DB),ade_regress)
 
-.PHONY: test demo demo-stop bench prove
+.PHONY: test demo demo-stop bench prove fuzz
 # One command for everything, from a fresh machine (see README.md)
 test:
 	test/run-tests.sh
@@ -64,6 +64,10 @@ demo:
 
 demo-stop:
 	test/demo.sh stop
+
+# the randomized tests, long (ADE_FUZZ_MINUTES, default 30; ADE_FUZZ_SEED replays)
+fuzz:
+	test/fuzz.sh
 
 # measured, not part of the tests (README, Performance)
 bench:

@@ -309,6 +309,12 @@ BEGIN
 				 -- older than what was applied already: a page sent again,
 				 -- or an old record of a token that no longer holds it
 				 WHEN w.op_date < d.op_date THEN 'stale'
+				 -- op_date has whole seconds: within one token's stream the
+				 -- order is reliable, across tokens only a later op_date
+				 -- is; a token that does not hold a live device takes it
+				 -- over (or touches it) only with a newer record
+				 WHEN w.op_date = d.op_date AND d.deleted_at IS NULL
+					  AND d.abm_token_id <> p_token THEN 'stale'
 				 WHEN w.op = 'deleted' THEN 'deleted'
 				 WHEN w.op <> 'added' AND d.deleted_at IS NULL
 					  AND d.abm_token_id = p_token THEN 'modified'
@@ -557,6 +563,24 @@ COMMENT ON FUNCTION ade_retry_rejected(bigint) IS
 
 -- hosts made again keep their team, move the id sequence past their id, and
 -- are made for any role allowed to delete, truncate or re-serial hosts
+CREATE FUNCTION ade_hosts_id_past() RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_max bigint;
+BEGIN
+	SELECT greatest((SELECT max(h.id) FROM @extschema@.hosts h),
+					(SELECT max(d.host_id) FROM @extschema@.host_dep_assignments d))
+	  INTO v_max;
+	PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
+	   FROM @extschema@.hosts_id_seq s
+	  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_id_past() IS
+	'internal: moves the hosts id sequence past every id of hosts and host_dep_assignments';
+
 CREATE FUNCTION ade_restore_hosts(p_ids bigint[], p_models text[], p_platforms text[], p_teams bigint[])
 RETURNS int
 LANGUAGE plpgsql VOLATILE
@@ -564,7 +588,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n int;
-	v_max bigint;
 BEGIN
 	WITH restored AS (
 		INSERT INTO @extschema@.hosts (id, hardware_serial, hardware_model, platform,
@@ -584,13 +607,8 @@ BEGIN
 		  FROM restored r JOIN @extschema@.host_dep_assignments d ON d.host_id = r.id
 	)
 	SELECT count(*) INTO n FROM restored r, told;
-	-- the next host made by nextval() must not collide with an id put back
-	-- (after TRUNCATE ... RESTART IDENTITY, or a sequence restarted by hand)
 	IF n > 0 THEN
-		SELECT max(h.id) INTO v_max FROM @extschema@.hosts h;
-		PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
-		   FROM @extschema@.hosts_id_seq s
-		  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+		PERFORM @extschema@.ade_hosts_id_past();
 	END IF;
 	RETURN n;
 END
@@ -650,6 +668,8 @@ BEGIN
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN kept k ON k.id = d.host_id
 	 WHERE d.deleted_at IS NULL;
+	-- after RESTART IDENTITY, even with nothing made again
+	PERFORM @extschema@.ade_hosts_id_past();
 	RETURN NULL;
 END
 $$;
@@ -838,6 +858,6 @@ REVOKE ALL ON FUNCTION ade_device_profiles(bigint), ade_assign_candidates(bigint
 	ade_batch_unanswered(bigint, text[]),
 	ade_apply_records(bigint, jsonb, boolean), ade_apply_devices(bigint, jsonb, boolean),
 	ade_retry_rejected(bigint),
-	ade_restore_hosts(bigint[], text[], text[], bigint[]),
+	ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
 	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
 	ade_hosts_reserialed() FROM PUBLIC;

@@ -308,8 +308,8 @@ _PG_init(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ade.max_sync_seconds",
-							"Time after which a sync run starts no new page.",
-							"From 1 second to 1 day; the next run goes on from the stored cursor.",
+							"Time budget of a whole ade_sync() run, every token, retries and assignment included.",
+							"From 1 second to 1 day; no request runs past it, and the next run goes on from the stored cursor.",
 							&ade_max_sync_seconds, 45, 1, 86400,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 

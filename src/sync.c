@@ -32,9 +32,16 @@
  *   other tokens still sync.  Cancels, statement timeouts and terminations
  *   are never swallowed: they abort the whole run, which then leaves no
  *   ade_sync_runs row (cron.job_run_details says why).
+ * - One run at a time per database: a run takes a transaction-level
+ *   advisory lock (pg_try_advisory_xact_lock), without waiting; a second
+ *   ade_sync() at the same time reports every token "busy" and returns at
+ *   once.  Two runs over different tokens would each hold the rows of
+ *   their pages until they commit, and a device moving between their
+ *   tokens would make them deadlock.
  * - A token is claimed with SELECT ... FOR UPDATE SKIP LOCKED on its
- *   abm_tokens row, held to the end of the run: a second ade_sync() at the
- *   same time skips it and reports "busy", and never waits for it.
+ *   abm_tokens row, held to the end of the run: a session that holds it
+ *   (ade_add_token() renewing it, say) makes the run skip it and report it
+ *   "busy", never wait for it.
  *
  * Copyright (c) 2026, the ade authors
  *
@@ -88,6 +95,9 @@ typedef struct TokenRun
 	bool		busy;
 	char	   *note;
 } TokenRun;
+
+/* the advisory lock of a run: two int4 keys, "ADE1" and 0 */
+#define ADE_RUN_LOCK "1094993969, 0"
 
 #define OUT_OF_TIME "ade.max_sync_seconds reached; the next run goes on from the stored cursor"
 
@@ -613,9 +623,31 @@ notify_fetched(TokenRun *run)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-static void
-sync_token(TokenRun *run)
+/*
+ * One run at a time in this database (see the header): true when this run
+ * is the one.  Never waits.
+ */
+static bool
+only_run(void)
 {
+	int			rc;
+	bool		isnull;
+
+	rc = SPI_execute("SELECT pg_catalog.pg_try_advisory_xact_lock(" ADE_RUN_LOCK ")", false, 1);
+	spi_check(rc, SPI_OK_SELECT, "taking the run lock");
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+static void
+sync_token(TokenRun *run, bool alone)
+{
+	if (!alone)
+	{
+		run->busy = true;
+		run->error = "busy";
+		finish_run(run);
+		return;
+	}
 	(void) in_subxact(run, token_step, NULL);
 	finish_run(run);
 	if (!run->busy)
@@ -664,6 +696,7 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 	int			n;
 	int			i;
 	TimestampTz run_deadline;
+	bool		alone;
 
 	InitMaterializedSRF(fcinfo, 0);
 	run_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -711,6 +744,7 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 
+	alone = only_run();
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync token",
 								   ALLOCSET_DEFAULT_SIZES);
 	for (i = 0; i < n; i++)
@@ -726,7 +760,7 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 		/* a fair share of what is left: what is left over the tokens to go */
 		run.deadline = run.started_at +
 			Max(run_deadline - run.started_at, 0) / (n - i);
-		sync_token(&run);
+		sync_token(&run, alone);
 		emit(rsinfo, &run);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(runcxt);

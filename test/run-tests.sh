@@ -8,7 +8,8 @@
 # 4. creates a throwaway cluster as the postgres user (PostgreSQL refuses to
 #    run as root) with shared_preload_libraries = 'pg_cron', TCP off, on a
 #    private socket directory, with ade.abm_url pointing at the mock;
-# 5. runs pg_regress (make installcheck) and the pgTAP files (pg_prove);
+# 5. runs pg_regress (make installcheck), the pgTAP files (pg_prove) and the
+#    model-based test (test/model_test.py, a fixed seed; each counts as one);
 # 6. stops everything it started, whatever happened, and ends with one line
 #    "N passed, N failed"; exits non-zero on any failure.
 #
@@ -80,6 +81,18 @@ t_fail=$(grep -cE '^not ok [0-9]' "$work/prove.out" || true)
 if [[ $prove_rc -ne 0 && $t_fail -eq 0 ]]; then t_fail=1; fi
 passed=$((passed + t_ok))
 failed=$((failed + t_fail))
+
+log "model-based test (test/model_test.py, fixed seed)"
+"$PYTHON" test/model_test.py >"$work/model.out" 2>&1
+model_rc=$?
+tail -n 3 "$work/model.out"
+if [[ $model_rc -eq 0 ]]; then
+  passed=$((passed + 1))
+else
+  echo "---- model test ----"
+  head -c 20000 "$work/model.out"
+  failed=$((failed + 1))
+fi
 
 if [[ $failed -gt 0 ]]; then
   echo "---- server log (tail) ----"

@@ -37,6 +37,29 @@
  *-------------------------------------------------------------------------
  */
 
+-- The next host made by nextval() must not collide with an id in use: a
+-- host's, or one an assignment keeps (a soft-deleted assignment keeps the
+-- id of a host that is gone, and host_id is its primary key).  Moves the
+-- sequence past both when it is behind them: after ids are put back, and
+-- after TRUNCATE ... RESTART IDENTITY.
+CREATE FUNCTION ade_hosts_id_past() RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_max bigint;
+BEGIN
+	SELECT greatest((SELECT max(h.id) FROM @extschema@.hosts h),
+					(SELECT max(d.host_id) FROM @extschema@.host_dep_assignments d))
+	  INTO v_max;
+	PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
+	   FROM @extschema@.hosts_id_seq s
+	  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_id_past() IS
+	'internal: moves the hosts id sequence past every id of hosts and host_dep_assignments';
+
 -- Hosts taken away, made again when their assignment is live: p_ids with,
 -- for each, the model, platform and team the host had (null when unknown).
 -- Returns how many were made again.
@@ -47,7 +70,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n int;
-	v_max bigint;
 BEGIN
 	WITH restored AS (
 		INSERT INTO @extschema@.hosts (id, hardware_serial, hardware_model, platform,
@@ -67,13 +89,8 @@ BEGIN
 		  FROM restored r JOIN @extschema@.host_dep_assignments d ON d.host_id = r.id
 	)
 	SELECT count(*) INTO n FROM restored r, told;
-	-- the next host made by nextval() must not collide with an id put back
-	-- (after TRUNCATE ... RESTART IDENTITY, or a sequence restarted by hand)
 	IF n > 0 THEN
-		SELECT max(h.id) INTO v_max FROM @extschema@.hosts h;
-		PERFORM pg_catalog.setval('@extschema@.hosts_id_seq', v_max)
-		   FROM @extschema@.hosts_id_seq s
-		  WHERE v_max >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END;
+		PERFORM @extschema@.ade_hosts_id_past();
 	END IF;
 	RETURN n;
 END
@@ -140,6 +157,8 @@ BEGIN
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN kept k ON k.id = d.host_id
 	 WHERE d.deleted_at IS NULL;
+	-- after RESTART IDENTITY, even with nothing made again
+	PERFORM @extschema@.ade_hosts_id_past();
 	RETURN NULL;
 END
 $$;
@@ -186,6 +205,6 @@ CREATE TRIGGER ade_keep_live_hosts_reserialed AFTER UPDATE OF hardware_serial ON
 	FOR EACH ROW WHEN (OLD.hardware_serial IS DISTINCT FROM NEW.hardware_serial)
 	EXECUTE FUNCTION ade_hosts_reserialed();
 
-REVOKE ALL ON FUNCTION ade_restore_hosts(bigint[], text[], text[], bigint[]),
+REVOKE ALL ON FUNCTION ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
 	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
 	ade_hosts_reserialed() FROM PUBLIC;

@@ -115,6 +115,12 @@ BEGIN
 				 -- older than what was applied already: a page sent again,
 				 -- or an old record of a token that no longer holds it
 				 WHEN w.op_date < d.op_date THEN 'stale'
+				 -- op_date has whole seconds: within one token's stream the
+				 -- order is reliable, across tokens only a later op_date
+				 -- is; a token that does not hold a live device takes it
+				 -- over (or touches it) only with a newer record
+				 WHEN w.op_date = d.op_date AND d.deleted_at IS NULL
+					  AND d.abm_token_id <> p_token THEN 'stale'
 				 WHEN w.op = 'deleted' THEN 'deleted'
 				 WHEN w.op <> 'added' AND d.deleted_at IS NULL
 					  AND d.abm_token_id = p_token THEN 'modified'

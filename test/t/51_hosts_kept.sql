@@ -40,12 +40,18 @@ SELECT set_eq('SELECT id, hardware_serial, team_id FROM hosts', 'SELECT * FROM b
   'TRUNCATE hosts makes every live host again with its id and team');
 SELECT is((SELECT count(*)::int FROM ade_truncated_hosts), 0, 'and leaves nothing behind in its scratch table');
 
--- case 6: TRUNCATE ... RESTART IDENTITY, then new devices
+-- case 6: TRUNCATE ... RESTART IDENTITY, then new devices; the device with
+-- the highest host id was deleted in ABM: its soft-deleted assignment keeps
+-- that id, which a new host must not get either
+SELECT hardware_serial AS last_serial FROM hosts ORDER BY id DESC LIMIT 1 \gset
+\! python3 test/mockctl.py devices CK_acme --delete $(psql -XAtq -d "$ADE_TEST_DB" -c 'SELECT hardware_serial FROM hosts ORDER BY id DESC LIMIT 1')
+SELECT count(*) FROM ade_sync() \g /dev/null
+DELETE FROM before WHERE hardware_serial = :'last_serial';
 TRUNCATE hosts RESTART IDENTITY;
 SELECT set_eq('SELECT id, hardware_serial, team_id FROM hosts', 'SELECT * FROM before',
   'TRUNCATE hosts RESTART IDENTITY makes the live hosts again with their ids');
-SELECT cmp_ok((SELECT last_value FROM hosts_id_seq), '>=', (SELECT max(id) FROM hosts),
-  'and the id sequence is past every id put back');
+SELECT cmp_ok((SELECT last_value FROM hosts_id_seq), '>=', (SELECT max(host_id) FROM host_dep_assignments),
+  'and the id sequence is past every id put back, and every id a soft-deleted assignment keeps');
 \! python3 test/mockctl.py devices CK_acme --generate 5 --prefix N
 CREATE TEMP TABLE r1 AS SELECT * FROM ade_sync();
 SELECT is((SELECT (added, error) FROM r1), (5, NULL::text), 'the next devices are added without colliding with an id put back');

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# test/fuzz.sh: the long randomized runs (`make fuzz`), from a fresh machine.
+#
+# Sets up like test/run-tests.sh (packages, build, mock ABM, a throwaway
+# cluster as postgres, stopped at the end whatever happens), then runs the
+# model-based test (test/model_test.py) with random seeds for
+# ADE_FUZZ_MINUTES (default 30).  Each batch prints its seed; a failure
+# prints the shortest sequence of steps that breaks an invariant and how to
+# replay it: ADE_FUZZ_SEED=<seed> make fuzz.  Ends with "N passed, N failed"
+# (steps checked).
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+. test/lib.sh
+
+ade_install_packages || { echo "could not install the packages" >&2; exit 1; }
+ade_build || { echo "the build failed" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/ade-fuzz.XXXXXX)
+mkdir -p "$work/tmp"
+chmod 777 "$work/tmp"
+mock_pid=
+cleanup() {
+  ade_stop_cluster "$work"
+  [[ -n $mock_pid ]] && kill "$mock_pid" 2>/dev/null
+  if [[ ${ADE_KEEP:-0} -eq 1 ]]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ade_start_mock "$work" || exit 1
+ade_create_cluster "$work" 54331 ade_fuzz "fsync = off
+synchronous_commit = off" || exit 1
+export ADE_TEST_TMP=$work/tmp ADE_TEST_DB=ade_fuzz
+
+minutes=${ADE_FUZZ_MINUTES:-30}
+args=(--fuzz "$minutes")
+[[ -n ${ADE_FUZZ_SEED:-} ]] && args+=(--seed "$ADE_FUZZ_SEED")
+log "model-based test, random seeds, $minutes minutes"
+"$PYTHON" test/model_test.py "${args[@]}"
