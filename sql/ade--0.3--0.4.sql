@@ -39,6 +39,7 @@ CREATE TABLE ade_rejected_records (
 	hardware_serial text,
 	record			jsonb NOT NULL,
 	from_fetch		boolean NOT NULL,
+	fetched_until	timestamptz,
 	reason			text NOT NULL,
 	sqlstate		text,
 	rejected_at		timestamptz NOT NULL DEFAULT now(),
@@ -272,6 +273,7 @@ COMMENT ON FUNCTION ade_record_error(text) IS
 	'internal: whether an error is a device record''s (kept aside) rather than the run''s';
 
 CREATE FUNCTION ade_apply_records(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_as_of timestamptz,
 	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -288,7 +290,9 @@ BEGIN
 					THEN nullif(e.rec->>'serial_number', '') END AS serial,
 			   CASE WHEN p_fetch THEN 'added'
 					ELSE coalesce(e.rec->>'op_type', 'modified') END AS op,
-			   (e.rec->>'op_date')::timestamptz AS op_date
+			   -- a fetched record has no op_date: it says what ABM held as
+			   -- of the page's fetched_until
+			   coalesce((e.rec->>'op_date')::timestamptz, p_as_of) AS op_date
 		  FROM jsonb_array_elements(coalesce(p_devices, '[]'::jsonb)) WITH ORDINALITY AS e(rec, ord)
 	), win AS (				-- rule 4: one record per serial, the latest op_date
 		SELECT DISTINCT ON (r.serial) r.*
@@ -415,8 +419,8 @@ BEGIN
 		RETURNING 1
 	), unusable AS (			-- a record without a serial is kept, never dropped
 		INSERT INTO @extschema@.ade_rejected_records
-			(token_id, hardware_serial, record, from_fetch, reason)
-		SELECT p_token, NULL, r.rec, p_fetch, 'the record has no serial_number'
+			(token_id, hardware_serial, record, from_fetch, fetched_until, reason)
+		SELECT p_token, NULL, r.rec, p_fetch, p_as_of, 'the record has no serial_number'
 		  FROM recs r
 		 WHERE r.serial IS NULL
 		RETURNING 1
@@ -445,10 +449,11 @@ BEGIN
 	  INTO added, modified, deleted, skipped;
 END
 $$;
-COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean) IS
+COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean, timestamptz) IS
 	'internal: applies device records of one token (sync rules 4-8) in one statement';
 
 CREATE FUNCTION ade_apply_devices(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_as_of timestamptz,
 	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -459,7 +464,7 @@ DECLARE
 BEGIN
 	BEGIN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
-		  FROM @extschema@.ade_apply_records(p_token, p_devices, p_fetch) a;
+		  FROM @extschema@.ade_apply_records(p_token, p_devices, p_fetch, p_as_of) a;
 		RETURN;
 	EXCEPTION WHEN OTHERS THEN
 		IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
@@ -479,7 +484,7 @@ BEGIN
 		 ORDER BY x.ord
 	LOOP
 		BEGIN
-			SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, jsonb_build_array(v_rec), p_fetch) a;
+			SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, jsonb_build_array(v_rec), p_fetch, p_as_of) a;
 			added := added + r.added;
 			modified := modified + r.modified;
 			deleted := deleted + r.deleted;
@@ -489,17 +494,17 @@ BEGIN
 				RAISE;
 			END IF;
 			INSERT INTO @extschema@.ade_rejected_records
-				(token_id, hardware_serial, record, from_fetch, reason, sqlstate, retry_at)
+				(token_id, hardware_serial, record, from_fetch, fetched_until, reason, sqlstate, retry_at)
 			VALUES (p_token,
 					CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
-					v_rec, p_fetch, SQLERRM, SQLSTATE,
+					v_rec, p_fetch, p_as_of, SQLERRM, SQLSTATE,
 					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval);
 			skipped := skipped + 1;
 		END;
 	END LOOP;
 END
 $$;
-COMMENT ON FUNCTION ade_apply_devices(bigint, jsonb, boolean) IS
+COMMENT ON FUNCTION ade_apply_devices(bigint, jsonb, boolean, timestamptz) IS
 	'internal: applies device records; a record that cannot be applied is kept in ade_rejected_records and the rest applies';
 
 CREATE OR REPLACE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fetch boolean,
@@ -512,7 +517,7 @@ BEGIN
 	added := 0; modified := 0; deleted := 0; skipped := 0;
 	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
-		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch) a;
+		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch, p_fetched_until::timestamptz) a;
 	END IF;
 	UPDATE @extschema@.abm_tokens t
 	   SET cursor = p_cursor, mode = p_mode,
@@ -536,12 +541,12 @@ DECLARE
 	v_state text;
 BEGIN
 	FOR r IN
-		SELECT x.id, x.record, x.from_fetch FROM @extschema@.ade_rejected_records x
+		SELECT x.id, x.record, x.from_fetch, x.fetched_until FROM @extschema@.ade_rejected_records x
 		 WHERE x.token_id = p_token AND x.retry_at <= now()
 		 ORDER BY x.id
 	LOOP
 		BEGIN
-			PERFORM @extschema@.ade_apply_records(p_token, jsonb_build_array(r.record), r.from_fetch);
+			PERFORM @extschema@.ade_apply_records(p_token, jsonb_build_array(r.record), r.from_fetch, r.fetched_until);
 			DELETE FROM @extschema@.ade_rejected_records x WHERE x.id = r.id;
 			n := n + 1;
 		EXCEPTION WHEN OTHERS THEN
@@ -706,7 +711,7 @@ COMMENT ON FUNCTION ade_hosts_reserialed() IS
 	'trigger: a live-assigned host whose serial is changed by hand leaves a host for the device ABM assigns';
 
 CREATE TRIGGER ade_keep_live_hosts_reserialed AFTER UPDATE OF hardware_serial ON hosts
-	FOR EACH ROW WHEN (OLD.hardware_serial IS DISTINCT FROM NEW.hardware_serial)
+	FOR EACH ROW WHEN (OLD.hardware_serial OPERATOR(pg_catalog.<>) NEW.hardware_serial)
 	EXECUTE FUNCTION ade_hosts_reserialed();
 
 CREATE OR REPLACE FUNCTION ade_hosts_check_team() RETURNS trigger
@@ -753,6 +758,143 @@ $$;
 COMMENT ON FUNCTION ade_hosts_team_moved() IS
 	'trigger: a live host moved to another team is marked, to get its new team''s profile';
 
+-- ---------------------------------------------------------------------
+-- Hardening from a security review (issue 13)
+-- ---------------------------------------------------------------------
+
+-- data keys in the database, sealed with one key-encryption key file
+CREATE TABLE ade_secret_keys (
+	id				text PRIMARY KEY CHECK (id ~ '^[0-9a-f]{8}$'),
+	wrapped			bytea NOT NULL,
+	current			boolean NOT NULL DEFAULT false,
+	created_at		timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX ade_secret_keys_current_idx ON ade_secret_keys (current) WHERE current;
+COMMENT ON TABLE ade_secret_keys IS 'the data keys that seal the stored secrets, sealed with the key-encryption key file; readable by the extension owner only';
+SELECT pg_catalog.pg_extension_config_dump('ade_secret_keys', '');
+REVOKE ALL ON ade_secret_keys FROM PUBLIC;
+
+-- the private key as bytes, never as statement text
+DROP FUNCTION ade_import_key(text, text);
+CREATE FUNCTION ade_import_key(private_key bytea, certificate bytea DEFAULT NULL) RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_import_key_bytea' LANGUAGE C VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_import_key(bytea, bytea) IS
+	'replaces the MDM server key pair with a PEM private key file''s bytes (and its certificate, else a new self-signed one); returns the certificate';
+
+COMMENT ON FUNCTION ade_rotate_secret_key() IS
+	'makes a new data key (in ade_secret_keys, sealed with the key-encryption key) and re-seals every stored secret with it; returns its id';
+
+CREATE FUNCTION ade_vault_upgrade() RETURNS void
+	AS 'MODULE_PATHNAME', 'ade_vault_upgrade' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_vault_upgrade() IS
+	'internal: re-seals the secrets of 0.3 with a data key (the upgrade to 0.4)';
+
+CREATE FUNCTION ade_secret_status() RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_secret_status' LANGUAGE C VOLATILE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_secret_status() IS
+	'what, if anything, is wrong with the key-encryption key file, in words; null when nothing';
+
+CREATE VIEW ade_secret_key_usage AS
+WITH sealed(v) AS (
+	SELECT s.consumer_secret FROM @extschema@.ade_token_secrets s
+	UNION ALL SELECT s.access_token FROM @extschema@.ade_token_secrets s
+	UNION ALL SELECT s.access_secret FROM @extschema@.ade_token_secrets s
+	UNION ALL SELECT s.session_token FROM @extschema@.ade_token_secrets s WHERE s.session_token IS NOT NULL
+	UNION ALL SELECT k.private_key FROM @extschema@.ade_keypair k
+), used AS (
+	SELECT pg_catalog.substr(x.v, 1, 4) AS format, pg_catalog.substr(x.v, 6, 8) AS key_id,
+		   pg_catalog.count(*) AS n
+	  FROM sealed x
+	 GROUP BY 1, 2
+)
+SELECT coalesce(k.id, u.key_id) AS key_id,
+	   CASE WHEN u.format OPERATOR(pg_catalog.=) 'ade1'
+			THEN pg_catalog.format('file ade_secrets_%s.key (0.3)', u.key_id)
+			ELSE 'ade_secret_keys' END AS stored_in,
+	   coalesce(k.current, false) AS current,
+	   k.created_at,
+	   coalesce(u.n, 0) AS sealed_values
+  FROM @extschema@.ade_secret_keys k
+  FULL JOIN used u ON u.key_id OPERATOR(pg_catalog.=) k.id AND u.format OPERATOR(pg_catalog.=) 'ade2';
+COMMENT ON VIEW ade_secret_key_usage IS
+	'every key a stored secret is sealed with, and how many secrets; a key not current with none is no longer used';
+
+REVOKE ALL ON FUNCTION ade_import_key(bytea, bytea), ade_vault_upgrade(), ade_secret_status() FROM PUBLIC;
+REVOKE ALL ON ade_secret_key_usage FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ade_secret_status() TO ade_reader;
+
+-- ade_schedule() takes over no function someone else made
+CREATE OR REPLACE FUNCTION ade_schedule(schedule text DEFAULT '* * * * *') RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	jid bigint;
+	v_fn regprocedure;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in this database'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron.';
+	END IF;
+	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jid
+		USING 'ade_sync', schedule, format('SELECT %I.ade_sync()', '@extschema@');
+
+	-- The cleanup function is made here, outside the extension (an event
+	-- trigger of the extension's own would not fire when it is dropped).
+	-- A role with CREATE on the schema could have made one of that name
+	-- first, to run its body as whoever next drops anything: one that
+	-- belongs to neither the extension's owner nor a superuser is refused,
+	-- never taken over.
+	v_fn := to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@'));
+	IF v_fn IS NOT NULL AND NOT EXISTS (
+		SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+		 WHERE p.oid = v_fn
+		   AND (r.rolsuper OR p.proowner = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ade')))
+	THEN
+		RAISE EXCEPTION 'function %.ade_cron_cleanup() exists and belongs to %, not to the extension''s owner',
+			'@extschema@', (SELECT p.proowner::regrole FROM pg_proc p WHERE p.oid = v_fn)
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'A role with CREATE on the schema made it; ade_schedule() does not take it over. Check it, drop it, and call ade_schedule() again.';
+	END IF;
+	EXECUTE format($f$
+		CREATE %s FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
+		LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
+		BEGIN
+			IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
+						WHERE object_type = 'extension' AND object_identity = 'ade') THEN
+				PERFORM cron.unschedule(j.jobid) FROM cron.job j WHERE j.jobname = 'ade_sync';
+				DROP EVENT TRIGGER ade_cron_cleanup;
+				DROP FUNCTION %I.ade_cron_cleanup();
+			END IF;
+		END
+		$body$ $f$, CASE WHEN v_fn IS NULL THEN '' ELSE 'OR REPLACE' END, '@extschema@', '@extschema@');
+	EXECUTE format('REVOKE ALL ON FUNCTION %I.ade_cron_cleanup() FROM PUBLIC', '@extschema@');
+	IF NOT EXISTS (SELECT 1 FROM pg_event_trigger
+					WHERE evtname = 'ade_cron_cleanup'
+					  AND evtfoid = to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@'))) THEN
+		IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
+			EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
+		END IF;
+		EXECUTE format('CREATE EVENT TRIGGER ade_cron_cleanup ON sql_drop EXECUTE FUNCTION %I.ade_cron_cleanup()',
+					   '@extschema@');
+	END IF;
+	RETURN jid;
+END
+$$;
+COMMENT ON FUNCTION ade_schedule(text) IS
+	'registers the pg_cron job ade_sync (SELECT ade_sync(), every minute by default); idempotent';
+
+-- a trigger's WHEN is parsed with the search_path of the script: qualified
+CREATE OR REPLACE TRIGGER ade_team_moves AFTER UPDATE OF team_id ON hosts
+	FOR EACH ROW WHEN (NOT coalesce(OLD.team_id OPERATOR(pg_catalog.=) NEW.team_id,
+									OLD.team_id IS NULL AND NEW.team_id IS NULL))
+	EXECUTE FUNCTION ade_hosts_team_moved();
+
+
 -- the status views: fully qualified, calling nothing ade_reader may not,
 -- and counting the records kept aside
 CREATE OR REPLACE VIEW ade_status AS
@@ -786,6 +928,7 @@ SELECT t.id AS token_id,
 	   coalesce(a.not_accessible, 0) AS not_accessible,
 	   t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days') AS expires_within_30_days,
 	   CASE
+		 WHEN k.problem IS NOT NULL THEN k.problem
 		 WHEN t.token_invalid THEN 'Apple rejects the token: download a new one from ABM and call ade_add_token()'
 		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
@@ -834,7 +977,8 @@ SELECT t.id AS token_id,
 	SELECT pg_catalog.count(*) AS rejected
 	  FROM @extschema@.ade_rejected_records x
 	 WHERE x.token_id OPERATOR(pg_catalog.=) t.id
-  ) r;
+  ) r
+  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k;
 COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
 
 CREATE OR REPLACE VIEW ade_team_status AS
@@ -856,8 +1000,13 @@ DROP FUNCTION ade_effective_profiles(bigint);
 
 REVOKE ALL ON FUNCTION ade_device_profiles(bigint), ade_assign_candidates(bigint),
 	ade_batch_unanswered(bigint, text[]),
-	ade_apply_records(bigint, jsonb, boolean), ade_apply_devices(bigint, jsonb, boolean),
+	ade_apply_records(bigint, jsonb, boolean, timestamptz), ade_apply_devices(bigint, jsonb, boolean, timestamptz),
 	ade_retry_rejected(bigint),
 	ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
 	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
 	ade_hosts_reserialed() FROM PUBLIC;
+
+-- the secrets of 0.3 (a key file each, no associated data), re-sealed with
+-- a data key and bound to their place; one whose key file is gone stays as
+-- it is, with a WARNING
+SELECT ade_vault_upgrade();

@@ -49,8 +49,8 @@ SELECT ade_add_token(decode(:'p7m', 'base64')) > 0 AS added;
 -- bad keys for ade_import_key change nothing
 SELECT private_key AS before_key FROM ade_keypair \gset
 SELECT ade_import_key('not a key');
-SELECT ade_import_key(pg_read_file('/dev/null'));
+SELECT ade_import_key(pg_read_binary_file('/dev/null'));
 \set otherkey `cat "$ADE_TEST_TMP/other.key"`
 \set mycert `cat "$ADE_TEST_TMP/cert.pem"`
-SELECT ade_import_key(:'otherkey', :'mycert');
+SELECT ade_import_key(convert_to(:'otherkey', 'UTF8'), convert_to(:'mycert', 'UTF8'));
 SELECT private_key = :'before_key' AS key_unchanged FROM ade_keypair;

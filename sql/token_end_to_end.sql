@@ -14,7 +14,7 @@ RESET client_min_messages;
 -- the key pair is made on first call and is the same afterwards
 SELECT ade_public_key() AS cert \gset
 SELECT :'cert' LIKE '-----BEGIN CERTIFICATE-----%' AS is_pem, ade_public_key() = :'cert' AS stable;
-SELECT private_key LIKE 'ade1:%' AS key_stored_sealed, strpos(private_key, 'PRIVATE KEY') = 0 AS no_plain_key FROM ade_keypair;
+SELECT private_key LIKE 'ade2:%' AS key_stored_sealed, strpos(private_key, 'PRIVATE KEY') = 0 AS no_plain_key FROM ade_keypair;
 \! psql -d "$ADE_TEST_DB" -XAtqc 'select ade_public_key()' | openssl x509 -noout -text | grep -Eo 'Public-Key: \(2048 bit\)|Signature Algorithm: sha256WithRSAEncryption' | sort -u
 
 -- ABM makes a token for this certificate
@@ -37,7 +37,7 @@ SELECT id = :acme AS id, consumer_key, org_name, apple_id, server_name, mode,
 SELECT strpos(s::text, (:'tokjson'::jsonb)->>'consumer_secret') = 0
        AND strpos(s::text, (:'tokjson'::jsonb)->>'access_token') = 0
        AND strpos(s::text, (:'tokjson'::jsonb)->>'access_secret') = 0 AS no_plain_secret,
-       s.session_token LIKE 'ade1:%' AS session_cached_sealed
+       s.session_token LIKE 'ade2:%' AS session_cached_sealed
   FROM ade_token_secrets s;
 \! python3 test/mockctl.py log --path /session | python3 -c 'import json,sys; r=json.load(sys.stdin)["requests"]; print("GET /session:", [x["status"] for x in r])'
 

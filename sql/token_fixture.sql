@@ -16,7 +16,7 @@ SELECT :'fixtures' <> '' AS have_fixtures \gset
 \! python3 test/mockctl.py reset
 \! python3 test/mockctl.py token --org 'Fixture Org' --consumer-key CK_75b2eb55cec9641e869a7d2c88b4bf1f7ffee504716571d191306385b8647ead9a4239ad6a2095ea0197feb46ce61399 --consumer-secret CS_810bb5ab05e53becb3bfbe40b3608a0c9039c457 --access-token AT_O8474885631Oe8ddece11c1a70077b340e281a2c4e2c4924a54cO1737111741803 --access-secret AS_97b944021a19633782a36c2a85038a46d6acaa06 --admin-id admin@fixture.example --server-name 'Fixture MDM' >/dev/null
 -- import: the certificate returned is the fixture's, and ade_public_key() now returns it
-SELECT rtrim(ade_import_key(:'key', :'cert'), E'\n') = :'cert' AS imported_cert_is_fixture;
+SELECT rtrim(ade_import_key(convert_to(:'key', 'UTF8'), convert_to(:'cert', 'UTF8')), E'\n') = :'cert' AS imported_cert_is_fixture;
 SELECT rtrim(ade_public_key(), E'\n') = :'cert' AS public_key_is_fixture;
 SELECT ade_add_token(decode(:'p7m', 'base64')) AS token_id \gset
 SELECT t.id = :token_id AS same_id,
@@ -25,7 +25,7 @@ SELECT t.id = :token_id AS same_id,
        t.org_name, t.apple_id, t.server_name, t.mode, t.cursor IS NULL AS no_cursor
   FROM abm_tokens t;
 -- the secrets are stored sealed: no column holds one in plain text
-SELECT s.consumer_secret LIKE 'ade1:%' AND s.access_token LIKE 'ade1:%' AND s.access_secret LIKE 'ade1:%' AS sealed,
+SELECT s.consumer_secret LIKE 'ade2:%' AND s.access_token LIKE 'ade2:%' AND s.access_secret LIKE 'ade2:%' AS sealed,
        strpos(s::text, 'CS_810bb5ab05e53becb3bfbe40b3608a0c9039c457') = 0
        AND strpos(s::text, 'AT_O8474885631Oe8ddece11c1a70077b340e281a2c4e2c4924a54cO1737111741803') = 0
        AND strpos(s::text, 'AS_97b944021a19633782a36c2a85038a46d6acaa06') = 0 AS no_plain_secret

@@ -35,6 +35,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
@@ -125,20 +126,45 @@ AdeAbmClassify(long status, const char *body)
 	return ABM_OTHER;
 }
 
-/* a short, secret-free excerpt of an error body for messages */
+/*
+ * A short, secret-free excerpt of an error body for messages (and so for
+ * ade_sync_runs.error and abm_tokens.last_error): at most 80 bytes, cut at
+ * a character boundary (pg_mbcliplen), control characters as spaces, and
+ * anything that is not valid in the database's encoding as '?', so that a
+ * stored message never makes a dump unrestorable.
+ */
 static char *
 body_excerpt(const char *body)
 {
-	char	   *s;
-	int			i;
+	StringInfoData out;
+	const unsigned char *p;
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
 
 	if (body == NULL || body[0] == '\0')
 		return pstrdup("(empty body)");
-	s = pnstrdup(body, 80);
-	for (i = 0; s[i]; i++)
-		if ((unsigned char) s[i] < 0x20)
-			s[i] = ' ';
-	return s;
+	initStringInfo(&out);
+	for (p = (const unsigned char *) body; *p && out.len < 80;)
+	{
+		int			len = 1;
+
+		if (*p < 0x20 || *p == 0x7F)
+			appendStringInfoChar(&out, ' ');
+		else if (*p < 0x80)
+			appendStringInfoChar(&out, (char) *p);
+		else if (utf8 && (len = pg_utf_mblen(p)) > 1 &&
+				 strnlen((const char *) p, len) == (size_t) len &&
+				 pg_utf8_islegal(p, len))
+			appendBinaryStringInfo(&out, (const char *) p, len);
+		else
+		{
+			appendStringInfoChar(&out, '?');
+			len = 1;
+		}
+		p += len;
+	}
+	out.len = pg_mbcliplen(out.data, out.len, 80);
+	out.data[out.len] = '\0';
+	return out.data;
 }
 
 void
@@ -209,6 +235,35 @@ ms_until(TimestampTz deadline)
 
 /* ---- opening a client ---- */
 
+static void
+wipe(char *s)
+{
+	if (s)
+		explicit_bzero(s, strlen(s));
+}
+
+/* wipe credentials that are no longer needed */
+void
+AdeAbmWipeCreds(AdeAbmCreds *creds)
+{
+	wipe(creds->consumer_secret);
+	wipe(creds->access_token);
+	wipe(creds->access_secret);
+}
+
+/*
+ * Memory-context reset callback of a client: its credentials and session
+ * are wiped however the context goes away, an ERROR included.
+ */
+static void
+client_wipe(void *arg)
+{
+	AdeAbmClient *c = (AdeAbmClient *) arg;
+
+	AdeAbmWipeCreds(&c->creds);
+	wipe(c->session);
+}
+
 AdeAbmClient *
 AdeAbmOpenCreds(const AdeAbmCreds *creds)
 {
@@ -220,6 +275,9 @@ AdeAbmOpenCreds(const AdeAbmCreds *creds)
 	c->creds.consumer_secret = pstrdup(creds->consumer_secret);
 	c->creds.access_token = pstrdup(creds->access_token);
 	c->creds.access_secret = pstrdup(creds->access_secret);
+	c->wipe.func = client_wipe;
+	c->wipe.arg = c;
+	MemoryContextRegisterResetCallback(c->cxt, &c->wipe);
 	c->http = AdeHttpCreate();
 	return c;
 }
@@ -241,6 +299,7 @@ AdeAbmOpen(int64 token_id)
 	Datum		args[1] = {Int64GetDatum(token_id)};
 	AdeAbmCreds creds;
 	AdeAbmClient *c;
+	char	   *session;
 	char	   *sql;
 	int			rc;
 
@@ -255,15 +314,24 @@ AdeAbmOpen(int64 token_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("abm token " INT64_FORMAT " does not exist", token_id)));
+	/* every column read before opening any: the vault runs queries of its own */
 	creds.consumer_key = spi_text(0, 1);
-	creds.consumer_secret = AdeVaultOpen(spi_text(0, 2));
-	creds.access_token = AdeVaultOpen(spi_text(0, 3));
-	creds.access_secret = AdeVaultOpen(spi_text(0, 4));
+	creds.consumer_secret = spi_text(0, 2);
+	creds.access_token = spi_text(0, 3);
+	creds.access_secret = spi_text(0, 4);
+	session = spi_text(0, 5);
+	creds.consumer_secret = AdeVaultOpen(creds.consumer_secret,
+										 AdeVaultPlace("ade_token_secrets", "consumer_secret", token_id));
+	creds.access_token = AdeVaultOpen(creds.access_token,
+									  AdeVaultPlace("ade_token_secrets", "access_token", token_id));
+	creds.access_secret = AdeVaultOpen(creds.access_secret,
+									   AdeVaultPlace("ade_token_secrets", "access_secret", token_id));
 	c = AdeAbmOpenCreds(&creds);
+	AdeAbmWipeCreds(&creds);
 	c->token_id = token_id;
-	c->session = spi_text(0, 5);
-	if (c->session)
-		c->session = AdeVaultOpen(c->session);
+	/* a session that does not open (sealed under a key since removed) is no session */
+	if (session)
+		c->session = AdeVaultTryOpen(session, AdeVaultPlace("ade_token_secrets", "session_token", token_id));
 	return c;
 }
 
@@ -288,7 +356,9 @@ AdeAbmSaveSession(AdeAbmClient *client)
 		return;
 	args[0] = Int64GetDatum(client->token_id);
 	if (client->session)
-		args[1] = CStringGetTextDatum(AdeVaultSeal(client->session));
+		args[1] = CStringGetTextDatum(AdeVaultSeal(client->session,
+												   AdeVaultPlace("ade_token_secrets", "session_token",
+																 client->token_id)));
 	else
 		nulls[1] = 'n';
 	sql = psprintf("UPDATE %s.ade_token_secrets SET session_token = $2, session_at = now() "
@@ -440,6 +510,24 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 	}
 }
 
+/*
+ * Can this session token go into a header?  Visible ASCII only, no space,
+ * no control character (a CR or LF would add a header of ABM's choosing).
+ */
+static bool
+valid_session(const char *s)
+{
+	size_t		n = strlen(s);
+	size_t		i;
+
+	if (n == 0 || n > 4096)
+		return false;
+	for (i = 0; i < n; i++)
+		if ((unsigned char) s[i] <= 0x20 || (unsigned char) s[i] >= 0x7F)
+			return false;
+	return true;
+}
+
 static void
 abm_new_session(AdeAbmClient *client)
 {
@@ -466,12 +554,17 @@ abm_new_session(AdeAbmClient *client)
 	if (resp.kind != ABM_OK)
 		AdeAbmRaise(&resp, "GET /session");
 
-	jb = AdeAbmParseJson(&resp, "GET /session");
+	jb = AdeAbmParseSecretJson(&resp, "the answer of GET /session", true);
 	tok = AdeJsonGetText(jb, "auth_session_token");
 	if (tok == NULL || tok[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("ABM answered GET /session without auth_session_token")));
+	if (!valid_session(tok))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("ABM answered GET /session with an auth_session_token that cannot go into a header"),
+				 errdetail("It is empty, over 4096 bytes, or has spaces or control characters; it is not shown.")));
 	client->session = MemoryContextStrdup(client->cxt, tok);
 	client->session_dirty = true;
 }
@@ -498,7 +591,9 @@ AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 		auth = psprintf("X-ADM-Auth-Session: %s", client->session);
 		abm_send(client, method, path, body, auth, &res, &resp->retries);
 
-		if (res.session_header && strcmp(res.session_header, client->session) != 0)
+		/* a rotated session that cannot go into a header is not taken */
+		if (res.session_header && valid_session(res.session_header) &&
+			strcmp(res.session_header, client->session) != 0)
 		{
 			client->session = MemoryContextStrdup(client->cxt, res.session_header);
 			client->session_dirty = true;
@@ -531,6 +626,17 @@ AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 Jsonb *
 AdeAbmParseJson(const AdeAbmResponse *resp, const char *what)
 {
+	return AdeAbmParseSecretJson(resp, what, false);
+}
+
+/*
+ * The same, for JSON that holds a secret (the decrypted token, the answer
+ * of GET /session): the parser's own detail quotes the text it choked on,
+ * so the error carries none.
+ */
+Jsonb *
+AdeAbmParseSecretJson(const AdeAbmResponse *resp, const char *what, bool secret)
+{
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile Datum result = (Datum) 0;
 	ErrorData  *volatile edata = NULL;
@@ -552,6 +658,11 @@ AdeAbmParseJson(const AdeAbmResponse *resp, const char *what)
 		FlushErrorState();
 	}
 	PG_END_TRY();
+	if (edata != NULL && secret)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("%s is not valid JSON", what),
+				 errdetail("%zu bytes; the parser's detail is not shown, as it would quote a secret.", resp->len)));
 	if (edata != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),

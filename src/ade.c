@@ -338,10 +338,10 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
 
 	DefineCustomStringVariable("ade.proxy",
-							   "HTTP(S) proxy for ABM requests.",
-							   "Empty means a direct connection (proxy environment variables are ignored).",
+							   "HTTP(S) proxy for ABM requests; only superusers may read it (it may hold a password).",
+							   "Empty means a direct connection (proxy environment variables are ignored); only https goes through it.",
 							   &ade_proxy, "",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ade.max_retries",
 							"Retries of an ABM request that failed with 5xx, 429 or a broken connection.",

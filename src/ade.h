@@ -115,6 +115,7 @@ typedef struct AdeAbmClient
 	TimestampTz deadline;		/* no request runs past it (0: none) */
 	AdeHttp    *http;
 	MemoryContext cxt;			/* where the client lives (the session too) */
+	MemoryContextCallback wipe; /* wipes the credentials when cxt goes */
 } AdeAbmClient;
 
 typedef struct AdeAbmResponse
@@ -134,12 +135,14 @@ extern void AdeAbmRaiseDeadline(const char *what) pg_attribute_noreturn();
 
 extern AdeAbmClient *AdeAbmOpen(int64 token_id);
 extern AdeAbmClient *AdeAbmOpenCreds(const AdeAbmCreds *creds);
+extern void AdeAbmWipeCreds(AdeAbmCreds *creds);
 extern void AdeAbmClose(AdeAbmClient *client);
 extern void AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 					   const char *body, AdeAbmResponse *resp);
 extern void AdeAbmRaise(const AdeAbmResponse *resp, const char *what) pg_attribute_noreturn();
 extern void AdeAbmSaveSession(AdeAbmClient *client);
 extern Jsonb *AdeAbmParseJson(const AdeAbmResponse *resp, const char *what);
+extern Jsonb *AdeAbmParseSecretJson(const AdeAbmResponse *resp, const char *what, bool secret);
 extern char *AdeJsonGetText(Jsonb *jb, const char *key);
 extern bool AdeJsonGetBool(Jsonb *jb, const char *key, bool dflt);
 extern Jsonb *AdeJsonGetJsonb(Jsonb *jb, const char *key);
@@ -157,8 +160,10 @@ typedef struct AdeTokenFile
 extern void AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out);
 
 /* ---- secrets at rest (vault.c) ---- */
-extern char *AdeVaultSeal(const char *plain);
-extern char *AdeVaultOpen(const char *sealed);
+extern char *AdeVaultPlace(const char *table, const char *column, int64 row);
+extern char *AdeVaultSeal(const char *plain, const char *place);
+extern char *AdeVaultOpen(const char *sealed, const char *place);
+extern char *AdeVaultTryOpen(const char *sealed, const char *place);
 
 /* ---- profile assignment (assign.c) ---- */
 typedef struct AdeAssignResult

@@ -168,9 +168,20 @@ send_batch(AdeAbmClient *client, int64 token_id, Candidate *cands, int from, int
 	args[1] = CStringGetTextDatum(cands[from].uuid);
 	args[2] = PointerGetDatum(serials);
 	args[3] = JsonbPGetDatum(jb);
+	/* a whole number of seconds, at most a week; anything else: the default */
 	ra = AdeJsonGetText(jb, "retry_after_seconds");
 	if (ra != NULL)
-		args[4] = Int32GetDatum(atoi(ra));
+	{
+		char	   *end;
+		long		v;
+
+		errno = 0;
+		v = strtol(ra, &end, 10);
+		if (errno == 0 && end != ra && *end == '\0' && v >= 0 && v <= 7 * 86400)
+			args[4] = Int32GetDatum((int32) v);
+		else
+			nulls[4] = 'n';
+	}
 	else if (resp.retry_after >= 0)
 		args[4] = Int32GetDatum(resp.retry_after);
 	else

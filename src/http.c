@@ -27,8 +27,10 @@
  *
  * - Safety.  The URL is checked (AdeUrlAllowed) before every request; curl is
  *   limited to http and https, follows no redirect, always verifies the TLS
- *   peer (ade.ca_file or the system bundle) and ignores proxy environment
- *   variables unless ade.proxy is set.
+ *   peer (against ade.ca_file alone when it is set, else the system's CAs),
+ *   ignores proxy environment variables, uses ade.proxy only for https, and
+ *   refuses a plain http request when ade.proxy is set (the OAuth header
+ *   and the session would cross the proxy unencrypted).
  *
  * Copyright (c) 2026, the ade authors
  *
@@ -280,7 +282,28 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
 	if (ade_ca_file && ade_ca_file[0])
+	{
+		/* the only trust anchors: no system bundle, no system CA directory */
 		SETOPT(CURLOPT_CAINFO, ade_ca_file);
+		SETOPT(CURLOPT_CAPATH, (char *) NULL);
+	}
+	else
+	{
+		/* the system's (the handle may have had ade.ca_file before) */
+		char	   *info = NULL;
+		char	   *path = NULL;
+
+		curl_easy_getinfo(http->easy, CURLINFO_CAINFO, &info);
+		curl_easy_getinfo(http->easy, CURLINFO_CAPATH, &path);
+		SETOPT(CURLOPT_CAINFO, info);
+		SETOPT(CURLOPT_CAPATH, path);
+	}
+	if (ade_proxy && ade_proxy[0] && pg_strncasecmp(url, "http:", 5) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("refusing to send a plain http request to ABM through ade.proxy"),
+				 errdetail("It would carry the OAuth header and the session token unencrypted to the proxy."),
+				 errhint("Use an https ade.abm_url, or reset ade.proxy for a loopback test server.")));
 	SETOPT(CURLOPT_PROXY, ade_proxy ? ade_proxy : "");
 	SETOPT(CURLOPT_TIMEOUT_MS, Max(timeout_ms, 1L));
 	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, Max(connect_timeout_ms, 1L));

@@ -42,6 +42,7 @@
 
 PG_FUNCTION_INFO_V1(ade_public_key);
 PG_FUNCTION_INFO_V1(ade_import_key);
+PG_FUNCTION_INFO_V1(ade_import_key_bytea);
 PG_FUNCTION_INFO_V1(ade_add_token);
 
 /* the OpenSSL objects of one call, freed by a memory-context reset callback */
@@ -190,7 +191,8 @@ static void
 store_keypair(const char *key_pem, const char *cert_pem, bool replace)
 {
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
-	Datum		args[2] = {CStringGetTextDatum(AdeVaultSeal(key_pem)), CStringGetTextDatum(cert_pem)};
+	Datum		args[2] = {CStringGetTextDatum(AdeVaultSeal(key_pem, AdeVaultPlace("ade_keypair", "private_key", 1))),
+	CStringGetTextDatum(cert_pem)};
 	char	   *sql;
 	int			rc;
 
@@ -211,6 +213,7 @@ load_keypair(char **key_pem, char **cert_pem)
 	char	   *sql;
 	int			rc;
 	bool		isnull;
+	char	   *sealed;
 
 	sql = psprintf("SELECT private_key, certificate FROM %s.ade_keypair WHERE id = 1",
 				   AdeSchema());
@@ -219,8 +222,10 @@ load_keypair(char **key_pem, char **cert_pem)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
 		return false;
-	*key_pem = AdeVaultOpen(TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
+	/* both read before opening: the vault runs queries of its own */
+	sealed = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*cert_pem = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	*key_pem = AdeVaultOpen(sealed, AdeVaultPlace("ade_keypair", "private_key", 1));
 	return true;
 }
 
@@ -259,48 +264,49 @@ ade_public_key(PG_FUNCTION_ARGS)
 }
 
 /*
- * ade_import_key(private_key text, certificate text default null) returns text
- *
- * Replaces the key pair, e.g. when moving to a new server.  Without a
- * certificate, a new self-signed one is made for the key (ABM then needs it
- * uploaded again).  Returns the certificate.
+ * OpenSSL asks for a password when a PEM key is encrypted: on the server's
+ * terminal, unless a callback answers.  This one refuses, so that such a
+ * key is a clean error.
  */
-Datum
-ade_import_key(PG_FUNCTION_ARGS)
+static int
+no_password(char *buf, int size, int rwflag, void *u)
+{
+	return -1;
+}
+
+/*
+ * Replace the key pair with a PEM private key (and its certificate, else a
+ * new self-signed one, which ABM then needs uploaded again); returns the
+ * certificate.  The key never goes into a message.
+ */
+static text *
+import_key(const char *key, int keylen, const char *cert, int certlen)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	TokenScope *s;
-	char	   *key_in;
 	char	   *key_pem;
 	char	   *cert_pem;
 	text	   *result;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("private_key must not be null")));
-	key_in = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
 	s = scope_begin();
-	s->in = BIO_new_mem_buf(key_in, -1);
+	s->in = BIO_new_mem_buf(key, keylen);
 	if (s->in == NULL)
 		ssl_fail("read the private key");
-	s->pkey = PEM_read_bio_PrivateKey(s->in, NULL, NULL, NULL);
+	s->pkey = PEM_read_bio_PrivateKey(s->in, NULL, no_password, NULL);
 	if (s->pkey == NULL || EVP_PKEY_get_base_id(s->pkey) != EVP_PKEY_RSA)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("private_key is not a PEM RSA private key")));
+				 errmsg("private_key is not an unencrypted PEM RSA private key"),
+				 errhint("Decrypt an encrypted key first, e.g. with openssl pkey -in key.pem -out plain.pem.")));
 	BIO_free(s->in);
 	s->in = NULL;
 
-	if (!PG_ARGISNULL(1))
+	if (cert != NULL)
 	{
-		char	   *cert_in = text_to_cstring(PG_GETARG_TEXT_PP(1));
-
-		s->in = BIO_new_mem_buf(cert_in, -1);
+		s->in = BIO_new_mem_buf(cert, certlen);
 		if (s->in == NULL)
 			ssl_fail("read the certificate");
-		s->cert = PEM_read_bio_X509(s->in, NULL, NULL, NULL);
+		s->cert = PEM_read_bio_X509(s->in, NULL, no_password, NULL);
 		if (s->cert == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -320,10 +326,62 @@ ade_import_key(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	store_keypair(key_pem, cert_pem, true);
+	explicit_bzero(key_pem, strlen(key_pem));
 	MemoryContextSwitchTo(caller);
 	result = cstring_to_text(cert_pem);
 	SPI_finish();
-	PG_RETURN_TEXT_P(result);
+	return result;
+}
+
+/*
+ * ade_import_key(private_key bytea, certificate bytea default null) returns text
+ *
+ * Replaces the key pair, e.g. when moving to a new server.  The key comes as
+ * bytes, from a server file (pg_read_binary_file()) or a client's file sent
+ * out of the statement text, never as text pasted into a statement: that
+ * would put it in pg_stat_activity, statement logs and the server log of
+ * any error.
+ */
+Datum
+ade_import_key_bytea(PG_FUNCTION_ARGS)
+{
+	bytea	   *key;
+	bytea	   *cert = NULL;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("private_key must not be null"),
+				 errhint("Pass the key file's bytes, e.g. pg_read_binary_file('/path/to/key.pem').")));
+	key = PG_GETARG_BYTEA_PP(0);
+	if (!PG_ARGISNULL(1))
+		cert = PG_GETARG_BYTEA_PP(1);
+	PG_RETURN_TEXT_P(import_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+								cert ? VARDATA_ANY(cert) : NULL,
+								cert ? VARSIZE_ANY_EXHDR(cert) : 0));
+}
+
+/*
+ * ade_import_key(private_key text, certificate text default null) returns
+ * text: the declaration of 0.3 and before, served until ALTER EXTENSION ade
+ * UPDATE replaces it with the bytea one.
+ */
+Datum
+ade_import_key(PG_FUNCTION_ARGS)
+{
+	text	   *key;
+	text	   *cert = NULL;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("private_key must not be null")));
+	key = PG_GETARG_TEXT_PP(0);
+	if (!PG_ARGISNULL(1))
+		cert = PG_GETARG_TEXT_PP(1);
+	PG_RETURN_TEXT_P(import_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+								cert ? VARDATA_ANY(cert) : NULL,
+								cert ? VARSIZE_ANY_EXHDR(cert) : 0));
 }
 
 /*
@@ -384,12 +442,13 @@ AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out)
 	s = scope_begin();
 
 	s->in = BIO_new_mem_buf(key_pem, -1);
-	s->pkey = s->in ? PEM_read_bio_PrivateKey(s->in, NULL, NULL, NULL) : NULL;
+	s->pkey = s->in ? PEM_read_bio_PrivateKey(s->in, NULL, no_password, NULL) : NULL;
+	explicit_bzero(key_pem, strlen(key_pem));
 	if (s->pkey == NULL)
 		ssl_fail("read the stored private key");
 	BIO_free(s->in);
 	s->in = BIO_new_mem_buf(cert_pem, -1);
-	s->cert = s->in ? PEM_read_bio_X509(s->in, NULL, NULL, NULL) : NULL;
+	s->cert = s->in ? PEM_read_bio_X509(s->in, NULL, no_password, NULL) : NULL;
 	if (s->cert == NULL)
 		ssl_fail("read the stored certificate");
 	BIO_free(s->in);
@@ -438,8 +497,9 @@ AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out)
 
 		r.body = json;
 		r.len = strlen(json);
-		jb = AdeAbmParseJson(&r, "the token message");
+		jb = AdeAbmParseSecretJson(&r, "the decrypted token", true);
 	}
+	explicit_bzero(plain, strlen(plain));
 	for (i = 0; i < 5; i++)
 	{
 		val[i] = AdeJsonGetText(jb, fields[i]);
@@ -469,9 +529,9 @@ ade_add_token(PG_FUNCTION_ARGS)
 	AdeTokenFile tok;
 	AdeAbmClient *client;
 	TimestampTz expiry;
-	Oid			argtypes[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
-	Datum		args[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			tokargtypes[2] = {TEXTOID, TIMESTAMPTZOID};
+	Oid			secargtypes[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[4];
 	char	   *sql;
 	int			rc;
 	bool		isnull;
@@ -492,34 +552,38 @@ ade_add_token(PG_FUNCTION_ARGS)
 				 errdetail("It is stored anyway; only Apple decides whether it still works."),
 				 errhint("Download a renewed token from Apple Business Manager and pass it to ade_add_token().")));
 
-	sql = psprintf("INSERT INTO %s.abm_tokens AS t (consumer_key, renew_at) VALUES ($1, $5) "
+	sql = psprintf("INSERT INTO %s.abm_tokens AS t (consumer_key, renew_at) VALUES ($1, $2) "
 				   "ON CONFLICT (consumer_key) DO UPDATE SET renew_at = excluded.renew_at, "
 				   "token_invalid = false, terms_expired = false, updated_at = now() "
 				   "RETURNING t.id", AdeSchema());
 	args[0] = CStringGetTextDatum(tok.creds.consumer_key);
-	args[1] = CStringGetTextDatum(AdeVaultSeal(tok.creds.consumer_secret));
-	args[2] = CStringGetTextDatum(AdeVaultSeal(tok.creds.access_token));
-	args[3] = CStringGetTextDatum(AdeVaultSeal(tok.creds.access_secret));
-	args[4] = TimestampTzGetDatum(expiry);
-	nulls[5] = 'n';
-	rc = SPI_execute_with_args(sql, 6, argtypes, args, nulls, false, 0);
+	args[1] = TimestampTzGetDatum(expiry);
+	rc = SPI_execute_with_args(sql, 2, tokargtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
+	/* sealed, each bound to its place (the token's id, the column) */
+	args[0] = Int64GetDatum(id);
+	args[1] = CStringGetTextDatum(AdeVaultSeal(tok.creds.consumer_secret,
+											   AdeVaultPlace("ade_token_secrets", "consumer_secret", id)));
+	args[2] = CStringGetTextDatum(AdeVaultSeal(tok.creds.access_token,
+											   AdeVaultPlace("ade_token_secrets", "access_token", id)));
+	args[3] = CStringGetTextDatum(AdeVaultSeal(tok.creds.access_secret,
+											   AdeVaultPlace("ade_token_secrets", "access_secret", id)));
 	sql = psprintf("INSERT INTO %s.ade_token_secrets AS s (token_id, consumer_secret, "
-				   "access_token, access_secret) "
-				   "SELECT id, $2, $3, $4 FROM %s.abm_tokens WHERE consumer_key = $1 "
+				   "access_token, access_secret) VALUES ($1, $2, $3, $4) "
 				   "ON CONFLICT (token_id) DO UPDATE SET consumer_secret = excluded.consumer_secret, "
 				   "access_token = excluded.access_token, access_secret = excluded.access_secret, "
 				   "session_token = NULL, session_at = NULL",
-				   AdeSchema(), AdeSchema());
-	rc = SPI_execute_with_args(sql, 6, argtypes, args, nulls, false, 0);
+				   AdeSchema());
+	rc = SPI_execute_with_args(sql, 4, secargtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT || SPI_processed != 1)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 
 	/* prove the token works (GET /account) before the transaction commits */
 	client = AdeAbmOpenCreds(&tok.creds);
+	AdeAbmWipeCreds(&tok.creds);
 	client->token_id = id;
 	AdeAbmUpdateAccount(client, id);
 	AdeAbmSaveSession(client);

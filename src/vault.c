@@ -4,27 +4,39 @@
  *		Encryption at rest of the secrets ade stores: the private key, the
  *		token secrets and the ABM session tokens.
  *
- * Owns: the secret key files in the data directory and AES-256-GCM sealing
- * of single values.  It does not know which columns hold secrets: token.c
- * and abm.c seal what they store and open what they read.
+ * Owns: the key-encryption key file, the data keys (ade_secret_keys), and
+ * AES-256-GCM sealing of single values bound to where they are stored.  It
+ * does not know which columns hold secrets: token.c and abm.c seal what they
+ * store and open what they read, naming the place (AdeVaultPlace).
  *
- * Design notes:
+ * Design notes (envelope encryption, as Supabase Vault and pgsodium do):
  *
- * - The key lives outside the database, in a file of the data directory
- *   (ade_secrets_<id>.key, 32 random bytes, mode 0600, made on first use), so
- *   that pg_dump alone does not hand over a working ABM token, while a
- *   restore on the same server (or with the key file copied) works.  A
- *   setting would not do: current_setting() shows a placeholder's value to
- *   anyone before the library loads.
- * - A sealed value is "ade1:<id>:" + base64(nonce[12] || ciphertext || tag[16]);
- *   the key id in it names the file that opens it.  The file
- *   ade_secrets.current names the key new values are sealed with.
- *   ade_rotate_secret_key() makes a new key, points ade_secrets.current at
- *   it and re-seals every stored secret in the caller's transaction; the old
- *   file stays (a rolled-back rotation still opens) until the admin removes
- *   it.
- * - Keys are cached per backend.  OpenSSL cipher contexts are freed before
- *   any ERROR is raised.
+ * - One key-encryption key (KEK), 32 random bytes in the file ade_kek.key
+ *   of the data directory (mode 0600), made once on first use and never
+ *   changed.  It is outside the tables, so that pg_dump alone does not hand
+ *   over a working ABM token; it goes to a standby with the base backup, and
+ *   to a new server by copying that one file once.  A setting would not do:
+ *   current_setting() shows a placeholder's value to anyone before the
+ *   library loads.
+ * - Data keys, 32 random bytes each, live in the table ade_secret_keys,
+ *   sealed with the KEK; one of them is current.  ade_rotate_secret_key()
+ *   makes a new one and re-seals every stored secret with it, in the
+ *   caller's transaction: the new key replicates with the data, so that a
+ *   standby promoted after a rotation opens everything, and a rotation
+ *   needs no file copied.
+ * - A sealed value is "ade2:" <key id> ":" base64(nonce[12] || ciphertext ||
+ *   tag[16]), with the place it is stored ("<table>.<column>:<row id>") as
+ *   associated data: a ciphertext copied to another row or column does not
+ *   open.  Values of 0.3 ("ade1:", a key file per key, no associated data)
+ *   still open, read-only, until ade_vault_upgrade() (the 0.3 to 0.4
+ *   upgrade) or a rotation re-seals them.
+ * - Files are made durably: written to a temporary name opened with
+ *   O_CREAT | O_EXCL, fsynced, linked into place (never overwriting), and the
+ *   data directory fsynced, so that after an OS crash committed rows never
+ *   name a key whose file is gone.
+ * - Unwrapped data keys are cached per backend; key material on the stack
+ *   is wiped (explicit_bzero), and OpenSSL cipher contexts are freed before
+ *   any ERROR is raised.  No message carries key material or a secret.
  *
  * Copyright (c) 2026, the ade authors
  *
@@ -50,15 +62,18 @@
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(ade_rotate_secret_key);
+PG_FUNCTION_INFO_V1(ade_vault_upgrade);
+PG_FUNCTION_INFO_V1(ade_secret_status);
 
 #define KEY_LEN 32
 #define NONCE_LEN 12
 #define TAG_LEN 16
 #define ID_LEN 8
-#define PREFIX "ade1:"
-#define CURRENT_FILE "ade_secrets.current"
+#define PREFIX "ade2:"
+#define LEGACY_PREFIX "ade1:"
+#define KEK_FILE "ade_kek.key"
 
-/* the keys this backend has read, by id */
+/* the data keys this backend has unwrapped, by id */
 typedef struct VaultKey
 {
 	char		id[ID_LEN + 1];
@@ -68,11 +83,8 @@ typedef struct VaultKey
 static VaultKey keys[8];
 static int	nkeys = 0;
 
-static char *
-key_path(const char *id)
-{
-	return psprintf("%s/ade_secrets_%s.key", DataDir, id);
-}
+static bool kek_loaded = false;
+static unsigned char kek[KEY_LEN];
 
 static bool
 valid_id(const char *id)
@@ -85,7 +97,9 @@ valid_id(const char *id)
 	return id[ID_LEN] == '\0';
 }
 
-/* read exactly len bytes of a file; false if it does not exist */
+/* ---- files ---- */
+
+/* read exactly len bytes of a file of the data directory; false if it does not exist */
 static bool
 read_file(const char *path, unsigned char *buf, size_t len)
 {
@@ -98,18 +112,24 @@ read_file(const char *path, unsigned char *buf, size_t len)
 			return false;
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open ade secret key file \"%s\": %m", path)));
+				 errmsg("could not open ade key file \"%s\": %m", path)));
 	}
 	n = read(fd, buf, len);
 	CloseTransientFile(fd);
 	if (n != (ssize_t) len)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("ade secret key file \"%s\" is damaged", path)));
+				 errmsg("ade key file \"%s\" is damaged", path)));
 	return true;
 }
 
-/* write a new file atomically (temp + link): false if it exists already */
+/*
+ * Make a new file durably: a temporary name opened with O_EXCL (never an
+ * existing file, never a link someone planted), written and fsynced, then
+ * linked into place, which never replaces a file that exists, and the
+ * directory fsynced.  False if the file exists already (another backend
+ * made it first).
+ */
 static bool
 write_new_file(const char *path, const void *buf, size_t len)
 {
@@ -117,7 +137,8 @@ write_new_file(const char *path, const void *buf, size_t len)
 	int			fd;
 	bool		made;
 
-	fd = OpenTransientFilePerm(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY, S_IRUSR | S_IWUSR);
+	(void) unlink(tmp);			/* a leftover of a crashed backend with our pid */
+	fd = OpenTransientFilePerm(tmp, O_WRONLY | O_CREAT | O_EXCL | PG_BINARY, S_IRUSR | S_IWUSR);
 	if (fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
@@ -146,8 +167,123 @@ write_new_file(const char *path, const void *buf, size_t len)
 				 errmsg("could not create \"%s\": %m", path)));
 	}
 	unlink(tmp);
+	/* the new name must survive an OS crash before any row names it */
+	fsync_fname(path, false);
+	fsync_fname(DataDir, true);
 	return made;
 }
+
+static char *
+kek_path(void)
+{
+	return psprintf("%s/%s", DataDir, KEK_FILE);
+}
+
+/* the key-encryption key, made on first use when create */
+static bool
+load_kek(bool create)
+{
+	unsigned char buf[KEY_LEN];
+
+	if (kek_loaded)
+		return true;
+	if (!read_file(kek_path(), buf, KEY_LEN))
+	{
+		if (!create)
+			return false;
+		if (!pg_strong_random(buf, KEY_LEN))
+			elog(ERROR, "could not generate random bytes");
+		/* another backend made it first: use what is in the file */
+		if (!write_new_file(kek_path(), buf, KEY_LEN) &&
+			!read_file(kek_path(), buf, KEY_LEN))
+			elog(ERROR, "the ade key-encryption key vanished after it was made");
+	}
+	memcpy(kek, buf, KEY_LEN);
+	explicit_bzero(buf, sizeof(buf));
+	kek_loaded = true;
+	return true;
+}
+
+static void
+require_kek(void)
+{
+	if (!load_kek(false))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the ade key-encryption key file %s is missing from the data directory", KEK_FILE),
+				 errdetail("The stored ABM secrets are sealed with data keys that it encrypts."),
+				 errhint("Copy %s from the old server's data directory (owned by the server's user, mode 0600), or add each token again with ade_add_token().",
+						 KEK_FILE)));
+}
+
+/* ---- AES-256-GCM ---- */
+
+static bool
+gcm(bool enc, const unsigned char *key, const unsigned char *nonce,
+	const char *aad, const unsigned char *in, int inlen, unsigned char *out,
+	unsigned char *tag)
+{
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int			len;
+	bool		ok;
+
+	if (ctx == NULL)
+		return false;
+	ok = EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc ? 1 : 0) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) == 1 &&
+		EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, enc ? 1 : 0) == 1;
+	if (ok && aad != NULL)
+		ok = EVP_CipherUpdate(ctx, NULL, &len, (const unsigned char *) aad, (int) strlen(aad)) == 1;
+	if (ok)
+		ok = EVP_CipherUpdate(ctx, out, &len, in, inlen) == 1;
+	if (ok && !enc)
+		ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, tag) == 1;
+	if (ok)
+		ok = EVP_CipherFinal_ex(ctx, out + len, &len) == 1;
+	if (ok && enc)
+		ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag) == 1;
+	EVP_CIPHER_CTX_free(ctx);
+	return ok;
+}
+
+/* nonce || ciphertext || tag of plain under key, with aad */
+static unsigned char *
+seal_raw(const unsigned char *key, const char *aad, const unsigned char *plain,
+		 int plen, int *rawlen)
+{
+	unsigned char *raw = palloc(NONCE_LEN + plen + TAG_LEN);
+
+	if (!pg_strong_random(raw, NONCE_LEN))
+		elog(ERROR, "could not generate random bytes");
+	if (!gcm(true, key, raw, aad, plain, plen, raw + NONCE_LEN, raw + NONCE_LEN + plen))
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not encrypt a secret")));
+	*rawlen = NONCE_LEN + plen + TAG_LEN;
+	return raw;
+}
+
+/* the plain text of nonce || ciphertext || tag, or NULL when it does not open */
+static unsigned char *
+open_raw(const unsigned char *key, const char *aad, const unsigned char *raw,
+		 int rawlen, int *plen)
+{
+	unsigned char *plain;
+
+	if (rawlen < NONCE_LEN + TAG_LEN)
+		return NULL;
+	*plen = rawlen - NONCE_LEN - TAG_LEN;
+	plain = palloc(*plen + 1);
+	if (!gcm(false, key, raw, aad, raw + NONCE_LEN, *plen, plain, (unsigned char *) raw + NONCE_LEN + *plen))
+	{
+		explicit_bzero(plain, *plen + 1);
+		return NULL;
+	}
+	plain[*plen] = '\0';
+	return plain;
+}
+
+/* ---- data keys (ade_secret_keys; SPI connected) ---- */
 
 static VaultKey *
 cached_key(const char *id)
@@ -161,252 +297,500 @@ cached_key(const char *id)
 }
 
 static VaultKey *
-load_key(const char *id)
+cache_key(const char *id, const unsigned char *key)
 {
-	VaultKey   *k = cached_key(id);
-	unsigned char buf[KEY_LEN];
+	VaultKey   *k;
 
-	if (k)
-		return k;
-	if (!read_file(key_path(id), buf, KEY_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the ade secret key file ade_secrets_%s.key is missing from the data directory", id),
-				 errdetail("The stored ABM secrets were encrypted with it."),
-				 errhint("Copy ade_secrets_*.key and ade_secrets.current from the old server's data directory, or add the token again with ade_add_token().")));
 	if (nkeys == lengthof(keys))
+	{
+		explicit_bzero(keys, sizeof(keys));
 		nkeys = 0;				/* a tiny cache: start over */
+	}
 	k = &keys[nkeys++];
 	strlcpy(k->id, id, sizeof(k->id));
-	memcpy(k->key, buf, KEY_LEN);
-	explicit_bzero(buf, sizeof(buf));
+	memcpy(k->key, key, KEY_LEN);
 	return k;
 }
 
-/* make a new key file; returns its id */
 static char *
-new_key(void)
+key_aad(const char *id)
+{
+	return psprintf("ade_secret_keys.wrapped:%s", id);
+}
+
+/* a data key by id, unwrapped with the KEK; NULL when there is no such key */
+static VaultKey *
+load_key(const char *id)
+{
+	VaultKey   *k = cached_key(id);
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	char	   *sql;
+	int			rc;
+	bool		isnull;
+	bytea	   *wrapped;
+	unsigned char *key;
+	int			len;
+
+	if (k)
+		return k;
+	args[0] = CStringGetTextDatum(id);
+	sql = psprintf("SELECT wrapped FROM %s.ade_secret_keys WHERE id = $1", AdeSchema());
+	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		return NULL;
+	wrapped = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	require_kek();
+	key = open_raw(kek, key_aad(id), (unsigned char *) VARDATA_ANY(wrapped),
+				   VARSIZE_ANY_EXHDR(wrapped), &len);
+	if (key == NULL || len != KEY_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the ade data key %s does not open with the key-encryption key %s", id, KEK_FILE),
+				 errhint("%s was replaced or damaged; restore the one the data keys were sealed with.", KEK_FILE)));
+	k = cache_key(id, key);
+	explicit_bzero(key, KEY_LEN);
+	return k;
+}
+
+/* a new data key, sealed with the KEK, stored as the current one; its id */
+static char *
+new_data_key(void)
 {
 	unsigned char raw[ID_LEN / 2];
 	unsigned char key[KEY_LEN];
 	char	   *id = palloc(ID_LEN + 1);
+	unsigned char *wrapped;
+	int			wlen;
+	bytea	   *w;
+	Oid			argtypes[2] = {TEXTOID, BYTEAOID};
+	Datum		args[2];
+	char	   *sql;
+	int			rc;
 	int			i;
 
+	(void) load_kek(true);
 	if (!pg_strong_random(raw, sizeof(raw)) || !pg_strong_random(key, sizeof(key)))
 		elog(ERROR, "could not generate random bytes");
 	for (i = 0; i < (int) sizeof(raw); i++)
 		snprintf(id + 2 * i, 3, "%02x", raw[i]);
-	(void) write_new_file(key_path(id), key, KEY_LEN);
+	wrapped = seal_raw(kek, key_aad(id), key, KEY_LEN, &wlen);
+	w = palloc(VARHDRSZ + wlen);
+	SET_VARSIZE(w, VARHDRSZ + wlen);
+	memcpy(VARDATA(w), wrapped, wlen);
+	args[0] = CStringGetTextDatum(id);
+	args[1] = PointerGetDatum(w);
+	rc = SPI_execute(psprintf("UPDATE %s.ade_secret_keys SET current = false WHERE current", AdeSchema()),
+					 false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	sql = psprintf("INSERT INTO %s.ade_secret_keys (id, wrapped, current) VALUES ($1, $2, true)",
+				   AdeSchema());
+	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	cache_key(id, key);
 	explicit_bzero(key, sizeof(key));
 	return id;
 }
 
-/* the id of the key new values are sealed with; made on first use */
-static char *
-current_id(bool create)
+/*
+ * The current data key, made on first use.  Two first uses at once: the
+ * table's lock makes the second wait and then find the first's key.
+ */
+static VaultKey *
+current_key(void)
 {
-	char	   *path = psprintf("%s/%s", DataDir, CURRENT_FILE);
-	unsigned char buf[ID_LEN + 1];
+	char	   *sql;
+	int			rc;
+	bool		isnull;
 	char	   *id;
 
-	if (read_file(path, buf, ID_LEN))
+	sql = psprintf("SELECT id FROM %s.ade_secret_keys WHERE current", AdeSchema());
+	rc = SPI_execute(sql, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
 	{
-		buf[ID_LEN] = '\0';
-		if (!valid_id((char *) buf))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("ade secret key pointer \"%s\" is damaged", path)));
-		return pstrdup((char *) buf);
+		SPI_freetuptable(SPI_tuptable);
+		rc = SPI_execute(psprintf("LOCK TABLE %s.ade_secret_keys IN SHARE ROW EXCLUSIVE MODE", AdeSchema()),
+						 false, 0);
+		if (rc != SPI_OK_UTILITY)
+			elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+		rc = SPI_execute(sql, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 0)
+			return load_key(new_data_key());
 	}
-	if (!create)
-		return NULL;
-	id = new_key();
-	if (!write_new_file(path, id, ID_LEN))
-		return current_id(false);	/* another backend made one first */
-	return id;
+	id = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return load_key(id);
 }
 
-/* point ade_secrets.current at id (rotation) */
-static void
-set_current(const char *id)
-{
-	char	   *path = psprintf("%s/%s", DataDir, CURRENT_FILE);
-	char	   *tmp = psprintf("%s.new.%d", path, MyProcPid);
-	int			fd;
+/* ---- sealing ---- */
 
-	fd = OpenTransientFilePerm(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY, S_IRUSR | S_IWUSR);
-	if (fd < 0 || write(fd, id, ID_LEN) != ID_LEN || pg_fsync(fd) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not write \"%s\": %m", tmp)));
-	CloseTransientFile(fd);
-	if (rename(tmp, path) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not rename \"%s\": %m", tmp)));
-}
-
+/* the legacy (0.3) key file of a key id, or NULL when it is missing */
 static bool
-gcm(bool enc, const unsigned char *key, const unsigned char *nonce,
-	const unsigned char *in, int inlen, unsigned char *out, unsigned char *tag)
+legacy_key(const char *id, unsigned char *key)
 {
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-	int			len;
-	bool		ok;
-
-	if (ctx == NULL)
-		return false;
-	ok = EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc ? 1 : 0) == 1 &&
-		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) == 1 &&
-		EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, enc ? 1 : 0) == 1 &&
-		EVP_CipherUpdate(ctx, out, &len, in, inlen) == 1;
-	if (ok && !enc)
-		ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, tag) == 1;
-	if (ok)
-		ok = EVP_CipherFinal_ex(ctx, out + len, &len) == 1;
-	if (ok && enc)
-		ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, tag) == 1;
-	EVP_CIPHER_CTX_free(ctx);
-	return ok;
+	return read_file(psprintf("%s/ade_secrets_%s.key", DataDir, id), key, KEY_LEN);
 }
 
-/* seal a secret for storage */
+
+/* where a value is stored, its associated data */
 char *
-AdeVaultSeal(const char *plain)
+AdeVaultPlace(const char *table, const char *column, int64 row)
 {
-	VaultKey   *k = load_key(current_id(true));
-	int			plen = (int) strlen(plain);
-	int			rawlen = NONCE_LEN + plen + TAG_LEN;
-	unsigned char *raw = palloc(rawlen);
-	char	   *out;
+	return psprintf("%s.%s:" INT64_FORMAT, table, column, row);
+}
+
+/* prefix id ':' base64(raw) */
+static char *
+sealed_text(const char *prefix, const char *id, const unsigned char *raw, int rawlen)
+{
+	char	   *out = palloc(strlen(prefix) + ID_LEN + 1 + pg_b64_enc_len(rawlen) + 1);
 	int			n;
 
-	if (!pg_strong_random(raw, NONCE_LEN))
-		elog(ERROR, "could not generate random bytes");
-	if (!gcm(true, k->key, raw, (const unsigned char *) plain, plen,
-			 raw + NONCE_LEN, raw + NONCE_LEN + plen))
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("could not encrypt a secret")));
-	out = palloc(strlen(PREFIX) + ID_LEN + 1 + pg_b64_enc_len(rawlen) + 1);
-	n = sprintf(out, PREFIX "%s:", k->id);
+	n = sprintf(out, "%s%s:", prefix, id);
 	n += pg_b64_encode((const char *) raw, rawlen, out + n, pg_b64_enc_len(rawlen));
 	out[n] = '\0';
 	return out;
 }
 
-/* open a sealed secret */
-char *
-AdeVaultOpen(const char *sealed)
+/*
+ * The SQL of 0.3 and before has no ade_secret_keys: until ALTER EXTENSION
+ * ade UPDATE, values are sealed as 0.3 did, with the key file named by
+ * ade_secrets.current (made on first use), so that the library serves that
+ * SQL; the upgrade re-seals them (ade_vault_upgrade()).
+ */
+static char *
+legacy_seal(const char *plain)
 {
-	char		id[ID_LEN + 1];
-	const char *b64;
+	char	   *cur = psprintf("%s/ade_secrets.current", DataDir);
+	unsigned char buf[ID_LEN + 1];
+	unsigned char key[KEY_LEN];
+	char	   *id;
 	unsigned char *raw;
 	int			rawlen;
-	int			plen;
-	char	   *plain;
-	VaultKey   *k;
 
-	if (strncmp(sealed, PREFIX, strlen(PREFIX)) != 0 ||
-		strlen(sealed) < strlen(PREFIX) + ID_LEN + 1 ||
-		sealed[strlen(PREFIX) + ID_LEN] != ':')
+	if (!read_file(cur, buf, ID_LEN))
+	{
+		unsigned char r[ID_LEN / 2];
+		int			i;
+
+		if (!pg_strong_random(r, sizeof(r)) || !pg_strong_random(key, sizeof(key)))
+			elog(ERROR, "could not generate random bytes");
+		for (i = 0; i < (int) sizeof(r); i++)
+			snprintf((char *) buf + 2 * i, 3, "%02x", r[i]);
+		(void) write_new_file(psprintf("%s/ade_secrets_%s.key", DataDir, (char *) buf), key, KEY_LEN);
+		if (!write_new_file(cur, buf, ID_LEN))
+			(void) read_file(cur, buf, ID_LEN);	/* another backend made one first */
+	}
+	buf[ID_LEN] = '\0';
+	id = pstrdup((char *) buf);
+	if (!valid_id(id) || !legacy_key(id, key))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("a stored ade secret is not sealed")));
-	memcpy(id, sealed + strlen(PREFIX), ID_LEN);
-	id[ID_LEN] = '\0';
-	if (!valid_id(id))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("a stored ade secret names no valid key")));
-	k = load_key(id);
-	b64 = sealed + strlen(PREFIX) + ID_LEN + 1;
-	raw = palloc(pg_b64_dec_len(strlen(b64)));
-	rawlen = pg_b64_decode(b64, strlen(b64), (char *) raw, pg_b64_dec_len(strlen(b64)));
-	if (rawlen < NONCE_LEN + TAG_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("a stored ade secret is damaged")));
-	plen = rawlen - NONCE_LEN - TAG_LEN;
-	plain = palloc(plen + 1);
-	if (!gcm(false, k->key, raw, raw + NONCE_LEN, plen,
-			 (unsigned char *) plain, raw + NONCE_LEN + plen))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("a stored ade secret does not open with key %s", id),
-				 errhint("The key file may have been replaced; restore the one the secrets were sealed with.")));
-	plain[plen] = '\0';
-	return plain;
+				 errmsg("the ade secret key file named by ade_secrets.current is missing or damaged")));
+	raw = seal_raw(key, NULL, (const unsigned char *) plain, (int) strlen(plain), &rawlen);
+	explicit_bzero(key, sizeof(key));
+	return sealed_text(LEGACY_PREFIX, id, raw, rawlen);
+}
+
+/* seal a secret to be stored at place (AdeVaultPlace); SPI connected */
+char *
+AdeVaultSeal(const char *plain, const char *place)
+{
+	VaultKey   *k;
+	int			rawlen;
+	unsigned char *raw;
+
+	if (!AdeSqlAtLeast(0, 4))
+		return legacy_seal(plain);
+	k = current_key();
+	raw = seal_raw(k->key, place, (const unsigned char *) plain, (int) strlen(plain), &rawlen);
+	return sealed_text(PREFIX, k->id, raw, rawlen);
 }
 
 /*
- * ade_rotate_secret_key() returns text: the new key id.  Re-seals every
- * stored secret with a new key in the caller's transaction.
+ * Open a sealed value stored at place.  Returns NULL and sets *why when it
+ * does not open (no key, wrong place, damaged); raises only when the KEK
+ * itself is missing or damaged.
+ */
+static char *
+vault_open(const char *sealed, const char *place, const char **why)
+{
+	bool		legacy = strncmp(sealed, LEGACY_PREFIX, strlen(LEGACY_PREFIX)) == 0;
+	char		id[ID_LEN + 1];
+	const char *b64;
+	int			b64len;
+	unsigned char *raw;
+	int			rawlen;
+	int			plen;
+	unsigned char *plain;
+	unsigned char legacy_buf[KEY_LEN];
+	const unsigned char *key;
+
+	if ((!legacy && strncmp(sealed, PREFIX, strlen(PREFIX)) != 0) ||
+		strlen(sealed) < strlen(PREFIX) + ID_LEN + 1 ||
+		sealed[strlen(PREFIX) + ID_LEN] != ':')
+	{
+		*why = "it is not sealed";
+		return NULL;
+	}
+	memcpy(id, sealed + strlen(PREFIX), ID_LEN);
+	id[ID_LEN] = '\0';
+	if (!valid_id(id))
+	{
+		*why = "it names no valid key";
+		return NULL;
+	}
+	if (legacy)
+	{
+		if (!legacy_key(id, legacy_buf))
+		{
+			*why = psprintf("its 0.3 key file ade_secrets_%s.key is missing", id);
+			return NULL;
+		}
+		key = legacy_buf;
+	}
+	else
+	{
+		VaultKey   *k = load_key(id);
+
+		if (k == NULL)
+		{
+			*why = psprintf("its data key %s is not in ade_secret_keys", id);
+			return NULL;
+		}
+		key = k->key;
+	}
+	b64 = sealed + strlen(PREFIX) + ID_LEN + 1;
+	b64len = (int) strlen(b64);
+	raw = palloc(pg_b64_dec_len(b64len));
+	rawlen = pg_b64_decode(b64, b64len, (char *) raw, pg_b64_dec_len(b64len));
+	/* 0.3 values were sealed without associated data */
+	plain = rawlen < 0 ? NULL : open_raw(key, legacy ? NULL : place, raw, rawlen, &plen);
+	explicit_bzero(legacy_buf, sizeof(legacy_buf));
+	if (plain == NULL)
+	{
+		*why = psprintf("it does not open with key %s where it is stored", id);
+		return NULL;
+	}
+	return (char *) plain;
+}
+
+/* open a sealed value stored at place, or raise a clear error; SPI connected */
+char *
+AdeVaultOpen(const char *sealed, const char *place)
+{
+	const char *why = NULL;
+	char	   *plain = vault_open(sealed, place, &why);
+
+	if (plain == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a stored ade secret (%s) cannot be opened: %s", place, why),
+				 errhint("Restore the key it was sealed with, or add the token again with ade_add_token().")));
+	return plain;
+}
+
+/* open a sealed value, or NULL when it does not open (a session, say) */
+char *
+AdeVaultTryOpen(const char *sealed, const char *place)
+{
+	const char *why;
+
+	return vault_open(sealed, place, &why);
+}
+
+/* ---- re-sealing ---- */
+
+/*
+ * Re-seal every stored secret with the current key, bound to its place,
+ * locking the rows it re-seals (a renewal or a session saved meanwhile
+ * waits for it, and never gets old secrets back).  A value that does not
+ * open raises, unless tolerant: then it stays as it is, with a WARNING (a
+ * session that does not open is cleared: a new one is made when needed).
+ */
+static void
+reseal_all(bool tolerant)
+{
+	static const char *const cols[] = {"consumer_secret", "access_token", "access_secret", "session_token"};
+	const char *schema = AdeSchema();
+	char	   *sql;
+	int			rc;
+	uint64		i;
+	int			c;
+	SPITupleTable *tt;
+
+	sql = psprintf("SELECT token_id, consumer_secret, access_token, access_secret, session_token "
+				   "FROM %s.ade_token_secrets ORDER BY token_id FOR UPDATE", schema);
+	rc = SPI_execute(sql, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	tt = SPI_tuptable;
+	for (i = 0; i < tt->numvals; i++)
+	{
+		bool		isnull;
+		int64		tid = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		Datum		args[5];
+		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+		Oid			types[5] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+
+		args[0] = Int64GetDatum(tid);
+		for (c = 0; c < 4; c++)
+		{
+			Datum		d = SPI_getbinval(tt->vals[i], tt->tupdesc, c + 2, &isnull);
+			char	   *place = AdeVaultPlace("ade_token_secrets", cols[c], tid);
+			char	   *sealed;
+			char	   *plain;
+			const char *why;
+
+			if (isnull)
+			{
+				nulls[c + 1] = 'n';
+				continue;
+			}
+			sealed = TextDatumGetCString(d);
+			plain = vault_open(sealed, place, &why);
+			if (plain == NULL && c == 3)
+				nulls[c + 1] = 'n';		/* a session: a new one is made when needed */
+			else if (plain == NULL && tolerant)
+			{
+				ereport(WARNING,
+						(errmsg("ade: the stored secret %s cannot be opened (%s); it is left as it is", place, why)));
+				args[c + 1] = d;
+			}
+			else if (plain == NULL)
+				(void) AdeVaultOpen(sealed, place);	/* raises, saying why */
+			else
+			{
+				args[c + 1] = CStringGetTextDatum(AdeVaultSeal(plain, place));
+				explicit_bzero(plain, strlen(plain));
+			}
+		}
+		rc = SPI_execute_with_args(psprintf("UPDATE %s.ade_token_secrets SET consumer_secret = $2, "
+											"access_token = $3, access_secret = $4, session_token = $5 "
+											"WHERE token_id = $1", schema),
+								   5, types, args, nulls, false, 0);
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	}
+
+	sql = psprintf("SELECT private_key FROM %s.ade_keypair WHERE id = 1 FOR UPDATE", schema);
+	rc = SPI_execute(sql, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		char	   *sealed = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		char	   *place = AdeVaultPlace("ade_keypair", "private_key", 1);
+		const char *why;
+		char	   *plain = vault_open(sealed, place, &why);
+		Oid			types[1] = {TEXTOID};
+		Datum		args[1];
+
+		if (plain == NULL && tolerant)
+			ereport(WARNING,
+					(errmsg("ade: the stored private key cannot be opened (%s); it is left as it is", why)));
+		else
+		{
+			if (plain == NULL)
+				(void) AdeVaultOpen(sealed, place);
+			args[0] = CStringGetTextDatum(AdeVaultSeal(plain, place));
+			explicit_bzero(plain, strlen(plain));
+			rc = SPI_execute_with_args(psprintf("UPDATE %s.ade_keypair SET private_key = $1 WHERE id = 1", schema),
+									   1, types, args, NULL, false, 0);
+			if (rc != SPI_OK_UPDATE)
+				elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		}
+	}
+}
+
+/*
+ * ade_rotate_secret_key() returns text: the new data key's id.  Makes a new
+ * data key (stored in ade_secret_keys, sealed with the KEK) and re-seals
+ * every stored secret with it, in the caller's transaction.  Rotations run
+ * one at a time.
  */
 Datum
 ade_rotate_secret_key(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	const char *schema;
 	char	   *id;
-	char	   *sql;
 	text	   *result;
 	int			rc;
-	uint64		i;
-	uint64		n;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	schema = AdeSchema();
-	(void) current_id(true);
-	id = new_key();
-	set_current(id);
-
-	/* every sealed column: open with its old key, seal with the new one */
-	sql = psprintf("SELECT 's', token_id, consumer_secret, access_token, access_secret, session_token "
-				   "FROM %s.ade_token_secrets "
-				   "UNION ALL SELECT 'k', id, private_key, NULL, NULL, NULL FROM %s.ade_keypair",
-				   schema, schema);
-	rc = SPI_execute(sql, false, 0);
-	if (rc != SPI_OK_SELECT)
+	if (!AdeSqlAtLeast(0, 4))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the ade extension in this database is older than its library"),
+				 errhint("Run ALTER EXTENSION ade UPDATE, then rotate.")));
+	rc = SPI_execute(psprintf("LOCK TABLE %s.ade_secret_keys IN SHARE ROW EXCLUSIVE MODE", AdeSchema()),
+					 false, 0);
+	if (rc != SPI_OK_UTILITY)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
-	n = SPI_processed;
-	{
-		SPITupleTable *tt = SPI_tuptable;
-
-		for (i = 0; i < n; i++)
-		{
-			bool		isnull;
-			char	   *kind = TextDatumGetCString(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
-			int64		rid = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
-			Datum		args[5];
-			char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-			Oid			types[5] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-			int			nargs = kind[0] == 's' ? 5 : 2;
-			int			c;
-
-			args[0] = Int64GetDatum(rid);
-			for (c = 1; c < nargs; c++)
-			{
-				Datum		d = SPI_getbinval(tt->vals[i], tt->tupdesc, c + 2, &isnull);
-
-				if (isnull)
-					nulls[c] = 'n';
-				else
-					args[c] = CStringGetTextDatum(AdeVaultSeal(AdeVaultOpen(TextDatumGetCString(d))));
-			}
-			if (kind[0] == 's')
-				sql = psprintf("UPDATE %s.ade_token_secrets SET consumer_secret = $2, access_token = $3, "
-							   "access_secret = $4, session_token = $5 WHERE token_id = $1", schema);
-			else
-				sql = psprintf("UPDATE %s.ade_keypair SET private_key = $2 WHERE id = $1", schema);
-			rc = SPI_execute_with_args(sql, nargs, types, args, nulls, false, 0);
-			if (rc != SPI_OK_UPDATE)
-				elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
-		}
-	}
+	id = new_data_key();
+	reseal_all(false);
 	MemoryContextSwitchTo(caller);
 	result = cstring_to_text(id);
 	SPI_finish();
 	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * ade_vault_upgrade() returns void: the 0.3 to 0.4 upgrade.  Makes the KEK
+ * and a first data key, and re-seals the secrets of 0.3 (a key file each,
+ * no associated data) with it; one that does not open (its key file is
+ * gone) stays as it is, with a WARNING, and the upgrade goes on.
+ */
+Datum
+ade_vault_upgrade(PG_FUNCTION_ARGS)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	reseal_all(true);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * ade_secret_status() returns text: what is wrong with the keys, in words,
+ * or NULL.  For ade_status.attention: SECURITY DEFINER, so that ade_reader
+ * may call it; it says nothing of a key but whether its file is there.
+ */
+Datum
+ade_secret_status(PG_FUNCTION_ARGS)
+{
+	char	   *sql;
+	int			rc;
+	bool		any;
+	bool		isnull;
+	struct stat st;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	sql = psprintf("SELECT EXISTS (SELECT 1 FROM %s.ade_secret_keys)", AdeSchema());
+	rc = SPI_execute(sql, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	any = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	if (!any)
+		PG_RETURN_NULL();
+	if (stat(kek_path(), &st) != 0)
+		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " is missing from the data directory: "
+										 "no stored secret opens; copy it from the old server (see Secrets at rest)"));
+	if (st.st_size != KEY_LEN || access(kek_path(), R_OK) != 0)
+		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " in the data directory cannot be read "
+										 "or is damaged: restore it (see Secrets at rest)"));
+	PG_RETURN_NULL();
 }

@@ -52,6 +52,8 @@ Control API (no auth, JSON in and out, not header-checked, not logged).
                                     delete?: [serials] | "S1,S2", events?: [raw records],
                                     op_date?, fill?: true}
                                    -> {"devices": count, "seq": last event seq}
+    POST /_mock/clock              {"now": ISO 8601 | null} ABM's "now" for op_dates,
+                                   echoes and fetched_until (null: the real time)
     POST /_mock/faults             {"rules": [rule, ...]} (or one rule) -> {"rules": n}
     GET  /_mock/faults             -> {"rules": [rules with what is left of skip/times]}
     POST /_mock/faults/clear
@@ -230,6 +232,12 @@ def decode_cursor(cursor):
     return c
 
 
+def st_now(st):
+    """ABM's "now": the real time, or the time a test set with
+    POST /_mock/clock (one clock for op_dates, echoes and fetched_until)."""
+    return st.vnow or iso()
+
+
 def is_loopback(host):
     if host in ("localhost", "localhost."):
         return True
@@ -281,6 +289,7 @@ class State:
         self.reset()
 
     def reset(self):
+        self.vnow = None         # a test's clock (POST /_mock/clock), else real time
         self.orgs = {}           # consumer_key -> Org
         self.sessions = {}       # session token -> consumer_key
         self.rules = []
@@ -407,7 +416,7 @@ class State:
 
     def mutate_devices(self, body):
         org = self.org_for(body)
-        default_date = body.get("op_date") or iso()
+        default_date = body.get("op_date") or st_now(self)
         fill = body.get("fill", True)
 
         def split(rec):
@@ -594,7 +603,7 @@ def h_fetch(st, req):
         cursor = encode_cursor(org.id, "fetch", page[-1], start_seq, org.generation)
     else:
         cursor = encode_cursor(org.id, "sync", "", start_seq, org.generation)
-    return 200, {"devices": out, "cursor": cursor, "fetched_until": iso(),
+    return 200, {"devices": out, "cursor": cursor, "fetched_until": st_now(st),
                  "more_to_follow": more}, None
 
 
@@ -634,11 +643,11 @@ def h_sync(st, req):
     last = evs[-1][0] if evs else c["q"]
     return 200, {"devices": out,
                  "cursor": encode_cursor(org.id, "sync", "", last, org.generation),
-                 "fetched_until": iso(), "more_to_follow": more}, None
+                 "fetched_until": st_now(st), "more_to_follow": more}, None
 
 
 def _assign(st, org, profile_uuid, serials):
-    now = iso()
+    now = st_now(st)
     answer = {}
     throttled = False
     for s in serials:
@@ -768,6 +777,14 @@ RULE_KEYS = {"method", "path", "consumer_key", "skip", "times", "status", "body"
              "repeat_cursor", "rotate_session", "pad_bytes", "comment"}
 
 
+def c_clock(st, body, q):
+    now = body.get("now")
+    if now is not None and not isinstance(now, str):
+        raise ControlError(400, "now must be an ISO 8601 string or null")
+    st.vnow = now
+    return {"now": st_now(st)}
+
+
 def c_faults(st, body, q):
     rules = body.get("rules") if "rules" in body else [body]
     if not isinstance(rules, list):
@@ -850,6 +867,7 @@ CONTROL = {
     ("GET", "/_mock/tokens"): c_tokens_list,
     ("POST", "/_mock/tokens/state"): c_token_state,
     ("POST", "/_mock/devices"): c_devices,
+    ("POST", "/_mock/clock"): c_clock,
     ("POST", "/_mock/faults"): c_faults,
     ("GET", "/_mock/faults"): c_faults_list,
     ("POST", "/_mock/faults/clear"): c_faults_clear,
@@ -1091,7 +1109,7 @@ class Handler(BaseHTTPRequestHandler):
         elif rule and rule.get("repeat_cursor"):
             cur = self.body_json.get("cursor") if isinstance(self.body_json, dict) else None
             status, payload = 200, {"devices": [], "cursor": cur, "more_to_follow": True,
-                                    "fetched_until": iso()}
+                                    "fetched_until": st_now(st)}
         elif route is None:
             status, payload = 404, "NOT_FOUND"
         else:

@@ -166,6 +166,7 @@ class AdeMachine(RuleBasedStateMachine):
         self.last_put = {}        # serial -> (gen, world, answered SUCCESS)
         self.log_seq = 0
         self.counter = 0
+        self.clock = 0
         # every serial ever made, in order: what the application's steps draw
         # from (the hosts a faulty sync made depend on timing, and a draw
         # must not, so that a failure replays)
@@ -229,8 +230,20 @@ class AdeMachine(RuleBasedStateMachine):
             SELECT d.hardware_serial, t.consumer_key, d.host_id FROM host_dep_assignments d
               LEFT JOIN abm_tokens t ON t.id = d.abm_token_id WHERE d.deleted_at IS NULL""")}
 
-    def abm_put(self, token, add=None, modify=None, delete=None):
-        body = {"consumer_key": self.ck(token)}
+    def tick(self):
+        """The op_date of a step's ABM events: a second later than the last
+        step's, and never before now.  ABM's op_date has whole seconds, and
+        two records of different tokens in one second cannot be ordered by
+        anyone; the records of one step (a move: deleted here, added there)
+        share theirs, as in ABM.  The mock's clock follows (a model step is
+        quicker than a second), so that echoes and fetched_until keep to it."""
+        self.clock = max(int(time.time()), self.clock + 1)
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock))
+        ctl("POST", "/_mock/clock", {"now": when})   # ABM's one clock: echoes, fetched_until
+        return when
+
+    def abm_put(self, token, add=None, modify=None, delete=None, op_date=None):
+        body = {"consumer_key": self.ck(token), "op_date": op_date or self.tick()}
         if add:
             body["add"] = add
         if modify:
@@ -451,9 +464,10 @@ class AdeMachine(RuleBasedStateMachine):
         to = data.draw(st.sampled_from([t for t in self.registered() if t != self.abm[s]["org"]]))
         fam = self.abm[s]["family"]
         self.unforce(s)
-        self.abm_put(self.abm[s]["org"], delete=[s])
+        when = self.tick()
+        self.abm_put(self.abm[s]["org"], delete=[s], op_date=when)
         self.unsynced_delete(self.abm[s]["org"], s)
-        self.abm_put(to, add=[{"serial_number": s, "device_family": fam}])
+        self.abm_put(to, add=[{"serial_number": s, "device_family": fam}], op_date=when)
         self.abm[s] = {"org": to, "family": fam}
         self.creators.setdefault(s, set()).add(to)
         self.touch(s)
@@ -464,12 +478,13 @@ class AdeMachine(RuleBasedStateMachine):
         """Several records of one serial in a row (one page, usually)."""
         s = data.draw(st.sampled_from(sorted(self.abm)))
         org, fam = self.abm[s]["org"], self.abm[s]["family"]
-        self.abm_put(org, modify=[{"serial_number": s, "model": "burst 1"}])
+        when = self.tick()
+        self.abm_put(org, modify=[{"serial_number": s, "model": "burst 1"}], op_date=when)
         if readd:
-            self.abm_put(org, delete=[s])
-            self.abm_put(org, add=[{"serial_number": s, "device_family": fam}])
+            self.abm_put(org, delete=[s], op_date=when)
+            self.abm_put(org, add=[{"serial_number": s, "device_family": fam}], op_date=when)
             self.creators.setdefault(s, set()).add(org)
-        self.abm_put(org, modify=[{"serial_number": s, "model": "burst 2"}])
+        self.abm_put(org, modify=[{"serial_number": s, "model": "burst 2"}], op_date=when)
         self.touch(s)
 
     @precondition(lambda self: self.abm)

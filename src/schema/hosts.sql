@@ -202,7 +202,7 @@ COMMENT ON FUNCTION ade_hosts_reserialed() IS
 	'trigger: a live-assigned host whose serial is changed by hand leaves a host for the device ABM assigns';
 
 CREATE TRIGGER ade_keep_live_hosts_reserialed AFTER UPDATE OF hardware_serial ON hosts
-	FOR EACH ROW WHEN (OLD.hardware_serial IS DISTINCT FROM NEW.hardware_serial)
+	FOR EACH ROW WHEN (OLD.hardware_serial OPERATOR(pg_catalog.<>) NEW.hardware_serial)
 	EXECUTE FUNCTION ade_hosts_reserialed();
 
 REVOKE ALL ON FUNCTION ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),

@@ -24,6 +24,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	jid bigint;
+	v_fn regprocedure;
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
 		RAISE EXCEPTION 'pg_cron is not installed in this database'
@@ -33,8 +34,25 @@ BEGIN
 	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jid
 		USING 'ade_sync', schedule, format('SELECT %I.ade_sync()', '@extschema@');
 
+	-- The cleanup function is made here, outside the extension (an event
+	-- trigger of the extension's own would not fire when it is dropped).
+	-- A role with CREATE on the schema could have made one of that name
+	-- first, to run its body as whoever next drops anything: one that
+	-- belongs to neither the extension's owner nor a superuser is refused,
+	-- never taken over.
+	v_fn := to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@'));
+	IF v_fn IS NOT NULL AND NOT EXISTS (
+		SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+		 WHERE p.oid = v_fn
+		   AND (r.rolsuper OR p.proowner = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ade')))
+	THEN
+		RAISE EXCEPTION 'function %.ade_cron_cleanup() exists and belongs to %, not to the extension''s owner',
+			'@extschema@', (SELECT p.proowner::regrole FROM pg_proc p WHERE p.oid = v_fn)
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'A role with CREATE on the schema made it; ade_schedule() does not take it over. Check it, drop it, and call ade_schedule() again.';
+	END IF;
 	EXECUTE format($f$
-		CREATE OR REPLACE FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
+		CREATE %s FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
 		LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
 		BEGIN
 			IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
@@ -44,8 +62,14 @@ BEGIN
 				DROP FUNCTION %I.ade_cron_cleanup();
 			END IF;
 		END
-		$body$ $f$, '@extschema@', '@extschema@');
-	IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
+		$body$ $f$, CASE WHEN v_fn IS NULL THEN '' ELSE 'OR REPLACE' END, '@extschema@', '@extschema@');
+	EXECUTE format('REVOKE ALL ON FUNCTION %I.ade_cron_cleanup() FROM PUBLIC', '@extschema@');
+	IF NOT EXISTS (SELECT 1 FROM pg_event_trigger
+					WHERE evtname = 'ade_cron_cleanup'
+					  AND evtfoid = to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@'))) THEN
+		IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
+			EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
+		END IF;
 		EXECUTE format('CREATE EVENT TRIGGER ade_cron_cleanup ON sql_drop EXECUTE FUNCTION %I.ade_cron_cleanup()',
 					   '@extschema@');
 	END IF;

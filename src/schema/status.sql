@@ -15,7 +15,10 @@
  * View bodies are parsed with the search_path of CREATE EXTENSION, and
  * run with the privileges of whoever reads them for the functions they
  * call: every function and operator in them is written pg_catalog.f /
- * OPERATOR(pg_catalog.x), and they call nothing of the extension's.
+ * OPERATOR(pg_catalog.x) (a look-alike created in the schema beforehand
+ * would otherwise be bound, and run as every reader), and the only
+ * function of the extension's they call, ade_secret_status(), is granted
+ * to ade_reader.
  *
  * IDENTIFICATION
  *	  src/schema/status.sql
@@ -50,8 +53,9 @@ $$;
 COMMENT ON FUNCTION ade_notify_hosts(text[], bigint[], text[], bigint[]) IS
 	'internal: NOTIFY ade_hosts, batched under the 8000-byte payload limit';
 
--- One row per token, no secret.  ade_reader reads it (SELECT *): it calls
--- no function that needs more than that.
+-- One row per token, no secret.  ade_reader reads it (SELECT *): the only
+-- function of the extension's it calls is ade_secret_status(), granted to
+-- ade_reader.
 CREATE VIEW ade_status AS
 SELECT t.id AS token_id,
 	   t.org_name,
@@ -83,6 +87,7 @@ SELECT t.id AS token_id,
 	   coalesce(a.not_accessible, 0) AS not_accessible,
 	   t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days') AS expires_within_30_days,
 	   CASE
+		 WHEN k.problem IS NOT NULL THEN k.problem
 		 WHEN t.token_invalid THEN 'Apple rejects the token: download a new one from ABM and call ade_add_token()'
 		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
@@ -131,7 +136,8 @@ SELECT t.id AS token_id,
 	SELECT pg_catalog.count(*) AS rejected
 	  FROM @extschema@.ade_rejected_records x
 	 WHERE x.token_id OPERATOR(pg_catalog.=) t.id
-  ) r;
+  ) r
+  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k;
 COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
 
 -- Hosts per team, and what each team's devices get.

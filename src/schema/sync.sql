@@ -74,10 +74,14 @@ COMMENT ON FUNCTION ade_record_error(text) IS
 
 -- Device records of a page, applied in one statement: sync rules 4 to 8.
 --   p_fetch: the records came from a full fetch (every record counts as added)
+--   p_as_of: the page's fetched_until: a fetched record, which has no op_date,
+--     tells what ABM held then (an older record of another token does not
+--     take the device from it)
 -- A record without a serial cannot be applied: it is kept in
 -- ade_rejected_records.  A record that applies replaces what
 -- ade_rejected_records keeps of its serial.
 CREATE FUNCTION ade_apply_records(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_as_of timestamptz,
 	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -94,7 +98,9 @@ BEGIN
 					THEN nullif(e.rec->>'serial_number', '') END AS serial,
 			   CASE WHEN p_fetch THEN 'added'
 					ELSE coalesce(e.rec->>'op_type', 'modified') END AS op,
-			   (e.rec->>'op_date')::timestamptz AS op_date
+			   -- a fetched record has no op_date: it says what ABM held as
+			   -- of the page's fetched_until
+			   coalesce((e.rec->>'op_date')::timestamptz, p_as_of) AS op_date
 		  FROM jsonb_array_elements(coalesce(p_devices, '[]'::jsonb)) WITH ORDINALITY AS e(rec, ord)
 	), win AS (				-- rule 4: one record per serial, the latest op_date
 		SELECT DISTINCT ON (r.serial) r.*
@@ -221,8 +227,8 @@ BEGIN
 		RETURNING 1
 	), unusable AS (			-- a record without a serial is kept, never dropped
 		INSERT INTO @extschema@.ade_rejected_records
-			(token_id, hardware_serial, record, from_fetch, reason)
-		SELECT p_token, NULL, r.rec, p_fetch, 'the record has no serial_number'
+			(token_id, hardware_serial, record, from_fetch, fetched_until, reason)
+		SELECT p_token, NULL, r.rec, p_fetch, p_as_of, 'the record has no serial_number'
 		  FROM recs r
 		 WHERE r.serial IS NULL
 		RETURNING 1
@@ -251,7 +257,7 @@ BEGIN
 	  INTO added, modified, deleted, skipped;
 END
 $$;
-COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean) IS
+COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean, timestamptz) IS
 	'internal: applies device records of one token (sync rules 4-8) in one statement';
 
 -- Device records, applied: in one statement when they all apply (the usual
@@ -261,6 +267,7 @@ COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean) IS
 -- with its reason, tried again after ade.failed_retry_interval.
 -- skipped counts the records not applied.
 CREATE FUNCTION ade_apply_devices(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_as_of timestamptz,
 	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -271,7 +278,7 @@ DECLARE
 BEGIN
 	BEGIN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
-		  FROM @extschema@.ade_apply_records(p_token, p_devices, p_fetch) a;
+		  FROM @extschema@.ade_apply_records(p_token, p_devices, p_fetch, p_as_of) a;
 		RETURN;
 	EXCEPTION WHEN OTHERS THEN
 		IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
@@ -291,7 +298,7 @@ BEGIN
 		 ORDER BY x.ord
 	LOOP
 		BEGIN
-			SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, jsonb_build_array(v_rec), p_fetch) a;
+			SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, jsonb_build_array(v_rec), p_fetch, p_as_of) a;
 			added := added + r.added;
 			modified := modified + r.modified;
 			deleted := deleted + r.deleted;
@@ -301,17 +308,17 @@ BEGIN
 				RAISE;
 			END IF;
 			INSERT INTO @extschema@.ade_rejected_records
-				(token_id, hardware_serial, record, from_fetch, reason, sqlstate, retry_at)
+				(token_id, hardware_serial, record, from_fetch, fetched_until, reason, sqlstate, retry_at)
 			VALUES (p_token,
 					CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
-					v_rec, p_fetch, SQLERRM, SQLSTATE,
+					v_rec, p_fetch, p_as_of, SQLERRM, SQLSTATE,
 					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval);
 			skipped := skipped + 1;
 		END;
 	END LOOP;
 END
 $$;
-COMMENT ON FUNCTION ade_apply_devices(bigint, jsonb, boolean) IS
+COMMENT ON FUNCTION ade_apply_devices(bigint, jsonb, boolean, timestamptz) IS
 	'internal: applies device records; a record that cannot be applied is kept in ade_rejected_records and the rest applies';
 
 -- One ABM page, applied, and the token's cursor and mode stored with its
@@ -328,7 +335,7 @@ BEGIN
 	added := 0; modified := 0; deleted := 0; skipped := 0;
 	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
-		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch) a;
+		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch, p_fetched_until::timestamptz) a;
 	END IF;
 	UPDATE @extschema@.abm_tokens t
 	   SET cursor = p_cursor, mode = p_mode,
@@ -355,12 +362,12 @@ DECLARE
 	v_state text;
 BEGIN
 	FOR r IN
-		SELECT x.id, x.record, x.from_fetch FROM @extschema@.ade_rejected_records x
+		SELECT x.id, x.record, x.from_fetch, x.fetched_until FROM @extschema@.ade_rejected_records x
 		 WHERE x.token_id = p_token AND x.retry_at <= now()
 		 ORDER BY x.id
 	LOOP
 		BEGIN
-			PERFORM @extschema@.ade_apply_records(p_token, jsonb_build_array(r.record), r.from_fetch);
+			PERFORM @extschema@.ade_apply_records(p_token, jsonb_build_array(r.record), r.from_fetch, r.fetched_until);
 			DELETE FROM @extschema@.ade_rejected_records x WHERE x.id = r.id;
 			n := n + 1;
 		EXCEPTION WHEN OTHERS THEN
@@ -426,7 +433,7 @@ $$;
 COMMENT ON FUNCTION ade_last_runs(int) IS 'the last n ade_sync() runs (one row per token per run), newest first';
 
 REVOKE ALL ON FUNCTION ade_sync(), ade_sync(bigint),
-	ade_apply_records(bigint, jsonb, boolean), ade_apply_devices(bigint, jsonb, boolean),
+	ade_apply_records(bigint, jsonb, boolean, timestamptz), ade_apply_devices(bigint, jsonb, boolean, timestamptz),
 	ade_apply_page(bigint, jsonb, boolean, text, text, text), ade_retry_rejected(bigint),
 	ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text),
 	ade_last_runs(int) FROM PUBLIC;

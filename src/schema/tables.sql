@@ -19,8 +19,9 @@
  * - hosts.team_id is checked by triggers (teams.sql), not a foreign key:
  *   a foreign key queues a check for every row the sync writes.
  * - Secrets (token credentials, ABM session tokens, the private key) live
- *   in ade_token_secrets and ade_keypair, sealed with AES-256-GCM
- *   (src/vault.c), readable by the extension owner only.
+ *   in ade_token_secrets and ade_keypair, sealed with AES-256-GCM under the
+ *   data keys of ade_secret_keys (src/vault.c), readable by the extension
+ *   owner only.
  * - Every table and sequence is registered with pg_extension_config_dump,
  *   so that pg_dump carries the data.
  * - Nothing is granted to PUBLIC.  ade_reader (created once per cluster:
@@ -79,8 +80,9 @@ CREATE TABLE abm_tokens (
 COMMENT ON TABLE abm_tokens IS 'ABM server tokens (no secrets: those are in ade_token_secrets)';
 
 -- The secrets of each token, and its cached ABM session.  Owner only, and
--- sealed (AES-256-GCM) with a key file of the data directory (src/vault.c):
--- a dump alone does not carry a working token.
+-- sealed (AES-256-GCM, bound to their row and column) with a data key of
+-- ade_secret_keys, itself sealed with a key file of the data directory
+-- (src/vault.c): a dump alone does not carry a working token.
 CREATE TABLE ade_token_secrets (
 	token_id		bigint PRIMARY KEY REFERENCES abm_tokens (id) ON DELETE CASCADE,
 	consumer_secret text NOT NULL,
@@ -90,6 +92,19 @@ CREATE TABLE ade_token_secrets (
 	session_at		timestamptz
 );
 COMMENT ON TABLE ade_token_secrets IS 'ABM token secrets and session tokens; readable by the extension owner only';
+
+-- The data keys that seal the secrets (src/vault.c), each sealed in turn
+-- with the key-encryption key, a file of the data directory (ade_kek.key)
+-- made once: a rotation adds a row and needs no file copied, and a standby
+-- has every key.  One is current.  Owner only.
+CREATE TABLE ade_secret_keys (
+	id				text PRIMARY KEY CHECK (id ~ '^[0-9a-f]{8}$'),
+	wrapped			bytea NOT NULL,	-- the data key, sealed with the key-encryption key
+	current			boolean NOT NULL DEFAULT false,
+	created_at		timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX ade_secret_keys_current_idx ON ade_secret_keys (current) WHERE current;
+COMMENT ON TABLE ade_secret_keys IS 'the data keys that seal the stored secrets, sealed with the key-encryption key file; readable by the extension owner only';
 
 -- The MDM server key pair whose certificate is uploaded to ABM.  Owner only.
 CREATE TABLE ade_keypair (
@@ -209,6 +224,7 @@ CREATE TABLE ade_rejected_records (
 	hardware_serial text,			-- null: the record had none
 	record			jsonb NOT NULL,	-- as ABM sent it
 	from_fetch		boolean NOT NULL,	-- from a full fetch: it means "added"
+	fetched_until	timestamptz,	-- of a fetched record (which has no op_date)
 	reason			text NOT NULL,
 	sqlstate		text,
 	rejected_at		timestamptz NOT NULL DEFAULT now(),
@@ -247,6 +263,7 @@ SELECT pg_catalog.pg_extension_config_dump('teams', '');
 SELECT pg_catalog.pg_extension_config_dump('teams_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_secret_keys', '');
 
 -- ---------------------------------------------------------------------
 -- Privileges
@@ -262,5 +279,5 @@ $$;
 REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
 	host_dep_assignments, ade_sync_runs, ade_profiles,
 	ade_profile_definitions, ade_profile_applied, teams,
-	ade_rejected_records, ade_truncated_hosts FROM PUBLIC;
+	ade_rejected_records, ade_truncated_hosts, ade_secret_keys FROM PUBLIC;
 GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs, ade_rejected_records TO ade_reader;

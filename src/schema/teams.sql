@@ -96,8 +96,11 @@ $$;
 COMMENT ON FUNCTION ade_hosts_team_moved() IS
 	'trigger: a live host moved to another team is marked, to get its new team''s profile';
 
+-- (WHEN is parsed with the search_path of CREATE EXTENSION: its operator is
+-- qualified, and IS DISTINCT FROM, which has no OPERATOR() form, is spelt out)
 CREATE TRIGGER ade_team_moves AFTER UPDATE OF team_id ON hosts
-	FOR EACH ROW WHEN (OLD.team_id IS DISTINCT FROM NEW.team_id)
+	FOR EACH ROW WHEN (NOT coalesce(OLD.team_id OPERATOR(pg_catalog.=) NEW.team_id,
+									OLD.team_id IS NULL AND NEW.team_id IS NULL))
 	EXECUTE FUNCTION ade_hosts_team_moved();
 
 REVOKE ALL ON FUNCTION ade_set_default_teams(bigint, bigint, bigint, bigint),

@@ -11,20 +11,22 @@
 \! test/add-token.sh Beta CK_beta
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 SELECT id AS beta FROM abm_tokens WHERE consumer_key = 'CK_beta' \gset
-\! echo '[{"serial_number": "T1", "device_family": "Mac"}]' > "$ADE_TEST_TMP/t1.json"
-\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t1.json" --op-date 2026-11-01T10:00:00Z
+-- the first runs: empty fetches; what follows comes as sync records
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(4);
+\! echo '[{"serial_number": "T1", "device_family": "Mac"}]' > "$ADE_TEST_TMP/t1.json"
+\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t1.json" --op-date 2099-11-01T10:00:00Z
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT plan(5);
 SELECT is((SELECT abm_token_id FROM host_dep_assignments WHERE hardware_serial = 'T1'), :'beta'::bigint, 'Beta holds T1');
 
 -- in one second: Beta's burst, then T1 moves to Acme
 \! echo '[{"serial_number": "T1", "model": "burst 1"}]' > "$ADE_TEST_TMP/m1.json"
-\! python3 test/mockctl.py devices CK_beta --modify-json "$ADE_TEST_TMP/m1.json" --op-date 2026-11-01T10:00:05Z
-\! python3 test/mockctl.py devices CK_beta --delete T1 --op-date 2026-11-01T10:00:05Z
-\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t1.json" --op-date 2026-11-01T10:00:05Z
-\! python3 test/mockctl.py devices CK_beta --modify-json "$ADE_TEST_TMP/m1.json" --op-date 2026-11-01T10:00:05Z
-\! python3 test/mockctl.py devices CK_beta --delete T1 --op-date 2026-11-01T10:00:05Z
-\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/t1.json" --op-date 2026-11-01T10:00:05Z
+\! python3 test/mockctl.py devices CK_beta --modify-json "$ADE_TEST_TMP/m1.json" --op-date 2099-11-01T10:00:05Z
+\! python3 test/mockctl.py devices CK_beta --delete T1 --op-date 2099-11-01T10:00:05Z
+\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t1.json" --op-date 2099-11-01T10:00:05Z
+\! python3 test/mockctl.py devices CK_beta --modify-json "$ADE_TEST_TMP/m1.json" --op-date 2099-11-01T10:00:05Z
+\! python3 test/mockctl.py devices CK_beta --delete T1 --op-date 2099-11-01T10:00:05Z
+\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/t1.json" --op-date 2099-11-01T10:00:05Z
 SET ade.page_size = 3;
 -- Acme first (ade_sync() goes by token id), then Beta's pages
 SELECT count(*) FROM ade_sync() \g /dev/null
@@ -33,23 +35,40 @@ SELECT is((SELECT (abm_token_id, deleted_at IS NULL) FROM host_dep_assignments W
 
 -- the other order: Beta synced first, then Acme
 \! echo '[{"serial_number": "T2", "device_family": "Mac"}]' > "$ADE_TEST_TMP/t2.json"
-\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t2.json" --op-date 2026-11-01T11:00:00Z
+\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t2.json" --op-date 2099-11-01T11:00:00Z
 SELECT count(*) FROM ade_sync() \g /dev/null
-\! python3 test/mockctl.py devices CK_beta --delete T2 --op-date 2026-11-01T11:00:05Z
-\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/t2.json" --op-date 2026-11-01T11:00:05Z
+\! python3 test/mockctl.py devices CK_beta --delete T2 --op-date 2099-11-01T11:00:05Z
+\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/t2.json" --op-date 2099-11-01T11:00:05Z
 SELECT count(*) FROM ade_sync(:beta) \g /dev/null
 SELECT count(*) FROM ade_sync(:acme) \g /dev/null
 SELECT is((SELECT (abm_token_id, deleted_at IS NULL) FROM host_dep_assignments WHERE hardware_serial = 'T2'), (:'acme'::bigint, true),
   'a device deleted by Beta and added by Acme in the same second is live with Acme, Beta synced first');
 -- and a device moved back in the same second: Acme to Beta and back
-\! python3 test/mockctl.py devices CK_acme --delete T2 --op-date 2026-11-01T11:00:09Z
-\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t2.json" --op-date 2026-11-01T11:00:09Z
-\! python3 test/mockctl.py devices CK_beta --delete T2 --op-date 2026-11-01T11:00:09Z
-\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/t2.json" --op-date 2026-11-01T11:00:09Z
+\! python3 test/mockctl.py devices CK_acme --delete T2 --op-date 2099-11-01T11:00:09Z
+\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t2.json" --op-date 2099-11-01T11:00:09Z
+\! python3 test/mockctl.py devices CK_beta --delete T2 --op-date 2099-11-01T11:00:09Z
+\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/t2.json" --op-date 2099-11-01T11:00:09Z
 SET ade.page_size = 1;
 SELECT count(*) FROM ade_sync(:beta) \g /dev/null
 SELECT count(*) FROM ade_sync(:acme) \g /dev/null
 SELECT is((SELECT (abm_token_id, deleted_at IS NULL) FROM host_dep_assignments WHERE hardware_serial = 'T2'), (:'acme'::bigint, true),
   'a device moved away and back in one second ends with the token that holds it');
+RESET ade.page_size;
+
+-- a full fetch tells what ABM held as of its fetched_until: older records of
+-- another token do not take the device from it (the model-based test found
+-- a device fetched by Acme and then taken by Beta's older records)
+\! echo '[{"serial_number": "T3", "device_family": "Mac"}]' > "$ADE_TEST_TMP/t3.json"
+\! echo '[{"serial_number": "T3", "model": "older"}]' > "$ADE_TEST_TMP/m3.json"
+\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t3.json" --op-date 2026-11-01T12:00:00Z
+\! python3 test/mockctl.py tokstate CK_acme --expire-cursors
+\! python3 test/mockctl.py devices CK_beta --modify-json "$ADE_TEST_TMP/m3.json" --op-date 2026-11-01T12:00:01Z
+\! python3 test/mockctl.py devices CK_beta --modify-json "$ADE_TEST_TMP/m3.json" --op-date 2026-11-01T12:00:01Z
+\! python3 test/mockctl.py devices CK_beta --delete T3 --op-date 2026-11-01T12:00:02Z
+\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/t3.json" --op-date 2026-11-01T12:00:02Z
+SET ade.page_size = 3;
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT (abm_token_id, deleted_at IS NULL) FROM host_dep_assignments WHERE hardware_serial = 'T3'), (:'acme'::bigint, true),
+  'a device a full fetch found with Acme stays there when Beta''s older records come after');
 RESET ade.page_size;
 SELECT * FROM finish();

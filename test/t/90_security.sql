@@ -7,7 +7,7 @@
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 300 --families Mac,iPhone,iPad
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(32);
+SELECT plan(35);
 
 -- an ordinary role: no secret, no function that uses one, no setting
 CREATE ROLE ade_test_nobody;
@@ -37,12 +37,14 @@ DROP ROLE ade_test_nobody;
 DROP ROLE ade_test_reader;
 
 -- search_path: only trigger functions are SECURITY DEFINER (so that a role
--- allowed to write hosts sees the special case work), none of them can be
--- called by PUBLIC; every function with a body pins search_path
+-- allowed to write hosts sees the special case work), and
+-- ade_secret_status() (for ade_status, which ade_reader reads); none of
+-- them can be called by PUBLIC; every function with a body pins search_path
 SELECT is((SELECT count(*)::int FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
             WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ade') AND p.prosecdef
-              AND (p.prorettype <> 'trigger'::regtype OR has_function_privilege('public', p.oid, 'EXECUTE'))), 0,
-  'the only SECURITY DEFINER functions are trigger functions that PUBLIC cannot execute');
+              AND ((p.prorettype <> 'trigger'::regtype AND p.proname <> 'ade_secret_status')
+                   OR has_function_privilege('public', p.oid, 'EXECUTE'))), 0,
+  'the only SECURITY DEFINER functions are trigger functions and ade_secret_status(), none executable by PUBLIC');
 SELECT is((SELECT array_agg(p.proname ORDER BY p.proname) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
             WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ade')
               AND p.proname NOT IN ('ade_platform', 'ade_oauth_signature', 'ade_record_error')
@@ -103,13 +105,13 @@ RESET ade.abm_url;
 SELECT ade_remove_token(id) FROM abm_tokens WHERE consumer_key = 'CK_tls' \g /dev/null
 \! kill $(cat "$ADE_TEST_TMP/tls.pid") 2>/dev/null
 
--- secrets at rest: a key file in the data directory, mode 0600
+-- secrets at rest: one key-encryption key file in the data directory, mode 0600
 SELECT setting AS datadir FROM pg_settings WHERE name = 'data_directory' \gset
 \setenv ADE_DATADIR :datadir
-\set keymode `stat -c '%a %U' "$ADE_DATADIR"/ade_secrets_*.key | sort -u`
-SELECT is(:'keymode'::text, '600 postgres', 'the secret key file is in the data directory, mode 0600, the server''s own');
-SELECT ok((SELECT bool_and(consumer_secret LIKE 'ade1:%' AND access_token LIKE 'ade1:%' AND access_secret LIKE 'ade1:%' AND session_token LIKE 'ade1:%') FROM ade_token_secrets)
-      AND (SELECT private_key LIKE 'ade1:%' FROM ade_keypair), 'every stored secret is sealed');
+\set keymode `stat -c '%a %U' "$ADE_DATADIR"/ade_kek.key`
+SELECT is(:'keymode'::text, '600 postgres', 'the key-encryption key file is in the data directory, mode 0600, the server''s own');
+SELECT ok((SELECT bool_and(consumer_secret LIKE 'ade2:%' AND access_token LIKE 'ade2:%' AND access_secret LIKE 'ade2:%' AND session_token LIKE 'ade2:%') FROM ade_token_secrets)
+      AND (SELECT private_key LIKE 'ade2:%' FROM ade_keypair), 'every stored secret is sealed');
 
 -- pg_dump alone carries no secret in clear; a restore on the same server works
 \! pg_dump -d "$ADE_TEST_DB" -e ade > "$ADE_TEST_TMP/dump.sql"
@@ -119,25 +121,34 @@ SELECT is(:'plain_in_dump'::int, 0, 'a pg_dump holds no token secret or session 
 \set restored `psql -d ade_restored -XAtqc "SELECT 'ok' FROM abm_tokens t, ade_refresh_account(t.id) r" -c "SELECT count(*) FROM hosts" 2>&1 | tr '\n' ' '`
 SELECT is(:'restored'::text, 'ok 340 ', 'a dump restored on the same server works: the token answers, the hosts are there');
 
--- without the key file (another server) the secrets do not open, with a clear error
-\! mkdir -p "$ADE_TEST_TMP/keys" && mv "$ADE_DATADIR"/ade_secrets_*.key "$ADE_TEST_TMP/keys/"
+-- without the key-encryption key file (another server) the secrets do not open, with a clear error
+\! mkdir -p "$ADE_TEST_TMP/keys" && mv "$ADE_DATADIR"/ade_kek.key "$ADE_TEST_TMP/keys/"
 \set nokey `psql -d ade_restored -XAtqc "SELECT ade_refresh_account(1)" 2>&1 | head -1`
-\! mv "$ADE_TEST_TMP"/keys/ade_secrets_*.key "$ADE_DATADIR"/
-SELECT alike(:'nokey'::text, 'ERROR:  the ade secret key file ade_secrets_%.key is missing from the data directory',
+\set attention `psql -d ade_restored -XAtqc "SELECT attention FROM ade_status" 2>&1 | head -1`
+\! mv "$ADE_TEST_TMP"/keys/ade_kek.key "$ADE_DATADIR"/
+SELECT is(:'nokey'::text, 'ERROR:  the ade key-encryption key file ade_kek.key is missing from the data directory',
   'without the key file a restored token does not work, and the error says which file to copy');
+SELECT alike(:'attention'::text, 'the key-encryption key file ade_kek.key is missing from the data directory%',
+  'ade_status.attention names the missing file');
 \set withkey `psql -d ade_restored -XAtqc "SELECT 'ok' FROM ade_refresh_account(1) r" 2>&1`
 SELECT is(:'withkey'::text, 'ok', 'with the key file copied back, it works');
 \! dropdb ade_restored
 
--- rotation: a new key, every secret re-sealed with it, the old file can go
+-- rotation: a new data key in the database, every secret re-sealed with it,
+-- no file made; the old key may go once nothing uses it
 SELECT substr(consumer_secret, 6, 8) AS old_id FROM ade_token_secrets LIMIT 1 \gset
+\set files_before `ls "$ADE_DATADIR" | grep -c '^ade_' || true`
 SELECT ade_rotate_secret_key() AS new_id \gset
+\set files_after `ls "$ADE_DATADIR" | grep -c '^ade_' || true`
 SELECT isnt(:'new_id'::text, :'old_id'::text, 'ade_rotate_secret_key() makes a new key');
-SELECT ok((SELECT bool_and(consumer_secret LIKE 'ade1:' || :'new_id' || ':%' AND session_token LIKE 'ade1:' || :'new_id' || ':%') FROM ade_token_secrets)
-      AND (SELECT private_key LIKE 'ade1:' || :'new_id' || ':%' FROM ade_keypair), 'and re-seals every secret with it');
-\setenv ADE_OLD_KEY :old_id
-\! rm "$ADE_DATADIR/ade_secrets_$ADE_OLD_KEY.key"
+SELECT ok((SELECT bool_and(consumer_secret LIKE 'ade2:' || :'new_id' || ':%' AND session_token LIKE 'ade2:' || :'new_id' || ':%') FROM ade_token_secrets)
+      AND (SELECT private_key LIKE 'ade2:' || :'new_id' || ':%' FROM ade_keypair), 'and re-seals every secret with it');
+SELECT is(:'files_after'::int, :'files_before'::int, 'a rotation makes no file: a standby has every key');
+SELECT results_eq(format($$SELECT key_id, current, sealed_values FROM ade_secret_key_usage WHERE key_id IN (%L, %L) ORDER BY current$$, :'old_id', :'new_id'),
+  format($$VALUES (%L, false, 0::bigint), (%L, true, 5::bigint)$$, :'old_id', :'new_id'),
+  'ade_secret_key_usage lists every key: the old one seals nothing now');
+DELETE FROM ade_secret_keys WHERE id = :'old_id';
 \set after `psql -d "$ADE_TEST_DB" -XAtqc "SELECT 'ok' FROM ade_refresh_account(1) r" 2>&1`
-SELECT is(:'after'::text, 'ok', 'after the old key file is removed, a new backend still opens every secret');
+SELECT is(:'after'::text, 'ok', 'after the old key is deleted, a new backend still opens every secret');
 
 SELECT * FROM finish();
