@@ -35,22 +35,36 @@ COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to e
 
 CREATE TABLE ade_rejected_records (
 	id				bigserial PRIMARY KEY,
-	token_id		bigint NOT NULL,
+	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
 	hardware_serial text,
 	record			jsonb NOT NULL,
 	from_fetch		boolean NOT NULL,
 	fetched_until	timestamptz,
+	op_date			timestamptz,
 	reason			text NOT NULL,
 	sqlstate		text,
 	rejected_at		timestamptz NOT NULL DEFAULT now(),
 	tries			int NOT NULL DEFAULT 1,
 	retry_at		timestamptz
 );
-CREATE INDEX ade_rejected_records_serial_idx ON ade_rejected_records (hardware_serial);
+CREATE UNIQUE INDEX ade_rejected_records_key ON ade_rejected_records
+	(token_id, (hardware_serial IS NULL), md5(coalesce(hardware_serial, record::text)));
+CREATE INDEX ade_rejected_records_serial_idx ON ade_rejected_records USING hash (hardware_serial);
 CREATE INDEX ade_rejected_records_due_idx ON ade_rejected_records (token_id, retry_at);
 COMMENT ON TABLE ade_rejected_records IS 'device records from ABM that could not be applied, with the reason; tried again by later runs';
 SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records_id_seq', '');
+
+CREATE TABLE ade_tied_records (
+	hardware_serial text NOT NULL,
+	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	record			jsonb NOT NULL,
+	from_fetch		boolean NOT NULL,
+	op_date			timestamptz NOT NULL,
+	PRIMARY KEY (hardware_serial, token_id)
+);
+COMMENT ON TABLE ade_tied_records IS 'internal: records of a device another token holds, of the same second as its last record; they apply when it lets go';
+SELECT pg_catalog.pg_extension_config_dump('ade_tied_records', '');
 
 CREATE UNLOGGED TABLE ade_truncated_hosts (
 	id				bigint PRIMARY KEY,
@@ -59,7 +73,7 @@ CREATE UNLOGGED TABLE ade_truncated_hosts (
 	team_id			bigint
 );
 COMMENT ON TABLE ade_truncated_hosts IS 'internal: hosts taken away by a TRUNCATE, for the trigger that makes the live ones again';
-REVOKE ALL ON ade_rejected_records, ade_truncated_hosts FROM PUBLIC;
+REVOKE ALL ON ade_rejected_records, ade_tied_records, ade_truncated_hosts FROM PUBLIC;
 GRANT SELECT ON ade_rejected_records TO ade_reader;
 
 -- one function decides which profile a device gets
@@ -249,16 +263,22 @@ $$;
 COMMENT ON FUNCTION ade_store_answers(bigint, text, text[], jsonb, int, int) IS
 	'internal: stores each serial''s answer to PUT /profile/devices, with its cooldown';
 
-CREATE FUNCTION ade_batch_unanswered(p_token bigint, p_serials text[]) RETURNS void
+CREATE FUNCTION ade_batch_unanswered(p_token bigint, p_serials text[], p_retry_after int)
+RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	UPDATE @extschema@.host_dep_assignments d
 	   SET assign_sent_at = now(), updated_at = now()
-	 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token
+	 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token;
+	UPDATE @extschema@.host_dep_assignments d
+	   SET retry_at = greatest(d.retry_at, now() + make_interval(secs => p_retry_after)),
+		   updated_at = now()
+	 WHERE p_retry_after IS NOT NULL
+	   AND d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign;
 $$;
-COMMENT ON FUNCTION ade_batch_unanswered(bigint, text[]) IS
-	'internal: marks the devices of a PUT /profile/devices that got no answer as sent, to the back of the queue';
+COMMENT ON FUNCTION ade_batch_unanswered(bigint, text[], int) IS
+	'internal: marks the devices of a PUT /profile/devices that got no answer as sent, to the back of the queue; after a long 429, the token''s devices wait';
 
 -- a page: one statement when every record applies, one record at a time
 -- (the bad ones kept in ade_rejected_records) when one does not
@@ -281,6 +301,8 @@ SET search_path = pg_catalog, pg_temp
 -- every page of a large first fetch (quadratic); plan each page afresh
 SET plan_cache_mode = force_custom_plan
 AS $$
+DECLARE
+	v_freed text[];
 BEGIN
 	WITH recs AS (
 		-- no WHERE here: a filter would make the planner expect one row per
@@ -303,7 +325,7 @@ BEGIN
 		SELECT t.macos_team_id, t.ios_team_id, t.ipados_team_id
 		  FROM @extschema@.abm_tokens t WHERE t.id = p_token
 	), plan0 AS (
-		SELECT w.serial, w.rec, w.op_date, h.id AS host_id,
+		SELECT w.serial, w.rec, w.op, w.op_date, h.id AS host_id,
 			   coalesce(@extschema@.ade_platform(w.rec->>'device_family'), h.platform, 'darwin') AS platform,
 			   coalesce(w.rec->>'model', h.hardware_model) AS model,
 			   d.assign_profile_response AS response,
@@ -315,10 +337,11 @@ BEGIN
 				 WHEN w.op_date < d.op_date THEN 'stale'
 				 -- op_date has whole seconds: within one token's stream the
 				 -- order is reliable, across tokens only a later op_date
-				 -- is; a token that does not hold a live device takes it
-				 -- over (or touches it) only with a newer record
+				 -- is: a record of the same second as the last one of a
+				 -- device another token holds live waits for that token's
+				 -- delete (ade_tied_records)
 				 WHEN w.op_date = d.op_date AND d.deleted_at IS NULL
-					  AND d.abm_token_id <> p_token THEN 'stale'
+					  AND d.abm_token_id <> p_token THEN 'tied'
 				 WHEN w.op = 'deleted' THEN 'deleted'
 				 WHEN w.op <> 'added' AND d.deleted_at IS NULL
 					  AND d.abm_token_id = p_token THEN 'modified'
@@ -345,7 +368,7 @@ BEGIN
 										 ELSE tk.ios_team_id END
 			   END AS team_id
 		  FROM plan0 p LEFT JOIN tk ON true
-	), plan AS (
+	), plan2 AS (
 		-- rules 5, 6 and 10: does the device hold its profile?  Which one is
 		-- its comes from ade_device_profiles(), as for the assignment: an
 		-- assignment echoed back as modified is never sent again.  Any record
@@ -355,6 +378,12 @@ BEGIN
 		  FROM plan1 p
 		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
 			ON m.team_id = coalesce(p.team_id, 0) AND m.platform = p.platform
+	), plan AS (
+		-- took: the record changed who holds the device or what it is
+		SELECT p.*,
+			   (p.act IN ('added', 'modified')
+				OR (p.act = 'deleted' AND p.prev_live AND p.prev_token = p_token)) AS took
+		  FROM plan2 p
 	), up_hosts AS (
 		INSERT INTO @extschema@.hosts AS h (hardware_serial, hardware_model, platform, team_id)
 		SELECT p.serial, p.model, p.platform, p.team_id
@@ -411,18 +440,46 @@ BEGIN
 		  FROM plan p
 		 WHERE p.act = 'deleted' AND d.hardware_serial = p.serial
 		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
-		RETURNING 1
-	), superseded AS (			-- newer news of a serial replaces a kept record
+		RETURNING d.hardware_serial
+	), superseded AS (
+		-- a kept record is replaced by later news of its serial: any later
+		-- record of its own token (a stream is in order), or a strictly
+		-- newer record of another token that took effect
 		DELETE FROM @extschema@.ade_rejected_records r
 		 USING plan p
-		 WHERE p.act <> 'stale' AND r.hardware_serial = p.serial
+		 WHERE r.hardware_serial = p.serial
+		   AND ((r.token_id = p_token AND r.op_date <= p.op_date)
+				OR (r.token_id <> p_token AND p.took AND r.op_date < p.op_date))
 		RETURNING 1
-	), unusable AS (			-- a record without a serial is kept, never dropped
+	), tie AS (					-- a tied record waits; a tied delete withdraws it
+		INSERT INTO @extschema@.ade_tied_records AS t
+			(hardware_serial, token_id, record, from_fetch, op_date)
+		SELECT p.serial, p_token, p.rec, p_fetch, p.op_date
+		  FROM plan p
+		 WHERE p.act = 'tied' AND p.op <> 'deleted'
+		ON CONFLICT (hardware_serial, token_id) DO UPDATE
+		   SET record = excluded.record, from_fetch = excluded.from_fetch,
+			   op_date = excluded.op_date
+		 WHERE t.op_date <= excluded.op_date
+		RETURNING 1
+	), untie AS (
+		-- moot: a later record of the same token, or a strictly newer one
+		-- that took effect (the holder's delete of the same second is
+		-- what releases them: below)
+		DELETE FROM @extschema@.ade_tied_records t
+		 USING plan p
+		 WHERE t.hardware_serial = p.serial
+		   AND ((t.token_id = p_token AND t.op_date <= p.op_date
+				 AND NOT (p.act = 'tied' AND p.op <> 'deleted'))
+				OR (t.token_id <> p_token AND p.took AND t.op_date < p.op_date))
+		RETURNING 1
+	), unusable AS (			-- a record without a serial is kept once, never dropped
 		INSERT INTO @extschema@.ade_rejected_records
-			(token_id, hardware_serial, record, from_fetch, fetched_until, reason)
-		SELECT p_token, NULL, r.rec, p_fetch, p_as_of, 'the record has no serial_number'
+			(token_id, hardware_serial, record, from_fetch, fetched_until, op_date, reason)
+		SELECT p_token, NULL, r.rec, p_fetch, p_as_of, NULL, 'the record has no serial_number'
 		  FROM recs r
 		 WHERE r.serial IS NULL
+		ON CONFLICT DO NOTHING
 		RETURNING 1
 	), ev AS (					-- what LISTEN ade_hosts hears of this page
 		SELECT p.event, coalesce(u.id, p.host_id, p.prev_host) AS id, p.serial
@@ -440,17 +497,61 @@ BEGIN
 	SELECT (SELECT count(*) FROM plan p WHERE p.act = 'added'),
 		   (SELECT count(*) FROM plan p WHERE p.act = 'modified'),
 		   (SELECT count(*) FROM del),
-		   (SELECT count(*) FROM unusable)
+		   (SELECT count(*) FROM recs r WHERE r.serial IS NULL)
 			 -- a full fetch announces itself once, at the end of the run (src/sync.c):
 			 -- payloads of a million hosts would wait in memory until it commits
 			 + (SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
 												 array_agg(e.serial), array_agg(p_token))
-				  FROM ev e) * 0
-	  INTO added, modified, deleted, skipped;
+				  FROM ev e) * 0,
+		   (SELECT array_agg(x.hardware_serial) FROM del x)
+	  INTO added, modified, deleted, skipped, v_freed;
+	-- a device its holder let go goes to the token of a tied record
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
 END
 $$;
 COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean, timestamptz) IS
 	'internal: applies device records of one token (sync rules 4-8) in one statement';
+
+CREATE FUNCTION ade_release_tied(p_serials text[]) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+BEGIN
+	FOR r IN
+		SELECT DISTINCT ON (t.hardware_serial) t.token_id, t.record, t.from_fetch, t.op_date
+		  FROM @extschema@.ade_tied_records t
+		 WHERE t.hardware_serial = ANY (p_serials)
+		 ORDER BY t.hardware_serial, t.op_date DESC, t.token_id
+	LOOP
+		-- not tied any more (the device is not live): it applies, and
+		-- leaves ade_tied_records
+		PERFORM @extschema@.ade_apply_records(r.token_id, jsonb_build_array(r.record),
+											 r.from_fetch, r.op_date);
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ade_release_tied(text[]) IS
+	'internal: gives devices their holder let go to the token of their latest tied record';
+
+CREATE FUNCTION ade_record_op_date(p_rec jsonb, p_as_of timestamptz) RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF jsonb_typeof(p_rec) <> 'object' THEN
+		RETURN NULL;
+	END IF;
+	RETURN coalesce((p_rec->>'op_date')::timestamptz, p_as_of);
+EXCEPTION WHEN data_exception THEN
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_record_op_date(jsonb, timestamptz) IS
+	'internal: the op_date of a device record, NULL when it is not a date';
 
 CREATE FUNCTION ade_apply_devices(p_token bigint, p_devices jsonb, p_fetch boolean,
 	p_as_of timestamptz,
@@ -493,12 +594,21 @@ BEGIN
 			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
 				RAISE;
 			END IF;
-			INSERT INTO @extschema@.ade_rejected_records
-				(token_id, hardware_serial, record, from_fetch, fetched_until, reason, sqlstate, retry_at)
+			-- one row per serial and token: the latest record
+			INSERT INTO @extschema@.ade_rejected_records AS x
+				(token_id, hardware_serial, record, from_fetch, fetched_until, op_date,
+				 reason, sqlstate, retry_at)
 			VALUES (p_token,
 					CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
-					v_rec, p_fetch, p_as_of, SQLERRM, SQLSTATE,
-					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval);
+					v_rec, p_fetch, p_as_of, @extschema@.ade_record_op_date(v_rec, p_as_of),
+					SQLERRM, SQLSTATE,
+					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval)
+			ON CONFLICT (token_id, (hardware_serial IS NULL), md5(coalesce(hardware_serial, record::text)))
+			DO UPDATE SET record = excluded.record, from_fetch = excluded.from_fetch,
+						  fetched_until = excluded.fetched_until, op_date = excluded.op_date,
+						  reason = excluded.reason, sqlstate = excluded.sqlstate,
+						  rejected_at = now(), tries = 1, retry_at = excluded.retry_at
+			 WHERE x.op_date IS NULL OR excluded.op_date IS NULL OR x.op_date <= excluded.op_date;
 			skipped := skipped + 1;
 		END;
 	END LOOP;
@@ -531,7 +641,7 @@ $$;
 COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
 	'internal: applies one ABM page (sync rules 4-8) and stores the cursor, in one statement';
 
-CREATE FUNCTION ade_retry_rejected(p_token bigint) RETURNS int
+CREATE FUNCTION ade_retry_rejected(p_token bigint, p_deadline timestamptz) RETURNS int
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -543,8 +653,9 @@ BEGIN
 	FOR r IN
 		SELECT x.id, x.record, x.from_fetch, x.fetched_until FROM @extschema@.ade_rejected_records x
 		 WHERE x.token_id = p_token AND x.retry_at <= now()
-		 ORDER BY x.id
+		 ORDER BY x.retry_at, x.id
 	LOOP
+		EXIT WHEN clock_timestamp() >= p_deadline;
 		BEGIN
 			PERFORM @extschema@.ade_apply_records(p_token, jsonb_build_array(r.record), r.from_fetch, r.fetched_until);
 			DELETE FROM @extschema@.ade_rejected_records x WHERE x.id = r.id;
@@ -563,7 +674,7 @@ BEGIN
 	RETURN n;
 END
 $$;
-COMMENT ON FUNCTION ade_retry_rejected(bigint) IS
+COMMENT ON FUNCTION ade_retry_rejected(bigint, timestamptz) IS
 	'internal: tries the due records of ade_rejected_records of a token again';
 
 -- hosts made again keep their team, move the id sequence past their id, and
@@ -690,6 +801,12 @@ DECLARE
 	v_id bigint;
 	v_token bigint;
 BEGIN
+	-- a soft-deleted device that pointed at this host gives the id up: the
+	-- host is another device's now, and that device may come from ABM
+	UPDATE @extschema@.host_dep_assignments d
+	   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = now()
+	 WHERE d.hardware_serial = OLD.hardware_serial AND d.host_id = OLD.id
+	   AND d.deleted_at IS NOT NULL;
 	INSERT INTO @extschema@.hosts (hardware_serial, hardware_model, platform, team_id)
 	SELECT d.hardware_serial, coalesce(d.device->>'model', OLD.hardware_model),
 		   coalesce(@extschema@.ade_platform(d.device->>'device_family'), OLD.platform),
@@ -998,10 +1115,41 @@ COMMENT ON VIEW ade_team_status IS 'one row per team: its hosts, its live ADE de
 
 DROP FUNCTION ade_effective_profiles(bigint);
 
+-- a removed token's devices go to another token's tied records, and its
+-- kept records go with it
+CREATE OR REPLACE FUNCTION ade_remove_token(token_id bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_freed text[];
+BEGIN
+	WITH gone AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = now(), needs_assign = false, updated_at = now()
+		 WHERE d.abm_token_id = ade_remove_token.token_id AND d.deleted_at IS NULL
+		RETURNING d.hardware_serial)
+	SELECT array_agg(g.hardware_serial) INTO v_freed FROM gone g;
+	-- its kept and tied records go with it (foreign keys)
+	DELETE FROM @extschema@.abm_tokens t WHERE t.id = ade_remove_token.token_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', ade_remove_token.token_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	-- a device another token's record of the same second claims goes there
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_remove_token(bigint) IS
+	'deletes a token with its secrets, session and kept records; its live assignments become soft-deleted';
+
+
 REVOKE ALL ON FUNCTION ade_device_profiles(bigint), ade_assign_candidates(bigint),
-	ade_batch_unanswered(bigint, text[]),
+	ade_batch_unanswered(bigint, text[], int),
 	ade_apply_records(bigint, jsonb, boolean, timestamptz), ade_apply_devices(bigint, jsonb, boolean, timestamptz),
-	ade_retry_rejected(bigint),
+	ade_retry_rejected(bigint, timestamptz), ade_release_tied(text[]), ade_record_op_date(jsonb, timestamptz),
 	ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
 	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
 	ade_hosts_reserialed() FROM PUBLIC;

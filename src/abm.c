@@ -47,6 +47,8 @@
 PG_FUNCTION_INFO_V1(ade_refresh_account);
 
 AdeAbmKind	AdeAbmLastErrorKind = ABM_OK;
+/* the Retry-After (seconds) of the last 429 raised, -1 when none */
+int			AdeAbmLastRetryAfter = -1;
 
 const char *
 AdeAbmKindName(AdeAbmKind kind)
@@ -171,6 +173,7 @@ void
 AdeAbmRaise(const AdeAbmResponse *resp, const char *what)
 {
 	AdeAbmLastErrorKind = resp->kind;
+	AdeAbmLastRetryAfter = resp->kind == ABM_THROTTLED ? resp->retry_after : -1;
 
 	switch (resp->kind)
 	{
@@ -630,6 +633,37 @@ AdeAbmParseJson(const AdeAbmResponse *resp, const char *what)
 }
 
 /*
+ * jsonb cannot hold U+0000, and one "\u0000" in a page would fail it run
+ * after run: each such escape becomes "\ufffd" (the replacement
+ * character, the same length), in a copy.  Escapes are walked in order, so
+ * an escaped backslash followed by "u0000" is left alone.
+ */
+static const char *
+without_nul_escapes(const char *body, size_t len)
+{
+	char	   *copy = NULL;
+	size_t		i;
+
+	if (strstr(body, "\\u0000") == NULL)	/* body ends in NUL, has none before */
+		return body;
+	for (i = 0; i + 1 < len; i++)
+	{
+		if (body[i] != '\\')
+			continue;
+		if (body[i + 1] == 'u' && i + 6 <= len && memcmp(body + i + 2, "0000", 4) == 0)
+		{
+			if (copy == NULL)
+				copy = pnstrdup(body, len);
+			memcpy(copy + i + 2, "fffd", 4);
+			i += 5;
+		}
+		else
+			i++;				/* the escaped character */
+	}
+	return copy ? copy : body;
+}
+
+/*
  * The same, for JSON that holds a secret (the decrypted token, the answer
  * of GET /session): the parser's own detail quotes the text it choked on,
  * so the error carries none.
@@ -647,7 +681,8 @@ AdeAbmParseSecretJson(const AdeAbmResponse *resp, const char *what, bool secret)
 				 errmsg("ABM answered %s with a body that is not valid UTF-8", what)));
 	PG_TRY();
 	{
-		result = DirectFunctionCall1(jsonb_in, CStringGetDatum(resp->body));
+		result = DirectFunctionCall1(jsonb_in,
+									 CStringGetDatum(without_nul_escapes(resp->body, resp->len)));
 	}
 	PG_CATCH();
 	{

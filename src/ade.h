@@ -130,6 +130,7 @@ typedef struct AdeAbmResponse
 
 /* what the last ABM error was, for the sync to set token flags */
 extern AdeAbmKind AdeAbmLastErrorKind;
+extern int	AdeAbmLastRetryAfter;
 
 extern void AdeAbmRaiseDeadline(const char *what) pg_attribute_noreturn();
 

@@ -228,6 +228,7 @@ typedef struct BatchStep
 	int			assigned;		/* out */
 	int			failed;			/* out */
 	bool		throttled;		/* out */
+	int			retry_after;	/* a failed batch's 429 Retry-After, or -1 */
 } BatchStep;
 
 static void
@@ -259,8 +260,9 @@ static void
 unanswered_step(void *arg)
 {
 	BatchStep  *b = (BatchStep *) arg;
-	Oid			argtypes[2] = {INT8OID, TEXTARRAYOID};
-	Datum		args[2];
+	Oid			argtypes[3] = {INT8OID, TEXTARRAYOID, INT4OID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	Datum	   *elems = palloc(sizeof(Datum) * (b->to - b->from));
 	char	   *sql;
 	int			rc;
@@ -270,8 +272,12 @@ unanswered_step(void *arg)
 		elems[i - b->from] = CStringGetTextDatum(b->cands[i].serial);
 	args[0] = Int64GetDatum(b->token_id);
 	args[1] = PointerGetDatum(construct_array(elems, b->to - b->from, TEXTOID, -1, false, TYPALIGN_INT));
-	sql = psprintf("SELECT %s.ade_batch_unanswered($1, $2)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
+	if (b->retry_after >= 0)
+		args[2] = Int32GetDatum(b->retry_after);
+	else
+		nulls[2] = 'n';
+	sql = psprintf("SELECT %s.ade_batch_unanswered($1, $2, $3)", AdeSchema());
+	rc = SPI_execute_with_args(sql, 3, argtypes, args, nulls, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 }
@@ -420,7 +426,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 	i = 0;
 	while (i < n && !out->out_of_time)
 	{
-		BatchStep	b = {client, token_id, cands, i, i + 1, batchcxt, 0, 0, false};
+		BatchStep	b = {client, token_id, cands, i, i + 1, batchcxt, 0, 0, false, -1};
 		bool		ok;
 
 		while (b.to < n && b.to - i < ASSIGN_BATCH &&
@@ -440,7 +446,11 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 		ok = AdeTrySubxact(batch_step, &b, &error, &kind);
 		if (!ok)
 		{
-			/* no answer: to the back of the queue, and no more this run */
+			/*
+			 * No answer: to the back of the queue, and no more this run; a
+			 * 429 says when ABM takes more (ade_batch_unanswered()).
+			 */
+			b.retry_after = kind == ABM_THROTTLED ? AdeAbmLastRetryAfter : -1;
 			keep_error(out, error, kind);
 			MemoryContextReset(batchcxt);
 			if (AdeSqlAtLeast(0, 4) && !AdeTrySubxact(unanswered_step, &b, &error, &kind))

@@ -56,6 +56,7 @@ AdeTrySubxact(void (*step) (void *), void *arg, ErrorData **error, AdeAbmKind *k
 
 	/* the class of an ABM error raised in here, not of an earlier one */
 	AdeAbmLastErrorKind = ABM_OK;
+	AdeAbmLastRetryAfter = -1;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();

@@ -89,7 +89,6 @@ typedef struct TokenRun
 	int			fetched;		/* devices of fetch pages, for progress */
 	TimestampTz started_at;
 	TimestampTz deadline;		/* the token's share of the run's budget */
-	TimestampTz run_deadline;	/* the end of the whole run */
 	char	   *error;			/* NULL on success */
 	AdeAbmKind	error_kind;
 	bool		busy;
@@ -419,19 +418,56 @@ page_step(TokenRun *run, void *arg)
 	pa->outcome = sync_one_page(run, pa->client, pa->resets);
 }
 
-/* the records of the token kept aside whose retry is due, tried again */
+/*
+ * The records of the token kept aside whose retry is due, tried again,
+ * within the token's share of the run's time.
+ */
 static void
 retry_rejected(TokenRun *run, void *arg)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(run->token_id)};
+	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
+	Datum		args[2] = {Int64GetDatum(run->token_id), TimestampTzGetDatum(run->deadline)};
 	char	   *sql;
 	int			rc;
 
-	sql = psprintf("SELECT %s.ade_retry_rejected($1)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	sql = psprintf("SELECT %s.ade_retry_rejected($1, $2)", AdeSchema());
+	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "ade_retry_rejected");
 	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Records this run kept aside (ade_rejected_records): said in the run's
+ * note and in a WARNING with the last reason, so that a cause that hits
+ * every record (an application's trigger, a constraint) is seen at once,
+ * not only in ade_status.
+ */
+static void
+report_kept(TokenRun *run)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(run->token_id)};
+	char	   *reason = NULL;
+	int			rc;
+
+	if (run->skipped == 0)
+		return;
+	rc = SPI_execute_with_args(psprintf("SELECT reason FROM %s.ade_rejected_records "
+										"WHERE token_id = $1 ORDER BY rejected_at DESC, id DESC LIMIT 1",
+										AdeSchema()),
+							   1, argtypes, args, NULL, false, 1);	/* sees the pages' rows */
+	spi_check(rc, SPI_OK_SELECT, "reading ade_rejected_records");
+	if (SPI_processed == 1)
+		reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	add_note(run, psprintf("%d device record%s could not be applied; see ade_rejected_records",
+						   run->skipped, run->skipped == 1 ? "" : "s"));
+	ereport(WARNING,
+			(errmsg_plural("%d device record of ABM token " INT64_FORMAT " could not be applied",
+						   "%d device records of ABM token " INT64_FORMAT " could not be applied",
+						   run->skipped, run->skipped, run->token_id),
+			 reason ? errdetail("The last reason: %s", reason) : 0,
+			 errhint("They are kept in ade_rejected_records and tried again after ade.failed_retry_interval; "
+					 "the rest of their pages applied.")));
 }
 
 static void
@@ -452,7 +488,8 @@ token_step(TokenRun *run, void *arg)
 	if (AdeSqlAtLeast(0, 4))
 		(void) in_subxact(run, retry_rejected, NULL);
 	client = AdeAbmOpen(run->token_id);
-	client->deadline = run->run_deadline;
+	/* no request of this token outlasts its share of the run's time */
+	client->deadline = run->deadline;
 
 	/* each page's memory (answer, jsonb, queries) is freed after the page */
 	pagecxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync page",
@@ -476,6 +513,7 @@ token_step(TokenRun *run, void *arg)
 			break;
 	}
 	MemoryContextDelete(pagecxt);
+	report_kept(run);
 
 	/*
 	 * Rule 10: profiles for what is due, even after a failed page; each call
@@ -756,7 +794,6 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 		run.cxt = runcxt;
 		run.token_id = ids[i];
 		run.started_at = GetCurrentTimestamp();
-		run.run_deadline = run_deadline;
 		/* a fair share of what is left: what is left over the tokens to go */
 		run.deadline = run.started_at +
 			Max(run_deadline - run.started_at, 0) / (n - i);

@@ -181,6 +181,12 @@ DECLARE
 	v_id bigint;
 	v_token bigint;
 BEGIN
+	-- a soft-deleted device that pointed at this host gives the id up: the
+	-- host is another device's now, and that device may come from ABM
+	UPDATE @extschema@.host_dep_assignments d
+	   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = now()
+	 WHERE d.hardware_serial = OLD.hardware_serial AND d.host_id = OLD.id
+	   AND d.deleted_at IS NOT NULL;
 	INSERT INTO @extschema@.hosts (hardware_serial, hardware_model, platform, team_id)
 	SELECT d.hardware_serial, coalesce(d.device->>'model', OLD.hardware_model),
 		   coalesce(@extschema@.ade_platform(d.device->>'device_family'), OLD.platform),

@@ -291,19 +291,27 @@ COMMENT ON FUNCTION ade_store_answers(bigint, text, text[], jsonb, int, int) IS
 
 -- A batch that got no answer (ABM failed, timed out, throttled the request):
 -- its devices go to the back of the queue, so that the next run sends the
--- others first and one bad batch never holds up the rest.
-CREATE FUNCTION ade_batch_unanswered(p_token bigint, p_serials text[]) RETURNS void
+-- others first and one bad batch never holds up the rest.  A 429 with a
+-- Retry-After past ade.max_retry_wait (p_retry_after seconds): ABM said
+-- when to come back, so no device of the token is sent before then.
+CREATE FUNCTION ade_batch_unanswered(p_token bigint, p_serials text[], p_retry_after int)
+RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	UPDATE @extschema@.host_dep_assignments d
 	   SET assign_sent_at = now(), updated_at = now()
-	 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token
+	 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token;
+	UPDATE @extschema@.host_dep_assignments d
+	   SET retry_at = greatest(d.retry_at, now() + make_interval(secs => p_retry_after)),
+		   updated_at = now()
+	 WHERE p_retry_after IS NOT NULL
+	   AND d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign;
 $$;
-COMMENT ON FUNCTION ade_batch_unanswered(bigint, text[]) IS
-	'internal: marks the devices of a PUT /profile/devices that got no answer as sent, to the back of the queue';
+COMMENT ON FUNCTION ade_batch_unanswered(bigint, text[], int) IS
+	'internal: marks the devices of a PUT /profile/devices that got no answer as sent, to the back of the queue; after a long 429, the token''s devices wait';
 
 REVOKE ALL ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint),
 	ade_device_profiles(bigint), ade_assign_candidates(bigint), ade_unassignable(bigint),
 	ade_store_answers(bigint, text, text[], jsonb, int, int),
-	ade_batch_unanswered(bigint, text[]) FROM PUBLIC;
+	ade_batch_unanswered(bigint, text[], int) FROM PUBLIC;

@@ -78,8 +78,10 @@ COMMENT ON FUNCTION ade_record_error(text) IS
 --     tells what ABM held then (an older record of another token does not
 --     take the device from it)
 -- A record without a serial cannot be applied: it is kept in
--- ade_rejected_records.  A record that applies replaces what
--- ade_rejected_records keeps of its serial.
+-- ade_rejected_records.  A record that is news to what
+-- ade_rejected_records keeps of its serial replaces it.  A record of the
+-- same second as the last one of the device, which another token holds
+-- live, waits in ade_tied_records for that token's delete.
 CREATE FUNCTION ade_apply_records(p_token bigint, p_devices jsonb, p_fetch boolean,
 	p_as_of timestamptz,
 	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
@@ -89,6 +91,8 @@ SET search_path = pg_catalog, pg_temp
 -- every page of a large first fetch (quadratic); plan each page afresh
 SET plan_cache_mode = force_custom_plan
 AS $$
+DECLARE
+	v_freed text[];
 BEGIN
 	WITH recs AS (
 		-- no WHERE here: a filter would make the planner expect one row per
@@ -111,7 +115,7 @@ BEGIN
 		SELECT t.macos_team_id, t.ios_team_id, t.ipados_team_id
 		  FROM @extschema@.abm_tokens t WHERE t.id = p_token
 	), plan0 AS (
-		SELECT w.serial, w.rec, w.op_date, h.id AS host_id,
+		SELECT w.serial, w.rec, w.op, w.op_date, h.id AS host_id,
 			   coalesce(@extschema@.ade_platform(w.rec->>'device_family'), h.platform, 'darwin') AS platform,
 			   coalesce(w.rec->>'model', h.hardware_model) AS model,
 			   d.assign_profile_response AS response,
@@ -123,10 +127,11 @@ BEGIN
 				 WHEN w.op_date < d.op_date THEN 'stale'
 				 -- op_date has whole seconds: within one token's stream the
 				 -- order is reliable, across tokens only a later op_date
-				 -- is; a token that does not hold a live device takes it
-				 -- over (or touches it) only with a newer record
+				 -- is: a record of the same second as the last one of a
+				 -- device another token holds live waits for that token's
+				 -- delete (ade_tied_records)
 				 WHEN w.op_date = d.op_date AND d.deleted_at IS NULL
-					  AND d.abm_token_id <> p_token THEN 'stale'
+					  AND d.abm_token_id <> p_token THEN 'tied'
 				 WHEN w.op = 'deleted' THEN 'deleted'
 				 WHEN w.op <> 'added' AND d.deleted_at IS NULL
 					  AND d.abm_token_id = p_token THEN 'modified'
@@ -153,7 +158,7 @@ BEGIN
 										 ELSE tk.ios_team_id END
 			   END AS team_id
 		  FROM plan0 p LEFT JOIN tk ON true
-	), plan AS (
+	), plan2 AS (
 		-- rules 5, 6 and 10: does the device hold its profile?  Which one is
 		-- its comes from ade_device_profiles(), as for the assignment: an
 		-- assignment echoed back as modified is never sent again.  Any record
@@ -163,6 +168,12 @@ BEGIN
 		  FROM plan1 p
 		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
 			ON m.team_id = coalesce(p.team_id, 0) AND m.platform = p.platform
+	), plan AS (
+		-- took: the record changed who holds the device or what it is
+		SELECT p.*,
+			   (p.act IN ('added', 'modified')
+				OR (p.act = 'deleted' AND p.prev_live AND p.prev_token = p_token)) AS took
+		  FROM plan2 p
 	), up_hosts AS (
 		INSERT INTO @extschema@.hosts AS h (hardware_serial, hardware_model, platform, team_id)
 		SELECT p.serial, p.model, p.platform, p.team_id
@@ -219,18 +230,46 @@ BEGIN
 		  FROM plan p
 		 WHERE p.act = 'deleted' AND d.hardware_serial = p.serial
 		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
-		RETURNING 1
-	), superseded AS (			-- newer news of a serial replaces a kept record
+		RETURNING d.hardware_serial
+	), superseded AS (
+		-- a kept record is replaced by later news of its serial: any later
+		-- record of its own token (a stream is in order), or a strictly
+		-- newer record of another token that took effect
 		DELETE FROM @extschema@.ade_rejected_records r
 		 USING plan p
-		 WHERE p.act <> 'stale' AND r.hardware_serial = p.serial
+		 WHERE r.hardware_serial = p.serial
+		   AND ((r.token_id = p_token AND r.op_date <= p.op_date)
+				OR (r.token_id <> p_token AND p.took AND r.op_date < p.op_date))
 		RETURNING 1
-	), unusable AS (			-- a record without a serial is kept, never dropped
+	), tie AS (					-- a tied record waits; a tied delete withdraws it
+		INSERT INTO @extschema@.ade_tied_records AS t
+			(hardware_serial, token_id, record, from_fetch, op_date)
+		SELECT p.serial, p_token, p.rec, p_fetch, p.op_date
+		  FROM plan p
+		 WHERE p.act = 'tied' AND p.op <> 'deleted'
+		ON CONFLICT (hardware_serial, token_id) DO UPDATE
+		   SET record = excluded.record, from_fetch = excluded.from_fetch,
+			   op_date = excluded.op_date
+		 WHERE t.op_date <= excluded.op_date
+		RETURNING 1
+	), untie AS (
+		-- moot: a later record of the same token, or a strictly newer one
+		-- that took effect (the holder's delete of the same second is
+		-- what releases them: below)
+		DELETE FROM @extschema@.ade_tied_records t
+		 USING plan p
+		 WHERE t.hardware_serial = p.serial
+		   AND ((t.token_id = p_token AND t.op_date <= p.op_date
+				 AND NOT (p.act = 'tied' AND p.op <> 'deleted'))
+				OR (t.token_id <> p_token AND p.took AND t.op_date < p.op_date))
+		RETURNING 1
+	), unusable AS (			-- a record without a serial is kept once, never dropped
 		INSERT INTO @extschema@.ade_rejected_records
-			(token_id, hardware_serial, record, from_fetch, fetched_until, reason)
-		SELECT p_token, NULL, r.rec, p_fetch, p_as_of, 'the record has no serial_number'
+			(token_id, hardware_serial, record, from_fetch, fetched_until, op_date, reason)
+		SELECT p_token, NULL, r.rec, p_fetch, p_as_of, NULL, 'the record has no serial_number'
 		  FROM recs r
 		 WHERE r.serial IS NULL
+		ON CONFLICT DO NOTHING
 		RETURNING 1
 	), ev AS (					-- what LISTEN ade_hosts hears of this page
 		SELECT p.event, coalesce(u.id, p.host_id, p.prev_host) AS id, p.serial
@@ -248,17 +287,67 @@ BEGIN
 	SELECT (SELECT count(*) FROM plan p WHERE p.act = 'added'),
 		   (SELECT count(*) FROM plan p WHERE p.act = 'modified'),
 		   (SELECT count(*) FROM del),
-		   (SELECT count(*) FROM unusable)
+		   (SELECT count(*) FROM recs r WHERE r.serial IS NULL)
 			 -- a full fetch announces itself once, at the end of the run (src/sync.c):
 			 -- payloads of a million hosts would wait in memory until it commits
 			 + (SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
 												 array_agg(e.serial), array_agg(p_token))
-				  FROM ev e) * 0
-	  INTO added, modified, deleted, skipped;
+				  FROM ev e) * 0,
+		   (SELECT array_agg(x.hardware_serial) FROM del x)
+	  INTO added, modified, deleted, skipped, v_freed;
+	-- a device its holder let go goes to the token of a tied record
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
 END
 $$;
 COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean, timestamptz) IS
 	'internal: applies device records of one token (sync rules 4-8) in one statement';
+
+-- Devices their holder let go (its delete, or the token removed): each
+-- goes to the token of its latest tied record, if any (the device moved
+-- within one second).  A tied record older than the release is moot: the
+-- holder's record that made it so removed it already.
+CREATE FUNCTION ade_release_tied(p_serials text[]) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+BEGIN
+	FOR r IN
+		SELECT DISTINCT ON (t.hardware_serial) t.token_id, t.record, t.from_fetch, t.op_date
+		  FROM @extschema@.ade_tied_records t
+		 WHERE t.hardware_serial = ANY (p_serials)
+		 ORDER BY t.hardware_serial, t.op_date DESC, t.token_id
+	LOOP
+		-- not tied any more (the device is not live): it applies, and
+		-- leaves ade_tied_records
+		PERFORM @extschema@.ade_apply_records(r.token_id, jsonb_build_array(r.record),
+											 r.from_fetch, r.op_date);
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ade_release_tied(text[]) IS
+	'internal: gives devices their holder let go to the token of their latest tied record';
+
+-- The op_date of a record as ade_apply_records() reads it, or NULL when it
+-- is not a date (for a record kept aside).
+CREATE FUNCTION ade_record_op_date(p_rec jsonb, p_as_of timestamptz) RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF jsonb_typeof(p_rec) <> 'object' THEN
+		RETURN NULL;
+	END IF;
+	RETURN coalesce((p_rec->>'op_date')::timestamptz, p_as_of);
+EXCEPTION WHEN data_exception THEN
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_record_op_date(jsonb, timestamptz) IS
+	'internal: the op_date of a device record, NULL when it is not a date';
 
 -- Device records, applied: in one statement when they all apply (the usual
 -- case); else, when a record is the trouble (ade_record_error()), one at a
@@ -307,12 +396,21 @@ BEGIN
 			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
 				RAISE;
 			END IF;
-			INSERT INTO @extschema@.ade_rejected_records
-				(token_id, hardware_serial, record, from_fetch, fetched_until, reason, sqlstate, retry_at)
+			-- one row per serial and token: the latest record
+			INSERT INTO @extschema@.ade_rejected_records AS x
+				(token_id, hardware_serial, record, from_fetch, fetched_until, op_date,
+				 reason, sqlstate, retry_at)
 			VALUES (p_token,
 					CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
-					v_rec, p_fetch, p_as_of, SQLERRM, SQLSTATE,
-					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval);
+					v_rec, p_fetch, p_as_of, @extschema@.ade_record_op_date(v_rec, p_as_of),
+					SQLERRM, SQLSTATE,
+					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval)
+			ON CONFLICT (token_id, (hardware_serial IS NULL), md5(coalesce(hardware_serial, record::text)))
+			DO UPDATE SET record = excluded.record, from_fetch = excluded.from_fetch,
+						  fetched_until = excluded.fetched_until, op_date = excluded.op_date,
+						  reason = excluded.reason, sqlstate = excluded.sqlstate,
+						  rejected_at = now(), tries = 1, retry_at = excluded.retry_at
+			 WHERE x.op_date IS NULL OR excluded.op_date IS NULL OR x.op_date <= excluded.op_date;
 			skipped := skipped + 1;
 		END;
 	END LOOP;
@@ -349,10 +447,11 @@ $$;
 COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
 	'internal: applies one ABM page (sync rules 4-8) and stores the cursor, in one statement';
 
--- The kept records of a token that are due, tried again, one at a time:
+-- The kept records of a token that are due, tried again, one at a time,
+-- oldest first, until p_deadline (the token's share of the run's time):
 -- those that apply now leave ade_rejected_records, the others wait again.
 -- Returns how many applied.
-CREATE FUNCTION ade_retry_rejected(p_token bigint) RETURNS int
+CREATE FUNCTION ade_retry_rejected(p_token bigint, p_deadline timestamptz) RETURNS int
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -364,8 +463,9 @@ BEGIN
 	FOR r IN
 		SELECT x.id, x.record, x.from_fetch, x.fetched_until FROM @extschema@.ade_rejected_records x
 		 WHERE x.token_id = p_token AND x.retry_at <= now()
-		 ORDER BY x.id
+		 ORDER BY x.retry_at, x.id
 	LOOP
+		EXIT WHEN clock_timestamp() >= p_deadline;
 		BEGIN
 			PERFORM @extschema@.ade_apply_records(p_token, jsonb_build_array(r.record), r.from_fetch, r.fetched_until);
 			DELETE FROM @extschema@.ade_rejected_records x WHERE x.id = r.id;
@@ -384,7 +484,7 @@ BEGIN
 	RETURN n;
 END
 $$;
-COMMENT ON FUNCTION ade_retry_rejected(bigint) IS
+COMMENT ON FUNCTION ade_retry_rejected(bigint, timestamptz) IS
 	'internal: tries the due records of ade_rejected_records of a token again';
 
 -- The end of one token's run: its state and its history row.
@@ -434,7 +534,8 @@ COMMENT ON FUNCTION ade_last_runs(int) IS 'the last n ade_sync() runs (one row p
 
 REVOKE ALL ON FUNCTION ade_sync(), ade_sync(bigint),
 	ade_apply_records(bigint, jsonb, boolean, timestamptz), ade_apply_devices(bigint, jsonb, boolean, timestamptz),
-	ade_apply_page(bigint, jsonb, boolean, text, text, text), ade_retry_rejected(bigint),
+	ade_apply_page(bigint, jsonb, boolean, text, text, text), ade_retry_rejected(bigint, timestamptz),
+	ade_release_tied(text[]), ade_record_op_date(jsonb, timestamptz),
 	ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text),
 	ade_last_runs(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_last_runs(int) TO ade_reader;

@@ -216,24 +216,50 @@ COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to e
 -- data, a trigger of the application's): kept here with the reason, so that
 -- no record is dropped silently and no bad record stops its token (the rest
 -- of its page applies and the cursor moves on).  Each run tries the due
--- ones again; a later record for the same serial that applies replaces
--- them.  ade_status.attention counts them.
+-- ones again.  One row per serial and token, the latest record (a token's
+-- stream is in order); a record that applies replaces what is kept of its
+-- serial when it is news to it: a later record of the same token, or a
+-- newer record of another token that took effect (sync.sql).  A record
+-- without a serial is kept once however often ABM sends it.  The key is a
+-- hash of the serial: a serial too long for a btree is kept too.
+-- ade_status.attention counts them; they go with their token.
 CREATE TABLE ade_rejected_records (
 	id				bigserial PRIMARY KEY,
-	token_id		bigint NOT NULL,	-- no foreign key: kept when the token goes
+	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
 	hardware_serial text,			-- null: the record had none
 	record			jsonb NOT NULL,	-- as ABM sent it
 	from_fetch		boolean NOT NULL,	-- from a full fetch: it means "added"
 	fetched_until	timestamptz,	-- of a fetched record (which has no op_date)
+	op_date			timestamptz,	-- its op_date (fetched: fetched_until); null: not a date
 	reason			text NOT NULL,
 	sqlstate		text,
 	rejected_at		timestamptz NOT NULL DEFAULT now(),
 	tries			int NOT NULL DEFAULT 1,
 	retry_at		timestamptz		-- null: never tried again (no serial)
 );
-CREATE INDEX ade_rejected_records_serial_idx ON ade_rejected_records (hardware_serial);
+CREATE UNIQUE INDEX ade_rejected_records_key ON ade_rejected_records
+	(token_id, (hardware_serial IS NULL), md5(coalesce(hardware_serial, record::text)));
+CREATE INDEX ade_rejected_records_serial_idx ON ade_rejected_records USING hash (hardware_serial);
 CREATE INDEX ade_rejected_records_due_idx ON ade_rejected_records (token_id, retry_at);
 COMMENT ON TABLE ade_rejected_records IS 'device records from ABM that could not be applied, with the reason; tried again by later runs';
+
+-- Records of a token about a device another token holds live, with the
+-- same op_date as the holder's last record: ABM's op_date has whole
+-- seconds, and across tokens the order within one second is unknown (a
+-- device moved from B to A shows as B's delete and A's add, which may come
+-- in either order).  Kept until the holder's delete of that second comes:
+-- then the device goes to the token of the tied record (sync.sql).  A
+-- later record of the same token, or a newer record that took effect,
+-- makes it moot.
+CREATE TABLE ade_tied_records (
+	hardware_serial text NOT NULL,
+	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	record			jsonb NOT NULL,
+	from_fetch		boolean NOT NULL,
+	op_date			timestamptz NOT NULL,
+	PRIMARY KEY (hardware_serial, token_id)
+);
+COMMENT ON TABLE ade_tied_records IS 'internal: records of a device another token holds, of the same second as its last record; they apply when it lets go';
 
 -- internal: the hosts a TRUNCATE takes away, kept by its BEFORE trigger for
 -- its AFTER trigger within the same statement (hosts.sql); always empty
@@ -263,6 +289,7 @@ SELECT pg_catalog.pg_extension_config_dump('teams', '');
 SELECT pg_catalog.pg_extension_config_dump('teams_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_tied_records', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_secret_keys', '');
 
 -- ---------------------------------------------------------------------
@@ -279,5 +306,5 @@ $$;
 REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
 	host_dep_assignments, ade_sync_runs, ade_profiles,
 	ade_profile_definitions, ade_profile_applied, teams,
-	ade_rejected_records, ade_truncated_hosts, ade_secret_keys FROM PUBLIC;
+	ade_rejected_records, ade_tied_records, ade_truncated_hosts, ade_secret_keys FROM PUBLIC;
 GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs, ade_rejected_records TO ade_reader;

@@ -116,19 +116,29 @@ CREATE FUNCTION ade_remove_token(token_id bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	v_freed text[];
 BEGIN
-	UPDATE @extschema@.host_dep_assignments d
-	   SET deleted_at = now(), needs_assign = false, updated_at = now()
-	 WHERE d.abm_token_id = ade_remove_token.token_id AND d.deleted_at IS NULL;
+	WITH gone AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = now(), needs_assign = false, updated_at = now()
+		 WHERE d.abm_token_id = ade_remove_token.token_id AND d.deleted_at IS NULL
+		RETURNING d.hardware_serial)
+	SELECT array_agg(g.hardware_serial) INTO v_freed FROM gone g;
+	-- its kept and tied records go with it (foreign keys)
 	DELETE FROM @extschema@.abm_tokens t WHERE t.id = ade_remove_token.token_id;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'abm token % does not exist', ade_remove_token.token_id
 			USING ERRCODE = 'no_data_found';
 	END IF;
+	-- a device another token's record of the same second claims goes there
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
 END
 $$;
 COMMENT ON FUNCTION ade_remove_token(bigint) IS
-	'deletes a token with its secrets and session; its live assignments become soft-deleted';
+	'deletes a token with its secrets, session and kept records; its live assignments become soft-deleted';
 
 REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(bytea, bytea), ade_rotate_secret_key(),
 	ade_add_token(bytea), ade_refresh_account(bigint), ade_remove_token(bigint),

@@ -16,7 +16,7 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 \! echo '[{"serial_number": "T1", "device_family": "Mac"}]' > "$ADE_TEST_TMP/t1.json"
 \! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t1.json" --op-date 2099-11-01T10:00:00Z
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(5);
+SELECT plan(9);
 SELECT is((SELECT abm_token_id FROM host_dep_assignments WHERE hardware_serial = 'T1'), :'beta'::bigint, 'Beta holds T1');
 
 -- in one second: Beta's burst, then T1 moves to Acme
@@ -71,4 +71,50 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT is((SELECT (abm_token_id, deleted_at IS NULL) FROM host_dep_assignments WHERE hardware_serial = 'T3'), (:'acme'::bigint, true),
   'a device a full fetch found with Acme stays there when Beta''s older records come after');
 RESET ade.page_size;
+
+-- a device modified at Beta and moved to Acme in the same second: Acme's
+-- add is kept until Beta's delete comes, then it takes the device; it
+-- never ends with nobody holding it (review of issue 12)
+\! echo '[{"serial_number": "T4", "device_family": "Mac"}]' > "$ADE_TEST_TMP/t4.json"
+\! echo '[{"serial_number": "T4", "model": "modified"}]' > "$ADE_TEST_TMP/m4.json"
+\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t4.json" --op-date 2099-11-01T13:00:00Z
+SELECT count(*) FROM ade_sync() \g /dev/null
+\! python3 test/mockctl.py devices CK_beta --modify-json "$ADE_TEST_TMP/m4.json" --op-date 2099-11-01T13:00:05Z
+SELECT count(*) FROM ade_sync() \g /dev/null
+\! python3 test/mockctl.py devices CK_beta --delete T4 --op-date 2099-11-01T13:00:05Z
+\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/t4.json" --op-date 2099-11-01T13:00:05Z
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT (abm_token_id, deleted_at IS NULL) FROM host_dep_assignments WHERE hardware_serial = 'T4'), (:'acme'::bigint, true),
+  'a device Beta modified and then gave to Acme in one second is live with Acme');
+
+-- the other way round: Acme adds and deletes T5, and Beta adds and modifies
+-- it, all in one second; Beta is synced first, and Acme's records come
+-- one per page: Acme's add must not take Beta's device for Acme's delete
+-- to drop it
+\! echo '[{"serial_number": "T5", "device_family": "Mac"}]' > "$ADE_TEST_TMP/t5.json"
+\! echo '[{"serial_number": "T5", "model": "at Beta"}]' > "$ADE_TEST_TMP/m5.json"
+\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/t5.json" --op-date 2099-11-01T14:00:05Z
+\! python3 test/mockctl.py devices CK_acme --delete T5 --op-date 2099-11-01T14:00:05Z
+\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t5.json" --op-date 2099-11-01T14:00:05Z
+\! python3 test/mockctl.py devices CK_beta --modify-json "$ADE_TEST_TMP/m5.json" --op-date 2099-11-01T14:00:05Z
+SET ade.page_size = 1;
+SELECT count(*) FROM ade_sync(:beta) \g /dev/null
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+RESET ade.page_size;
+SELECT is((SELECT (abm_token_id, deleted_at IS NULL) FROM host_dep_assignments WHERE hardware_serial = 'T5'), (:'beta'::bigint, true),
+  'a device Acme added and deleted while Beta added and modified it, in one second, stays live with Beta');
+
+-- and T4 goes on from Acme to Beta in one second, Beta (the taker) synced
+-- first, while Acme's delete is still to come
+\! python3 test/mockctl.py devices CK_acme --modify-json "$ADE_TEST_TMP/m4.json" --op-date 2099-11-01T15:00:00Z
+SELECT count(*) FROM ade_sync() \g /dev/null
+\! python3 test/mockctl.py devices CK_acme --delete T4 --op-date 2099-11-01T15:00:00Z
+\! python3 test/mockctl.py devices CK_beta --add-json "$ADE_TEST_TMP/t4.json" --op-date 2099-11-01T15:00:00Z
+SELECT count(*) FROM ade_sync(:beta) \g /dev/null
+SELECT is((SELECT (abm_token_id, deleted_at IS NULL) FROM host_dep_assignments WHERE hardware_serial = 'T4'), (:'acme'::bigint, true),
+  'until Acme''s delete comes, Acme keeps the device it holds');
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+SELECT is((SELECT (abm_token_id, deleted_at IS NULL) FROM host_dep_assignments WHERE hardware_serial = 'T4'), (:'beta'::bigint, true),
+  'the device goes to Beta when Acme''s delete of the same second comes after Beta''s add');
 SELECT * FROM finish();

@@ -21,7 +21,7 @@ SELECT ade_set_profile('{"profile_name": "lab", "url": "https://mdm.example.com/
 UPDATE hosts SET team_id = :lab WHERE hardware_serial IN ('S00000000', 'S00000001', 'S00000002');
 SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(12);
+SELECT plan(14);
 
 -- case 5: DELETE keeps the team, and nothing is sent again
 SELECT id AS s0 FROM hosts WHERE hardware_serial = 'S00000000' \gset
@@ -76,4 +76,18 @@ SELECT is((SELECT (h.team_id, d.deleted_at, h.id <> :s1) FROM hosts h JOIN host_
 SELECT count(*) FROM ade_sync() \g /dev/null
 \set sent `python3 test/mockctl.py sent`
 SELECT is(:'sent'::jsonb, '[]', 'and nothing is sent to Apple for it');
+
+-- the host of a device ABM deleted gets a new serial by hand; then ABM adds
+-- a device with that serial: it takes the host, and the old device's
+-- soft-deleted row does not stand in its way
+SELECT id AS s2 FROM hosts WHERE hardware_serial = 'S00000002' \gset
+\! python3 test/mockctl.py devices CK_acme --delete S00000002
+SELECT count(*) FROM ade_sync() \g /dev/null
+UPDATE hosts SET hardware_serial = 'NEWDEV-1' WHERE hardware_serial = 'S00000002';
+\! echo '[{"serial_number": "NEWDEV-1", "device_family": "Mac"}]' > "$ADE_TEST_TMP/nd.json"
+\! python3 test/mockctl.py devices CK_acme --add-json "$ADE_TEST_TMP/nd.json"
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT (h.id, d.deleted_at) FROM hosts h JOIN host_dep_assignments d ON d.host_id = h.id WHERE h.hardware_serial = 'NEWDEV-1'),
+  (:'s2'::bigint, NULL::timestamptz), 'a device added with the serial a host was given by hand is live on that host');
+SELECT is((SELECT count(*)::int FROM ade_rejected_records), 0, 'no record was refused on the way');
 SELECT * FROM finish();

@@ -11,7 +11,7 @@
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 3000 --families Mac,iPhone,iPad
 SET ade.retry_backoff = 10;
-SELECT plan(11);
+SELECT plan(13);
 -- the devices first, no profile yet
 SELECT count(*) FROM ade_sync() \g /dev/null
 
@@ -33,17 +33,19 @@ SELECT is(:'posts'::int, 0, 'the next run does not define the profile again');
 SELECT is((SELECT (assigned, error) FROM r2), (1000, NULL::text), 'and sends only the 1000 devices that got no answer');
 SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE assign_profile_response = 'SUCCESS'), 3000, 'every device is assigned');
 
--- the second PUT of every run is throttled past the wait limit: each run
--- still gets further, the unanswered batch going to the back of the queue
+-- the second PUT of every run fails (a 503, no retries): each run still
+-- gets further, the unanswered batch going to the back of the queue
 SELECT ade_set_profile('{"profile_name": "p2", "url": "https://mdm.example.com/enroll"}') \g /dev/null
-\! python3 test/mockctl.py fault '{"method": "PUT", "path": "/profile/devices", "skip": 1, "status": 429, "body": "TOO_MANY_REQUESTS", "headers": {"Retry-After": "3600"}, "times": 1}'
+SET ade.max_retries = 0;
+\! python3 test/mockctl.py fault '{"method": "PUT", "path": "/profile/devices", "skip": 1, "status": 503, "body": "SERVICE_UNAVAILABLE", "times": 1}'
 CREATE TEMP TABLE t1 AS SELECT * FROM ade_sync();
-\! python3 test/mockctl.py fault '{"method": "PUT", "path": "/profile/devices", "skip": 1, "status": 429, "body": "TOO_MANY_REQUESTS", "headers": {"Retry-After": "3600"}, "times": 1}'
+\! python3 test/mockctl.py fault '{"method": "PUT", "path": "/profile/devices", "skip": 1, "status": 503, "body": "SERVICE_UNAVAILABLE", "times": 1}'
 CREATE TEMP TABLE t2 AS SELECT * FROM ade_sync();
-\! python3 test/mockctl.py fault '{"method": "PUT", "path": "/profile/devices", "skip": 1, "status": 429, "body": "TOO_MANY_REQUESTS", "headers": {"Retry-After": "3600"}, "times": 1}'
+\! python3 test/mockctl.py fault '{"method": "PUT", "path": "/profile/devices", "skip": 1, "status": 503, "body": "SERVICE_UNAVAILABLE", "times": 1}'
 CREATE TEMP TABLE t3 AS SELECT * FROM ade_sync();
+RESET ade.max_retries;
 SELECT is((SELECT assigned FROM t1) + (SELECT assigned FROM t2) + (SELECT assigned FROM t3), 3000,
-  'with the second PUT of every run throttled, three runs assign all 3000 devices');
+  'with the second PUT of every run failing, three runs assign all 3000 devices');
 SELECT is((SELECT count(*)::int FROM host_dep_assignments d
              JOIN ade_profile_definitions p ON p.profile_uuid = d.profile_uuid
             WHERE p.profile_key = md5('{"profile_name": "p2", "url": "https://mdm.example.com/enroll"}'::jsonb::text)), 3000,
@@ -62,4 +64,17 @@ SELECT is((SELECT (error, note LIKE 'ade.max_sync_seconds reached; the next run 
   (NULL::text, true), 'running out of time is a note, not an error');
 \! python3 test/mockctl.py faults-clear
 RESET ade.max_sync_seconds;
+
+-- a 429 whose Retry-After is past the wait limit: no PUT for this token
+-- until that time is over (ABM said when), not one per run
+SELECT ade_set_profile('{"profile_name": "p4", "url": "https://mdm.example.com/enroll"}') \g /dev/null
+\! python3 test/mockctl.py fault '{"method": "PUT", "path": "/profile/devices", "status": 429, "body": "TOO_MANY_REQUESTS", "headers": {"Retry-After": "3600"}, "times": 1}'
+SELECT count(*) FROM ade_sync() \g /dev/null
+\! python3 test/mockctl.py log-clear
+SELECT count(*) FROM ade_sync() \g /dev/null
+\set puts `python3 test/mockctl.py logcount 'PUT /profile/devices'`
+SELECT is(:'puts'::int, 0, 'after a 429 with Retry-After: 3600, the next run sends no PUT /profile/devices');
+SELECT ok((SELECT count(*) > 0 AND bool_and(retry_at > now() + interval '59 minutes') FROM host_dep_assignments WHERE needs_assign),
+  'the devices that wait are due when the hour ABM asked for is over');
+\! python3 test/mockctl.py faults-clear
 SELECT * FROM finish();
