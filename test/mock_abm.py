@@ -74,7 +74,8 @@ Control API (no auth, JSON in and out, not header-checked, not logged).
 Fault rule keys (all optional): method, path (exact or fnmatch pattern),
 consumer_key, skip (0), times (1; -1 = forever), status, body (text or JSON),
 headers, hang_seconds, cut_body, truncate_json, json_drop, repeat_cursor,
-rotate_session, pad_bytes. The first matching live rule wins; a rule still
+rotate_session, pad_bytes, body_b64 (the body as base64: any bytes, invalid
+UTF-8 included). The first matching live rule wins; a rule still
 skipping lets the request go on to the next rules.
 """
 
@@ -774,7 +775,7 @@ def c_devices(st, body, q):
 
 RULE_KEYS = {"method", "path", "consumer_key", "skip", "times", "status", "body",
              "headers", "hang_seconds", "cut_body", "truncate_json", "json_drop",
-             "repeat_cursor", "rotate_session", "pad_bytes", "comment"}
+             "repeat_cursor", "rotate_session", "pad_bytes", "comment", "body_b64"}
 
 
 def c_clock(st, body, q):
@@ -1101,11 +1102,13 @@ class Handler(BaseHTTPRequestHandler):
 
         headers = {}
         ctype = TEXT_TYPE
-        if rule and ("status" in rule or "body" in rule):
+        if rule and ("status" in rule or "body" in rule or "body_b64" in rule):
             status = int(rule.get("status", 200))
             payload = rule.get("body", "")
             if payload is None:
                 payload = ""
+            if "body_b64" in rule:
+                payload = base64.b64decode(rule["body_b64"])
         elif rule and rule.get("repeat_cursor"):
             cur = self.body_json.get("cursor") if isinstance(self.body_json, dict) else None
             status, payload = 200, {"devices": [], "cursor": cur, "more_to_follow": True,
