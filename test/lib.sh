@@ -90,3 +90,21 @@ EOF
 ade_stop_cluster() {
   as_pg "$PGBIN/pg_ctl" -D "$1/data" -m fast stop >/dev/null 2>&1 || true
 }
+
+# ade_bare_cluster DIR PORT [SERVER OPTIONS]: a cluster of its own for a
+# test script (initdb as postgres when root), no TCP, socket in DIR/sock,
+# log in DIR/server.log, ade.abm_url = the mock; started, with a database
+# "ade".  Stop it with ade_stop_cluster DIR.
+ade_bare_cluster() {
+  local d=$1 port=$2 user
+  shift 2
+  mkdir -p "$d/data" "$d/sock"
+  chmod 755 "$d"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres: "$d" "$d/data" "$d/sock"; user=postgres; else user=$(id -un); fi
+  as_pg "$PGBIN/initdb" -D "$d/data" -U "$user" -A trust --no-sync -E UTF8 --locale=C.UTF-8 >"$d/initdb.log" 2>&1 ||
+    { cat "$d/initdb.log" >&2; return 1; }
+  as_pg "$PGBIN/pg_ctl" -D "$d/data" -l "$d/server.log" -w -t 60 \
+    -o "-c listen_addresses='' -k $d/sock -p $port ${ADE_MOCK_URL:+-c ade.abm_url=$ADE_MOCK_URL} $*" start >/dev/null ||
+    { cat "$d/server.log" >&2; return 1; }
+  "$PGBIN/createdb" -h "$d/sock" -p "$port" -U "$user" ade
+}
