@@ -12,7 +12,7 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 \! python3 test/mockctl.py devices CK_acme --delete S00000001,S00000002
 SELECT ade_set_profile('{"profile_name": "iOS", "url": "https://mdm.example.com/ios"}', platform => 'ios') \g /dev/null
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(12);
+SELECT plan(14);
 SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ade'), '0.1', 'version 0.1 is installed from its own script');
 
 CREATE TEMP TABLE before_hosts AS SELECT * FROM hosts;
@@ -21,7 +21,13 @@ CREATE TEMP TABLE before_tok AS SELECT id, consumer_key, org_name, mode, cursor,
 CREATE TEMP TABLE before_misc AS SELECT (SELECT count(*) FROM ade_sync_runs) AS runs, (SELECT count(*) FROM ade_profiles) AS profiles,
   (SELECT count(*) FROM ade_profile_definitions) AS defs, (SELECT extconfig FROM pg_extension WHERE extname = 'ade') AS extconfig;
 
+SELECT ok((SELECT bool_and(consumer_secret LIKE 'ade1:%' AND access_secret LIKE 'ade1:%') FROM ade_token_secrets)
+      AND (SELECT private_key LIKE 'ade1:%' FROM ade_keypair), 'before the update, the secrets are sealed as 0.1 to 0.3 did (a key file each)');
 ALTER EXTENSION ade UPDATE;
+SELECT ok((SELECT bool_and(consumer_secret LIKE 'ade2:%' AND access_token LIKE 'ade2:%' AND access_secret LIKE 'ade2:%'
+                            AND coalesce(session_token LIKE 'ade2:%', true)) FROM ade_token_secrets)
+      AND (SELECT private_key LIKE 'ade2:%' FROM ade_keypair),
+  'the update re-seals every secret with a data key of ade_secret_keys (envelope encryption, bound to its place)');
 SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ade'), (SELECT default_version FROM pg_available_extensions WHERE name = 'ade'),
   'ALTER EXTENSION ade UPDATE goes through every step to the current version');
 SELECT set_eq('SELECT id, hardware_serial, hardware_model, platform, created_at, updated_at FROM hosts',

@@ -5,7 +5,7 @@
 \ir setup.psql
 \! test/add-token.sh Acme CK_acme
 \! python3 test/mockctl.py devices CK_acme --generate 20
-SELECT plan(14);
+SELECT plan(18);
 
 SELECT ade_schedule() AS jobid \gset
 SELECT is((SELECT format('%s | %s | %s | %s', jobname, schedule, command, database) FROM cron.job WHERE jobname = 'ade_sync'),
@@ -26,8 +26,25 @@ SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 0, 'D
 SELECT is((SELECT count(*)::int FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup')
   + (SELECT count(*)::int FROM pg_proc WHERE proname = 'ade_cron_cleanup'), 0, 'nor its event trigger and function');
 
--- the scheduler runs it
 CREATE EXTENSION ade;
+
+-- a role with CREATE on the schema makes ade_cron_cleanup() first (issue
+-- 13, reproduced on 0.3: CREATE OR REPLACE kept it as the owner, and its
+-- body then ran as whoever dropped anything): ade_schedule() refuses it
+CREATE ROLE ade_test_squatter;
+GRANT CREATE ON SCHEMA public TO ade_test_squatter;
+SET ROLE ade_test_squatter;
+CREATE FUNCTION public.ade_cron_cleanup() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN RAISE NOTICE 'squatter ran'; END$$;
+RESET ROLE;
+SELECT throws_ok('SELECT ade_schedule()', '42501', NULL, 'ade_schedule() refuses a function ade_cron_cleanup() another role made');
+SELECT is((SELECT count(*)::int FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup'), 0, 'and attaches no event trigger to it');
+SELECT is((SELECT proowner::regrole::text FROM pg_proc WHERE proname = 'ade_cron_cleanup'), 'ade_test_squatter', 'nor takes it over');
+SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 0, 'and schedules nothing');
+DROP FUNCTION public.ade_cron_cleanup();
+REVOKE CREATE ON SCHEMA public FROM ade_test_squatter;
+DROP ROLE ade_test_squatter;
+
+-- the scheduler runs it
 \! test/add-token.sh Acme CK_acme
 SELECT ade_schedule() AS jobid \gset
 CREATE FUNCTION pg_temp.wait_for_cron(secs int) RETURNS boolean LANGUAGE plpgsql AS $$
