@@ -4,10 +4,12 @@
 # Sets up like test/run-tests.sh (packages, build, mock ABM, a throwaway
 # cluster as postgres, stopped at the end whatever happens), then runs the
 # model-based test (test/model_test.py) with random seeds for
-# ADE_FUZZ_MINUTES (default 30).  Each batch prints its seed; a failure
-# prints the shortest sequence of steps that breaks an invariant and how to
-# replay it: ADE_FUZZ_SEED=<seed> make fuzz.  Ends with "N passed, N failed"
-# (steps checked).
+# ADE_FUZZ_MINUTES (default 30), and the fuzz of untrusted input
+# (test/input_fuzz.py: token files and ABM answers) for
+# ADE_INPUT_FUZZ_MINUTES (default 10; 0 skips it).  Each batch prints its
+# seed; a failure prints the shortest sequence of steps that breaks an
+# invariant (or the case) and how to replay it: ADE_FUZZ_SEED=<seed> make
+# fuzz.  Ends with "N passed, N failed" (steps and cases checked).
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,4 +40,22 @@ minutes=${ADE_FUZZ_MINUTES:-30}
 args=(--fuzz "$minutes")
 [[ -n ${ADE_FUZZ_SEED:-} ]] && args+=(--seed "$ADE_FUZZ_SEED")
 log "model-based test, random seeds, $minutes minutes"
-"$PYTHON" test/model_test.py "${args[@]}"
+"$PYTHON" test/model_test.py "${args[@]}" | tee "$work/model.out"
+rc=${PIPESTATUS[0]}
+read -r p1 f1 < <(tail -1 "$work/model.out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+input_minutes=${ADE_INPUT_FUZZ_MINUTES:-10}
+p2=0 f2=0
+if [[ $input_minutes != 0 ]]; then
+  iargs=(--minutes "$input_minutes")
+  [[ -n ${ADE_FUZZ_SEED:-} ]] && iargs=(--seed "$ADE_FUZZ_SEED")
+  log "input fuzz, random seeds, $input_minutes minutes"
+  export ADE_SERVER_LOG=$work/log/server.log
+  "$PYTHON" test/input_fuzz.py "${iargs[@]}" | tee "$work/input.out"
+  rc2=${PIPESTATUS[0]}
+  read -r p2 f2 < <(tail -1 "$work/input.out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+  [[ $rc2 -ne 0 && ${f2:-0} -eq 0 ]] && f2=1
+fi
+[[ $rc -ne 0 && ${f1:-0} -eq 0 ]] && f1=1
+echo "$(( ${p1:-0} + ${p2:-0} )) passed, $(( ${f1:-0} + ${f2:-0} )) failed"
+[[ $(( ${f1:-0} + ${f2:-0} )) -eq 0 ]]
+

@@ -8,8 +8,10 @@
 # 4. creates a throwaway cluster as the postgres user (PostgreSQL refuses to
 #    run as root) with shared_preload_libraries = 'pg_cron', TCP off, on a
 #    private socket directory, with ade.abm_url pointing at the mock;
-# 5. runs pg_regress (make installcheck), the pgTAP files (pg_prove) and the
-#    model-based test (test/model_test.py, a fixed seed; each counts as one);
+# 5. runs pg_regress (make installcheck), the pgTAP files (pg_prove), the
+#    model-based test (test/model_test.py) and the fuzz of untrusted input
+#    (test/input_fuzz.py), the last two with a fixed seed, each counting as
+#    one;
 # 6. stops everything it started, whatever happened, and ends with one line
 #    "N passed, N failed"; exits non-zero on any failure.
 #
@@ -91,6 +93,18 @@ if [[ $model_rc -eq 0 ]]; then
 else
   echo "---- model test ----"
   head -c 20000 "$work/model.out"
+  failed=$((failed + 1))
+fi
+
+log "input fuzz (test/input_fuzz.py, fixed seed)"
+"$PYTHON" test/input_fuzz.py >"$work/input_fuzz.out" 2>&1
+fuzz_rc=$?
+tail -n 2 "$work/input_fuzz.out"
+if [[ $fuzz_rc -eq 0 ]]; then
+  passed=$((passed + 1))
+else
+  echo "---- input fuzz ----"
+  head -c 20000 "$work/input_fuzz.out"
   failed=$((failed + 1))
 fi
 
