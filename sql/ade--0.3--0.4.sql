@@ -26,6 +26,9 @@
 -- the back of the queue
 ALTER TABLE host_dep_assignments ADD COLUMN assign_sent_at timestamptz;
 
+-- ABM's Retry-After for the assignment of a whole token
+ALTER TABLE abm_tokens ADD COLUMN assign_not_before timestamptz;
+
 -- the scopes of a profile are now (team, platform); what was kept per
 -- platform or team is recomputed by the next run, which marks only the
 -- devices that do not hold their profile
@@ -35,7 +38,7 @@ COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to e
 
 CREATE TABLE ade_rejected_records (
 	id				bigserial PRIMARY KEY,
-	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	token_id		bigint NOT NULL,
 	hardware_serial text,
 	record			jsonb NOT NULL,
 	from_fetch		boolean NOT NULL,
@@ -135,6 +138,11 @@ AS $$
 DECLARE
 	v_changed text[];
 BEGIN
+	-- ABM asked for a pause (a 429's Retry-After): nothing is sent before
+	IF EXISTS (SELECT 1 FROM @extschema@.abm_tokens t
+				WHERE t.id = p_token AND t.assign_not_before > now()) THEN
+		RETURN;
+	END IF;
 	SELECT array_agg(m.team_id || '/' || m.platform) INTO v_changed
 	  FROM @extschema@.ade_device_profiles(p_token) m
 	  LEFT JOIN @extschema@.ade_profile_applied a
@@ -271,11 +279,9 @@ AS $$
 	UPDATE @extschema@.host_dep_assignments d
 	   SET assign_sent_at = now(), updated_at = now()
 	 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token;
-	UPDATE @extschema@.host_dep_assignments d
-	   SET retry_at = greatest(d.retry_at, now() + make_interval(secs => p_retry_after)),
-		   updated_at = now()
-	 WHERE p_retry_after IS NOT NULL
-	   AND d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign;
+	UPDATE @extschema@.abm_tokens t
+	   SET assign_not_before = now() + make_interval(secs => p_retry_after), updated_at = now()
+	 WHERE p_retry_after IS NOT NULL AND t.id = p_token;
 $$;
 COMMENT ON FUNCTION ade_batch_unanswered(bigint, text[], int) IS
 	'internal: marks the devices of a PUT /profile/devices that got no answer as sent, to the back of the queue; after a long 429, the token''s devices wait';
@@ -314,7 +320,8 @@ BEGIN
 					ELSE coalesce(e.rec->>'op_type', 'modified') END AS op,
 			   -- a fetched record has no op_date: it says what ABM held as
 			   -- of the page's fetched_until
-			   coalesce((e.rec->>'op_date')::timestamptz, p_as_of) AS op_date
+			   -- (an op_date of +-infinity is no date: it would pin the device)
+			   coalesce(nullif(nullif((e.rec->>'op_date')::timestamptz, 'infinity'), '-infinity'), p_as_of) AS op_date
 		  FROM jsonb_array_elements(coalesce(p_devices, '[]'::jsonb)) WITH ORDINALITY AS e(rec, ord)
 	), win AS (				-- rule 4: one record per serial, the latest op_date
 		SELECT DISTINCT ON (r.serial) r.*
@@ -404,10 +411,13 @@ BEGIN
 		SELECT coalesce(u.id, p.host_id), p.serial, p_token, now(), p.rec, p.op_date,
 			   NOT p.has_ours, p.held,
 			   CASE WHEN p.has_ours THEN 'SUCCESS' END,
-			   -- a marker for DO UPDATE: keep the cooldown (a new row is
-			   -- never 'modified'); being added, or any news of a device that
-			   -- was NOT_ACCESSIBLE, ends it
-			   CASE WHEN p.act = 'modified' AND p.response IS DISTINCT FROM 'NOT_ACCESSIBLE'
+			   -- a marker for DO UPDATE: keep the cooldown (FAILED,
+			   -- THROTTLED) of a device that stays with this token: a
+			   -- modification, or a full fetch listing it again (a new row
+			   -- never has one); being added or moved, or any news of a
+			   -- device that was NOT_ACCESSIBLE, ends it
+			   CASE WHEN (p.act = 'modified' OR (p_fetch AND p.prev_live AND p.prev_token = p_token))
+						 AND p.response IS DISTINCT FROM 'NOT_ACCESSIBLE'
 					THEN 'infinity'::timestamptz END,
 			   now()
 		  FROM plan p
@@ -545,13 +555,78 @@ BEGIN
 	IF jsonb_typeof(p_rec) <> 'object' THEN
 		RETURN NULL;
 	END IF;
-	RETURN coalesce((p_rec->>'op_date')::timestamptz, p_as_of);
+	RETURN coalesce(nullif(nullif((p_rec->>'op_date')::timestamptz, 'infinity'), '-infinity'), p_as_of);
 EXCEPTION WHEN data_exception THEN
 	RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION ade_record_op_date(jsonb, timestamptz) IS
 	'internal: the op_date of a device record, NULL when it is not a date';
+
+CREATE FUNCTION ade_apply_halves(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_as_of timestamptz,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n int := jsonb_array_length(p_devices);
+	r record;
+	v_state text;
+	v_msg text;
+	v_rec jsonb;
+	v_part int;
+BEGIN
+	added := 0; modified := 0; deleted := 0; skipped := 0;
+	IF n = 0 THEN
+		RETURN;
+	END IF;
+	BEGIN
+		SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, p_devices, p_fetch, p_as_of) a;
+		added := r.added; modified := r.modified; deleted := r.deleted; skipped := r.skipped;
+		RETURN;
+	EXCEPTION WHEN OTHERS THEN
+		v_state := SQLSTATE;
+		IF NOT @extschema@.ade_record_error(v_state) THEN
+			RAISE;
+		END IF;
+		v_msg := SQLERRM;
+	END;
+	IF n > 1 THEN
+		FOR v_part IN 1 .. 2 LOOP
+			SELECT h.* INTO r
+			  FROM @extschema@.ade_apply_halves(p_token,
+					(SELECT jsonb_agg(e.rec ORDER BY e.ord)
+					   FROM jsonb_array_elements(p_devices) WITH ORDINALITY AS e(rec, ord)
+					  WHERE (e.ord <= n / 2) = (v_part = 1)),
+					p_fetch, p_as_of) h;
+			added := added + r.added; modified := modified + r.modified;
+			deleted := deleted + r.deleted; skipped := skipped + r.skipped;
+		END LOOP;
+		RETURN;
+	END IF;
+	-- the one record that does not apply: kept, one row per serial and
+	-- token (the latest record)
+	v_rec := p_devices->0;
+	INSERT INTO @extschema@.ade_rejected_records AS x
+		(token_id, hardware_serial, record, from_fetch, fetched_until, op_date,
+		 reason, sqlstate, retry_at)
+	VALUES (p_token,
+			CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
+			v_rec, p_fetch, p_as_of, @extschema@.ade_record_op_date(v_rec, p_as_of),
+			v_msg, v_state,
+			now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval)
+	ON CONFLICT (token_id, (hardware_serial IS NULL), md5(coalesce(hardware_serial, record::text)))
+	DO UPDATE SET record = excluded.record, from_fetch = excluded.from_fetch,
+				  fetched_until = excluded.fetched_until, op_date = excluded.op_date,
+				  reason = excluded.reason, sqlstate = excluded.sqlstate,
+				  rejected_at = now(), tries = 1, retry_at = excluded.retry_at
+	 WHERE x.op_date IS NULL OR excluded.op_date IS NULL OR x.op_date <= excluded.op_date;
+	skipped := 1;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_halves(bigint, jsonb, boolean, timestamptz) IS
+	'internal: applies records in halves down to the one that does not apply, which is kept in ade_rejected_records';
 
 CREATE FUNCTION ade_apply_devices(p_token bigint, p_devices jsonb, p_fetch boolean,
 	p_as_of timestamptz,
@@ -560,8 +635,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_rec jsonb;
-	r record;
+	v_list jsonb;
 BEGIN
 	BEGIN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
@@ -572,46 +646,16 @@ BEGIN
 			RAISE;
 		END IF;
 	END;
-	added := 0; modified := 0; deleted := 0; skipped := 0;
-	FOR v_rec IN
-		SELECT x.rec FROM (
-			SELECT e.rec, e.ord,
-				   row_number() OVER (PARTITION BY CASE WHEN jsonb_typeof(e.rec) = 'object'
-														THEN e.rec->>'serial_number' END
-									  ORDER BY e.ord DESC) AS n,
-				   CASE WHEN jsonb_typeof(e.rec) = 'object' THEN e.rec->>'serial_number' END AS serial
-			  FROM jsonb_array_elements(p_devices) WITH ORDINALITY AS e(rec, ord)) x
-		 WHERE x.n = 1 OR x.serial IS NULL
-		 ORDER BY x.ord
-	LOOP
-		BEGIN
-			SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, jsonb_build_array(v_rec), p_fetch, p_as_of) a;
-			added := added + r.added;
-			modified := modified + r.modified;
-			deleted := deleted + r.deleted;
-			skipped := skipped + r.skipped;
-		EXCEPTION WHEN OTHERS THEN
-			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
-				RAISE;
-			END IF;
-			-- one row per serial and token: the latest record
-			INSERT INTO @extschema@.ade_rejected_records AS x
-				(token_id, hardware_serial, record, from_fetch, fetched_until, op_date,
-				 reason, sqlstate, retry_at)
-			VALUES (p_token,
-					CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
-					v_rec, p_fetch, p_as_of, @extschema@.ade_record_op_date(v_rec, p_as_of),
-					SQLERRM, SQLSTATE,
-					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval)
-			ON CONFLICT (token_id, (hardware_serial IS NULL), md5(coalesce(hardware_serial, record::text)))
-			DO UPDATE SET record = excluded.record, from_fetch = excluded.from_fetch,
-						  fetched_until = excluded.fetched_until, op_date = excluded.op_date,
-						  reason = excluded.reason, sqlstate = excluded.sqlstate,
-						  rejected_at = now(), tries = 1, retry_at = excluded.retry_at
-			 WHERE x.op_date IS NULL OR excluded.op_date IS NULL OR x.op_date <= excluded.op_date;
-			skipped := skipped + 1;
-		END;
-	END LOOP;
+	SELECT jsonb_agg(x.rec ORDER BY x.ord) INTO v_list
+	  FROM (SELECT DISTINCT ON (x.k) x.rec, x.ord
+			  FROM (SELECT e.rec, e.ord,
+						   coalesce(CASE WHEN jsonb_typeof(e.rec) = 'object' THEN 's:' || (e.rec->>'serial_number') END,
+									'o:' || e.ord) AS k,
+						   @extschema@.ade_record_op_date(e.rec, p_as_of) AS op_date
+					  FROM jsonb_array_elements(p_devices) WITH ORDINALITY AS e(rec, ord)) x
+			 ORDER BY x.k, x.op_date DESC NULLS LAST, x.ord DESC) x;
+	SELECT h.added, h.modified, h.deleted, h.skipped INTO added, modified, deleted, skipped
+	  FROM @extschema@.ade_apply_halves(p_token, v_list, p_fetch, p_as_of) h;
 END
 $$;
 COMMENT ON FUNCTION ade_apply_devices(bigint, jsonb, boolean, timestamptz) IS
@@ -623,12 +667,18 @@ CREATE OR REPLACE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fet
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	v_prev text;
+	v_started timestamptz;
+	v_freed text[];
 BEGIN
 	added := 0; modified := 0; deleted := 0; skipped := 0;
 	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
 		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch, p_fetched_until::timestamptz) a;
 	END IF;
+	SELECT t.mode, t.fetch_started_at INTO v_prev, v_started
+	  FROM @extschema@.abm_tokens t WHERE t.id = p_token;
 	UPDATE @extschema@.abm_tokens t
 	   SET cursor = p_cursor, mode = p_mode,
 		   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
@@ -636,6 +686,24 @@ BEGIN
 		   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
 		   updated_at = now()
 	 WHERE t.id = p_token;
+	-- a full fetch ended: a device the token holds that it did not list
+	-- (untouched since the fetch began), and that another token's record of
+	-- the same second claims, is that token's (its delete was lost with an
+	-- expired cursor)
+	IF v_prev = 'fetch' AND p_mode = 'sync' AND v_started IS NOT NULL THEN
+		WITH unlisted AS (
+			UPDATE @extschema@.host_dep_assignments d
+			   SET deleted_at = now(), needs_assign = false, updated_at = now()
+			 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
+			   AND d.updated_at < v_started
+			   AND EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
+							WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token)
+			RETURNING d.hardware_serial)
+		SELECT array_agg(u.hardware_serial) INTO v_freed FROM unlisted u;
+		IF v_freed IS NOT NULL THEN
+			PERFORM @extschema@.ade_release_tied(v_freed);
+		END IF;
+	END IF;
 END
 $$;
 COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
@@ -831,6 +899,31 @@ CREATE TRIGGER ade_keep_live_hosts_reserialed AFTER UPDATE OF hardware_serial ON
 	FOR EACH ROW WHEN (OLD.hardware_serial OPERATOR(pg_catalog.<>) NEW.hardware_serial)
 	EXECUTE FUNCTION ade_hosts_reserialed();
 
+CREATE FUNCTION ade_hosts_renumbered() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE @extschema@.host_dep_assignments d
+	   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = now()
+	 WHERE d.host_id = NEW.id AND d.hardware_serial <> NEW.hardware_serial
+	   AND d.deleted_at IS NOT NULL;
+	UPDATE @extschema@.host_dep_assignments d
+	   SET host_id = NEW.id, updated_at = now()
+	 WHERE d.host_id = OLD.id AND d.hardware_serial = NEW.hardware_serial;
+	PERFORM @extschema@.ade_hosts_id_past();
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_renumbered() IS
+	'trigger: the device of a host whose id is changed by hand follows it';
+
+CREATE TRIGGER ade_keep_live_hosts_renumbered AFTER UPDATE OF id ON hosts
+	FOR EACH ROW WHEN (OLD.id OPERATOR(pg_catalog.<>) NEW.id)
+	EXECUTE FUNCTION ade_hosts_renumbered();
+
+
 CREATE OR REPLACE FUNCTION ade_hosts_check_team() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1014,6 +1107,379 @@ CREATE OR REPLACE TRIGGER ade_team_moves AFTER UPDATE OF team_id ON hosts
 
 -- the status views: fully qualified, calling nothing ade_reader may not,
 -- and counting the records kept aside
+
+CREATE OR REPLACE VIEW ade_team_status AS
+SELECT tm.id AS team_id,
+	   tm.name,
+	   (SELECT pg_catalog.count(*) FROM @extschema@.hosts h WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS hosts,
+	   (SELECT pg_catalog.count(*) FROM @extschema@.hosts h JOIN @extschema@.host_dep_assignments d
+			ON d.host_id OPERATOR(pg_catalog.=) h.id AND d.deleted_at IS NULL
+		 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS ade_live,
+	   (SELECT pg_catalog.jsonb_object_agg(c.platform, c.n) FROM (
+			SELECT h.platform, pg_catalog.count(*) AS n FROM @extschema@.hosts h
+			 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id GROUP BY h.platform) c) AS by_platform,
+	   (SELECT x.profile OPERATOR(pg_catalog.->>) 'profile_name' FROM @extschema@.ade_profiles x
+		 WHERE x.team_id OPERATOR(pg_catalog.=) tm.id) AS profile_name
+  FROM @extschema@.teams tm;
+COMMENT ON VIEW ade_team_status IS 'one row per team: its hosts, its live ADE devices, by platform, and its profile';
+
+
+-- a removed token's devices go to another token's tied records, and its
+-- kept records go with it
+CREATE FUNCTION ade_token_row(p_consumer_key text, p_renew_at timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id bigint;
+	r record;
+	v_lost bigint;
+	v_back bigint;
+BEGIN
+	UPDATE @extschema@.abm_tokens t
+	   SET renew_at = p_renew_at, token_invalid = false, terms_expired = false, updated_at = now()
+	 WHERE t.consumer_key = p_consumer_key
+	RETURNING t.id INTO v_id;
+	IF FOUND THEN
+		RETURN v_id;
+	END IF;
+	DELETE FROM @extschema@.ade_removed_tokens x WHERE x.consumer_key = p_consumer_key
+	RETURNING x.* INTO r;
+	IF NOT FOUND THEN
+		INSERT INTO @extschema@.abm_tokens AS t (consumer_key, renew_at) VALUES (p_consumer_key, p_renew_at)
+		ON CONFLICT (consumer_key) DO UPDATE
+		   SET renew_at = excluded.renew_at, token_invalid = false, terms_expired = false, updated_at = now()
+		RETURNING t.id INTO v_id;
+		RETURN v_id;
+	END IF;
+
+	SELECT count(*) INTO v_lost
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at AND h.id IS NULL;
+	INSERT INTO @extschema@.abm_tokens (id, consumer_key, renew_at, mode, cursor, fetch_started_at,
+		fetched_until, assign_profiles, macos_team_id, ios_team_id, ipados_team_id)
+	SELECT r.id, p_consumer_key, p_renew_at,
+		   CASE WHEN v_lost = 0 THEN r.mode ELSE 'fetch' END,
+		   CASE WHEN v_lost = 0 THEN r.cursor END,
+		   CASE WHEN v_lost = 0 THEN r.fetch_started_at END,
+		   r.fetched_until,
+		   coalesce((r.settings->>'assign_profiles')::boolean, true),
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'macos_team_id')::bigint),
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ios_team_id')::bigint),
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ipados_team_id')::bigint);
+	INSERT INTO @extschema@.ade_profiles (token_id, platform, team_id, profile)
+	SELECT r.id, p->>'platform', NULL, p->'profile'
+	  FROM jsonb_array_elements(coalesce(r.settings->'profiles', '[]')) p;
+	INSERT INTO @extschema@.ade_profile_definitions (token_id, profile_key, profile_uuid, defined_at, refusal)
+	SELECT r.id, p->>'profile_key', p->>'profile_uuid', (p->>'defined_at')::timestamptz, p->>'refusal'
+	  FROM jsonb_array_elements(coalesce(r.settings->'definitions', '[]')) p;
+	-- the devices come back live, on their hosts
+	UPDATE @extschema@.host_dep_assignments d
+	   SET deleted_at = NULL, updated_at = now()
+	  FROM @extschema@.hosts h
+	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
+	   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial;
+	GET DIAGNOSTICS v_back = ROW_COUNT;
+	RAISE NOTICE 'abm token % is back in place: % devices live again%', r.id, v_back,
+		CASE WHEN v_lost > 0 THEN pg_catalog.format(
+			'; %s lost their host meanwhile, so the next sync fetches every device again', v_lost)
+			 ELSE ', the next sync goes on from its cursor' END;
+	RETURN r.id;
+END
+$$;
+COMMENT ON FUNCTION ade_token_row(text, timestamptz) IS
+	'internal: the abm_tokens row of a token being added: renewed, restored after ade_remove_token(), or new';
+
+CREATE OR REPLACE FUNCTION ade_remove_token(token_id bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	v_freed text[];
+	v_n bigint;
+BEGIN
+	IF token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	SELECT * INTO t FROM @extschema@.abm_tokens x WHERE x.id = ade_remove_token.token_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', ade_remove_token.token_id
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	WITH gone AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = now(), needs_assign = false, updated_at = now()
+		 WHERE d.abm_token_id = t.id AND d.deleted_at IS NULL
+		RETURNING d.hardware_serial)
+	SELECT array_agg(g.hardware_serial) INTO v_freed FROM gone g;
+	v_n := coalesce(cardinality(v_freed), 0);
+	INSERT INTO @extschema@.ade_removed_tokens AS x
+		(id, consumer_key, mode, cursor, fetch_started_at, fetched_until, removed_at, devices, settings)
+	VALUES (t.id, t.consumer_key, t.mode, t.cursor, t.fetch_started_at, t.fetched_until, now(), v_n,
+			jsonb_build_object(
+				'assign_profiles', t.assign_profiles,
+				'macos_team_id', t.macos_team_id, 'ios_team_id', t.ios_team_id,
+				'ipados_team_id', t.ipados_team_id,
+				'profiles', (SELECT coalesce(jsonb_agg(jsonb_build_object('platform', p.platform, 'profile', p.profile)), '[]')
+							   FROM @extschema@.ade_profiles p WHERE p.token_id = t.id),
+				'definitions', (SELECT coalesce(jsonb_agg(to_jsonb(d) - 'token_id'), '[]')
+								  FROM @extschema@.ade_profile_definitions d WHERE d.token_id = t.id)))
+	ON CONFLICT (consumer_key) DO UPDATE
+	   SET id = excluded.id, mode = excluded.mode, cursor = excluded.cursor,
+		   fetch_started_at = excluded.fetch_started_at, fetched_until = excluded.fetched_until,
+		   removed_at = excluded.removed_at, devices = excluded.devices, settings = excluded.settings;
+	-- its secrets, session, profiles and definitions go with the row (foreign keys)
+	DELETE FROM @extschema@.abm_tokens x WHERE x.id = t.id;
+	-- a device another token's record of the same second claims goes there
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
+	RAISE NOTICE 'abm token % (%) removed: % live devices soft-deleted', t.id, coalesce(t.org_name, t.consumer_key), v_n
+		USING HINT = 'Adding the same token back with ade_add_token() restores it in place: the same id, its cursor, settings and these devices.';
+END
+$$;
+COMMENT ON FUNCTION ade_remove_token(bigint) IS
+	'removes a token: its secrets and session are deleted, its live devices soft-deleted; adding it back restores it in place';
+
+
+REVOKE ALL ON FUNCTION ade_device_profiles(bigint), ade_assign_candidates(bigint),
+	ade_batch_unanswered(bigint, text[], int),
+	ade_apply_records(bigint, jsonb, boolean, timestamptz), ade_apply_devices(bigint, jsonb, boolean, timestamptz),
+	ade_retry_rejected(bigint, timestamptz), ade_release_tied(text[]), ade_record_op_date(jsonb, timestamptz),
+	ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
+	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
+	ade_hosts_reserialed(), ade_hosts_renumbered(), ade_apply_halves(bigint, jsonb, boolean, timestamptz) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- What a first-time admin hits (issue 14)
+-- ---------------------------------------------------------------------
+
+-- a token removed and added back comes back in place
+CREATE TABLE ade_removed_tokens (
+	id				bigint PRIMARY KEY,	-- abm_tokens.id it had
+	consumer_key	text NOT NULL UNIQUE,
+	mode			text NOT NULL,
+	cursor			text,
+	fetch_started_at timestamptz,
+	fetched_until	timestamptz,
+	removed_at		timestamptz NOT NULL,
+	devices			bigint NOT NULL,	-- live devices the removal soft-deleted
+	-- what else was the token's: assign_profiles, default teams, its own
+	-- profiles, and the profile_uuid Apple gave each of its profiles (so
+	-- that no device is assigned again for nothing)
+	settings		jsonb NOT NULL
+);
+COMMENT ON TABLE ade_removed_tokens IS 'tokens removed with ade_remove_token(): adding the same token back restores its id, cursor and devices';
+
+SELECT pg_catalog.pg_extension_config_dump('ade_removed_tokens', '');
+REVOKE ALL ON ade_removed_tokens FROM PUBLIC;
+ALTER FUNCTION ade_add_token(bytea) CALLED ON NULL INPUT;
+REVOKE ALL ON FUNCTION ade_token_row(text, timestamptz) FROM PUBLIC;
+
+-- a profile ABM refused is kept as refused, with ABM's words
+ALTER TABLE ade_profile_definitions ALTER COLUMN profile_uuid DROP NOT NULL,
+	ADD COLUMN refusal text,
+	ADD CHECK ((profile_uuid IS NULL) <> (refusal IS NULL));
+COMMENT ON TABLE ade_profile_definitions IS 'the profile_uuid Apple gave each (profile, token)';
+
+-- profiles checked as Apple takes them; a scope passed as NULL is an error
+CREATE FUNCTION ade_url_refusal(url text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_url_refusal' LANGUAGE C STRICT STABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_url_refusal(text) IS
+	'internal: why a URL is not one ade would use (https, or http to a loopback host), or null';
+
+CREATE FUNCTION ade_is_der_certificate(der bytea) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'ade_is_der_certificate' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_is_der_certificate(bytea) IS
+	'internal: whether the bytes are one X.509 certificate in DER';
+
+CREATE FUNCTION ade_check_profile(p_profile jsonb) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	k text;
+	v jsonb;
+	e jsonb;
+	why text;
+	der bytea;
+	bools constant text[] := ARRAY['allow_pairing', 'is_supervised', 'is_multi_user', 'is_mandatory',
+		'await_device_configured', 'is_mdm_removable', 'auto_advance_setup'];
+	strs constant text[] := ARRAY['profile_name', 'url', 'support_phone_number', 'support_email_address',
+		'org_magic', 'department', 'language', 'region', 'configuration_web_url'];
+	arrs constant text[] := ARRAY['anchor_certs', 'supervising_host_certs', 'skip_setup_items', 'devices'];
+	-- Apple's SkipKeys (device-management, other/skipkeys.yaml)
+	skips constant text[] := ARRAY['Accessibility', 'ActionButton', 'AdditionalPrivacySettings', 'Android',
+		'Appearance', 'AppleID', 'AppStore', 'Biometric', 'CameraButton', 'DeviceToDeviceMigration',
+		'Diagnostics', 'DisplayTone', 'EnableLockdownMode', 'FileVault', 'HomeButtonSensitivity',
+		'iCloudDiagnostics', 'iCloudStorage', 'iMessageAndFaceTime', 'Intelligence', 'Keyboard', 'Location',
+		'MessagingActivationUsingPhoneNumber', 'Multitasking', 'OnBoarding', 'OSShowcase', 'Passcode',
+		'Payment', 'Privacy', 'Restore', 'RestoreCompleted', 'Safety', 'SafetyAndHandling', 'ScreenSaver',
+		'ScreenTime', 'SIMSetup', 'Siri', 'SoftwareUpdate', 'SpokenLanguage', 'TapToSetup',
+		'TermsOfAddress', 'Tips', 'TOS', 'TVHomeScreenSync', 'TVProviderSignIn', 'TVRoom',
+		'UnlockWithWatch', 'UpdateCompleted', 'Wallpaper', 'WatchMigration', 'WebContentFiltering',
+		'Welcome', 'Zoom'];
+BEGIN
+	IF jsonb_typeof(p_profile) <> 'object' THEN
+		RAISE EXCEPTION 'the profile must be a JSON object, not %', jsonb_typeof(p_profile)
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR k, v IN SELECT j.key, j.value FROM jsonb_each(p_profile) j LOOP
+		IF k = ANY (bools) THEN
+			IF jsonb_typeof(v) <> 'boolean' THEN
+				RAISE EXCEPTION 'profile key "%" must be true or false, not %', k, v::text
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		ELSIF k = ANY (strs) THEN
+			IF jsonb_typeof(v) <> 'string' THEN
+				RAISE EXCEPTION 'profile key "%" must be a string, not %', k, v::text
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		ELSIF k = ANY (arrs) THEN
+			IF jsonb_typeof(v) <> 'array'
+			   OR EXISTS (SELECT 1 FROM jsonb_array_elements(v) x WHERE jsonb_typeof(x) <> 'string') THEN
+				RAISE EXCEPTION 'profile key "%" must be an array of strings, not %', k, v::text
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		ELSE
+			RAISE WARNING 'the profile has a key Apple does not define: "%"', k
+				USING HINT = 'It is sent to Apple as it is; ABM may refuse the profile.';
+		END IF;
+	END LOOP;
+	IF coalesce(p_profile->>'profile_name', '') = '' THEN
+		RAISE EXCEPTION 'the profile has no "profile_name"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Apple requires profile_name and url in every profile.';
+	END IF;
+	IF coalesce(p_profile->>'url', '') = '' THEN
+		RAISE EXCEPTION 'the profile has no "url"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Apple requires profile_name and url in every profile.';
+	END IF;
+	FOREACH k IN ARRAY ARRAY['url', 'configuration_web_url'] LOOP
+		why := @extschema@.ade_url_refusal(p_profile->>k);
+		IF p_profile ? k AND why IS NOT NULL THEN
+			RAISE EXCEPTION 'the profile''s % "%" cannot be used: %', k, p_profile->>k, why
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Devices need an absolute https URL of the MDM server (http only for a loopback test server).';
+		END IF;
+	END LOOP;
+	FOR e IN SELECT x FROM jsonb_array_elements(coalesce(p_profile->'skip_setup_items', '[]')) x LOOP
+		IF NOT (e->>0) = ANY (skips) THEN
+			RAISE EXCEPTION 'skip_setup_items has "%", which is not a Setup Assistant pane Apple knows', e->>0
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Known panes: ' || array_to_string(skips, ', ') || '.';
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['anchor_certs', 'supervising_host_certs'] LOOP
+		FOR e IN SELECT x FROM jsonb_array_elements(coalesce(p_profile->k, '[]')) x LOOP
+			BEGIN
+				der := decode(e->>0, 'base64');
+			EXCEPTION WHEN invalid_parameter_value THEN
+				der := NULL;
+			END;
+			IF der IS NULL OR NOT @extschema@.ade_is_der_certificate(der) THEN
+				RAISE EXCEPTION 'an entry of % is not a base64 DER certificate', k
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Give each certificate as base64 of its DER form, e.g. openssl x509 -in ca.pem -outform DER | base64 -w0.';
+			END IF;
+		END LOOP;
+	END LOOP;
+	IF p_profile ? 'language' AND p_profile->>'language' !~ '^[a-z]{2,3}$' THEN
+		RAISE EXCEPTION 'the profile''s language "%" is not an ISO 639 code', p_profile->>'language'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'For example "en" or "de".';
+	END IF;
+	IF p_profile ? 'region' AND p_profile->>'region' !~ '^[A-Z]{2}$' THEN
+		RAISE EXCEPTION 'the profile''s region "%" is not an ISO 3166 code', p_profile->>'region'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'For example "US" or "DE".';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_check_profile(jsonb) IS
+	'raises an error when a profile is not one Apple''s POST /profile takes; a WARNING for a key Apple does not define';
+
+CREATE OR REPLACE FUNCTION ade_set_profile(profile jsonb, token_id bigint DEFAULT 0,
+	platform text DEFAULT 'any', team_id bigint DEFAULT 0) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_token bigint;
+	v_platform text;
+	v_team bigint;
+BEGIN
+	IF token_id IS NULL OR platform IS NULL OR team_id IS NULL THEN
+		RAISE EXCEPTION '% is NULL: a scope argument passed as NULL never means "any"',
+			CASE WHEN token_id IS NULL THEN 'token_id' WHEN platform IS NULL THEN 'platform' ELSE 'team_id' END
+			USING ERRCODE = 'null_value_not_allowed',
+				  DETAIL = 'A NULL usually comes from a lookup that found nothing (a misspelt name, say).',
+				  HINT = 'Omit the argument for "any" (or pass 0, or ''any'' for platform); SELECT id, org_name FROM abm_tokens and SELECT id, name FROM teams list what exists.';
+	END IF;
+	v_token := nullif(token_id, 0);
+	v_platform := nullif(platform, 'any');
+	v_team := nullif(team_id, 0);
+	IF v_team IS NOT NULL THEN
+		IF v_token IS NOT NULL OR v_platform IS NOT NULL THEN
+			RAISE EXCEPTION 'a team profile applies to every token and platform of the team'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Call ade_set_profile(profile, team_id => ...) alone.';
+		END IF;
+		IF NOT EXISTS (SELECT 1 FROM @extschema@.teams tm WHERE tm.id = v_team) THEN
+			RAISE EXCEPTION 'team % does not exist', v_team USING ERRCODE = 'no_data_found',
+				HINT = 'SELECT id, name FROM teams lists the teams.';
+		END IF;
+	END IF;
+	IF v_platform IS NOT NULL AND v_platform NOT IN ('darwin', 'ios', 'ipados', 'tvos', 'visionos') THEN
+		RAISE EXCEPTION 'unknown platform "%"', v_platform
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use darwin, ios, ipados, tvos or visionos (or omit it for any).';
+	END IF;
+	IF v_token IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.abm_tokens t WHERE t.id = v_token) THEN
+		RAISE EXCEPTION 'abm token % does not exist', v_token USING ERRCODE = 'no_data_found',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	IF profile IS NULL THEN
+		DELETE FROM @extschema@.ade_profiles x
+		 WHERE x.token_id IS NOT DISTINCT FROM v_token
+		   AND x.platform IS NOT DISTINCT FROM v_platform
+		   AND x.team_id IS NOT DISTINCT FROM v_team;
+		RETURN;
+	END IF;
+	PERFORM @extschema@.ade_check_profile(profile);
+	INSERT INTO @extschema@.ade_profiles AS x (token_id, platform, team_id, profile)
+	VALUES (v_token, v_platform, v_team, ade_set_profile.profile)
+	ON CONFLICT ON CONSTRAINT ade_profiles_scope
+	DO UPDATE SET profile = excluded.profile, updated_at = now();
+END
+$$;
+COMMENT ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint) IS
+	'sets (or with null clears) the enrollment profile of a scope; an omitted scope argument means any, a NULL one is an error';
+
+CREATE FUNCTION ade_profile_problem(p_token bigint) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with ade_set_profile()',
+				  m.profile->>'profile_name', d.refusal)
+	  FROM @extschema@.ade_profile_definitions d
+	  JOIN @extschema@.ade_device_profiles(p_token) m ON m.profile_key = d.profile_key
+	 WHERE d.token_id = p_token AND d.refusal IS NOT NULL
+	 ORDER BY d.defined_at
+	 LIMIT 1
+$$;
+COMMENT ON FUNCTION ade_profile_problem(bigint) IS
+	'internal: the first profile of the token that ABM refused, in words, or null';
+
+REVOKE ALL ON FUNCTION ade_check_profile(jsonb), ade_profile_problem(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ade_profile_problem(bigint) TO ade_reader;
+
+-- the status names a refused profile
 CREATE OR REPLACE VIEW ade_status AS
 SELECT t.id AS token_id,
 	   t.org_name,
@@ -1050,6 +1516,7 @@ SELECT t.id AS token_id,
 		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
 		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
+		 WHEN @extschema@.ade_profile_problem(t.id) IS NOT NULL THEN @extschema@.ade_profile_problem(t.id)
 		 WHEN t.last_sync_at IS NULL THEN 'never synced: run SELECT * FROM ade_sync() or ade_schedule()'
 		 WHEN t.last_sync_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '10 minutes')
 		   THEN 'no sync for 10 minutes: is the pg_cron job (ade_schedule()) running?'
@@ -1098,61 +1565,12 @@ SELECT t.id AS token_id,
   CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k;
 COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
 
-CREATE OR REPLACE VIEW ade_team_status AS
-SELECT tm.id AS team_id,
-	   tm.name,
-	   (SELECT pg_catalog.count(*) FROM @extschema@.hosts h WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS hosts,
-	   (SELECT pg_catalog.count(*) FROM @extschema@.hosts h JOIN @extschema@.host_dep_assignments d
-			ON d.host_id OPERATOR(pg_catalog.=) h.id AND d.deleted_at IS NULL
-		 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id) AS ade_live,
-	   (SELECT pg_catalog.jsonb_object_agg(c.platform, c.n) FROM (
-			SELECT h.platform, pg_catalog.count(*) AS n FROM @extschema@.hosts h
-			 WHERE h.team_id OPERATOR(pg_catalog.=) tm.id GROUP BY h.platform) c) AS by_platform,
-	   (SELECT x.profile OPERATOR(pg_catalog.->>) 'profile_name' FROM @extschema@.ade_profiles x
-		 WHERE x.team_id OPERATOR(pg_catalog.=) tm.id) AS profile_name
-  FROM @extschema@.teams tm;
-COMMENT ON VIEW ade_team_status IS 'one row per team: its hosts, its live ADE devices, by platform, and its profile';
-
+-- replaced by ade_device_profiles() (the view no longer uses it)
 DROP FUNCTION ade_effective_profiles(bigint);
 
--- a removed token's devices go to another token's tied records, and its
--- kept records go with it
-CREATE OR REPLACE FUNCTION ade_remove_token(token_id bigint) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v_freed text[];
-BEGIN
-	WITH gone AS (
-		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = now(), needs_assign = false, updated_at = now()
-		 WHERE d.abm_token_id = ade_remove_token.token_id AND d.deleted_at IS NULL
-		RETURNING d.hardware_serial)
-	SELECT array_agg(g.hardware_serial) INTO v_freed FROM gone g;
-	-- its kept and tied records go with it (foreign keys)
-	DELETE FROM @extschema@.abm_tokens t WHERE t.id = ade_remove_token.token_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'abm token % does not exist', ade_remove_token.token_id
-			USING ERRCODE = 'no_data_found';
-	END IF;
-	-- a device another token's record of the same second claims goes there
-	IF v_freed IS NOT NULL THEN
-		PERFORM @extschema@.ade_release_tied(v_freed);
-	END IF;
-END
-$$;
-COMMENT ON FUNCTION ade_remove_token(bigint) IS
-	'deletes a token with its secrets, session and kept records; its live assignments become soft-deleted';
-
-
-REVOKE ALL ON FUNCTION ade_device_profiles(bigint), ade_assign_candidates(bigint),
-	ade_batch_unanswered(bigint, text[], int),
-	ade_apply_records(bigint, jsonb, boolean, timestamptz), ade_apply_devices(bigint, jsonb, boolean, timestamptz),
-	ade_retry_rejected(bigint, timestamptz), ade_release_tied(text[]), ade_record_op_date(jsonb, timestamptz),
-	ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
-	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
-	ade_hosts_reserialed() FROM PUBLIC;
+-- 0.3 put hosts back with their ids without moving the sequence
+-- (TRUNCATE hosts RESTART IDENTITY): past every id in use now
+SELECT ade_hosts_id_past();
 
 -- the secrets of 0.3 (a key file each, no associated data), re-sealed with
 -- a data key and bound to their place; one whose key file is gone stays as

@@ -169,6 +169,13 @@ body_excerpt(const char *body)
 	return out.data;
 }
 
+/* the excerpt of an answer's body, for messages and stored text */
+char *
+AdeAbmExcerpt(const char *body)
+{
+	return body_excerpt(body);
+}
+
 void
 AdeAbmRaise(const AdeAbmResponse *resp, const char *what)
 {
@@ -473,8 +480,26 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 
 		if (res->curl_code != 0)
 		{
-			if (res->timed_out && cut)
+			/*
+			 * The run's deadline, when it has come and the request started
+			 * with little time left (the run's work used the budget).  A
+			 * request that had seconds and got no answer is ABM's fault,
+			 * reported as an error on the token, even when the budget cut
+			 * its limit: else a hung ABM would never show as an error.
+			 */
+			if (res->timed_out && cut && res->connected && timeout < 5000 &&
+				ms_until(client->deadline) <= 50)
 				AdeAbmRaiseDeadline(what);
+			if (res->timed_out && cut && res->connected)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("ABM request %s got no answer within %ld ms, the time left of the run", what, timeout),
+						 errhint("ade.max_sync_seconds bounds a whole run (its share per token); ade.http_timeout one request.")));
+			if (res->timed_out && !res->connected)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("ABM request %s could not connect within %ld ms", what, connect),
+						 errhint("ade.connect_timeout sets the limit; check the network path to ade.abm_url.")));
 			if (res->timed_out)
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -632,33 +657,77 @@ AdeAbmParseJson(const AdeAbmResponse *resp, const char *what)
 	return AdeAbmParseSecretJson(resp, what, false);
 }
 
+/* the value of the four hex digits at p, or -1 */
+static int
+hex4(const char *p)
+{
+	int			v = 0;
+	int			i;
+
+	for (i = 0; i < 4; i++)
+	{
+		int			c = (unsigned char) p[i];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
 /*
- * jsonb cannot hold U+0000, and one "\u0000" in a page would fail it run
- * after run: each such escape becomes "\ufffd" (the replacement
- * character, the same length), in a copy.  Escapes are walked in order, so
- * an escaped backslash followed by "u0000" is left alone.
+ * jsonb cannot hold U+0000 nor a lone UTF-16 surrogate, and one such escape
+ * in a page would fail it run after run: each "\u0000", and each "\uD8xx"
+ * or "\uDCxx" that is not half of a pair, becomes "\ufffd" (the
+ * replacement character, the same length), in a copy.  Escapes are walked
+ * in order, so an escaped backslash followed by "u0000" is left alone.
  */
 static const char *
-without_nul_escapes(const char *body, size_t len)
+without_bad_escapes(const char *body, size_t len)
 {
 	char	   *copy = NULL;
 	size_t		i;
 
-	if (strstr(body, "\\u0000") == NULL)	/* body ends in NUL, has none before */
+	if (strstr(body, "\\u") == NULL)	/* body ends in NUL, has none before */
 		return body;
 	for (i = 0; i + 1 < len; i++)
 	{
+		int			v;
+		bool		bad;
+
 		if (body[i] != '\\')
 			continue;
-		if (body[i + 1] == 'u' && i + 6 <= len && memcmp(body + i + 2, "0000", 4) == 0)
+		if (body[i + 1] != 'u' || i + 6 > len || (v = hex4(body + i + 2)) < 0)
+		{
+			i++;				/* the escaped character */
+			continue;
+		}
+		bad = v == 0 || (v >= 0xDC00 && v <= 0xDFFF);
+		if (v >= 0xD800 && v <= 0xDBFF)
+		{
+			int			lo = (i + 12 <= len && body[i + 6] == '\\' && body[i + 7] == 'u')
+				? hex4(body + i + 8) : -1;
+
+			if (lo >= 0xDC00 && lo <= 0xDFFF)
+			{
+				i += 11;		/* a pair: both escapes */
+				continue;
+			}
+			bad = true;
+		}
+		if (bad)
 		{
 			if (copy == NULL)
 				copy = pnstrdup(body, len);
 			memcpy(copy + i + 2, "fffd", 4);
-			i += 5;
 		}
-		else
-			i++;				/* the escaped character */
+		i += 5;
 	}
 	return copy ? copy : body;
 }
@@ -682,7 +751,7 @@ AdeAbmParseSecretJson(const AdeAbmResponse *resp, const char *what, bool secret)
 	PG_TRY();
 	{
 		result = DirectFunctionCall1(jsonb_in,
-									 CStringGetDatum(without_nul_escapes(resp->body, resp->len)));
+									 CStringGetDatum(without_bad_escapes(resp->body, resp->len)));
 	}
 	PG_CATCH();
 	{

@@ -131,6 +131,38 @@ AdeUrlAllowed(const char *url, char **why)
 	return ok;
 }
 
+/*
+ * ade_url_refusal(url text) returns text: why ade would not call this URL
+ * (the rule of AdeUrlAllowed), or NULL when it would.  The profile checks
+ * (profiles.sql) use it for a profile's url, as ade.enroll_url does.
+ */
+PG_FUNCTION_INFO_V1(ade_url_refusal);
+Datum
+ade_url_refusal(PG_FUNCTION_ARGS)
+{
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *why;
+
+	if (AdeUrlAllowed(url, &why))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(why));
+}
+
+/* ade.enroll_url: empty (no built-in profile), or a URL devices can reach */
+static bool
+check_enroll_url(char **newval, void **extra, GucSource source)
+{
+	char	   *why;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (AdeUrlAllowed(*newval, &why))
+		return true;
+	GUC_check_errdetail("The enrollment URL cannot be used: %s.", why);
+	GUC_check_errhint("Devices need an absolute https URL of the MDM server's enrollment endpoint (http only for a loopback test server).");
+	return false;
+}
+
 static bool
 check_abm_url(char **newval, void **extra, GucSource source)
 {
@@ -287,7 +319,7 @@ _PG_init(void)
 							   "MDM enrollment URL put in the built-in default profile.",
 							   "Empty means no built-in profile: devices are stored but not assigned.",
 							   &ade_enroll_url, "",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, 0, check_enroll_url, NULL, NULL);
 
 	DefineCustomIntVariable("ade.http_timeout",
 							"Time limit of one ABM request.",

@@ -61,6 +61,7 @@ typedef struct AdeHttpResult
 	int			curl_code;		/* 0 = a complete answer arrived */
 	char	   *curl_error;		/* set when curl_code != 0 */
 	bool		timed_out;
+	bool		connected;		/* the connection was made (a timeout came later) */
 } AdeHttpResult;
 
 extern AdeHttp *AdeHttpCreate(void);
@@ -141,6 +142,7 @@ extern void AdeAbmClose(AdeAbmClient *client);
 extern void AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 					   const char *body, AdeAbmResponse *resp);
 extern void AdeAbmRaise(const AdeAbmResponse *resp, const char *what) pg_attribute_noreturn();
+extern char *AdeAbmExcerpt(const char *body);
 extern void AdeAbmSaveSession(AdeAbmClient *client);
 extern Jsonb *AdeAbmParseJson(const AdeAbmResponse *resp, const char *what);
 extern Jsonb *AdeAbmParseSecretJson(const AdeAbmResponse *resp, const char *what, bool secret);

@@ -66,7 +66,7 @@ col_text(int row, int col)
 
 /* POST /profile: define a profile for this token, store and return its UUID */
 static char *
-define_profile(AdeAbmClient *client, int64 token_id, const char *key)
+define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **refusal)
 {
 	AdeAbmResponse resp;
 	Jsonb	   *jb;
@@ -77,9 +77,26 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key)
 	char	   *sql;
 	int			rc;
 
-	/* the profile itself (a scope's or a team's), once per key */
+	/* a profile ABM refused is not sent again: a changed one is another key */
 	args[0] = Int64GetDatum(token_id);
 	args[1] = CStringGetTextDatum(key);
+	if (AdeSqlAtLeast(0, 4))
+	{
+		sql = psprintf("SELECT refusal FROM %s.ade_profile_definitions "
+					   "WHERE token_id = $1 AND profile_key = $2 AND refusal IS NOT NULL", AdeSchema());
+		rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 1)
+		{
+			*refusal = col_text(0, 1);
+			SPI_freetuptable(SPI_tuptable);
+			return NULL;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+
+	/* the profile itself (a scope's or a team's), once per key */
 	if (AdeSqlAtLeast(0, 4))
 		sql = psprintf("SELECT m.profile::text FROM %s.ade_device_profiles($1) m "
 					   "WHERE m.profile_key = $2 LIMIT 1", AdeSchema());
@@ -95,6 +112,25 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key)
 	SPI_freetuptable(SPI_tuptable);
 
 	AdeAbmCall(client, "POST", "/profile", profile, &resp);
+
+	/*
+	 * A 4xx that is none of the session's or the throttle's: ABM refuses this
+	 * profile (CONFIG_URL_REQUIRED, a reason).  Kept as refused, with ABM's
+	 * words, for ade_status.attention; its devices wait.
+	 */
+	if (resp.kind == ABM_OTHER && resp.status >= 400 && resp.status < 500 && AdeSqlAtLeast(0, 4))
+	{
+		*refusal = psprintf("HTTP %ld %s", resp.status, AdeAbmExcerpt(resp.body));
+		args[2] = CStringGetTextDatum(*refusal);
+		sql = psprintf("INSERT INTO %s.ade_profile_definitions (token_id, profile_key, profile_uuid, refusal) "
+					   "VALUES ($1, $2, NULL, $3) ON CONFLICT (token_id, profile_key) "
+					   "DO UPDATE SET profile_uuid = NULL, refusal = excluded.refusal, defined_at = now()",
+					   AdeSchema());
+		rc = SPI_execute_with_args(sql, 3, argtypes, args, NULL, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		return NULL;
+	}
 	if (resp.kind != ABM_OK)
 		AdeAbmRaise(&resp, "POST /profile");
 	jb = AdeAbmParseJson(&resp, "POST /profile");
@@ -109,8 +145,8 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key)
 	args[2] = CStringGetTextDatum(uuid);
 	sql = psprintf("INSERT INTO %s.ade_profile_definitions (token_id, profile_key, profile_uuid) "
 				   "VALUES ($1, $2, $3) ON CONFLICT (token_id, profile_key) "
-				   "DO UPDATE SET profile_uuid = excluded.profile_uuid, defined_at = now()",
-				   AdeSchema());
+				   "DO UPDATE SET profile_uuid = excluded.profile_uuid, defined_at = now()%s",
+				   AdeSchema(), AdeSqlAtLeast(0, 4) ? ", refusal = NULL" : "");
 	rc = SPI_execute_with_args(sql, 3, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
@@ -206,7 +242,8 @@ typedef struct DefineStep
 	AdeAbmClient *client;
 	int64		token_id;
 	const char *key;
-	char	   *uuid;			/* out */
+	char	   *uuid;			/* out: NULL when ABM refused the profile */
+	char	   *refusal;		/* out: ABM's words, when it refused it */
 } DefineStep;
 
 static void
@@ -214,7 +251,7 @@ define_step(void *arg)
 {
 	DefineStep *d = (DefineStep *) arg;
 
-	d->uuid = define_profile(d->client, d->token_id, d->key);
+	d->uuid = define_profile(d->client, d->token_id, d->key, &d->refusal);
 }
 
 typedef struct BatchStep
@@ -398,7 +435,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 	 */
 	for (i = 0; i < n; i++)
 	{
-		DefineStep	d = {client, token_id, cands[i].key, NULL};
+		DefineStep	d = {client, token_id, cands[i].key, NULL, NULL};
 		int			j;
 
 		if (cands[i].uuid != NULL)
@@ -413,7 +450,14 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 			keep_error(out, error, kind);
 			if (out->out_of_time)
 				break;
-			d.uuid = "";		/* refused: its devices are not sent */
+			d.uuid = "";		/* failed: its devices are not sent */
+		}
+		else if (d.uuid == NULL)
+		{
+			/* refused (now or before): its devices wait, the others go on */
+			out->note = psprintf("ABM refused an enrollment profile (%s): its devices wait; see ade_status.attention",
+								 d.refusal);
+			d.uuid = "";
 		}
 		for (j = i; j < n; j++)
 			if (cands[j].uuid == NULL && strcmp(cands[j].key, cands[i].key) == 0)

@@ -372,7 +372,14 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 	res->curl_code = (int) code;
 	if (code != CURLE_OK)
 	{
+		curl_off_t	ct = 0;
+		curl_off_t	pt = 0;
+
 		res->timed_out = (code == CURLE_OPERATION_TIMEDOUT);
+		/* a reused connection has no connect time, but a pretransfer time */
+		curl_easy_getinfo(http->easy, CURLINFO_CONNECT_TIME_T, &ct);
+		curl_easy_getinfo(http->easy, CURLINFO_PRETRANSFER_TIME_T, &pt);
+		res->connected = ct > 0 || pt > 0;
 		res->curl_error = pstrdup(http->errbuf[0] ? http->errbuf : curl_easy_strerror(code));
 	}
 	res->len = http->len;

@@ -61,6 +61,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "storage/proc.h"
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
@@ -425,8 +426,10 @@ page_step(TokenRun *run, void *arg)
 static void
 retry_rejected(TokenRun *run, void *arg)
 {
+	/* a quarter of the token's share: new pages are what matters most */
+	TimestampTz until = run->started_at + (run->deadline - run->started_at) / 4;
 	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
-	Datum		args[2] = {Int64GetDatum(run->token_id), TimestampTzGetDatum(run->deadline)};
+	Datum		args[2] = {Int64GetDatum(run->token_id), TimestampTzGetDatum(until)};
 	char	   *sql;
 	int			rc;
 
@@ -470,6 +473,26 @@ report_kept(TokenRun *run)
 					 "the rest of their pages applied.")));
 }
 
+/*
+ * No wait for a row lock (an application's transaction holding a host, say)
+ * outlasts the token's share of the run: lock_timeout is the time left (or
+ * the session's own, when shorter), until the token's run ends
+ * (sync_token() restores it).
+ */
+static void
+bound_lock_waits(TokenRun *run)
+{
+	long		ms = (long) ((run->deadline - GetCurrentTimestamp()) / 1000);
+	char		buf[32];
+
+	ms = Max(ms, 1);
+	if (LockTimeout > 0)
+		ms = Min(ms, (long) LockTimeout);
+	snprintf(buf, sizeof(buf), "%ld", ms);
+	(void) set_config_option("lock_timeout", buf, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
 static void
 token_step(TokenRun *run, void *arg)
 {
@@ -485,6 +508,7 @@ token_step(TokenRun *run, void *arg)
 		return;
 	}
 	/* a failure here is recorded, and the pages still come */
+	bound_lock_waits(run);
 	if (AdeSqlAtLeast(0, 4))
 		(void) in_subxact(run, retry_rejected, NULL);
 	client = AdeAbmOpen(run->token_id);
@@ -505,6 +529,7 @@ token_step(TokenRun *run, void *arg)
 			add_note(run, OUT_OF_TIME);
 			break;
 		}
+		bound_lock_waits(run);
 		old = MemoryContextSwitchTo(pagecxt);
 		ok = in_subxact(run, page_step, &pa);
 		MemoryContextSwitchTo(old);
@@ -514,6 +539,7 @@ token_step(TokenRun *run, void *arg)
 	}
 	MemoryContextDelete(pagecxt);
 	report_kept(run);
+	bound_lock_waits(run);
 
 	/*
 	 * Rule 10: profiles for what is due, even after a failed page; each call
@@ -686,7 +712,13 @@ sync_token(TokenRun *run, bool alone)
 		finish_run(run);
 		return;
 	}
-	(void) in_subxact(run, token_step, NULL);
+	{
+		/* lock_timeout as set by bound_lock_waits() ends with the token */
+		int			nest = NewGUCNestLevel();
+
+		(void) in_subxact(run, token_step, NULL);
+		AtEOXact_GUC(true, nest);
+	}
 	finish_run(run);
 	if (!run->busy)
 	{
@@ -765,7 +797,8 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("abm token " INT64_FORMAT " does not exist", only)));
+					 errmsg("abm token " INT64_FORMAT " does not exist", only),
+					 errhint("SELECT id, org_name FROM abm_tokens lists the tokens; ade_sync() with no argument syncs them all.")));
 	}
 	else
 	{

@@ -44,6 +44,7 @@ PG_FUNCTION_INFO_V1(ade_public_key);
 PG_FUNCTION_INFO_V1(ade_import_key);
 PG_FUNCTION_INFO_V1(ade_import_key_bytea);
 PG_FUNCTION_INFO_V1(ade_add_token);
+PG_FUNCTION_INFO_V1(ade_is_der_certificate);
 
 /* the OpenSSL objects of one call, freed by a memory-context reset callback */
 typedef struct TokenScope
@@ -525,7 +526,7 @@ AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out)
 Datum
 ade_add_token(PG_FUNCTION_ARGS)
 {
-	bytea	   *file = PG_GETARG_BYTEA_PP(0);
+	bytea	   *file;
 	AdeTokenFile tok;
 	AdeAbmClient *client;
 	TimestampTz expiry;
@@ -536,6 +537,14 @@ ade_add_token(PG_FUNCTION_ARGS)
 	int			rc;
 	bool		isnull;
 	int64		id;
+
+	/* a NULL is a file that was not read (a wrong path in a subquery, say) */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("ade_add_token() needs the server token file, and got NULL"),
+				 errhint("Pass the .p7m file's bytes, e.g. ade_add_token(pg_read_binary_file('/path/to/token.p7m')).")));
+	file = PG_GETARG_BYTEA_PP(0);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -552,14 +561,18 @@ ade_add_token(PG_FUNCTION_ARGS)
 				 errdetail("It is stored anyway; only Apple decides whether it still works."),
 				 errhint("Download a renewed token from Apple Business Manager and pass it to ade_add_token().")));
 
-	sql = psprintf("INSERT INTO %s.abm_tokens AS t (consumer_key, renew_at) VALUES ($1, $2) "
-				   "ON CONFLICT (consumer_key) DO UPDATE SET renew_at = excluded.renew_at, "
-				   "token_invalid = false, terms_expired = false, updated_at = now() "
-				   "RETURNING t.id", AdeSchema());
+	/* renewed in place, restored in place after ade_remove_token(), or new */
+	if (AdeSqlAtLeast(0, 4))
+		sql = psprintf("SELECT %s.ade_token_row($1, $2)", AdeSchema());
+	else
+		sql = psprintf("INSERT INTO %s.abm_tokens AS t (consumer_key, renew_at) VALUES ($1, $2) "
+					   "ON CONFLICT (consumer_key) DO UPDATE SET renew_at = excluded.renew_at, "
+					   "token_invalid = false, terms_expired = false, updated_at = now() "
+					   "RETURNING t.id", AdeSchema());
 	args[0] = CStringGetTextDatum(tok.creds.consumer_key);
 	args[1] = TimestampTzGetDatum(expiry);
 	rc = SPI_execute_with_args(sql, 2, tokargtypes, args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+	if ((rc != SPI_OK_INSERT_RETURNING && rc != SPI_OK_SELECT) || SPI_processed != 1)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
@@ -591,4 +604,24 @@ ade_add_token(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	PG_RETURN_INT64(id);
+}
+
+/*
+ * ade_is_der_certificate(der bytea) returns boolean: is this one X.509
+ * certificate in DER, nothing before or after it (a profile's anchor_certs
+ * and supervising_host_certs, profiles.sql)?
+ */
+Datum
+ade_is_der_certificate(PG_FUNCTION_ARGS)
+{
+	bytea	   *der = PG_GETARG_BYTEA_PP(0);
+	const unsigned char *p = (const unsigned char *) VARDATA_ANY(der);
+	const unsigned char *start = p;
+	long		len = VARSIZE_ANY_EXHDR(der);
+	X509	   *cert = d2i_X509(NULL, &p, len);
+	bool		ok = cert != NULL && p - start == len;
+
+	X509_free(cert);
+	ERR_clear_error();
+	PG_RETURN_BOOL(ok);
 }

@@ -54,7 +54,8 @@ ade_start_mock() {
 }
 
 # ade_create_cluster DIR PORT DBNAME [EXTRA_CONF]: initdb as postgres in
-# DIR/data, TCP off, socket in DIR/sock, pg_cron preloaded for DBNAME,
+# DIR/data, TCP off, socket in DIR/sock, pg_cron and ade preloaded (as the
+# README says), pg_cron for DBNAME,
 # ade.abm_url = the mock, EXTRA_CONF lines appended; starts it, creates
 # DBNAME with pg_cron, exports PGHOST/PGPORT/PGUSER/PGDATABASE
 ade_create_cluster() {
@@ -73,7 +74,7 @@ ade_create_cluster() {
 port = $port
 listen_addresses = ''
 unix_socket_directories = '$dir/sock'
-shared_preload_libraries = 'pg_cron'
+shared_preload_libraries = 'pg_cron,ade'
 cron.database_name = '$db'
 cron.use_background_workers = on
 max_worker_processes = 20

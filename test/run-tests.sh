@@ -6,7 +6,8 @@
 # 2. builds and installs the extension (PGXS);
 # 3. starts the mock ABM (test/mock_abm.py) on a free loopback port;
 # 4. creates a throwaway cluster as the postgres user (PostgreSQL refuses to
-#    run as root) with shared_preload_libraries = 'pg_cron', TCP off, on a
+#    run as root) with shared_preload_libraries = 'pg_cron,ade' (as the README
+#    says), TCP off, on a
 #    private socket directory, with ade.abm_url pointing at the mock;
 # 5. runs pg_regress (make installcheck), the pgTAP files (pg_prove), the
 #    model-based test (test/model_test.py) and the fuzz of untrusted input

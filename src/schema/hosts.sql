@@ -211,6 +211,36 @@ CREATE TRIGGER ade_keep_live_hosts_reserialed AFTER UPDATE OF hardware_serial ON
 	FOR EACH ROW WHEN (OLD.hardware_serial OPERATOR(pg_catalog.<>) NEW.hardware_serial)
 	EXECUTE FUNCTION ade_hosts_reserialed();
 
+-- A host whose id is changed by hand (UPDATE hosts SET id): its device
+-- follows it (the assignment points at the new id), a soft-deleted device
+-- that pointed at the new id gives it up, and the sequence stays past
+-- every id in use.
+CREATE FUNCTION ade_hosts_renumbered() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE @extschema@.host_dep_assignments d
+	   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = now()
+	 WHERE d.host_id = NEW.id AND d.hardware_serial <> NEW.hardware_serial
+	   AND d.deleted_at IS NOT NULL;
+	UPDATE @extschema@.host_dep_assignments d
+	   SET host_id = NEW.id, updated_at = now()
+	 WHERE d.host_id = OLD.id AND d.hardware_serial = NEW.hardware_serial;
+	PERFORM @extschema@.ade_hosts_id_past();
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_renumbered() IS
+	'trigger: the device of a host whose id is changed by hand follows it';
+
+-- (named so that it runs before ade_keep_live_hosts_reserialed when an
+-- UPDATE changes both)
+CREATE TRIGGER ade_keep_live_hosts_renumbered AFTER UPDATE OF id ON hosts
+	FOR EACH ROW WHEN (OLD.id OPERATOR(pg_catalog.<>) NEW.id)
+	EXECUTE FUNCTION ade_hosts_renumbered();
+
 REVOKE ALL ON FUNCTION ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
 	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
-	ade_hosts_reserialed() FROM PUBLIC;
+	ade_hosts_reserialed(), ade_hosts_renumbered() FROM PUBLIC;

@@ -33,59 +33,195 @@
  *-------------------------------------------------------------------------
  */
 
-CREATE FUNCTION ade_set_profile(profile jsonb, token_id bigint DEFAULT NULL,
-	platform text DEFAULT NULL, team_id bigint DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql VOLATILE
+-- Why ade would not call a URL (https anywhere, plain http only to a
+-- loopback host), or NULL: the rule of ade.abm_url and ade.enroll_url
+-- (src/ade.c), for a profile's url.
+CREATE FUNCTION ade_url_refusal(url text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_url_refusal' LANGUAGE C STRICT STABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_url_refusal(text) IS
+	'internal: why a URL is not one ade would use (https, or http to a loopback host), or null';
+
+-- Is this one X.509 certificate in DER (src/token.c)?
+CREATE FUNCTION ade_is_der_certificate(der bytea) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'ade_is_der_certificate' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_is_der_certificate(bytea) IS
+	'internal: whether the bytes are one X.509 certificate in DER';
+
+-- A profile as Apple's POST /profile takes it, checked before it is stored
+-- (a profile Apple refuses would leave every device of its scope waiting):
+-- a JSON object with profile_name and url; url (and configuration_web_url)
+-- a URL devices can reach (https; http only to a loopback test server);
+-- the known keys of the right type; skip_setup_items known pane names;
+-- anchor_certs and supervising_host_certs base64 DER certificates;
+-- language an ISO 639 code, region an ISO 3166 code.  A key Apple does not
+-- define is sent as is, with a WARNING.
+CREATE FUNCTION ade_check_profile(p_profile jsonb) RETURNS void
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	k text;
+	v jsonb;
+	e jsonb;
+	why text;
+	der bytea;
+	bools constant text[] := ARRAY['allow_pairing', 'is_supervised', 'is_multi_user', 'is_mandatory',
+		'await_device_configured', 'is_mdm_removable', 'auto_advance_setup'];
+	strs constant text[] := ARRAY['profile_name', 'url', 'support_phone_number', 'support_email_address',
+		'org_magic', 'department', 'language', 'region', 'configuration_web_url'];
+	arrs constant text[] := ARRAY['anchor_certs', 'supervising_host_certs', 'skip_setup_items', 'devices'];
+	-- Apple's SkipKeys (device-management, other/skipkeys.yaml)
+	skips constant text[] := ARRAY['Accessibility', 'ActionButton', 'AdditionalPrivacySettings', 'Android',
+		'Appearance', 'AppleID', 'AppStore', 'Biometric', 'CameraButton', 'DeviceToDeviceMigration',
+		'Diagnostics', 'DisplayTone', 'EnableLockdownMode', 'FileVault', 'HomeButtonSensitivity',
+		'iCloudDiagnostics', 'iCloudStorage', 'iMessageAndFaceTime', 'Intelligence', 'Keyboard', 'Location',
+		'MessagingActivationUsingPhoneNumber', 'Multitasking', 'OnBoarding', 'OSShowcase', 'Passcode',
+		'Payment', 'Privacy', 'Restore', 'RestoreCompleted', 'Safety', 'SafetyAndHandling', 'ScreenSaver',
+		'ScreenTime', 'SIMSetup', 'Siri', 'SoftwareUpdate', 'SpokenLanguage', 'TapToSetup',
+		'TermsOfAddress', 'Tips', 'TOS', 'TVHomeScreenSync', 'TVProviderSignIn', 'TVRoom',
+		'UnlockWithWatch', 'UpdateCompleted', 'Wallpaper', 'WatchMigration', 'WebContentFiltering',
+		'Welcome', 'Zoom'];
 BEGIN
-	IF team_id IS NOT NULL THEN
-		IF token_id IS NOT NULL OR platform IS NOT NULL THEN
-			RAISE EXCEPTION 'a team profile applies to every token and platform of the team'
-				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Call ade_set_profile(profile, team_id => ...) alone.';
-		END IF;
-		IF NOT EXISTS (SELECT 1 FROM @extschema@.teams tm WHERE tm.id = ade_set_profile.team_id) THEN
-			RAISE EXCEPTION 'team % does not exist', team_id USING ERRCODE = 'no_data_found';
-		END IF;
-	END IF;
-	IF platform IS NOT NULL AND platform NOT IN ('darwin', 'ios', 'ipados', 'tvos', 'visionos') THEN
-		RAISE EXCEPTION 'unknown platform "%"', platform
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use darwin, ios, ipados, tvos or visionos.';
-	END IF;
-	IF token_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.abm_tokens t WHERE t.id = ade_set_profile.token_id) THEN
-		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found';
-	END IF;
-	IF profile IS NULL THEN
-		DELETE FROM @extschema@.ade_profiles x
-		 WHERE x.token_id IS NOT DISTINCT FROM ade_set_profile.token_id
-		   AND x.platform IS NOT DISTINCT FROM ade_set_profile.platform
-		   AND x.team_id IS NOT DISTINCT FROM ade_set_profile.team_id;
-		RETURN;
-	END IF;
-	IF jsonb_typeof(profile) <> 'object' THEN
-		RAISE EXCEPTION 'the profile must be a JSON object, not %', jsonb_typeof(profile)
+	IF jsonb_typeof(p_profile) <> 'object' THEN
+		RAISE EXCEPTION 'the profile must be a JSON object, not %', jsonb_typeof(p_profile)
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	IF jsonb_typeof(profile->'profile_name') IS DISTINCT FROM 'string' OR profile->>'profile_name' = '' THEN
+	FOR k, v IN SELECT j.key, j.value FROM jsonb_each(p_profile) j LOOP
+		IF k = ANY (bools) THEN
+			IF jsonb_typeof(v) <> 'boolean' THEN
+				RAISE EXCEPTION 'profile key "%" must be true or false, not %', k, v::text
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		ELSIF k = ANY (strs) THEN
+			IF jsonb_typeof(v) <> 'string' THEN
+				RAISE EXCEPTION 'profile key "%" must be a string, not %', k, v::text
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		ELSIF k = ANY (arrs) THEN
+			IF jsonb_typeof(v) <> 'array'
+			   OR EXISTS (SELECT 1 FROM jsonb_array_elements(v) x WHERE jsonb_typeof(x) <> 'string') THEN
+				RAISE EXCEPTION 'profile key "%" must be an array of strings, not %', k, v::text
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		ELSE
+			RAISE WARNING 'the profile has a key Apple does not define: "%"', k
+				USING HINT = 'It is sent to Apple as it is; ABM may refuse the profile.';
+		END IF;
+	END LOOP;
+	IF coalesce(p_profile->>'profile_name', '') = '' THEN
 		RAISE EXCEPTION 'the profile has no "profile_name"'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Apple requires profile_name and url in every profile.';
 	END IF;
-	IF jsonb_typeof(profile->'url') IS DISTINCT FROM 'string' OR profile->>'url' = '' THEN
+	IF coalesce(p_profile->>'url', '') = '' THEN
 		RAISE EXCEPTION 'the profile has no "url"'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Apple requires profile_name and url in every profile.';
 	END IF;
+	FOREACH k IN ARRAY ARRAY['url', 'configuration_web_url'] LOOP
+		why := @extschema@.ade_url_refusal(p_profile->>k);
+		IF p_profile ? k AND why IS NOT NULL THEN
+			RAISE EXCEPTION 'the profile''s % "%" cannot be used: %', k, p_profile->>k, why
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Devices need an absolute https URL of the MDM server (http only for a loopback test server).';
+		END IF;
+	END LOOP;
+	FOR e IN SELECT x FROM jsonb_array_elements(coalesce(p_profile->'skip_setup_items', '[]')) x LOOP
+		IF NOT (e->>0) = ANY (skips) THEN
+			RAISE EXCEPTION 'skip_setup_items has "%", which is not a Setup Assistant pane Apple knows', e->>0
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Known panes: ' || array_to_string(skips, ', ') || '.';
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['anchor_certs', 'supervising_host_certs'] LOOP
+		FOR e IN SELECT x FROM jsonb_array_elements(coalesce(p_profile->k, '[]')) x LOOP
+			BEGIN
+				der := decode(e->>0, 'base64');
+			EXCEPTION WHEN invalid_parameter_value THEN
+				der := NULL;
+			END;
+			IF der IS NULL OR NOT @extschema@.ade_is_der_certificate(der) THEN
+				RAISE EXCEPTION 'an entry of % is not a base64 DER certificate', k
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Give each certificate as base64 of its DER form, e.g. openssl x509 -in ca.pem -outform DER | base64 -w0.';
+			END IF;
+		END LOOP;
+	END LOOP;
+	IF p_profile ? 'language' AND p_profile->>'language' !~ '^[a-z]{2,3}$' THEN
+		RAISE EXCEPTION 'the profile''s language "%" is not an ISO 639 code', p_profile->>'language'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'For example "en" or "de".';
+	END IF;
+	IF p_profile ? 'region' AND p_profile->>'region' !~ '^[A-Z]{2}$' THEN
+		RAISE EXCEPTION 'the profile''s region "%" is not an ISO 3166 code', p_profile->>'region'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'For example "US" or "DE".';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_check_profile(jsonb) IS
+	'raises an error when a profile is not one Apple''s POST /profile takes; a WARNING for a key Apple does not define';
+
+-- Sets (or clears) the profile of a scope.  An omitted scope argument means
+-- "any" (0 and 'any' say the same explicitly); one passed as NULL is an
+-- error, never "any": a NULL from a lookup that found nothing must not
+-- widen the scope to every token or platform.
+CREATE FUNCTION ade_set_profile(profile jsonb, token_id bigint DEFAULT 0,
+	platform text DEFAULT 'any', team_id bigint DEFAULT 0) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_token bigint;
+	v_platform text;
+	v_team bigint;
+BEGIN
+	IF token_id IS NULL OR platform IS NULL OR team_id IS NULL THEN
+		RAISE EXCEPTION '% is NULL: a scope argument passed as NULL never means "any"',
+			CASE WHEN token_id IS NULL THEN 'token_id' WHEN platform IS NULL THEN 'platform' ELSE 'team_id' END
+			USING ERRCODE = 'null_value_not_allowed',
+				  DETAIL = 'A NULL usually comes from a lookup that found nothing (a misspelt name, say).',
+				  HINT = 'Omit the argument for "any" (or pass 0, or ''any'' for platform); SELECT id, org_name FROM abm_tokens and SELECT id, name FROM teams list what exists.';
+	END IF;
+	v_token := nullif(token_id, 0);
+	v_platform := nullif(platform, 'any');
+	v_team := nullif(team_id, 0);
+	IF v_team IS NOT NULL THEN
+		IF v_token IS NOT NULL OR v_platform IS NOT NULL THEN
+			RAISE EXCEPTION 'a team profile applies to every token and platform of the team'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Call ade_set_profile(profile, team_id => ...) alone.';
+		END IF;
+		IF NOT EXISTS (SELECT 1 FROM @extschema@.teams tm WHERE tm.id = v_team) THEN
+			RAISE EXCEPTION 'team % does not exist', v_team USING ERRCODE = 'no_data_found',
+				HINT = 'SELECT id, name FROM teams lists the teams.';
+		END IF;
+	END IF;
+	IF v_platform IS NOT NULL AND v_platform NOT IN ('darwin', 'ios', 'ipados', 'tvos', 'visionos') THEN
+		RAISE EXCEPTION 'unknown platform "%"', v_platform
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use darwin, ios, ipados, tvos or visionos (or omit it for any).';
+	END IF;
+	IF v_token IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.abm_tokens t WHERE t.id = v_token) THEN
+		RAISE EXCEPTION 'abm token % does not exist', v_token USING ERRCODE = 'no_data_found',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	IF profile IS NULL THEN
+		DELETE FROM @extschema@.ade_profiles x
+		 WHERE x.token_id IS NOT DISTINCT FROM v_token
+		   AND x.platform IS NOT DISTINCT FROM v_platform
+		   AND x.team_id IS NOT DISTINCT FROM v_team;
+		RETURN;
+	END IF;
+	PERFORM @extschema@.ade_check_profile(profile);
 	INSERT INTO @extschema@.ade_profiles AS x (token_id, platform, team_id, profile)
-	VALUES (ade_set_profile.token_id, ade_set_profile.platform, ade_set_profile.team_id, ade_set_profile.profile)
+	VALUES (v_token, v_platform, v_team, ade_set_profile.profile)
 	ON CONFLICT ON CONSTRAINT ade_profiles_scope
 	DO UPDATE SET profile = excluded.profile, updated_at = now();
 END
 $$;
 COMMENT ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint) IS
-	'sets (or with null clears) the enrollment profile of a scope; defined at Apple and assigned on the next sync';
+	'sets (or with null clears) the enrollment profile of a scope; an omitted scope argument means any, a NULL one is an error';
 
 -- The profile a device of this token gets, for every team (team_id 0: no
 -- team) and platform, with its key and, once defined at Apple for this
@@ -157,6 +293,11 @@ AS $$
 DECLARE
 	v_changed text[];
 BEGIN
+	-- ABM asked for a pause (a 429's Retry-After): nothing is sent before
+	IF EXISTS (SELECT 1 FROM @extschema@.abm_tokens t
+				WHERE t.id = p_token AND t.assign_not_before > now()) THEN
+		RETURN;
+	END IF;
 	SELECT array_agg(m.team_id || '/' || m.platform) INTO v_changed
 	  FROM @extschema@.ade_device_profiles(p_token) m
 	  LEFT JOIN @extschema@.ade_profile_applied a
@@ -293,7 +434,8 @@ COMMENT ON FUNCTION ade_store_answers(bigint, text, text[], jsonb, int, int) IS
 -- its devices go to the back of the queue, so that the next run sends the
 -- others first and one bad batch never holds up the rest.  A 429 with a
 -- Retry-After past ade.max_retry_wait (p_retry_after seconds): ABM said
--- when to come back, so no device of the token is sent before then.
+-- when to come back, so no device of the token is sent before then
+-- (abm_tokens.assign_not_before, read by ade_assign_candidates()).
 CREATE FUNCTION ade_batch_unanswered(p_token bigint, p_serials text[], p_retry_after int)
 RETURNS void
 LANGUAGE sql VOLATILE
@@ -302,16 +444,33 @@ AS $$
 	UPDATE @extschema@.host_dep_assignments d
 	   SET assign_sent_at = now(), updated_at = now()
 	 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token;
-	UPDATE @extschema@.host_dep_assignments d
-	   SET retry_at = greatest(d.retry_at, now() + make_interval(secs => p_retry_after)),
-		   updated_at = now()
-	 WHERE p_retry_after IS NOT NULL
-	   AND d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign;
+	UPDATE @extschema@.abm_tokens t
+	   SET assign_not_before = now() + make_interval(secs => p_retry_after), updated_at = now()
+	 WHERE p_retry_after IS NOT NULL AND t.id = p_token;
 $$;
 COMMENT ON FUNCTION ade_batch_unanswered(bigint, text[], int) IS
 	'internal: marks the devices of a PUT /profile/devices that got no answer as sent, to the back of the queue; after a long 429, the token''s devices wait';
 
-REVOKE ALL ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint),
+-- What ABM refused of the profiles this token's devices get now, in words,
+-- or NULL (for ade_status.attention, which ade_reader reads: SECURITY
+-- DEFINER, as it reads the profiles).
+CREATE FUNCTION ade_profile_problem(p_token bigint) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with ade_set_profile()',
+				  m.profile->>'profile_name', d.refusal)
+	  FROM @extschema@.ade_profile_definitions d
+	  JOIN @extschema@.ade_device_profiles(p_token) m ON m.profile_key = d.profile_key
+	 WHERE d.token_id = p_token AND d.refusal IS NOT NULL
+	 ORDER BY d.defined_at
+	 LIMIT 1
+$$;
+COMMENT ON FUNCTION ade_profile_problem(bigint) IS
+	'internal: the first profile of the token that ABM refused, in words, or null';
+
+REVOKE ALL ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint), ade_check_profile(jsonb), ade_profile_problem(bigint),
 	ade_device_profiles(bigint), ade_assign_candidates(bigint), ade_unassignable(bigint),
 	ade_store_answers(bigint, text, text[], jsonb, int, int),
 	ade_batch_unanswered(bigint, text[], int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ade_profile_problem(bigint) TO ade_reader;

@@ -92,6 +92,7 @@ SELECT t.id AS token_id,
 		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
 		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
+		 WHEN @extschema@.ade_profile_problem(t.id) IS NOT NULL THEN @extschema@.ade_profile_problem(t.id)
 		 WHEN t.last_sync_at IS NULL THEN 'never synced: run SELECT * FROM ade_sync() or ade_schedule()'
 		 WHEN t.last_sync_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '10 minutes')
 		   THEN 'no sync for 10 minutes: is the pg_cron job (ade_schedule()) running?'

@@ -104,7 +104,8 @@ BEGIN
 					ELSE coalesce(e.rec->>'op_type', 'modified') END AS op,
 			   -- a fetched record has no op_date: it says what ABM held as
 			   -- of the page's fetched_until
-			   coalesce((e.rec->>'op_date')::timestamptz, p_as_of) AS op_date
+			   -- (an op_date of +-infinity is no date: it would pin the device)
+			   coalesce(nullif(nullif((e.rec->>'op_date')::timestamptz, 'infinity'), '-infinity'), p_as_of) AS op_date
 		  FROM jsonb_array_elements(coalesce(p_devices, '[]'::jsonb)) WITH ORDINALITY AS e(rec, ord)
 	), win AS (				-- rule 4: one record per serial, the latest op_date
 		SELECT DISTINCT ON (r.serial) r.*
@@ -194,10 +195,13 @@ BEGIN
 		SELECT coalesce(u.id, p.host_id), p.serial, p_token, now(), p.rec, p.op_date,
 			   NOT p.has_ours, p.held,
 			   CASE WHEN p.has_ours THEN 'SUCCESS' END,
-			   -- a marker for DO UPDATE: keep the cooldown (a new row is
-			   -- never 'modified'); being added, or any news of a device that
-			   -- was NOT_ACCESSIBLE, ends it
-			   CASE WHEN p.act = 'modified' AND p.response IS DISTINCT FROM 'NOT_ACCESSIBLE'
+			   -- a marker for DO UPDATE: keep the cooldown (FAILED,
+			   -- THROTTLED) of a device that stays with this token: a
+			   -- modification, or a full fetch listing it again (a new row
+			   -- never has one); being added or moved, or any news of a
+			   -- device that was NOT_ACCESSIBLE, ends it
+			   CASE WHEN (p.act = 'modified' OR (p_fetch AND p.prev_live AND p.prev_token = p_token))
+						 AND p.response IS DISTINCT FROM 'NOT_ACCESSIBLE'
 					THEN 'infinity'::timestamptz END,
 			   now()
 		  FROM plan p
@@ -341,7 +345,7 @@ BEGIN
 	IF jsonb_typeof(p_rec) <> 'object' THEN
 		RETURN NULL;
 	END IF;
-	RETURN coalesce((p_rec->>'op_date')::timestamptz, p_as_of);
+	RETURN coalesce(nullif(nullif((p_rec->>'op_date')::timestamptz, 'infinity'), '-infinity'), p_as_of);
 EXCEPTION WHEN data_exception THEN
 	RETURN NULL;
 END
@@ -349,12 +353,84 @@ $$;
 COMMENT ON FUNCTION ade_record_op_date(jsonb, timestamptz) IS
 	'internal: the op_date of a device record, NULL when it is not a date';
 
+-- Records that failed as one statement, in halves: each half in one
+-- statement (its own subtransaction), a half that fails because of a
+-- record split again, down to the one record that does not apply, kept in
+-- ade_rejected_records with its reason (tried again after
+-- ade.failed_retry_interval).  k bad records in n cost about 2 k log2(n)
+-- statements, not n.
+CREATE FUNCTION ade_apply_halves(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_as_of timestamptz,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n int := jsonb_array_length(p_devices);
+	r record;
+	v_state text;
+	v_msg text;
+	v_rec jsonb;
+	v_part int;
+BEGIN
+	added := 0; modified := 0; deleted := 0; skipped := 0;
+	IF n = 0 THEN
+		RETURN;
+	END IF;
+	BEGIN
+		SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, p_devices, p_fetch, p_as_of) a;
+		added := r.added; modified := r.modified; deleted := r.deleted; skipped := r.skipped;
+		RETURN;
+	EXCEPTION WHEN OTHERS THEN
+		v_state := SQLSTATE;
+		IF NOT @extschema@.ade_record_error(v_state) THEN
+			RAISE;
+		END IF;
+		v_msg := SQLERRM;
+	END;
+	IF n > 1 THEN
+		FOR v_part IN 1 .. 2 LOOP
+			SELECT h.* INTO r
+			  FROM @extschema@.ade_apply_halves(p_token,
+					(SELECT jsonb_agg(e.rec ORDER BY e.ord)
+					   FROM jsonb_array_elements(p_devices) WITH ORDINALITY AS e(rec, ord)
+					  WHERE (e.ord <= n / 2) = (v_part = 1)),
+					p_fetch, p_as_of) h;
+			added := added + r.added; modified := modified + r.modified;
+			deleted := deleted + r.deleted; skipped := skipped + r.skipped;
+		END LOOP;
+		RETURN;
+	END IF;
+	-- the one record that does not apply: kept, one row per serial and
+	-- token (the latest record)
+	v_rec := p_devices->0;
+	INSERT INTO @extschema@.ade_rejected_records AS x
+		(token_id, hardware_serial, record, from_fetch, fetched_until, op_date,
+		 reason, sqlstate, retry_at)
+	VALUES (p_token,
+			CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
+			v_rec, p_fetch, p_as_of, @extschema@.ade_record_op_date(v_rec, p_as_of),
+			v_msg, v_state,
+			now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval)
+	ON CONFLICT (token_id, (hardware_serial IS NULL), md5(coalesce(hardware_serial, record::text)))
+	DO UPDATE SET record = excluded.record, from_fetch = excluded.from_fetch,
+				  fetched_until = excluded.fetched_until, op_date = excluded.op_date,
+				  reason = excluded.reason, sqlstate = excluded.sqlstate,
+				  rejected_at = now(), tries = 1, retry_at = excluded.retry_at
+	 WHERE x.op_date IS NULL OR excluded.op_date IS NULL OR x.op_date <= excluded.op_date;
+	skipped := 1;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_halves(bigint, jsonb, boolean, timestamptz) IS
+	'internal: applies records in halves down to the one that does not apply, which is kept in ade_rejected_records';
+
 -- Device records, applied: in one statement when they all apply (the usual
--- case); else, when a record is the trouble (ade_record_error()), one at a
--- time, the last record of each serial in page order, each on its own: the
--- others apply, and each that does not is kept in ade_rejected_records
--- with its reason, tried again after ade.failed_retry_interval.
--- skipped counts the records not applied.
+-- case); else, when a record is the trouble (ade_record_error()), rule 4
+-- first (per serial the record with the latest op_date, the last in page
+-- order among equals; one whose op_date is not a date loses), then in
+-- halves (ade_apply_halves()): the others apply, and each that does not is
+-- kept in ade_rejected_records with its reason.  skipped counts the
+-- records not applied.
 CREATE FUNCTION ade_apply_devices(p_token bigint, p_devices jsonb, p_fetch boolean,
 	p_as_of timestamptz,
 	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
@@ -362,8 +438,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_rec jsonb;
-	r record;
+	v_list jsonb;
 BEGIN
 	BEGIN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
@@ -374,46 +449,16 @@ BEGIN
 			RAISE;
 		END IF;
 	END;
-	added := 0; modified := 0; deleted := 0; skipped := 0;
-	FOR v_rec IN
-		SELECT x.rec FROM (
-			SELECT e.rec, e.ord,
-				   row_number() OVER (PARTITION BY CASE WHEN jsonb_typeof(e.rec) = 'object'
-														THEN e.rec->>'serial_number' END
-									  ORDER BY e.ord DESC) AS n,
-				   CASE WHEN jsonb_typeof(e.rec) = 'object' THEN e.rec->>'serial_number' END AS serial
-			  FROM jsonb_array_elements(p_devices) WITH ORDINALITY AS e(rec, ord)) x
-		 WHERE x.n = 1 OR x.serial IS NULL
-		 ORDER BY x.ord
-	LOOP
-		BEGIN
-			SELECT a.* INTO r FROM @extschema@.ade_apply_records(p_token, jsonb_build_array(v_rec), p_fetch, p_as_of) a;
-			added := added + r.added;
-			modified := modified + r.modified;
-			deleted := deleted + r.deleted;
-			skipped := skipped + r.skipped;
-		EXCEPTION WHEN OTHERS THEN
-			IF NOT @extschema@.ade_record_error(SQLSTATE) THEN
-				RAISE;
-			END IF;
-			-- one row per serial and token: the latest record
-			INSERT INTO @extschema@.ade_rejected_records AS x
-				(token_id, hardware_serial, record, from_fetch, fetched_until, op_date,
-				 reason, sqlstate, retry_at)
-			VALUES (p_token,
-					CASE WHEN jsonb_typeof(v_rec) = 'object' THEN v_rec->>'serial_number' END,
-					v_rec, p_fetch, p_as_of, @extschema@.ade_record_op_date(v_rec, p_as_of),
-					SQLERRM, SQLSTATE,
-					now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval)
-			ON CONFLICT (token_id, (hardware_serial IS NULL), md5(coalesce(hardware_serial, record::text)))
-			DO UPDATE SET record = excluded.record, from_fetch = excluded.from_fetch,
-						  fetched_until = excluded.fetched_until, op_date = excluded.op_date,
-						  reason = excluded.reason, sqlstate = excluded.sqlstate,
-						  rejected_at = now(), tries = 1, retry_at = excluded.retry_at
-			 WHERE x.op_date IS NULL OR excluded.op_date IS NULL OR x.op_date <= excluded.op_date;
-			skipped := skipped + 1;
-		END;
-	END LOOP;
+	SELECT jsonb_agg(x.rec ORDER BY x.ord) INTO v_list
+	  FROM (SELECT DISTINCT ON (x.k) x.rec, x.ord
+			  FROM (SELECT e.rec, e.ord,
+						   coalesce(CASE WHEN jsonb_typeof(e.rec) = 'object' THEN 's:' || (e.rec->>'serial_number') END,
+									'o:' || e.ord) AS k,
+						   @extschema@.ade_record_op_date(e.rec, p_as_of) AS op_date
+					  FROM jsonb_array_elements(p_devices) WITH ORDINALITY AS e(rec, ord)) x
+			 ORDER BY x.k, x.op_date DESC NULLS LAST, x.ord DESC) x;
+	SELECT h.added, h.modified, h.deleted, h.skipped INTO added, modified, deleted, skipped
+	  FROM @extschema@.ade_apply_halves(p_token, v_list, p_fetch, p_as_of) h;
 END
 $$;
 COMMENT ON FUNCTION ade_apply_devices(bigint, jsonb, boolean, timestamptz) IS
@@ -429,12 +474,18 @@ CREATE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fetch boolean,
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	v_prev text;
+	v_started timestamptz;
+	v_freed text[];
 BEGIN
 	added := 0; modified := 0; deleted := 0; skipped := 0;
 	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
 		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch, p_fetched_until::timestamptz) a;
 	END IF;
+	SELECT t.mode, t.fetch_started_at INTO v_prev, v_started
+	  FROM @extschema@.abm_tokens t WHERE t.id = p_token;
 	UPDATE @extschema@.abm_tokens t
 	   SET cursor = p_cursor, mode = p_mode,
 		   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
@@ -442,6 +493,24 @@ BEGIN
 		   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
 		   updated_at = now()
 	 WHERE t.id = p_token;
+	-- a full fetch ended: a device the token holds that it did not list
+	-- (untouched since the fetch began), and that another token's record of
+	-- the same second claims, is that token's (its delete was lost with an
+	-- expired cursor)
+	IF v_prev = 'fetch' AND p_mode = 'sync' AND v_started IS NOT NULL THEN
+		WITH unlisted AS (
+			UPDATE @extschema@.host_dep_assignments d
+			   SET deleted_at = now(), needs_assign = false, updated_at = now()
+			 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
+			   AND d.updated_at < v_started
+			   AND EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
+							WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token)
+			RETURNING d.hardware_serial)
+		SELECT array_agg(u.hardware_serial) INTO v_freed FROM unlisted u;
+		IF v_freed IS NOT NULL THEN
+			PERFORM @extschema@.ade_release_tied(v_freed);
+		END IF;
+	END IF;
 END
 $$;
 COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
@@ -536,6 +605,7 @@ REVOKE ALL ON FUNCTION ade_sync(), ade_sync(bigint),
 	ade_apply_records(bigint, jsonb, boolean, timestamptz), ade_apply_devices(bigint, jsonb, boolean, timestamptz),
 	ade_apply_page(bigint, jsonb, boolean, text, text, text), ade_retry_rejected(bigint, timestamptz),
 	ade_release_tied(text[]), ade_record_op_date(jsonb, timestamptz),
+	ade_apply_halves(bigint, jsonb, boolean, timestamptz),
 	ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text),
 	ade_last_runs(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_last_runs(int) TO ade_reader;

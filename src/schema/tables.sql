@@ -75,9 +75,31 @@ CREATE TABLE abm_tokens (
 	-- visionOS follow iOS); set with ade_set_default_teams()
 	macos_team_id	bigint REFERENCES teams (id) ON DELETE SET NULL,
 	ios_team_id		bigint REFERENCES teams (id) ON DELETE SET NULL,
-	ipados_team_id	bigint REFERENCES teams (id) ON DELETE SET NULL
+	ipados_team_id	bigint REFERENCES teams (id) ON DELETE SET NULL,
+	-- ABM throttled PUT /profile/devices with a Retry-After past
+	-- ade.max_retry_wait: no device of the token is sent before this
+	assign_not_before timestamptz
 );
 COMMENT ON TABLE abm_tokens IS 'ABM server tokens (no secrets: those are in ade_token_secrets)';
+
+-- Tokens removed with ade_remove_token(): what adding the same token back
+-- (the same consumer_key) restores in place: its id, cursor and mode, and
+-- the devices the removal soft-deleted.  No secret is kept.
+CREATE TABLE ade_removed_tokens (
+	id				bigint PRIMARY KEY,	-- abm_tokens.id it had
+	consumer_key	text NOT NULL UNIQUE,
+	mode			text NOT NULL,
+	cursor			text,
+	fetch_started_at timestamptz,
+	fetched_until	timestamptz,
+	removed_at		timestamptz NOT NULL,
+	devices			bigint NOT NULL,	-- live devices the removal soft-deleted
+	-- what else was the token's: assign_profiles, default teams, its own
+	-- profiles, and the profile_uuid Apple gave each of its profiles (so
+	-- that no device is assigned again for nothing)
+	settings		jsonb NOT NULL
+);
+COMMENT ON TABLE ade_removed_tokens IS 'tokens removed with ade_remove_token(): adding the same token back restores its id, cursor and devices';
 
 -- The secrets of each token, and its cached ABM session.  Owner only, and
 -- sealed (AES-256-GCM, bound to their row and column) with a data key of
@@ -190,13 +212,17 @@ CREATE TABLE ade_profiles (
 COMMENT ON TABLE ade_profiles IS 'enrollment profiles by scope (token, platform, team); set with ade_set_profile()';
 
 -- Each (profile, token) is defined once at Apple: POST /profile -> profile_uuid.
--- A changed profile has another key and is defined again.
+-- A changed profile has another key and is defined again.  A profile ABM
+-- refused (a 4xx with its reason) is kept as refused: it is not sent again
+-- (a changed profile is another key), and ade_status.attention says why.
 CREATE TABLE ade_profile_definitions (
 	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
 	profile_key		text NOT NULL,	-- md5 of the profile's jsonb text
-	profile_uuid	text NOT NULL,
+	profile_uuid	text,			-- null: refused
 	defined_at		timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (token_id, profile_key)
+	refusal			text,			-- ABM's answer when it refused the profile
+	PRIMARY KEY (token_id, profile_key),
+	CHECK ((profile_uuid IS NULL) <> (refusal IS NULL))
 );
 COMMENT ON TABLE ade_profile_definitions IS 'the profile_uuid Apple gave each (profile, token)';
 
@@ -222,10 +248,11 @@ COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to e
 -- newer record of another token that took effect (sync.sql).  A record
 -- without a serial is kept once however often ABM sends it.  The key is a
 -- hash of the serial: a serial too long for a btree is kept too.
--- ade_status.attention counts them; they go with their token.
+-- ade_status.attention counts them.  They stay while their token is removed
+-- (ade_remove_token), and are tried again once it is added back.
 CREATE TABLE ade_rejected_records (
 	id				bigserial PRIMARY KEY,
-	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
+	token_id		bigint NOT NULL,	-- no foreign key: kept while the token is removed
 	hardware_serial text,			-- null: the record had none
 	record			jsonb NOT NULL,	-- as ABM sent it
 	from_fetch		boolean NOT NULL,	-- from a full fetch: it means "added"
@@ -291,6 +318,7 @@ SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_tied_records', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_secret_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_removed_tokens', '');
 
 -- ---------------------------------------------------------------------
 -- Privileges
@@ -306,5 +334,6 @@ $$;
 REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
 	host_dep_assignments, ade_sync_runs, ade_profiles,
 	ade_profile_definitions, ade_profile_applied, teams,
-	ade_rejected_records, ade_tied_records, ade_truncated_hosts, ade_secret_keys FROM PUBLIC;
+	ade_rejected_records, ade_tied_records, ade_truncated_hosts, ade_secret_keys,
+	ade_removed_tokens FROM PUBLIC;
 GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs, ade_rejected_records TO ade_reader;

@@ -41,7 +41,7 @@ COMMENT ON FUNCTION ade_import_key(bytea, bytea) IS
 	'replaces the MDM server key pair with a PEM private key file''s bytes (and its certificate, else a new self-signed one); returns the certificate';
 
 CREATE FUNCTION ade_add_token(token bytea) RETURNS bigint
-	AS 'MODULE_PATHNAME', 'ade_add_token' LANGUAGE C STRICT VOLATILE
+	AS 'MODULE_PATHNAME', 'ade_add_token' LANGUAGE C CALLED ON NULL INPUT VOLATILE
 	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_add_token(bytea) IS
 	'decrypts an ABM server token (.p7m), checks it with GET /account, stores it; the same consumer_key renews in place';
@@ -112,36 +112,139 @@ COMMENT ON FUNCTION ade_oauth_signature(text, text, text, text, text, text, bigi
 
 -- A token removed: its devices stay as hosts, their assignments become
 -- soft-deleted and keep the token id; its secrets and session go with it.
+-- The row of a token being added (src/token.c, ade_add_token()): the same
+-- consumer_key renews it in place (same id, cursor kept, flags cleared); a
+-- token removed with ade_remove_token() comes back in place: its id, cursor
+-- and mode, its settings, profiles and their definitions at Apple, and the
+-- devices the removal soft-deleted (those no other token took meanwhile).
+-- When one of those devices has lost its host (deleted or re-serialed by
+-- hand meanwhile), the cursor is not resumed: a full fetch lists every
+-- device again, so that none is left out.
+CREATE FUNCTION ade_token_row(p_consumer_key text, p_renew_at timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id bigint;
+	r record;
+	v_lost bigint;
+	v_back bigint;
+BEGIN
+	UPDATE @extschema@.abm_tokens t
+	   SET renew_at = p_renew_at, token_invalid = false, terms_expired = false, updated_at = now()
+	 WHERE t.consumer_key = p_consumer_key
+	RETURNING t.id INTO v_id;
+	IF FOUND THEN
+		RETURN v_id;
+	END IF;
+	DELETE FROM @extschema@.ade_removed_tokens x WHERE x.consumer_key = p_consumer_key
+	RETURNING x.* INTO r;
+	IF NOT FOUND THEN
+		INSERT INTO @extschema@.abm_tokens AS t (consumer_key, renew_at) VALUES (p_consumer_key, p_renew_at)
+		ON CONFLICT (consumer_key) DO UPDATE
+		   SET renew_at = excluded.renew_at, token_invalid = false, terms_expired = false, updated_at = now()
+		RETURNING t.id INTO v_id;
+		RETURN v_id;
+	END IF;
+
+	SELECT count(*) INTO v_lost
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at AND h.id IS NULL;
+	INSERT INTO @extschema@.abm_tokens (id, consumer_key, renew_at, mode, cursor, fetch_started_at,
+		fetched_until, assign_profiles, macos_team_id, ios_team_id, ipados_team_id)
+	SELECT r.id, p_consumer_key, p_renew_at,
+		   CASE WHEN v_lost = 0 THEN r.mode ELSE 'fetch' END,
+		   CASE WHEN v_lost = 0 THEN r.cursor END,
+		   CASE WHEN v_lost = 0 THEN r.fetch_started_at END,
+		   r.fetched_until,
+		   coalesce((r.settings->>'assign_profiles')::boolean, true),
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'macos_team_id')::bigint),
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ios_team_id')::bigint),
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ipados_team_id')::bigint);
+	INSERT INTO @extschema@.ade_profiles (token_id, platform, team_id, profile)
+	SELECT r.id, p->>'platform', NULL, p->'profile'
+	  FROM jsonb_array_elements(coalesce(r.settings->'profiles', '[]')) p;
+	INSERT INTO @extschema@.ade_profile_definitions (token_id, profile_key, profile_uuid, defined_at, refusal)
+	SELECT r.id, p->>'profile_key', p->>'profile_uuid', (p->>'defined_at')::timestamptz, p->>'refusal'
+	  FROM jsonb_array_elements(coalesce(r.settings->'definitions', '[]')) p;
+	-- the devices come back live, on their hosts
+	UPDATE @extschema@.host_dep_assignments d
+	   SET deleted_at = NULL, updated_at = now()
+	  FROM @extschema@.hosts h
+	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
+	   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial;
+	GET DIAGNOSTICS v_back = ROW_COUNT;
+	RAISE NOTICE 'abm token % is back in place: % devices live again%', r.id, v_back,
+		CASE WHEN v_lost > 0 THEN pg_catalog.format(
+			'; %s lost their host meanwhile, so the next sync fetches every device again', v_lost)
+			 ELSE ', the next sync goes on from its cursor' END;
+	RETURN r.id;
+END
+$$;
+COMMENT ON FUNCTION ade_token_row(text, timestamptz) IS
+	'internal: the abm_tokens row of a token being added: renewed, restored after ade_remove_token(), or new';
+
+-- Removes a token: its secrets and session are deleted, its live devices
+-- soft-deleted (a device another token's record of the same second claims
+-- goes there), its kept records wait; what adding it back restores is kept
+-- in ade_removed_tokens (no secret).
 CREATE FUNCTION ade_remove_token(token_id bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+	t record;
 	v_freed text[];
+	v_n bigint;
 BEGIN
+	IF token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	SELECT * INTO t FROM @extschema@.abm_tokens x WHERE x.id = ade_remove_token.token_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', ade_remove_token.token_id
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
 	WITH gone AS (
 		UPDATE @extschema@.host_dep_assignments d
 		   SET deleted_at = now(), needs_assign = false, updated_at = now()
-		 WHERE d.abm_token_id = ade_remove_token.token_id AND d.deleted_at IS NULL
+		 WHERE d.abm_token_id = t.id AND d.deleted_at IS NULL
 		RETURNING d.hardware_serial)
 	SELECT array_agg(g.hardware_serial) INTO v_freed FROM gone g;
-	-- its kept and tied records go with it (foreign keys)
-	DELETE FROM @extschema@.abm_tokens t WHERE t.id = ade_remove_token.token_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'abm token % does not exist', ade_remove_token.token_id
-			USING ERRCODE = 'no_data_found';
-	END IF;
+	v_n := coalesce(cardinality(v_freed), 0);
+	INSERT INTO @extschema@.ade_removed_tokens AS x
+		(id, consumer_key, mode, cursor, fetch_started_at, fetched_until, removed_at, devices, settings)
+	VALUES (t.id, t.consumer_key, t.mode, t.cursor, t.fetch_started_at, t.fetched_until, now(), v_n,
+			jsonb_build_object(
+				'assign_profiles', t.assign_profiles,
+				'macos_team_id', t.macos_team_id, 'ios_team_id', t.ios_team_id,
+				'ipados_team_id', t.ipados_team_id,
+				'profiles', (SELECT coalesce(jsonb_agg(jsonb_build_object('platform', p.platform, 'profile', p.profile)), '[]')
+							   FROM @extschema@.ade_profiles p WHERE p.token_id = t.id),
+				'definitions', (SELECT coalesce(jsonb_agg(to_jsonb(d) - 'token_id'), '[]')
+								  FROM @extschema@.ade_profile_definitions d WHERE d.token_id = t.id)))
+	ON CONFLICT (consumer_key) DO UPDATE
+	   SET id = excluded.id, mode = excluded.mode, cursor = excluded.cursor,
+		   fetch_started_at = excluded.fetch_started_at, fetched_until = excluded.fetched_until,
+		   removed_at = excluded.removed_at, devices = excluded.devices, settings = excluded.settings;
+	-- its secrets, session, profiles and definitions go with the row (foreign keys)
+	DELETE FROM @extschema@.abm_tokens x WHERE x.id = t.id;
 	-- a device another token's record of the same second claims goes there
 	IF v_freed IS NOT NULL THEN
 		PERFORM @extschema@.ade_release_tied(v_freed);
 	END IF;
+	RAISE NOTICE 'abm token % (%) removed: % live devices soft-deleted', t.id, coalesce(t.org_name, t.consumer_key), v_n
+		USING HINT = 'Adding the same token back with ade_add_token() restores it in place: the same id, its cursor, settings and these devices.';
 END
 $$;
 COMMENT ON FUNCTION ade_remove_token(bigint) IS
-	'deletes a token with its secrets, session and kept records; its live assignments become soft-deleted';
+	'removes a token: its secrets and session are deleted, its live devices soft-deleted; adding it back restores it in place';
 
 REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(bytea, bytea), ade_rotate_secret_key(),
-	ade_add_token(bytea), ade_refresh_account(bigint), ade_remove_token(bigint),
+	ade_add_token(bytea), ade_refresh_account(bigint), ade_remove_token(bigint), ade_token_row(text, timestamptz),
 	ade_vault_upgrade(), ade_secret_status() FROM PUBLIC;
 REVOKE ALL ON ade_secret_key_usage FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_secret_status() TO ade_reader;

@@ -11,7 +11,7 @@
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 3000 --families Mac,iPhone,iPad
 SET ade.retry_backoff = 10;
-SELECT plan(13);
+SELECT plan(14);
 -- the devices first, no profile yet
 SELECT count(*) FROM ade_sync() \g /dev/null
 
@@ -74,7 +74,12 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT count(*) FROM ade_sync() \g /dev/null
 \set puts `python3 test/mockctl.py logcount 'PUT /profile/devices'`
 SELECT is(:'puts'::int, 0, 'after a 429 with Retry-After: 3600, the next run sends no PUT /profile/devices');
-SELECT ok((SELECT count(*) > 0 AND bool_and(retry_at > now() + interval '59 minutes') FROM host_dep_assignments WHERE needs_assign),
-  'the devices that wait are due when the hour ABM asked for is over');
+SELECT ok((SELECT assign_not_before > now() + interval '59 minutes' FROM abm_tokens WHERE id = :acme),
+  'the token''s assignment waits until the hour ABM asked for is over');
+\! python3 test/mockctl.py devices CK_acme --generate 1 --prefix LATE --families Mac
+\! python3 test/mockctl.py log-clear
+SELECT count(*) FROM ade_sync() \g /dev/null
+\set puts `python3 test/mockctl.py logcount 'PUT /profile/devices'`
+SELECT is(:'puts'::int, 0, 'a device added meanwhile waits too (the pause is the token''s, not the batch''s)');
 \! python3 test/mockctl.py faults-clear
 SELECT * FROM finish();
