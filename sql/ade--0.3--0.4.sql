@@ -985,7 +985,9 @@ SELECT pg_catalog.pg_extension_config_dump('ade_secret_keys', '');
 REVOKE ALL ON ade_secret_keys FROM PUBLIC;
 
 -- the private key as bytes, never as statement text
-DROP FUNCTION ade_import_key(text, text);
+-- a key pasted as text still works, with a WARNING (it was exposed)
+COMMENT ON FUNCTION ade_import_key(text, text) IS
+	'replaces the MDM server key pair from PEM text pasted into the statement, with a WARNING: pass the file''s bytes instead';
 CREATE FUNCTION ade_import_key(private_key bytea, certificate bytea DEFAULT NULL) RETURNS text
 	AS 'MODULE_PATHNAME', 'ade_import_key_bytea' LANGUAGE C VOLATILE
 	SET search_path = pg_catalog, pg_temp;
@@ -1034,6 +1036,36 @@ COMMENT ON VIEW ade_secret_key_usage IS
 
 REVOKE ALL ON FUNCTION ade_import_key(bytea, bytea), ade_vault_upgrade(), ade_secret_status() FROM PUBLIC;
 REVOKE ALL ON ade_secret_key_usage FROM PUBLIC;
+
+CREATE FUNCTION ade_secret_keys_in_use() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	SELECT u.sealed_values INTO n FROM @extschema@.ade_secret_key_usage u WHERE u.key_id = OLD.id;
+	IF coalesce(n, 0) > 0 THEN
+		RAISE EXCEPTION 'data key % still seals % stored values', OLD.id, n
+			USING ERRCODE = 'object_in_use',
+				  HINT = 'SELECT ade_rotate_secret_key() re-seals every value with a new key; then the old one may go.';
+	END IF;
+	RETURN OLD;
+END
+$$;
+COMMENT ON FUNCTION ade_secret_keys_in_use() IS
+	'trigger: refuses to delete a data key that still seals a stored value';
+
+CREATE TRIGGER ade_secret_keys_in_use BEFORE DELETE ON ade_secret_keys
+	FOR EACH ROW EXECUTE FUNCTION ade_secret_keys_in_use();
+
+CREATE FUNCTION ade_vault_init() RETURNS void
+	AS 'MODULE_PATHNAME', 'ade_vault_init' LANGUAGE C VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_vault_init() IS
+	'internal: makes the key-encryption key file ade_kek.key in the data directory, if missing';
+
+REVOKE ALL ON FUNCTION ade_secret_keys_in_use(), ade_vault_init() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_secret_status() TO ade_reader;
 
 -- ade_schedule() takes over no function someone else made

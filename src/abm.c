@@ -733,6 +733,40 @@ without_bad_escapes(const char *body, size_t len)
 }
 
 /*
+ * How many values the JSON text holds, about (objects, arrays and commas
+ * outside strings): parsing costs memory per value, about a hundred times
+ * the bytes of "{}," -- a 9 MB answer of three million empty objects would
+ * take gigabytes.  A page of 1000 devices has some 30,000.
+ */
+#define ABM_MAX_JSON_VALUES 250000
+
+static long
+json_values(const char *p, size_t len)
+{
+	long		n = 0;
+	bool		in_str = false;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = p[i];
+
+		if (in_str)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+		}
+		else if (c == '"')
+			in_str = true;
+		else if (c == '{' || c == '[' || c == ',')
+			n++;
+	}
+	return n;
+}
+
+/*
  * The same, for JSON that holds a secret (the decrypted token, the answer
  * of GET /session): the parser's own detail quotes the text it choked on,
  * so the error carries none.
@@ -748,6 +782,12 @@ AdeAbmParseSecretJson(const AdeAbmResponse *resp, const char *what, bool secret)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
 				 errmsg("ABM answered %s with a body that is not valid UTF-8", what)));
+	if (json_values(resp->body, resp->len) > ABM_MAX_JSON_VALUES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("ABM answered %s with JSON of more than %d values", what, ABM_MAX_JSON_VALUES),
+				 errdetail("A page of 1000 devices holds about 30,000; the answer is refused before it is parsed (%zu bytes).",
+						   resp->len)));
 	PG_TRY();
 	{
 		result = DirectFunctionCall1(jsonb_in,

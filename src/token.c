@@ -207,7 +207,11 @@ store_keypair(const char *key_pem, const char *cert_pem, bool replace)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 }
 
-/* the stored key pair, or false; SPI connected */
+/*
+ * The stored key pair, or false; SPI connected.  key_pem NULL: the
+ * certificate only (the private key is not opened: ade_public_key() needs
+ * no secret, and works without the key-encryption key).
+ */
 static bool
 load_keypair(char **key_pem, char **cert_pem)
 {
@@ -226,7 +230,8 @@ load_keypair(char **key_pem, char **cert_pem)
 	/* both read before opening: the vault runs queries of its own */
 	sealed = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*cert_pem = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	*key_pem = AdeVaultOpen(sealed, AdeVaultPlace("ade_keypair", "private_key", 1));
+	if (key_pem != NULL)
+		*key_pem = AdeVaultOpen(sealed, AdeVaultPlace("ade_keypair", "private_key", 1));
 	return true;
 }
 
@@ -239,13 +244,12 @@ Datum
 ade_public_key(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	char	   *key_pem;
 	char	   *cert_pem;
 	text	   *result;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (!load_keypair(&key_pem, &cert_pem))
+	if (!load_keypair(NULL, &cert_pem))
 	{
 		TokenScope *s = scope_begin();
 
@@ -255,7 +259,7 @@ ade_public_key(PG_FUNCTION_ARGS)
 		make_certificate(s, s->pkey);
 		store_keypair(pem_private_key(s, s->pkey), pem_certificate(s, s->cert), false);
 		scope_end(s);
-		if (!load_keypair(&key_pem, &cert_pem))
+		if (!load_keypair(NULL, &cert_pem))
 			elog(ERROR, "key pair vanished after it was stored");
 	}
 	MemoryContextSwitchTo(caller);
@@ -380,6 +384,18 @@ ade_import_key(PG_FUNCTION_ARGS)
 	key = PG_GETARG_TEXT_PP(0);
 	if (!PG_ARGISNULL(1))
 		cert = PG_GETARG_TEXT_PP(1);
+
+	/*
+	 * 0.4 declares it too, for a key pasted into the statement (a quoted
+	 * literal resolves to text): it works, and says what that exposed.  An
+	 * error would be worse: the server log would then quote the statement.
+	 */
+	if (AdeSqlAtLeast(0, 4))
+		ereport(WARNING,
+				(errmsg("the private key was passed as statement text"),
+				 errdetail("The statement, key included, may be in pg_stat_activity, pg_stat_statements and the statement log."),
+				 errhint("Pass the key file's bytes instead: ade_import_key(pg_read_binary_file('/path/to/key.pem'), ...); "
+						 "consider the key exposed and make a new key pair.")));
 	PG_RETURN_TEXT_P(import_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
 								cert ? VARDATA_ANY(cert) : NULL,
 								cert ? VARSIZE_ANY_EXHDR(cert) : 0));

@@ -64,6 +64,7 @@
 PG_FUNCTION_INFO_V1(ade_rotate_secret_key);
 PG_FUNCTION_INFO_V1(ade_vault_upgrade);
 PG_FUNCTION_INFO_V1(ade_secret_status);
+PG_FUNCTION_INFO_V1(ade_vault_init);
 
 #define KEY_LEN 32
 #define NONCE_LEN 12
@@ -358,7 +359,7 @@ load_key(const char *id)
 
 /* a new data key, sealed with the KEK, stored as the current one; its id */
 static char *
-new_data_key(void)
+new_data_key(bool first)
 {
 	unsigned char raw[ID_LEN / 2];
 	unsigned char key[KEY_LEN];
@@ -372,6 +373,13 @@ new_data_key(void)
 	int			rc;
 	int			i;
 
+	/*
+	 * The KEK is made only for the very first data key: when data keys
+	 * exist, a missing KEK is an error (a new one would open none of them,
+	 * and would stand in the way of the right one coming back).
+	 */
+	if (!first)
+		require_kek();
 	(void) load_kek(true);
 	if (!pg_strong_random(raw, sizeof(raw)) || !pg_strong_random(key, sizeof(key)))
 		elog(ERROR, "could not generate random bytes");
@@ -409,7 +417,11 @@ current_key(void)
 	bool		isnull;
 	char	   *id;
 
-	sql = psprintf("SELECT id FROM %s.ade_secret_keys WHERE current", AdeSchema());
+	/*
+	 * KEY SHARE: a DELETE of the key waits until what this transaction seals
+	 * with it is committed, and then finds it in use (the table's trigger)
+	 */
+	sql = psprintf("SELECT id FROM %s.ade_secret_keys WHERE current FOR KEY SHARE", AdeSchema());
 	rc = SPI_execute(sql, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
@@ -424,7 +436,17 @@ current_key(void)
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
 		if (SPI_processed == 0)
-			return load_key(new_data_key());
+		{
+			bool		none;
+			bool		isnull;
+
+			rc = SPI_execute(psprintf("SELECT NOT EXISTS (SELECT 1 FROM %s.ade_secret_keys)", AdeSchema()),
+							 false, 1);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+			none = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			return load_key(new_data_key(none));
+		}
 	}
 	id = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_freetuptable(SPI_tuptable);
@@ -738,7 +760,7 @@ ade_rotate_secret_key(PG_FUNCTION_ARGS)
 					 false, 0);
 	if (rc != SPI_OK_UTILITY)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
-	id = new_data_key();
+	id = new_data_key(false);
 	reseal_all(false);
 	MemoryContextSwitchTo(caller);
 	result = cstring_to_text(id);
@@ -757,6 +779,7 @@ ade_vault_upgrade(PG_FUNCTION_ARGS)
 {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	(void) load_kek(true);
 	reseal_all(true);
 	SPI_finish();
 	PG_RETURN_VOID();
@@ -772,25 +795,53 @@ ade_secret_status(PG_FUNCTION_ARGS)
 {
 	char	   *sql;
 	int			rc;
-	bool		any;
 	bool		isnull;
 	struct stat st;
+	char	   *id = NULL;
+	bytea	   *wrapped = NULL;
+	unsigned char *key;
+	int			len;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	sql = psprintf("SELECT EXISTS (SELECT 1 FROM %s.ade_secret_keys)", AdeSchema());
+	sql = psprintf("SELECT id, wrapped FROM %s.ade_secret_keys ORDER BY current DESC LIMIT 1", AdeSchema());
 	rc = SPI_execute(sql, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
-	any = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (SPI_processed == 1)
+	{
+		id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		wrapped = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
 	SPI_finish();
-	if (!any)
+	if (id == NULL)
 		PG_RETURN_NULL();
 	if (stat(kek_path(), &st) != 0)
 		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " is missing from the data directory: "
 										 "no stored secret opens; copy it from the old server (see Secrets at rest)"));
-	if (st.st_size != KEY_LEN || access(kek_path(), R_OK) != 0)
+	if (st.st_size != KEY_LEN || access(kek_path(), R_OK) != 0 || !load_kek(false))
 		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " in the data directory cannot be read "
 										 "or is damaged: restore it (see Secrets at rest)"));
+	key = open_raw(kek, key_aad(id), (unsigned char *) VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped), &len);
+	if (key == NULL)
+		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " in the data directory is not the one "
+										 "the stored keys were sealed with (made anew by a restore?): copy the right one over it "
+										 "(see Secrets at rest)"));
+	explicit_bzero(key, len);
+	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " can be read by others than the "
+										 "server's user: chmod 600 it"));
 	PG_RETURN_NULL();
+}
+
+/*
+ * ade_vault_init() returns void: makes the key-encryption key file now, at
+ * CREATE EXTENSION and ALTER EXTENSION UPDATE, not at the first secret, so
+ * that a standby made from a base backup taken after the install has it.
+ */
+Datum
+ade_vault_init(PG_FUNCTION_ARGS)
+{
+	(void) load_kek(true);
+	PG_RETURN_VOID();
 }

@@ -281,8 +281,15 @@ def cmd_devices(a):
 
 
 def cmd_fault(a):
+    text = a.rule
+    if text.startswith("@"):                # @FILE: the rule is in a file (a large body)
+        try:
+            with open(text[1:]) as fh:
+                text = fh.read()
+        except OSError as e:
+            raise Fail("cannot read %s: %s" % (text[1:], e))
     try:
-        rule = json.loads(a.rule)
+        rule = json.loads(text)
     except ValueError as e:
         raise Fail("bad JSON rule: %s" % e)
     if not isinstance(rule, dict):
@@ -469,7 +476,7 @@ def main(argv=None):
     p.set_defaults(fn=cmd_devices)
 
     p = sub.add_parser("fault", help="append one fault rule")
-    p.add_argument("rule")
+    p.add_argument("rule", help="a JSON rule, or @FILE holding one")
     p.set_defaults(fn=cmd_fault)
     sub.add_parser("faults-clear").set_defaults(fn=cmd_faults_clear)
 

@@ -158,6 +158,7 @@ class AdeMachine(RuleBasedStateMachine):
         self.creators = {}        # serial -> tokens whose records may have made its host
         self.teams = {}           # name -> id
         self.defaults = {}        # token -> {"macos"|"ios"|"ipados": team name or None}
+        self.removed = {}         # token removed -> what adding it back restores
         self.profiles = {}        # scope -> profile
         self.enroll = False
         self.forced = {}          # serial -> forced answer at ABM
@@ -397,6 +398,15 @@ class AdeMachine(RuleBasedStateMachine):
         t = self.tokens.get(name)
         if t and t["active"]:
             assert t["id"] == tid, "renewing a token must keep its id"
+        if t and not t["active"]:
+            # removed, added back: in place, with its profiles and default
+            # teams (those whose team still exists)
+            assert t["id"] == tid, "a token added back must get its id back"
+            kept = self.removed.pop(name, {})
+            self.profiles.update(kept.get("profiles", {}))
+            if kept.get("defaults") is not None:
+                self.defaults[name] = {k: (v[0] if v and self.teams.get(v[0]) == v[1] else None)
+                                       for k, v in kept["defaults"].items()}
         self.tokens[name] = {"id": tid, "active": True}
         for s, d in self.abm.items():       # a first fetch lists its devices
             if d["org"] == name:
@@ -409,9 +419,14 @@ class AdeMachine(RuleBasedStateMachine):
         name = data.draw(st.sampled_from(self.active()))
         q(self.admin, "SELECT ade_remove_token(%s)", (self.tokens[name]["id"],))
         self.tokens[name]["active"] = False
-        # its profiles and default teams go with it
+        # its profiles and default teams go with it, until it is added back
+        kept = {"profiles": {}, "defaults": None}
         for scope in [sc for sc in self.profiles if sc[0] in ("tok", "tokplat") and sc[1] == name]:
-            del self.profiles[scope]
+            kept["profiles"][scope] = self.profiles.pop(scope)
+        if name in self.defaults:
+            kept["defaults"] = {k: ((v, self.teams[v]) if v is not None else None)
+                                for k, v in self.defaults[name].items()}
+        self.removed[name] = kept
         self.defaults.pop(name, None)
         left = q(self.admin, "SELECT count(*) FROM host_dep_assignments WHERE abm_token_id = %s AND deleted_at IS NULL",
                  (self.tokens[name]["id"],))[0][0]

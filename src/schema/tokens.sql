@@ -40,6 +40,15 @@ CREATE FUNCTION ade_import_key(private_key bytea, certificate bytea DEFAULT NULL
 COMMENT ON FUNCTION ade_import_key(bytea, bytea) IS
 	'replaces the MDM server key pair with a PEM private key file''s bytes (and its certificate, else a new self-signed one); returns the certificate';
 
+-- A key pasted into the statement (a quoted literal resolves to text): it
+-- works, with a WARNING that says what it exposed (an error would make the
+-- server log quote the statement).
+CREATE FUNCTION ade_import_key(private_key text, certificate text DEFAULT NULL) RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_import_key' LANGUAGE C VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_import_key(text, text) IS
+	'replaces the MDM server key pair from PEM text pasted into the statement, with a WARNING: pass the file''s bytes instead';
+
 CREATE FUNCTION ade_add_token(token bytea) RETURNS bigint
 	AS 'MODULE_PATHNAME', 'ade_add_token' LANGUAGE C CALLED ON NULL INPUT VOLATILE
 	SET search_path = pg_catalog, pg_temp;
@@ -102,6 +111,38 @@ SELECT coalesce(k.id, u.key_id) AS key_id,
   FULL JOIN used u ON u.key_id OPERATOR(pg_catalog.=) k.id AND u.format OPERATOR(pg_catalog.=) 'ade2';
 COMMENT ON VIEW ade_secret_key_usage IS
 	'every key a stored secret is sealed with, and how many secrets; a key not current with none is no longer used';
+
+-- A data key still in use cannot be deleted: the check runs once a sealer
+-- that holds the key (FOR KEY SHARE, src/vault.c) has committed, so it sees
+-- what that sealed.
+CREATE FUNCTION ade_secret_keys_in_use() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	SELECT u.sealed_values INTO n FROM @extschema@.ade_secret_key_usage u WHERE u.key_id = OLD.id;
+	IF coalesce(n, 0) > 0 THEN
+		RAISE EXCEPTION 'data key % still seals % stored values', OLD.id, n
+			USING ERRCODE = 'object_in_use',
+				  HINT = 'SELECT ade_rotate_secret_key() re-seals every value with a new key; then the old one may go.';
+	END IF;
+	RETURN OLD;
+END
+$$;
+COMMENT ON FUNCTION ade_secret_keys_in_use() IS
+	'trigger: refuses to delete a data key that still seals a stored value';
+CREATE TRIGGER ade_secret_keys_in_use BEFORE DELETE ON ade_secret_keys
+	FOR EACH ROW EXECUTE FUNCTION ade_secret_keys_in_use();
+
+-- The key-encryption key file, made at install (and upgrade), so that a
+-- standby made from a later base backup has it (src/vault.c).
+CREATE FUNCTION ade_vault_init() RETURNS void
+	AS 'MODULE_PATHNAME', 'ade_vault_init' LANGUAGE C VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_vault_init() IS
+	'internal: makes the key-encryption key file ade_kek.key in the data directory, if missing';
 
 CREATE FUNCTION ade_oauth_signature(method text, url text, consumer_key text,
 	consumer_secret text, token text, token_secret text, "timestamp" bigint, nonce text)
@@ -243,8 +284,12 @@ $$;
 COMMENT ON FUNCTION ade_remove_token(bigint) IS
 	'removes a token: its secrets and session are deleted, its live devices soft-deleted; adding it back restores it in place';
 
-REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(bytea, bytea), ade_rotate_secret_key(),
+REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(bytea, bytea), ade_import_key(text, text), ade_rotate_secret_key(),
+	ade_secret_keys_in_use(), ade_vault_init(),
 	ade_add_token(bytea), ade_refresh_account(bigint), ade_remove_token(bigint), ade_token_row(text, timestamptz),
 	ade_vault_upgrade(), ade_secret_status() FROM PUBLIC;
 REVOKE ALL ON ade_secret_key_usage FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_secret_status() TO ade_reader;
+
+-- the key-encryption key file exists from the install on (src/vault.c)
+SELECT ade_vault_init();

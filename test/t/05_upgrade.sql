@@ -12,7 +12,7 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 \! python3 test/mockctl.py devices CK_acme --delete S00000001,S00000002
 SELECT ade_set_profile('{"profile_name": "iOS", "url": "https://mdm.example.com/ios"}', platform => 'ios') \g /dev/null
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(14);
+SELECT plan(15);
 SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ade'), '0.1', 'version 0.1 is installed from its own script');
 
 CREATE TEMP TABLE before_hosts AS SELECT * FROM hosts;
@@ -23,7 +23,12 @@ CREATE TEMP TABLE before_misc AS SELECT (SELECT count(*) FROM ade_sync_runs) AS 
 
 SELECT ok((SELECT bool_and(consumer_secret LIKE 'ade1:%' AND access_secret LIKE 'ade1:%') FROM ade_token_secrets)
       AND (SELECT private_key LIKE 'ade1:%' FROM ade_keypair), 'before the update, the secrets are sealed as 0.1 to 0.3 did (a key file each)');
+-- 0.3 put hosts back with their ids and left the sequence behind them
+-- (TRUNCATE hosts RESTART IDENTITY): as it left it
+SELECT setval('hosts_id_seq', 1) \g /dev/null
 ALTER EXTENSION ade UPDATE;
+SELECT ok((SELECT last_value FROM hosts_id_seq) >= (SELECT max(id) FROM hosts),
+  'the update moves the id sequence past every host id (0.3 could leave it behind)');
 SELECT ok((SELECT bool_and(consumer_secret LIKE 'ade2:%' AND access_token LIKE 'ade2:%' AND access_secret LIKE 'ade2:%'
                             AND coalesce(session_token LIKE 'ade2:%', true)) FROM ade_token_secrets)
       AND (SELECT private_key LIKE 'ade2:%' FROM ade_keypair),

@@ -7,7 +7,7 @@
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 300 --families Mac,iPhone,iPad
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(35);
+SELECT plan(38);
 
 -- an ordinary role: no secret, no function that uses one, no setting
 CREATE ROLE ade_test_nobody;
@@ -125,11 +125,16 @@ SELECT is(:'restored'::text, 'ok 340 ', 'a dump restored on the same server work
 \! mkdir -p "$ADE_TEST_TMP/keys" && mv "$ADE_DATADIR"/ade_kek.key "$ADE_TEST_TMP/keys/"
 \set nokey `psql -d ade_restored -XAtqc "SELECT ade_refresh_account(1)" 2>&1 | head -1`
 \set attention `psql -d ade_restored -XAtqc "SELECT attention FROM ade_status" 2>&1 | head -1`
+\set pubkey `psql -d ade_restored -XAtqc "SELECT ade_public_key() LIKE '-----BEGIN CERTIFICATE-----%'" 2>&1`
+\set rotate `psql -d ade_restored -XAtqc "SELECT ade_rotate_secret_key()" 2>&1 | head -1; test -e "$ADE_DATADIR"/ade_kek.key && echo planted || echo none`
 \! mv "$ADE_TEST_TMP"/keys/ade_kek.key "$ADE_DATADIR"/
 SELECT is(:'nokey'::text, 'ERROR:  the ade key-encryption key file ade_kek.key is missing from the data directory',
   'without the key file a restored token does not work, and the error says which file to copy');
 SELECT alike(:'attention'::text, 'the key-encryption key file ade_kek.key is missing from the data directory%',
   'ade_status.attention names the missing file');
+SELECT is(:'pubkey'::text, 't', 'ade_public_key() needs no secret: it works without the key file');
+SELECT alike(:'rotate'::text, 'ERROR:  the ade key-encryption key file ade_kek.key is missing%none',
+  'a rotation without the key file fails, and plants no new key file (it would open none of the data keys)');
 \set withkey `psql -d ade_restored -XAtqc "SELECT 'ok' FROM ade_refresh_account(1) r" 2>&1`
 SELECT is(:'withkey'::text, 'ok', 'with the key file copied back, it works');
 \! dropdb ade_restored
@@ -147,6 +152,8 @@ SELECT is(:'files_after'::int, :'files_before'::int, 'a rotation makes no file: 
 SELECT results_eq(format($$SELECT key_id, current, sealed_values FROM ade_secret_key_usage WHERE key_id IN (%L, %L) ORDER BY current$$, :'old_id', :'new_id'),
   format($$VALUES (%L, false, 0::bigint), (%L, true, 5::bigint)$$, :'old_id', :'new_id'),
   'ade_secret_key_usage lists every key: the old one seals nothing now');
+SELECT throws_ok(format('DELETE FROM ade_secret_keys WHERE id = %L', :'new_id'), '55006', NULL,
+  'a data key that still seals values cannot be deleted');
 DELETE FROM ade_secret_keys WHERE id = :'old_id';
 \set after `psql -d "$ADE_TEST_DB" -XAtqc "SELECT 'ok' FROM ade_refresh_account(1) r" 2>&1`
 SELECT is(:'after'::text, 'ok', 'after the old key is deleted, a new backend still opens every secret');

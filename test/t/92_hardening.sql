@@ -13,7 +13,7 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 SELECT id AS beta FROM abm_tokens WHERE consumer_key = 'CK_beta' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 5 --families Mac
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(26);
+SELECT plan(28);
 -- the whole error a statement raises: message, detail, hint and context
 CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE m text; d text; h text; c text; s text;
@@ -131,7 +131,12 @@ SELECT ade_rotate_secret_key() \g /dev/null
 UPDATE ade_token_secrets SET session_token = :'old_session' WHERE token_id = :acme;
 SELECT is((SELECT sealed_values FROM ade_secret_key_usage WHERE key_id = :'old_key'), 1::bigint,
   'ade_secret_key_usage counts a session still sealed under an old key');
+SELECT throws_ok(format('DELETE FROM ade_secret_keys WHERE id = %L', :'old_key'), '55006', NULL,
+  'and that key cannot be deleted while the session uses it');
+-- a key lost all the same (a restore without it): the trigger off, as if
+ALTER TABLE ade_secret_keys DISABLE TRIGGER ade_secret_keys_in_use;
 DELETE FROM ade_secret_keys WHERE id = :'old_key';
+ALTER TABLE ade_secret_keys ENABLE TRIGGER ade_secret_keys_in_use;
 SELECT is((SELECT error FROM ade_sync(:acme)), NULL, 'a session under a deleted key is treated as absent: the sync opens a new one');
 
 -- the MDM key is taken as bytes (a server file read with
@@ -140,8 +145,9 @@ SELECT is((SELECT error FROM ade_sync(:acme)), NULL, 'a session under a deleted 
 \set impkey `echo "$ADE_TEST_TMP/imp.key"`
 \set impcert `echo "$ADE_TEST_TMP/imp.pem"`
 \set enckey `echo "$ADE_TEST_TMP/enc.key"`
-SELECT ok(to_regprocedure('ade_import_key(text, text)') IS NULL AND to_regprocedure('ade_import_key(bytea, bytea)') IS NOT NULL,
-  'ade_import_key takes bytes, not text');
+\set pasted `echo "SELECT ade_import_key(:'k', :'c') IS NOT NULL" | psql -d "$ADE_TEST_DB" -XAtq -v k="$(cat "$ADE_TEST_TMP/imp.key")" -v c="$(cat "$ADE_TEST_TMP/imp.pem")" 2>&1 | head -1`
+SELECT is(:'pasted'::text, 'WARNING:  the private key was passed as statement text',
+  'a key pasted into the statement (text) works, with a WARNING that it was exposed');
 SET statement_timeout = '10s';
 SELECT throws_ok(format('SELECT ade_import_key(pg_read_binary_file(%L))', :'enckey'), '22023',
   'private_key is not an unencrypted PEM RSA private key',
@@ -150,4 +156,12 @@ RESET statement_timeout;
 SELECT lives_ok(format('SELECT ade_import_key(pg_read_binary_file(%L), pg_read_binary_file(%L))', :'impkey', :'impcert'),
   'a key and certificate read from server files are imported');
 SELECT is(ade_public_key(), pg_read_file(:'impcert'), 'and the certificate is the one given');
+
+-- an answer of millions of tiny values is refused before it is parsed
+-- (parsing costs memory per value: gigabytes for a few megabytes)
+\! python3 -c 'import json; print(json.dumps({"path": "/devices/sync", "consumer_key": "CK_acme", "status": 200, "body": "{\"devices\": [" + "{},"*300000 + "{}], \"more_to_follow\": false}", "times": 1}))' > "$ADE_TEST_TMP/many.json"
+\! python3 test/mockctl.py fault "@$ADE_TEST_TMP/many.json"
+SELECT alike((SELECT error FROM ade_sync(:acme)), 'ABM answered POST /devices/sync with JSON of more than 250000 values',
+  'an answer of 300,000 empty objects is refused before it is parsed');
+\! python3 test/mockctl.py faults-clear
 SELECT * FROM finish();
