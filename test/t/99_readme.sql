@@ -3,7 +3,13 @@
 -- path is replaced by a file this test makes as ABM would (for the key pair
 -- that ade_public_key() makes, the one the README uploads).
 \ir setup.psql
-SELECT plan(7);
+SELECT plan(8);
+-- the README makes the role mdm_app: none may be left from another run
+DO $$ BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mdm_app') THEN
+    EXECUTE 'DROP OWNED BY mdm_app'; EXECUTE 'DROP ROLE mdm_app';
+  END IF;
+END $$;
 SELECT ade_public_key() \g /dev/null
 \! psql -d "$ADE_TEST_DB" -XAtqc 'SELECT ade_public_key()' > "$ADE_TEST_TMP/cert.pem"
 \! python3 test/mockctl.py token --org 'Example School' --consumer-key CK_example --json "$ADE_TEST_TMP/example.json" --p7m "$ADE_TEST_TMP/Example_Token.p7m" --cert "$ADE_TEST_TMP/cert.pem"
@@ -26,6 +32,16 @@ SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 1, 'a
 \set readme_settings `python3 test/readme_sql.py README.md --settings`
 SELECT is(:'readme_settings'::text, (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE name LIKE 'ade.%'),
   'the README''s settings table lists exactly the settings the library defines');
+-- the same statements, each in a new session (psql -c), as an admin pastes
+-- them one by one (settings in a fresh session need the library preloaded,
+-- as the README says); the example role and teams are made again
+DROP OWNED BY mdm_app;
+DROP ROLE mdm_app;
+DELETE FROM teams;
+\set fresh `python3 test/readme_fresh.py README.md "$ADE_TEST_TMP" 2>&1`
+SELECT alike(:'fresh'::text, 'ok %', 'every statement of the README runs in a session of its own, as an admin pastes them');
+DROP OWNED BY mdm_app;
+DROP ROLE mdm_app;
 SELECT ade_unschedule() \g /dev/null
 ALTER SYSTEM RESET ade.enroll_url;
 SELECT pg_reload_conf() \g /dev/null

@@ -1,0 +1,37 @@
+#!/usr/bin/python3
+"""readme_fresh.py README.md TOKEN_DIR: every statement of every ```sql block
+of README.md, in order, each in a psql session of its own (psql -c), the
+way an admin pastes them one by one.  The README's example token path is
+replaced by TOKEN_DIR.  Prints "ok N" (N statements), or the first statement
+that failed with its error, and exits non-zero.  Used by
+test/t/99_readme.sql; the connection comes from the PG* environment and
+ADE_TEST_DB."""
+import os
+import re
+import subprocess
+import sys
+
+readme, token_dir = sys.argv[1], sys.argv[2]
+text = open(readme, encoding="utf-8").read()
+blocks = re.findall(r"^```sql\n(.*?)^```", text, flags=re.S | re.M)
+stmts = []
+for b in blocks:
+    b = b.replace("/var/lib/postgresql/abm/", token_dir.rstrip("/") + "/")
+    cur = []
+    for line in b.splitlines():
+        if not cur and not line.strip():
+            continue
+        cur.append(line)
+        if line.rstrip().endswith(";"):
+            stmts.append("\n".join(cur))
+            cur = []
+    if cur:
+        stmts.append("\n".join(cur))
+db = os.environ.get("ADE_TEST_DB") or os.environ.get("PGDATABASE")
+for i, s in enumerate(stmts, 1):
+    r = subprocess.run(["psql", "-d", db, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", s],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print("statement %d failed: %s\n%s" % (i, s, r.stderr.strip()))
+        sys.exit(1)
+print("ok %d" % len(stmts))
