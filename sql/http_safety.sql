@@ -1,6 +1,5 @@
 -- http_safety: plain http to a non-loopback host is refused before any
--- connection (also when the value was set before the library loaded: no
--- silent fallback to Apple); redirects are not followed; ade.http_timeout
+-- connection (never a silent fallback to Apple); redirects are not followed; ade.http_timeout
 -- ends a hung request; statement_timeout and pg_cancel_backend end it within
 -- a second with their own SQLSTATE and message; an answer over
 -- ade.max_response_bytes is a clear error; the backend is healthy after all
@@ -14,7 +13,10 @@ RESET client_min_messages;
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \set VERBOSITY default
 
--- a value set before the library loads, refused when it loads: every request refuses
+-- a value not allowed is refused when it is set (the library is preloaded,
+-- as the README says; without preloading, a value set before the library
+-- loads is refused when it loads, and every request refuses until a valid
+-- one is set: src/ade.c); the mock stays in use
 \c
 SET ade.abm_url = 'http://0.0.0.0:9';
 SELECT ade_refresh_account(:acme);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test/kek_durable.sh: is the key-encryption key file made so that an OS
 # crash cannot lose it while committed rows need it?  A throwaway cluster
-# (fsync on) makes its key file under strace (every backend of the
-# postmaster followed); the system calls must show the file opened with
+# (fsync on) makes its key file (CREATE EXTENSION ade) under strace (every
+# backend of the postmaster followed); the system calls must show the file opened with
 # O_CREAT|O_EXCL under a temporary name, fsynced, linked to ade_kek.key
 # (never overwriting), and the data directory fsynced after the link.
 # Prints one word per check, "ok" or "no:<check>"; "skip: <why>" when strace
@@ -14,7 +14,7 @@ cd "$top"
 command -v strace >/dev/null || { echo "skip: no strace"; exit 0; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/ade-kek.XXXXXX")
 chmod 755 "$work"
-port=${ADE_KEK_PORT:-54339}
+port=${ADE_KEK_PORT:-54347}
 trace_pid=
 cleanup() {
   [[ -n $trace_pid ]] && kill "$trace_pid" 2>/dev/null
@@ -25,14 +25,13 @@ trap cleanup EXIT
 ade_bare_cluster "$work/c" "$port" "-c fsync=on" || { echo "skip: no cluster"; exit 0; }
 user=postgres; [[ $(id -u) -ne 0 ]] && user=$(id -un)
 q() { "$PGBIN/psql" -h "$work/c/sock" -p "$port" -U "$user" -d ade -XAtq -v ON_ERROR_STOP=1 -c "$@"; }
-q 'CREATE EXTENSION ade' >/dev/null || exit 1
 postmaster=$(head -1 "$work/c/data/postmaster.pid")
 strace -f -qq -p "$postmaster" -e trace=openat,open,link,linkat,rename,renameat,renameat2,fsync,fdatasync \
   -o "$work/trace" 2>"$work/strace.err" &
 trace_pid=$!
 sleep 1
 kill -0 "$trace_pid" 2>/dev/null || { echo "skip: strace cannot attach ($(head -1 "$work/strace.err"))"; exit 0; }
-q 'SELECT ade_public_key()' >/dev/null || exit 1   # the first secret sealed: the key file is made
+q 'CREATE EXTENSION ade' >/dev/null || exit 1     # the key file is made with the extension
 sleep 0.5
 kill "$trace_pid"; wait "$trace_pid" 2>/dev/null; trace_pid=
 "$PYTHON" - "$work/trace" "$work/c/data" <<'PY'
