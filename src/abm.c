@@ -571,6 +571,7 @@ abm_new_session(AdeAbmClient *client)
 								   client->creds.consumer_key, client->creds.consumer_secret,
 								   client->creds.access_token, client->creds.access_secret));
 	abm_send(client, "GET", "/session", NULL, auth, &res, &resp.retries);
+	explicit_bzero(auth, strlen(auth));	/* the OAuth header: signed with the secrets */
 
 	resp.status = res.status;
 	resp.body = res.body;
@@ -618,6 +619,7 @@ AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 			abm_new_session(client);
 		auth = psprintf("X-ADM-Auth-Session: %s", client->session);
 		abm_send(client, method, path, body, auth, &res, &resp->retries);
+		explicit_bzero(auth, strlen(auth));
 
 		/* a rotated session that cannot go into a header is not taken */
 		if (res.session_header && valid_session(res.session_header) &&

@@ -69,6 +69,11 @@ struct AdeHttp
 static void
 http_reset_response(AdeHttp *http)
 {
+	/* an answer may hold a session token (GET /session): wiped, then freed */
+	if (http->buf)
+		explicit_bzero(http->buf, http->cap);
+	if (http->session_header)
+		explicit_bzero(http->session_header, strlen(http->session_header));
 	free(http->buf);
 	http->buf = NULL;
 	http->len = http->cap = 0;
@@ -78,6 +83,18 @@ http_reset_response(AdeHttp *http)
 	http->session_header = NULL;
 	http->retry_after = -1;
 	http->errbuf[0] = '\0';
+}
+
+/* the request headers (an OAuth header or a session token): wiped, freed */
+static void
+free_headers(AdeHttp *http)
+{
+	struct curl_slist *l;
+
+	for (l = http->headers; l != NULL; l = l->next)
+		explicit_bzero(l->data, strlen(l->data));
+	curl_slist_free_all(http->headers);
+	http->headers = NULL;
 }
 
 /* memory-context reset callback: frees everything curl and we malloc'd */
@@ -93,10 +110,9 @@ http_release(void *arg)
 	if (http->multi)
 		curl_multi_cleanup(http->multi);
 	if (http->headers)
-		curl_slist_free_all(http->headers);
+		free_headers(http);
 	http->easy = NULL;
 	http->multi = NULL;
-	http->headers = NULL;
 	http_reset_response(http);
 }
 
@@ -260,10 +276,7 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 	http_reset_response(http);
 	http->limit = (size_t) ade_max_response_bytes;
 	if (http->headers)
-	{
-		curl_slist_free_all(http->headers);
-		http->headers = NULL;
-	}
+		free_headers(http);
 	for (i = 0; i < nheaders; i++)
 	{
 		struct curl_slist *l = curl_slist_append(http->headers, headers[i]);
