@@ -338,67 +338,54 @@ import_key(const char *key, int keylen, const char *cert, int certlen)
 	return result;
 }
 
-/*
- * ade_import_key(private_key bytea, certificate bytea default null) returns text
- *
- * Replaces the key pair, e.g. when moving to a new server.  The key comes as
- * bytes, from a server file (pg_read_binary_file()) or a client's file sent
- * out of the statement text, never as text pasted into a statement: that
- * would put it in pg_stat_activity, statement logs and the server log of
- * any error.
- */
-Datum
-ade_import_key_bytea(PG_FUNCTION_ARGS)
+/* the arguments of either declaration (bytea and text share their layout) */
+static text *
+import_key_args(FunctionCallInfo fcinfo)
 {
-	bytea	   *key;
-	bytea	   *cert = NULL;
+	struct varlena *key;
+	struct varlena *cert = NULL;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("private_key must not be null"),
 				 errhint("Pass the key file's bytes, e.g. pg_read_binary_file('/path/to/key.pem').")));
-	key = PG_GETARG_BYTEA_PP(0);
+	key = PG_GETARG_VARLENA_PP(0);
 	if (!PG_ARGISNULL(1))
-		cert = PG_GETARG_BYTEA_PP(1);
-	PG_RETURN_TEXT_P(import_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-								cert ? VARDATA_ANY(cert) : NULL,
-								cert ? VARSIZE_ANY_EXHDR(cert) : 0));
+		cert = PG_GETARG_VARLENA_PP(1);
+	return import_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+					  cert ? VARDATA_ANY(cert) : NULL,
+					  cert ? VARSIZE_ANY_EXHDR(cert) : 0);
+}
+
+/*
+ * ade_import_key(private_key bytea, certificate bytea default null) returns
+ * text: the key file's bytes (pg_read_binary_file(), or COPY), never
+ * statement text.
+ */
+Datum
+ade_import_key_bytea(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(import_key_args(fcinfo));
 }
 
 /*
  * ade_import_key(private_key text, certificate text default null) returns
- * text: the declaration of 0.3 and before, served until ALTER EXTENSION ade
- * UPDATE replaces it with the bytea one.
+ * text: the only declaration of 0.3 and before; from 0.4 the form a key
+ * pasted into the statement takes (a quoted literal resolves to text).  It
+ * works, and says what that exposed: an error would be worse, as the server
+ * log would then quote the statement.
  */
 Datum
 ade_import_key(PG_FUNCTION_ARGS)
 {
-	text	   *key;
-	text	   *cert = NULL;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("private_key must not be null")));
-	key = PG_GETARG_TEXT_PP(0);
-	if (!PG_ARGISNULL(1))
-		cert = PG_GETARG_TEXT_PP(1);
-
-	/*
-	 * 0.4 declares it too, for a key pasted into the statement (a quoted
-	 * literal resolves to text): it works, and says what that exposed.  An
-	 * error would be worse: the server log would then quote the statement.
-	 */
 	if (AdeSqlAtLeast(0, 4))
 		ereport(WARNING,
 				(errmsg("the private key was passed as statement text"),
 				 errdetail("The statement, key included, may be in pg_stat_activity, pg_stat_statements and the statement log."),
 				 errhint("Pass the key file's bytes instead: ade_import_key(pg_read_binary_file('/path/to/key.pem'), ...); "
 						 "consider the key exposed and make a new key pair.")));
-	PG_RETURN_TEXT_P(import_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
-								cert ? VARDATA_ANY(cert) : NULL,
-								cert ? VARSIZE_ANY_EXHDR(cert) : 0));
+	PG_RETURN_TEXT_P(import_key_args(fcinfo));
 }
 
 /*

@@ -85,29 +85,23 @@ if [[ $prove_rc -ne 0 && $t_fail -eq 0 ]]; then t_fail=1; fi
 passed=$((passed + t_ok))
 failed=$((failed + t_fail))
 
-log "model-based test (test/model_test.py, fixed seed)"
-"$PYTHON" test/model_test.py >"$work/model.out" 2>&1
-model_rc=$?
-tail -n 3 "$work/model.out"
-if [[ $model_rc -eq 0 ]]; then
-  passed=$((passed + 1))
-else
-  echo "---- model test ----"
-  head -c 20000 "$work/model.out"
-  failed=$((failed + 1))
-fi
-
-log "input fuzz (test/input_fuzz.py, fixed seed)"
-"$PYTHON" test/input_fuzz.py >"$work/input_fuzz.out" 2>&1
-fuzz_rc=$?
-tail -n 2 "$work/input_fuzz.out"
-if [[ $fuzz_rc -eq 0 ]]; then
-  passed=$((passed + 1))
-else
-  echo "---- input fuzz ----"
-  head -c 20000 "$work/input_fuzz.out"
-  failed=$((failed + 1))
-fi
+# a randomized test with a fixed seed, counted as one test
+counted_as_one() {
+  local name=$1 script=$2 out=$work/$2.out
+  log "$name (test/$script, fixed seed)"
+  "$PYTHON" "test/$script" >"$out" 2>&1
+  local rc=$?
+  tail -n 3 "$out"
+  if [[ $rc -eq 0 ]]; then
+    passed=$((passed + 1))
+  else
+    echo "---- $name ----"
+    head -c 20000 "$out"
+    failed=$((failed + 1))
+  fi
+}
+counted_as_one "model-based test" model_test.py
+counted_as_one "input fuzz" input_fuzz.py
 
 if [[ $failed -gt 0 ]]; then
   echo "---- server log (tail) ----"
