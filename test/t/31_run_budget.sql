@@ -11,7 +11,7 @@
 \! python3 test/mockctl.py devices CK_acme --generate 40
 \! python3 test/mockctl.py devices CK_beta --generate 40 --prefix B
 \! python3 test/mockctl.py devices CK_gamma --generate 40 --prefix G
-SELECT plan(9);
+SELECT plan(11);
 SET ade.page_size = 2;
 SET ade.max_sync_seconds = 3;
 -- every fetch page takes 0.4 s: each token alone would need 8 s
@@ -57,4 +57,20 @@ RESET ade.max_sync_seconds;
 CREATE TEMP TABLE r4 AS SELECT * FROM ade_sync();
 SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE deleted_at IS NULL), 120,
   'and nothing was lost or skipped: the next run fetches the rest from the stored cursors');
+
+-- an application holds a host's row: the run waits for it no longer than
+-- its budget (lock_timeout), and the wait is an error of the token
+\! echo '[{"serial_number": "S00000001", "model": "locked"}]' > "$ADE_TEST_TMP/lk.json"
+\! python3 test/mockctl.py devices CK_acme --modify-json "$ADE_TEST_TMP/lk.json"
+\! (psql -d "$ADE_TEST_DB" -XAtq -c "BEGIN" -c "SELECT 1 FROM hosts WHERE hardware_serial = 'S00000001' FOR UPDATE" -c "SELECT pg_sleep(12), 'holding'" -c "COMMIT" > /dev/null 2>&1 &)
+SELECT ok(pg_temp.wait_for($$SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(12), ''holding''%' AND pid <> pg_backend_pid())$$, 10),
+  'an application''s transaction holds a host');
+SET ade.max_sync_seconds = 3;
+SELECT clock_timestamp() AS t0 \gset
+CREATE TEMP TABLE r5 AS SELECT * FROM ade_sync();
+SELECT clock_timestamp() - :'t0'::timestamptz AS took \gset
+RESET ade.max_sync_seconds;
+SELECT cmp_ok(:'took'::interval, '<', interval '5 s', 'a run waits for a row lock no longer than its budget');
+-- (the application's transaction ends before the next file drops the extension)
+SELECT pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(12), ''holding''%' AND pid <> pg_backend_pid())$$, 20) \g /dev/null
 SELECT * FROM finish();
