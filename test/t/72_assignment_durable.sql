@@ -11,7 +11,7 @@
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 3000 --families Mac,iPhone,iPad
 SET ade.retry_backoff = 10;
-SELECT plan(14);
+SELECT plan(15);
 -- the devices first, no profile yet
 SELECT count(*) FROM ade_sync() \g /dev/null
 
@@ -82,4 +82,16 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 \set puts `python3 test/mockctl.py logcount 'PUT /profile/devices'`
 SELECT is(:'puts'::int, 0, 'a device added meanwhile waits too (the pause is the token''s, not the batch''s)');
 \! python3 test/mockctl.py faults-clear
+
+-- a full fetch (an expired cursor) lists a FAILED device again: its
+-- cooldown stays (0.3 ended every cooldown on a re-fetch)
+UPDATE abm_tokens SET assign_not_before = NULL WHERE id = :acme;
+\! python3 test/mockctl.py assign CK_acme LATE00000000=FAILED >/dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+\! python3 test/mockctl.py assign CK_acme LATE00000000= >/dev/null
+\! python3 test/mockctl.py tokstate CK_acme --expire-cursors >/dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT ok((SELECT assign_profile_response = 'FAILED' AND retry_at > now() + interval '50 minutes'
+             FROM host_dep_assignments WHERE hardware_serial = 'LATE00000000'),
+  'a full fetch keeps the cooldown of a FAILED device it lists again');
 SELECT * FROM finish();
