@@ -5,7 +5,10 @@
  *		assignment (sync rule 10).
  *
  * Owns which profile a device gets, setting a profile for a scope
- * (ade_set_profile()), which devices are due an assignment
+ * (ade_set_profile(): a scope argument passed as NULL is an error, never
+ * "any"), checking a profile as Apple's POST /profile takes it
+ * (ade_check_profile()), what ABM refused of them, in words
+ * (ade_profile_problem()), which devices are due an assignment
  * (ade_assign_candidates()), how many wait for a profile no scope defines
  * (ade_unassignable()), and what ABM's answer to one PUT /profile/devices
  * does to each row (ade_store_answers(): cooldowns, FAILED for a serial

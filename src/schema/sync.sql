@@ -7,7 +7,11 @@
  * spec, and the token's cursor and mode, in one statement of src/sync.c:
  * ade_apply_page()), the records that cannot be applied
  * (ade_rejected_records: kept with the reason, tried again, never dropped
- * and never stopping their token), the platform of a device family
+ * and never stopping their token; a failing page goes in halves down to
+ * the record at fault), records of the same second as another token's live
+ * device (ade_tied_records: they apply when that token lets go, by its
+ * delete, its removal, or a full fetch that no longer lists the device),
+ * the platform of a device family
  * (rule 8), the end of a token's run (its state and its ade_sync_runs
  * row), the run history for readers, and the declarations of ade_sync().
  * src/sync.c moves pages from HTTP to ade_apply_page() and owns the order

@@ -5,8 +5,12 @@
  *		role ade_reader, and who may read what.
  *
  * Owns the data: abm_tokens (one per ABM server token) and its secrets,
- * the MDM key pair, hosts and host_dep_assignments (the device rows, as in
- * Fleet), ade_sync_runs (the run history), teams, and the profile tables.
+ * ade_removed_tokens (what adding a removed token back restores), the MDM
+ * key pair and the data keys that seal the secrets, hosts and
+ * host_dep_assignments (the device rows, as in Fleet), ade_sync_runs (the
+ * run history), ade_rejected_records and ade_tied_records (device records
+ * kept aside: refused, or waiting for another token's delete of the same
+ * second), teams, and the profile tables.
  * The functions that write them live in the files named after their
  * concern (sync.sql, profiles.sql, ...); this file only says what is
  * stored, in which shape, and who may read it.

@@ -6,8 +6,11 @@
  *
  * Owns the SQL side of src/token.c (key pair, token envelope), src/abm.c
  * (GET /account), src/oauth.c (the signature, for tests) and src/vault.c
- * (secrets sealed at rest): their declarations, ade_remove_token(), and
- * ade_secret_key_usage, the keys still in use.
+ * (secrets sealed at rest): their declarations; a token's row as it is
+ * added, renewed, or restored in place after ade_remove_token()
+ * (ade_token_row(), ade_removed_tokens); ade_secret_key_usage, the keys
+ * still in use, and the trigger that keeps one in use from being deleted;
+ * the key-encryption key file made at install (ade_vault_init()).
  * The C functions do the cryptography and the HTTP; what they store is in
  * abm_tokens, ade_token_secrets and ade_keypair (tables.sql).
  *
