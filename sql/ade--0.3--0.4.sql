@@ -1065,7 +1065,29 @@ CREATE FUNCTION ade_vault_init() RETURNS void
 COMMENT ON FUNCTION ade_vault_init() IS
 	'internal: makes the key-encryption key file ade_kek.key in the data directory, if missing';
 
-REVOKE ALL ON FUNCTION ade_secret_keys_in_use(), ade_vault_init() FROM PUBLIC;
+CREATE FUNCTION ade_secret_keys_truncate() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	SELECT sum(u.sealed_values) INTO n FROM @extschema@.ade_secret_key_usage u;
+	IF coalesce(n, 0) > 0 THEN
+		RAISE EXCEPTION 'the data keys still seal % stored values', n
+			USING ERRCODE = 'object_in_use',
+				  HINT = 'Delete the keys that seal nothing (see ade_secret_key_usage) instead.';
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_secret_keys_truncate() IS
+	'trigger: refuses to truncate the data keys while they seal a stored value';
+
+CREATE TRIGGER ade_secret_keys_truncate BEFORE TRUNCATE ON ade_secret_keys
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_secret_keys_truncate();
+
+REVOKE ALL ON FUNCTION ade_secret_keys_in_use(), ade_secret_keys_truncate(), ade_vault_init() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_secret_status() TO ade_reader;
 
 -- ade_schedule() takes over no function someone else made
@@ -1167,6 +1189,7 @@ DECLARE
 	r record;
 	v_lost bigint;
 	v_back bigint;
+	v_note int;
 BEGIN
 	UPDATE @extschema@.abm_tokens t
 	   SET renew_at = p_renew_at, token_invalid = false, terms_expired = false, updated_at = now()
@@ -1189,8 +1212,11 @@ BEGIN
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
 	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at AND h.id IS NULL;
+	-- its records that waited for another token's delete went with it: what
+	-- they said comes again only with a full fetch
+	v_lost := v_lost + coalesce((r.settings->>'tied')::bigint, 0);
 	INSERT INTO @extschema@.abm_tokens (id, consumer_key, renew_at, mode, cursor, fetch_started_at,
-		fetched_until, assign_profiles, macos_team_id, ios_team_id, ipados_team_id)
+		fetched_until, assign_profiles, macos_team_id, ios_team_id, ipados_team_id, assign_not_before)
 	SELECT r.id, p_consumer_key, p_renew_at,
 		   CASE WHEN v_lost = 0 THEN r.mode ELSE 'fetch' END,
 		   CASE WHEN v_lost = 0 THEN r.cursor END,
@@ -1199,24 +1225,36 @@ BEGIN
 		   coalesce((r.settings->>'assign_profiles')::boolean, true),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'macos_team_id')::bigint),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ios_team_id')::bigint),
-		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ipados_team_id')::bigint);
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ipados_team_id')::bigint),
+		   (r.settings->>'assign_not_before')::timestamptz;
 	INSERT INTO @extschema@.ade_profiles (token_id, platform, team_id, profile)
 	SELECT r.id, p->>'platform', NULL, p->'profile'
 	  FROM jsonb_array_elements(coalesce(r.settings->'profiles', '[]')) p;
 	INSERT INTO @extschema@.ade_profile_definitions (token_id, profile_key, profile_uuid, defined_at, refusal)
 	SELECT r.id, p->>'profile_key', p->>'profile_uuid', (p->>'defined_at')::timestamptz, p->>'refusal'
 	  FROM jsonb_array_elements(coalesce(r.settings->'definitions', '[]')) p;
-	-- the devices come back live, on their hosts
-	UPDATE @extschema@.host_dep_assignments d
-	   SET deleted_at = NULL, updated_at = now()
-	  FROM @extschema@.hosts h
-	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
-	   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial;
-	GET DIAGNOSTICS v_back = ROW_COUNT;
-	RAISE NOTICE 'abm token % is back in place: % devices live again%', r.id, v_back,
-		CASE WHEN v_lost > 0 THEN pg_catalog.format(
-			'; %s lost their host meanwhile, so the next sync fetches every device again', v_lost)
-			 ELSE ', the next sync goes on from its cursor' END;
+	IF v_lost > 0 THEN
+		-- no cursor: the full fetch brings back what ABM still gives the
+		-- token (on the same hosts, found by serial), and nothing it no
+		-- longer does
+		RAISE NOTICE 'abm token % is back in place; its devices come back with the next sync, which fetches them all again', r.id
+			USING DETAIL = 'Some of its devices lost their host meanwhile, or records it held for other tokens went with it.';
+		RETURN r.id;
+	END IF;
+	-- the cursor goes on: the devices the removal soft-deleted come back
+	-- live, on their hosts, and the cursor brings what changed since
+	WITH back AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = NULL, updated_at = now()
+		  FROM @extschema@.hosts h
+		 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
+		   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+		RETURNING d.host_id, d.hardware_serial)
+	SELECT count(*), @extschema@.ade_notify_hosts(array_agg('added'::text), array_agg(b.host_id),
+												 array_agg(b.hardware_serial), array_agg(r.id))
+	  INTO v_back, v_note
+	  FROM back b;
+	RAISE NOTICE 'abm token % is back in place: % devices live again, the next sync goes on from its cursor', r.id, v_back;
 	RETURN r.id;
 END
 $$;
@@ -1231,6 +1269,10 @@ DECLARE
 	t record;
 	v_freed text[];
 	v_n bigint;
+	-- not now(): a sync earlier in the same transaction soft-deleted its
+	-- devices at now(), and those must not come back with the token
+	v_at timestamptz := clock_timestamp();
+	v_note int;
 BEGIN
 	IF token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
@@ -1244,16 +1286,22 @@ BEGIN
 	END IF;
 	WITH gone AS (
 		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = now(), needs_assign = false, updated_at = now()
+		   SET deleted_at = v_at, needs_assign = false, updated_at = now()
 		 WHERE d.abm_token_id = t.id AND d.deleted_at IS NULL
-		RETURNING d.hardware_serial)
-	SELECT array_agg(g.hardware_serial) INTO v_freed FROM gone g;
+		RETURNING d.host_id, d.hardware_serial)
+	SELECT array_agg(g.hardware_serial),
+		   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(g.host_id),
+									   array_agg(g.hardware_serial), array_agg(t.id))
+	  INTO v_freed, v_note
+	  FROM gone g;
 	v_n := coalesce(cardinality(v_freed), 0);
 	INSERT INTO @extschema@.ade_removed_tokens AS x
 		(id, consumer_key, mode, cursor, fetch_started_at, fetched_until, removed_at, devices, settings)
-	VALUES (t.id, t.consumer_key, t.mode, t.cursor, t.fetch_started_at, t.fetched_until, now(), v_n,
+	VALUES (t.id, t.consumer_key, t.mode, t.cursor, t.fetch_started_at, t.fetched_until, v_at, v_n,
 			jsonb_build_object(
 				'assign_profiles', t.assign_profiles,
+				'assign_not_before', t.assign_not_before,
+				'tied', (SELECT count(*) FROM @extschema@.ade_tied_records x WHERE x.token_id = t.id),
 				'macos_team_id', t.macos_team_id, 'ios_team_id', t.ios_team_id,
 				'ipados_team_id', t.ipados_team_id,
 				'profiles', (SELECT coalesce(jsonb_agg(jsonb_build_object('platform', p.platform, 'profile', p.profile)), '[]')
@@ -1310,6 +1358,8 @@ COMMENT ON TABLE ade_removed_tokens IS 'tokens removed with ade_remove_token(): 
 SELECT pg_catalog.pg_extension_config_dump('ade_removed_tokens', '');
 REVOKE ALL ON ade_removed_tokens FROM PUBLIC;
 ALTER FUNCTION ade_add_token(bytea) CALLED ON NULL INPUT;
+ALTER FUNCTION ade_refresh_account(bigint) CALLED ON NULL INPUT;
+ALTER FUNCTION ade_sync(bigint) CALLED ON NULL INPUT;
 REVOKE ALL ON FUNCTION ade_token_row(text, timestamptz) FROM PUBLIC;
 
 -- a profile ABM refused is kept as refused, with ABM's words
@@ -1345,7 +1395,7 @@ DECLARE
 		'await_device_configured', 'is_mdm_removable', 'auto_advance_setup'];
 	strs constant text[] := ARRAY['profile_name', 'url', 'support_phone_number', 'support_email_address',
 		'org_magic', 'department', 'language', 'region', 'configuration_web_url'];
-	arrs constant text[] := ARRAY['anchor_certs', 'supervising_host_certs', 'skip_setup_items', 'devices'];
+	arrs constant text[] := ARRAY['anchor_certs', 'supervising_host_certs', 'skip_setup_items'];
 	-- Apple's SkipKeys (device-management, other/skipkeys.yaml)
 	skips constant text[] := ARRAY['Accessibility', 'ActionButton', 'AdditionalPrivacySettings', 'Android',
 		'Appearance', 'AppleID', 'AppStore', 'Biometric', 'CameraButton', 'DeviceToDeviceMigration',
@@ -1361,6 +1411,12 @@ BEGIN
 	IF jsonb_typeof(p_profile) <> 'object' THEN
 		RAISE EXCEPTION 'the profile must be a JSON object, not %', jsonb_typeof(p_profile)
 			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF p_profile ? 'devices' THEN
+		RAISE EXCEPTION 'a profile may not name its own "devices"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Apple would assign it to those serials at once, whatever their scope; ade assigns each device the profile of its scope.',
+				  HINT = 'Remove "devices"; set the profile for the team, token or platform those devices are in.';
 	END IF;
 	FOR k, v IN SELECT j.key, j.value FROM jsonb_each(p_profile) j LOOP
 		IF k = ANY (bools) THEN
@@ -1488,6 +1544,9 @@ BEGIN
 	VALUES (v_token, v_platform, v_team, ade_set_profile.profile)
 	ON CONFLICT ON CONSTRAINT ade_profiles_scope
 	DO UPDATE SET profile = excluded.profile, updated_at = now();
+	-- a profile ABM refused, set again: the next sync sends it again
+	DELETE FROM @extschema@.ade_profile_definitions d
+	 WHERE d.profile_key = md5(ade_set_profile.profile::text) AND d.refusal IS NOT NULL;
 END
 $$;
 COMMENT ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint) IS
@@ -1497,8 +1556,11 @@ CREATE FUNCTION ade_profile_problem(p_token bigint) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with ade_set_profile()',
-				  m.profile->>'profile_name', d.refusal)
+	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with %s (setting it again sends it again)',
+				  m.profile->>'profile_name', d.refusal,
+				  CASE WHEN m.profile->>'url' = coalesce(current_setting('ade.enroll_url', true), '')
+							AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_profiles x WHERE x.profile = m.profile)
+					   THEN 'ade.enroll_url' ELSE 'ade_set_profile()' END)
 	  FROM @extschema@.ade_profile_definitions d
 	  JOIN @extschema@.ade_device_profiles(p_token) m ON m.profile_key = d.profile_key
 	 WHERE d.token_id = p_token AND d.refusal IS NOT NULL
@@ -1599,6 +1661,25 @@ COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device count
 
 -- replaced by ade_device_profiles() (the view no longer uses it)
 DROP FUNCTION ade_effective_profiles(bigint);
+
+-- profiles stored by 0.3 were not checked as Apple takes them: each one
+-- that would fail now is named (it is left as it is)
+DO $$
+DECLARE
+	r record;
+BEGIN
+	FOR r IN SELECT x.id, x.token_id, x.platform, x.team_id, x.profile FROM ade_profiles x ORDER BY x.id LOOP
+		BEGIN
+			PERFORM ade_check_profile(r.profile);
+		EXCEPTION WHEN invalid_parameter_value THEN
+			RAISE WARNING 'the stored profile "%" (token %, platform %, team %) is one Apple would refuse: %',
+				r.profile->>'profile_name', coalesce(r.token_id::text, 'any'), coalesce(r.platform, 'any'),
+				coalesce(r.team_id::text, 'none'), SQLERRM
+				USING HINT = 'Fix it with ade_set_profile().';
+		END;
+	END LOOP;
+END
+$$;
 
 -- 0.3 put hosts back with their ids without moving the sequence
 -- (TRUNCATE hosts RESTART IDENTITY): past every id in use now

@@ -910,8 +910,16 @@ AdeAbmUpdateAccount(AdeAbmClient *client, int64 token_id)
 Datum
 ade_refresh_account(PG_FUNCTION_ARGS)
 {
-	int64		token_id = PG_GETARG_INT64(0);
+	int64		token_id;
 	AdeAbmClient *client;
+
+	/* a NULL from a lookup that found nothing is an error, not a no-op */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("token_id is NULL"),
+				 errhint("SELECT id, org_name FROM abm_tokens lists the tokens.")));
+	token_id = PG_GETARG_INT64(0);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

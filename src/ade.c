@@ -26,6 +26,7 @@
 #include "postgres.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <curl/curl.h>
 
 #include "ade.h"
@@ -67,6 +68,51 @@ static char *rejected_abm_url = NULL;
 void		_PG_init(void);
 
 /*
+ * Is the URL, as written, absolute: "scheme://host..." with a host name or
+ * address (libcurl fixes "https:/host" and "https:///x" up, but a profile
+ * keeps the string as typed), and no user or password in it?
+ */
+static bool
+absolute_url(const char *url, const char *host, char **why)
+{
+	const char *p = strstr(url, "://");
+	const char *h;
+	bool		alnum = false;
+
+	if (p == NULL || p[3] == '/' || p[3] == '\0')
+	{
+		*why = "it is not an absolute URL (scheme://host/...)";
+		return false;
+	}
+	h = p + 3;
+	if (strcspn(h, "@") < strcspn(h, "/?#"))
+	{
+		*why = "it holds a user or password";
+		return false;
+	}
+	if (host[0] == '[')
+		return true;			/* an IPv6 address: curl checked it */
+	if (host[0] == '-' || host[0] == '.')
+	{
+		*why = "its host name is not one";
+		return false;
+	}
+	for (h = host; *h; h++)
+	{
+		if (isalnum((unsigned char) *h))
+			alnum = true;
+		else if (*h != '-' && *h != '.' && *h != '_')
+		{
+			*why = "its host name is not one";
+			return false;
+		}
+	}
+	if (!alnum)
+		*why = "its host name is not one";
+	return alnum;
+}
+
+/*
  * Is this URL one ade may call?  https anywhere (the peer is always
  * verified); plain http only to a loopback host.  On refusal, *why says why.
  */
@@ -94,6 +140,8 @@ AdeUrlAllowed(const char *url, char **why)
 		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
 		*why = "it is not a valid URL";
+	else if (!absolute_url(url, host, why))
+		;						/* *why says what */
 	else if (pg_strcasecmp(scheme, "https") == 0)
 		ok = true;
 	else if (pg_strcasecmp(scheme, "http") != 0)
@@ -163,17 +211,25 @@ check_enroll_url(char **newval, void **extra, GucSource source)
 	return false;
 }
 
+/*
+ * ade.abm_url: refused when it is set interactively (SET, ALTER SYSTEM,
+ * ALTER DATABASE/ROLE ... SET, which test the value); taken as it is from
+ * the configuration file or stored database and role settings, where a
+ * refusal would leave the default (Apple) in its place: every request then
+ * refuses it (AdeAbmBaseUrl()), so a mistyped test URL never falls back to
+ * Apple.
+ */
 static bool
 check_abm_url(char **newval, void **extra, GucSource source)
 {
 	char	   *why;
 
-	if (!AdeUrlAllowed(*newval, &why))
-	{
-		GUC_check_errmsg("invalid value for ade.abm_url: %s", why);
-		return false;
-	}
-	return true;
+	if (AdeUrlAllowed(*newval, &why))
+		return true;
+	if (source < PGC_S_INTERACTIVE)
+		return true;
+	GUC_check_errmsg("invalid value for ade.abm_url: %s", why);
+	return false;
 }
 
 static void
@@ -205,7 +261,9 @@ AdeAbmBaseUrl(void)
 	if (!AdeUrlAllowed(ade_abm_url, &why))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("ade.abm_url is not allowed: %s", why)));
+				 errmsg("ade.abm_url is not allowed: %s", why),
+				 errdetail("No request is sent, to it or to Apple, until a valid value is set."),
+				 errhint("Set ade.abm_url to an https URL, or to an http URL of a loopback host.")));
 	return ade_abm_url;
 }
 

@@ -114,11 +114,12 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 	AdeAbmCall(client, "POST", "/profile", profile, &resp);
 
 	/*
-	 * A 4xx that is none of the session's or the throttle's: ABM refuses this
-	 * profile (CONFIG_URL_REQUIRED, a reason).  Kept as refused, with ABM's
+	 * A 400: ABM refuses this profile (CONFIG_URL_REQUIRED, a reason).  Any
+	 * other failure (a proxy's 404 or 408, a 5xx) is the run's error and the
+	 * next run sends it again.  Kept as refused, with ABM's
 	 * words, for ade_status.attention; its devices wait.
 	 */
-	if (resp.kind == ABM_OTHER && resp.status >= 400 && resp.status < 500 && AdeSqlAtLeast(0, 4))
+	if (resp.kind == ABM_OTHER && resp.status == 400 && AdeSqlAtLeast(0, 4))
 	{
 		*refusal = psprintf("HTTP %ld %s", resp.status, AdeAbmExcerpt(resp.body));
 		args[2] = CStringGetTextDatum(*refusal);

@@ -850,5 +850,11 @@ ade_sync_all(PG_FUNCTION_ARGS)
 Datum
 ade_sync_one(PG_FUNCTION_ARGS)
 {
+	/* a NULL from a lookup that found nothing is an error, not a no-op */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("token_id is NULL"),
+				 errhint("SELECT id, org_name FROM abm_tokens lists the tokens; ade_sync() with no argument syncs them all.")));
 	return sync_tokens(fcinfo, true, PG_GETARG_INT64(0));
 }

@@ -74,7 +74,7 @@ DECLARE
 		'await_device_configured', 'is_mdm_removable', 'auto_advance_setup'];
 	strs constant text[] := ARRAY['profile_name', 'url', 'support_phone_number', 'support_email_address',
 		'org_magic', 'department', 'language', 'region', 'configuration_web_url'];
-	arrs constant text[] := ARRAY['anchor_certs', 'supervising_host_certs', 'skip_setup_items', 'devices'];
+	arrs constant text[] := ARRAY['anchor_certs', 'supervising_host_certs', 'skip_setup_items'];
 	-- Apple's SkipKeys (device-management, other/skipkeys.yaml)
 	skips constant text[] := ARRAY['Accessibility', 'ActionButton', 'AdditionalPrivacySettings', 'Android',
 		'Appearance', 'AppleID', 'AppStore', 'Biometric', 'CameraButton', 'DeviceToDeviceMigration',
@@ -90,6 +90,12 @@ BEGIN
 	IF jsonb_typeof(p_profile) <> 'object' THEN
 		RAISE EXCEPTION 'the profile must be a JSON object, not %', jsonb_typeof(p_profile)
 			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF p_profile ? 'devices' THEN
+		RAISE EXCEPTION 'a profile may not name its own "devices"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Apple would assign it to those serials at once, whatever their scope; ade assigns each device the profile of its scope.',
+				  HINT = 'Remove "devices"; set the profile for the team, token or platform those devices are in.';
 	END IF;
 	FOR k, v IN SELECT j.key, j.value FROM jsonb_each(p_profile) j LOOP
 		IF k = ANY (bools) THEN
@@ -221,6 +227,9 @@ BEGIN
 	VALUES (v_token, v_platform, v_team, ade_set_profile.profile)
 	ON CONFLICT ON CONSTRAINT ade_profiles_scope
 	DO UPDATE SET profile = excluded.profile, updated_at = now();
+	-- a profile ABM refused, set again: the next sync sends it again
+	DELETE FROM @extschema@.ade_profile_definitions d
+	 WHERE d.profile_key = md5(ade_set_profile.profile::text) AND d.refusal IS NOT NULL;
 END
 $$;
 COMMENT ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint) IS
@@ -461,8 +470,11 @@ CREATE FUNCTION ade_profile_problem(p_token bigint) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with ade_set_profile()',
-				  m.profile->>'profile_name', d.refusal)
+	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with %s (setting it again sends it again)',
+				  m.profile->>'profile_name', d.refusal,
+				  CASE WHEN m.profile->>'url' = coalesce(current_setting('ade.enroll_url', true), '')
+							AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_profiles x WHERE x.profile = m.profile)
+					   THEN 'ade.enroll_url' ELSE 'ade_set_profile()' END)
 	  FROM @extschema@.ade_profile_definitions d
 	  JOIN @extschema@.ade_device_profiles(p_token) m ON m.profile_key = d.profile_key
 	 WHERE d.token_id = p_token AND d.refusal IS NOT NULL

@@ -43,7 +43,7 @@ CREATE FUNCTION ade_sync(token_id bigint, OUT token_id bigint, OUT org_name text
 	OUT mode text, OUT pages int, OUT added int, OUT modified int, OUT deleted int,
 	OUT assigned int, OUT failed int, OUT error text)
 	RETURNS SETOF record
-	AS 'MODULE_PATHNAME', 'ade_sync_one' LANGUAGE C STRICT VOLATILE
+	AS 'MODULE_PATHNAME', 'ade_sync_one' LANGUAGE C CALLED ON NULL INPUT VOLATILE
 	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_sync(bigint) IS 'syncs one ABM token';
 

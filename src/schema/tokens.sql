@@ -59,7 +59,7 @@ COMMENT ON FUNCTION ade_add_token(bytea) IS
 	'decrypts an ABM server token (.p7m), checks it with GET /account, stores it; the same consumer_key renews in place';
 
 CREATE FUNCTION ade_refresh_account(token_id bigint) RETURNS void
-	AS 'MODULE_PATHNAME', 'ade_refresh_account' LANGUAGE C STRICT VOLATILE
+	AS 'MODULE_PATHNAME', 'ade_refresh_account' LANGUAGE C CALLED ON NULL INPUT VOLATILE
 	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_refresh_account(bigint) IS
 	'calls GET /account for a stored token and updates org_name, apple_id, server_name';
@@ -139,6 +139,28 @@ COMMENT ON FUNCTION ade_secret_keys_in_use() IS
 CREATE TRIGGER ade_secret_keys_in_use BEFORE DELETE ON ade_secret_keys
 	FOR EACH ROW EXECUTE FUNCTION ade_secret_keys_in_use();
 
+-- TRUNCATE too, while any value is sealed
+CREATE FUNCTION ade_secret_keys_truncate() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	SELECT sum(u.sealed_values) INTO n FROM @extschema@.ade_secret_key_usage u;
+	IF coalesce(n, 0) > 0 THEN
+		RAISE EXCEPTION 'the data keys still seal % stored values', n
+			USING ERRCODE = 'object_in_use',
+				  HINT = 'Delete the keys that seal nothing (see ade_secret_key_usage) instead.';
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_secret_keys_truncate() IS
+	'trigger: refuses to truncate the data keys while they seal a stored value';
+CREATE TRIGGER ade_secret_keys_truncate BEFORE TRUNCATE ON ade_secret_keys
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_secret_keys_truncate();
+
 -- The key-encryption key file, made at install (and upgrade), so that a
 -- standby made from a later base backup has it (src/vault.c).
 CREATE FUNCTION ade_vault_init() RETURNS void
@@ -173,6 +195,7 @@ DECLARE
 	r record;
 	v_lost bigint;
 	v_back bigint;
+	v_note int;
 BEGIN
 	UPDATE @extschema@.abm_tokens t
 	   SET renew_at = p_renew_at, token_invalid = false, terms_expired = false, updated_at = now()
@@ -195,8 +218,11 @@ BEGIN
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
 	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at AND h.id IS NULL;
+	-- its records that waited for another token's delete went with it: what
+	-- they said comes again only with a full fetch
+	v_lost := v_lost + coalesce((r.settings->>'tied')::bigint, 0);
 	INSERT INTO @extschema@.abm_tokens (id, consumer_key, renew_at, mode, cursor, fetch_started_at,
-		fetched_until, assign_profiles, macos_team_id, ios_team_id, ipados_team_id)
+		fetched_until, assign_profiles, macos_team_id, ios_team_id, ipados_team_id, assign_not_before)
 	SELECT r.id, p_consumer_key, p_renew_at,
 		   CASE WHEN v_lost = 0 THEN r.mode ELSE 'fetch' END,
 		   CASE WHEN v_lost = 0 THEN r.cursor END,
@@ -205,24 +231,36 @@ BEGIN
 		   coalesce((r.settings->>'assign_profiles')::boolean, true),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'macos_team_id')::bigint),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ios_team_id')::bigint),
-		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ipados_team_id')::bigint);
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ipados_team_id')::bigint),
+		   (r.settings->>'assign_not_before')::timestamptz;
 	INSERT INTO @extschema@.ade_profiles (token_id, platform, team_id, profile)
 	SELECT r.id, p->>'platform', NULL, p->'profile'
 	  FROM jsonb_array_elements(coalesce(r.settings->'profiles', '[]')) p;
 	INSERT INTO @extschema@.ade_profile_definitions (token_id, profile_key, profile_uuid, defined_at, refusal)
 	SELECT r.id, p->>'profile_key', p->>'profile_uuid', (p->>'defined_at')::timestamptz, p->>'refusal'
 	  FROM jsonb_array_elements(coalesce(r.settings->'definitions', '[]')) p;
-	-- the devices come back live, on their hosts
-	UPDATE @extschema@.host_dep_assignments d
-	   SET deleted_at = NULL, updated_at = now()
-	  FROM @extschema@.hosts h
-	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
-	   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial;
-	GET DIAGNOSTICS v_back = ROW_COUNT;
-	RAISE NOTICE 'abm token % is back in place: % devices live again%', r.id, v_back,
-		CASE WHEN v_lost > 0 THEN pg_catalog.format(
-			'; %s lost their host meanwhile, so the next sync fetches every device again', v_lost)
-			 ELSE ', the next sync goes on from its cursor' END;
+	IF v_lost > 0 THEN
+		-- no cursor: the full fetch brings back what ABM still gives the
+		-- token (on the same hosts, found by serial), and nothing it no
+		-- longer does
+		RAISE NOTICE 'abm token % is back in place; its devices come back with the next sync, which fetches them all again', r.id
+			USING DETAIL = 'Some of its devices lost their host meanwhile, or records it held for other tokens went with it.';
+		RETURN r.id;
+	END IF;
+	-- the cursor goes on: the devices the removal soft-deleted come back
+	-- live, on their hosts, and the cursor brings what changed since
+	WITH back AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = NULL, updated_at = now()
+		  FROM @extschema@.hosts h
+		 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
+		   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+		RETURNING d.host_id, d.hardware_serial)
+	SELECT count(*), @extschema@.ade_notify_hosts(array_agg('added'::text), array_agg(b.host_id),
+												 array_agg(b.hardware_serial), array_agg(r.id))
+	  INTO v_back, v_note
+	  FROM back b;
+	RAISE NOTICE 'abm token % is back in place: % devices live again, the next sync goes on from its cursor', r.id, v_back;
 	RETURN r.id;
 END
 $$;
@@ -241,6 +279,10 @@ DECLARE
 	t record;
 	v_freed text[];
 	v_n bigint;
+	-- not now(): a sync earlier in the same transaction soft-deleted its
+	-- devices at now(), and those must not come back with the token
+	v_at timestamptz := clock_timestamp();
+	v_note int;
 BEGIN
 	IF token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
@@ -254,16 +296,22 @@ BEGIN
 	END IF;
 	WITH gone AS (
 		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = now(), needs_assign = false, updated_at = now()
+		   SET deleted_at = v_at, needs_assign = false, updated_at = now()
 		 WHERE d.abm_token_id = t.id AND d.deleted_at IS NULL
-		RETURNING d.hardware_serial)
-	SELECT array_agg(g.hardware_serial) INTO v_freed FROM gone g;
+		RETURNING d.host_id, d.hardware_serial)
+	SELECT array_agg(g.hardware_serial),
+		   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(g.host_id),
+									   array_agg(g.hardware_serial), array_agg(t.id))
+	  INTO v_freed, v_note
+	  FROM gone g;
 	v_n := coalesce(cardinality(v_freed), 0);
 	INSERT INTO @extschema@.ade_removed_tokens AS x
 		(id, consumer_key, mode, cursor, fetch_started_at, fetched_until, removed_at, devices, settings)
-	VALUES (t.id, t.consumer_key, t.mode, t.cursor, t.fetch_started_at, t.fetched_until, now(), v_n,
+	VALUES (t.id, t.consumer_key, t.mode, t.cursor, t.fetch_started_at, t.fetched_until, v_at, v_n,
 			jsonb_build_object(
 				'assign_profiles', t.assign_profiles,
+				'assign_not_before', t.assign_not_before,
+				'tied', (SELECT count(*) FROM @extschema@.ade_tied_records x WHERE x.token_id = t.id),
 				'macos_team_id', t.macos_team_id, 'ios_team_id', t.ios_team_id,
 				'ipados_team_id', t.ipados_team_id,
 				'profiles', (SELECT coalesce(jsonb_agg(jsonb_build_object('platform', p.platform, 'profile', p.profile)), '[]')
@@ -288,7 +336,7 @@ COMMENT ON FUNCTION ade_remove_token(bigint) IS
 	'removes a token: its secrets and session are deleted, its live devices soft-deleted; adding it back restores it in place';
 
 REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(bytea, bytea), ade_import_key(text, text), ade_rotate_secret_key(),
-	ade_secret_keys_in_use(), ade_vault_init(),
+	ade_secret_keys_in_use(), ade_secret_keys_truncate(), ade_vault_init(),
 	ade_add_token(bytea), ade_refresh_account(bigint), ade_remove_token(bigint), ade_token_row(text, timestamptz),
 	ade_vault_upgrade(), ade_secret_status() FROM PUBLIC;
 REVOKE ALL ON ade_secret_key_usage FROM PUBLIC;

@@ -13,7 +13,7 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 SELECT id AS beta FROM abm_tokens WHERE consumer_key = 'CK_beta' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 5 --families Mac
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(28);
+SELECT plan(32);
 -- the whole error a statement raises: message, detail, hint and context
 CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE m text; d text; h text; c text; s text;
@@ -164,4 +164,17 @@ SELECT is(ade_public_key(), pg_read_file(:'impcert'), 'and the certificate is th
 SELECT alike((SELECT error FROM ade_sync(:acme)), 'ABM answered POST /devices/sync with JSON of more than 250000 values',
   'an answer of 300,000 empty objects is refused before it is parsed');
 \! python3 test/mockctl.py faults-clear
+
+-- a value of ade.abm_url that is not allowed, from the configuration
+-- (ALTER SYSTEM, a reload): every request refuses it; none falls back to
+-- Apple's URL (the setting's default)
+\set conf `psql -d "$ADE_TEST_DB" -XAtqc "ALTER SYSTEM SET ade.abm_url = 'http://abm-mock.lan:8080'" && psql -d "$ADE_TEST_DB" -XAtqc "SELECT pg_reload_conf()" >/dev/null && sleep 0.5 && psql -d "$ADE_TEST_DB" -XAtqc "SELECT ade_refresh_account(id) FROM abm_tokens ORDER BY id LIMIT 1" 2>&1 | head -1; psql -d "$ADE_TEST_DB" -XAtqc "ALTER SYSTEM RESET ade.abm_url" && psql -d "$ADE_TEST_DB" -XAtqc "SELECT pg_reload_conf()" >/dev/null && sleep 0.5`
+SELECT is(:'conf'::text, 'ERROR:  ade.abm_url is not allowed: plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost)',
+  'an ade.abm_url from the configuration that is not allowed refuses every request: no fallback to Apple');
+
+-- the data keys cannot be truncated while they seal values
+SELECT throws_ok('TRUNCATE ade_secret_keys', '55006', NULL, 'TRUNCATE of the data keys is refused while they seal values');
+-- a NULL token id is an error, not a silent no-op
+SELECT throws_ok('SELECT * FROM ade_sync(NULL::bigint)', '22004', 'token_id is NULL', 'ade_sync(NULL) is an error');
+SELECT throws_ok('SELECT ade_refresh_account(NULL)', '22004', 'token_id is NULL', 'ade_refresh_account(NULL) is an error');
 SELECT * FROM finish();

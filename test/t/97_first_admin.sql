@@ -8,7 +8,7 @@
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 30 --families Mac,iPhone,iPad
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(31);
+SELECT plan(38);
 CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE m text; s text;
 BEGIN
@@ -65,6 +65,13 @@ SELECT lives_ok(format($$SELECT ade_set_profile(jsonb_build_object('profile_name
                         'anchor_certs', jsonb_build_array(%L), 'language', 'en', 'region', 'US',
                         'skip_setup_items', jsonb_build_array('Siri', 'TOS')), platform => 'tvos')$$, :'anchor'),
   'a profile with a DER anchor certificate, language, region and known panes is taken');
+SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https:/mdm.example.com/e"}')$$),
+  '22023 the profile''s url "https:/mdm.example.com/e" cannot be used: it is not an absolute URL (scheme://host/...)',
+  'a url that is not absolute (libcurl would fix it up, the profile would not) is refused');
+SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://user:pw@mdm.example.com/e"}')$$),
+  '22023 the profile''s url "https://user:pw@mdm.example.com/e" cannot be used: it holds a user or password', 'a url with a password is refused');
+SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example.com/e", "devices": ["S1"]}')$$),
+  '22023 a profile may not name its own "devices"', 'a profile may not carry a device list of its own (it would escape its scope at Apple)');
 SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example.com/e", "language": "english"}')$$),
   '22023 the profile''s language "english" is not an ISO 639 code', 'a language that is not a code is refused');
 \set unknown `psql -d "$ADE_TEST_DB" -XAtqc "SELECT ade_set_profile('{\"profile_name\": \"x\", \"url\": \"https://mdm.example.com/e\", \"colour\": \"red\"}', platform => 'tvos')" 2>&1 | head -1`
@@ -76,7 +83,7 @@ SELECT ade_set_profile('{"profile_name": "Refused", "url": "https://mdm.example.
 \! python3 test/mockctl.py fault '{"method": "POST", "path": "/profile", "status": 400, "body": "CONFIG_URL_REQUIRED", "times": -1}'
 SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT is((SELECT attention FROM ade_status WHERE token_id = :acme),
-  'ABM refused the enrollment profile "Refused" (HTTP 400 CONFIG_URL_REQUIRED): its devices wait; fix it with ade_set_profile()',
+  'ABM refused the enrollment profile "Refused" (HTTP 400 CONFIG_URL_REQUIRED): its devices wait; fix it with ade_set_profile() (setting it again sends it again)',
   'a profile ABM refuses reaches ade_status.attention, in ABM''s words');
 \! python3 test/mockctl.py log-clear
 SELECT count(*) FROM ade_sync() \g /dev/null
@@ -87,6 +94,13 @@ SELECT ade_set_profile('{"profile_name": "Fixed", "url": "https://mdm.example.co
 SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT is((SELECT (attention, assigned) FROM ade_status WHERE token_id = :acme), ('ok'::text, 30::bigint),
   'the fixed profile is defined and assigned, and attention is ok again');
+-- a proxy's 408 (or any failure but a 400) is no refusal: the next run sends it again
+SELECT ade_set_profile('{"profile_name": "Again", "url": "https://mdm.example.com/e"}') \g /dev/null
+\! python3 test/mockctl.py fault '{"method": "POST", "path": "/profile", "status": 408, "body": "", "times": 1}'
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT (attention, assigned) FROM ade_status WHERE token_id = :acme), ('ok'::text, 30::bigint),
+  'a 408 on POST /profile is not kept as a refusal: the next run defines and assigns the profile');
 
 -- 4. a token removed and added back
 \set removed `psql -d "$ADE_TEST_DB" -XAtqc "SELECT ade_remove_token($(psql -d "$ADE_TEST_DB" -XAtqc "SELECT id FROM abm_tokens WHERE consumer_key = 'CK_acme'"))" 2>&1 | head -1`
@@ -99,6 +113,34 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 \set fetches `python3 test/mockctl.py logcount 'POST /server/devices'`
 \set puts `python3 test/mockctl.py logcount 'PUT /profile/devices'`
 SELECT is((:'fetches'::int, :'puts'::int), (0, 0), 'the next sync goes on from its cursor (no full fetch) and assigns nothing again');
+
+-- a removal in the same transaction as a sync that deleted a device: that
+-- device does not come back with the token
+\! python3 test/mockctl.py devices CK_acme --delete S00000000
+\! psql -d "$ADE_TEST_DB" -XAtq -1 -c "SELECT count(*) FROM ade_sync()" -c "SELECT ade_remove_token(id) FROM abm_tokens WHERE consumer_key = 'CK_acme'" >/dev/null 2>&1
+\! test/add-token.sh Acme CK_acme
+SELECT is((SELECT deleted_at IS NOT NULL FROM host_dep_assignments WHERE hardware_serial = 'S00000000'), true,
+  'a device a sync deleted in the removal''s transaction stays deleted when the token comes back');
+-- a token whose device lost its host meanwhile comes back with a full
+-- fetch: what ABM deleted meanwhile does not come back
+SELECT ade_remove_token(:acme) \g /dev/null
+DELETE FROM hosts WHERE hardware_serial = 'S00000002';
+\! python3 test/mockctl.py devices CK_acme --delete S00000003
+\! test/add-token.sh Acme CK_acme
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT (count(*) FILTER (WHERE hardware_serial = 'S00000003'), count(*) FILTER (WHERE hardware_serial = 'S00000002'))::text
+             FROM host_dep_assignments WHERE abm_token_id = :acme AND deleted_at IS NULL), '(0,1)',
+  'back with a full fetch: the device ABM deleted meanwhile stays deleted, the one that lost its host is back');
+-- ABM's pause after a 429 outlives a removal
+SELECT ade_set_profile('{"profile_name": "Paused", "url": "https://mdm.example.com/e"}') \g /dev/null
+\! python3 test/mockctl.py fault '{"method": "PUT", "path": "/profile/devices", "status": 429, "body": "TOO_MANY_REQUESTS", "headers": {"Retry-After": "3600"}, "times": 1}'
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT ade_remove_token(:acme) \g /dev/null
+\! test/add-token.sh Acme CK_acme
+SELECT ok((SELECT assign_not_before > now() + interval '59 minutes' FROM abm_tokens WHERE id = :acme),
+  'ABM''s pause of the assignment (429, Retry-After: 3600) is kept across a removal');
+\! python3 test/mockctl.py faults-clear
 
 -- 5. files in and out, as the README prints them
 \set pem `psql -d "$ADE_TEST_DB" -XAtc "SELECT ade_public_key()" > "$ADE_TEST_TMP/mdm.pem" && openssl x509 -in "$ADE_TEST_TMP/mdm.pem" -noout && echo clean`
