@@ -33,12 +33,15 @@ SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 1, 'a
 SELECT is(:'readme_settings'::text, (SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE name LIKE 'ade.%'),
   'the README''s settings table lists exactly the settings the library defines');
 -- the same statements, each in a new session (psql -c), as an admin pastes
--- them one by one (settings in a fresh session need the library preloaded,
--- as the README says); the example role and teams are made again
+-- them one by one, on a fresh install (settings in a fresh session need the
+-- library preloaded, as the README says)
 DROP OWNED BY mdm_app;
 DROP ROLE mdm_app;
-DELETE FROM teams;
-\set fresh `python3 test/readme_fresh.py README.md "$ADE_TEST_TMP" 2>&1`
+-- on a fresh install: a new key pair, so the token file is made again for
+-- it right before the runbook adds the token
+SELECT ade_unschedule() \g /dev/null
+DROP EXTENSION ade CASCADE;
+\set fresh `python3 test/readme_fresh.py README.md "$ADE_TEST_TMP" --before-token 'psql -d "$ADE_TEST_DB" -XAtqc "SELECT ade_public_key()" > "$ADE_TEST_TMP/cert.pem" && python3 test/mockctl.py p7m --cert "$ADE_TEST_TMP/cert.pem" --json "$ADE_TEST_TMP/example.json" --out "$ADE_TEST_TMP/Example_Token.p7m" && chmod 644 "$ADE_TEST_TMP/Example_Token.p7m"' 2>&1`
 SELECT alike(:'fresh'::text, 'ok %', 'every statement of the README runs in a session of its own, as an admin pastes them');
 DROP OWNED BY mdm_app;
 DROP ROLE mdm_app;
