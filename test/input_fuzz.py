@@ -239,6 +239,10 @@ class Run:
                 "times": r.choice([1, 1, 2, -1])}
         what = "answer case %d: %s %s, status %d, %d bytes" % (i, method, path, rule["status"], len(body))
         ctl("POST", "/_mock/faults/clear")
+        # what an earlier case left (ABM's pause after a 429, a flag) must not
+        # keep this one from being asked
+        q(self.conn, "UPDATE abm_tokens SET assign_not_before = NULL, token_invalid = false, "
+                     "terms_expired = false WHERE id = %s", (self.token,))
         if path == "/session" or r.random() < 0.2:
             ctl("POST", "/_mock/tokens/state", {"consumer_key": CK, "expire_sessions": True})
         if path == "/server/devices" or r.random() < 0.1:
