@@ -144,14 +144,16 @@ extern void AdeAbmCall(AdeAbmClient *client, const char *method, const char *pat
 extern void AdeAbmRaise(const AdeAbmResponse *resp, const char *what) pg_attribute_noreturn();
 extern char *AdeAbmExcerpt(const char *body);
 extern void AdeAbmSaveSession(AdeAbmClient *client);
+extern void AdeAbmUpdateAccount(AdeAbmClient *client, int64 token_id);
+extern AdeAbmKind AdeAbmClassify(long status, const char *body);
+extern const char *AdeAbmKindName(AdeAbmKind kind);
+
+/* ---- answers as jsonb (json.c) ---- */
 extern Jsonb *AdeAbmParseJson(const AdeAbmResponse *resp, const char *what);
 extern Jsonb *AdeAbmParseSecretJson(const AdeAbmResponse *resp, const char *what, bool secret);
 extern char *AdeJsonGetText(Jsonb *jb, const char *key);
 extern bool AdeJsonGetBool(Jsonb *jb, const char *key, bool dflt);
 extern Jsonb *AdeJsonGetJsonb(Jsonb *jb, const char *key);
-extern void AdeAbmUpdateAccount(AdeAbmClient *client, int64 token_id);
-extern AdeAbmKind AdeAbmClassify(long status, const char *body);
-extern const char *AdeAbmKindName(AdeAbmKind kind);
 
 /* ---- token envelope and key pair (token.c) ---- */
 typedef struct AdeTokenFile
