@@ -13,8 +13,7 @@
  * 429 and broken connections, with exponential backoff, bounded by
  * ade.max_retries; a timeout is not retried), and how ABM's bare error codes
  * map onto SQLSTATEs.  It does not own the transport (http.c), the parse of
- * an answer (json.c) nor the sync
- * (sync.c).
+ * an answer (json.c) nor the sync (sync.c).
  *
  * Transactions: AdeAbmOpen() and AdeAbmSaveSession() read and write
  * ade_token_secrets through SPI; the caller has SPI connected.  A session
