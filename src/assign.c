@@ -394,9 +394,10 @@ waiting_step(void *arg)
 /*
  * Assign the due devices of a token, until deadline.  Fills *out: how many
  * were assigned and failed, a note for the run history (why something
- * waits), the first failure, and whether the deadline stopped it.  How many devices wait for a profile no scope defines is
- * counted only when count_waiting (the run stored something), to keep a run
- * with nothing to do cheap.  SPI connected.  Every query is run read-write
+ * waits), the first failure, and whether the deadline stopped it.  How many
+ * devices wait for a profile no scope defines is counted only when
+ * count_waiting (the run stored something), to keep a run with nothing to
+ * do cheap.  SPI connected.  Every query is run read-write
  * (read_only = false) so that it sees the rows this run wrote; a read-only
  * one would see the snapshot of the call's start.
  */

@@ -102,6 +102,7 @@ typedef struct TokenRun
 #define OUT_OF_TIME "ade.max_sync_seconds reached; the next run goes on from the stored cursor"
 
 static SPIPlanPtr apply_plan = NULL;
+static char *apply_plan_schema = NULL;
 
 /* add a note to the run's (several things can be worth saying) */
 static void
@@ -112,7 +113,6 @@ add_note(TokenRun *run, const char *note)
 	else if (strstr(run->note, note) == NULL)
 		run->note = MemoryContextStrdup(run->cxt, psprintf("%s; %s", run->note, note));
 }
-static char *apply_plan_schema = NULL;
 
 static void
 spi_check(int rc, int expected, const char *what)
