@@ -70,16 +70,18 @@ void		_PG_init(void);
 /*
  * Is the URL, as written, absolute: "scheme://host..." with a host name or
  * address (libcurl fixes "https:/host" and "https:///x" up, but a profile
- * keeps the string as typed), and no user or password in it?
+ * keeps the string as typed), no user or password in it, and not port 0?
  */
 static bool
-absolute_url(const char *url, const char *host, char **why)
+absolute_url(const char *url, CURLU *u, const char *host, char **why)
 {
-	const char *p = strstr(url, "://");
+	/* the "://" right after the scheme, not one later in the URL */
+	const char *p = url + strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
 	const char *h;
+	char	   *port;
 	bool		alnum = false;
 
-	if (p == NULL || p[3] == '/' || p[3] == '\0')
+	if (p == url || strncmp(p, "://", 3) != 0 || p[3] == '/' || p[3] == '\0')
 	{
 		*why = "it is not an absolute URL (scheme://host/...)";
 		return false;
@@ -90,9 +92,20 @@ absolute_url(const char *url, const char *host, char **why)
 		*why = "it holds a user or password";
 		return false;
 	}
+	if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK)
+	{
+		bool		zero = strcmp(port, "0") == 0;
+
+		curl_free(port);
+		if (zero)
+		{
+			*why = "port 0 is not one";
+			return false;
+		}
+	}
 	if (host[0] == '[')
 		return true;			/* an IPv6 address: curl checked it */
-	if (host[0] == '-' || host[0] == '.')
+	if (host[0] == '-' || host[0] == '.' || strstr(host, "..") != NULL)
 	{
 		*why = "its host name is not one";
 		return false;
@@ -140,7 +153,7 @@ AdeUrlAllowed(const char *url, char **why)
 		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
 		*why = "it is not a valid URL";
-	else if (!absolute_url(url, host, why))
+	else if (!absolute_url(url, u, host, why))
 		;						/* *why says what */
 	else if (pg_strcasecmp(scheme, "https") == 0)
 		ok = true;

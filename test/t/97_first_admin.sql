@@ -8,7 +8,7 @@
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 30 --families Mac,iPhone,iPad
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(38);
+SELECT plan(41);
 CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE m text; s text;
 BEGIN
@@ -68,6 +68,15 @@ SELECT lives_ok(format($$SELECT ade_set_profile(jsonb_build_object('profile_name
 SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https:/mdm.example.com/e"}')$$),
   '22023 the profile''s url "https:/mdm.example.com/e" cannot be used: it is not an absolute URL (scheme://host/...)',
   'a url that is not absolute (libcurl would fix it up, the profile would not) is refused');
+SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https:/mdm.example.com/e?next=https://x"}')$$),
+  '22023 the profile''s url "https:/mdm.example.com/e?next=https://x" cannot be used: it is not an absolute URL (scheme://host/...)',
+  'a url that is not absolute is refused even when its query holds a "://"');
+SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example.com:0/e"}')$$),
+  '22023 the profile''s url "https://mdm.example.com:0/e" cannot be used: port 0 is not one',
+  'a url with port 0 is refused');
+SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm..example.com/e"}')$$),
+  '22023 the profile''s url "https://mdm..example.com/e" cannot be used: its host name is not one',
+  'a host name with an empty label is refused');
 SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://user:pw@mdm.example.com/e"}')$$),
   '22023 the profile''s url "https://user:pw@mdm.example.com/e" cannot be used: it holds a user or password', 'a url with a password is refused');
 SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example.com/e", "devices": ["S1"]}')$$),
