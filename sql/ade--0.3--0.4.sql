@@ -28,6 +28,7 @@ ALTER TABLE host_dep_assignments ADD COLUMN assign_sent_at timestamptz;
 
 -- ABM's Retry-After for the assignment of a whole token
 ALTER TABLE abm_tokens ADD COLUMN assign_not_before timestamptz;
+ALTER TABLE abm_tokens ADD COLUMN restored_at timestamptz;
 
 -- the scopes of a profile are now (team, platform); what was kept per
 -- platform or team is recomputed by the next run, which marks only the
@@ -670,38 +671,54 @@ AS $$
 DECLARE
 	v_prev text;
 	v_started timestamptz;
+	v_restored timestamptz;
 	v_freed text[];
+	v_note int;
 BEGIN
 	added := 0; modified := 0; deleted := 0; skipped := 0;
 	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
 		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch, p_fetched_until::timestamptz) a;
 	END IF;
-	SELECT t.mode, t.fetch_started_at INTO v_prev, v_started
+	SELECT t.mode, t.fetch_started_at, t.restored_at INTO v_prev, v_started, v_restored
 	  FROM @extschema@.abm_tokens t WHERE t.id = p_token;
 	UPDATE @extschema@.abm_tokens t
 	   SET cursor = p_cursor, mode = p_mode,
 		   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
 								   THEN now() ELSE t.fetch_started_at END,
 		   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
+		   -- a page of the cursor kept by a restore answered: it brings
+		   -- what changed while the token was away
+		   restored_at = CASE WHEN p_cursor IS NOT NULL
+								   AND (v_started IS NULL OR v_started < v_restored)
+							  THEN NULL ELSE t.restored_at END,
 		   updated_at = now()
 	 WHERE t.id = p_token;
 	-- a full fetch ended: a device the token holds that it did not list
-	-- (untouched since the fetch began), and that another token's record of
-	-- the same second claims, is that token's (its delete was lost with an
-	-- expired cursor)
+	-- (untouched since the fetch began) is soft-deleted when another
+	-- token's record of the same second claims it (its delete was lost
+	-- with an expired cursor), or when a restore brought it back on the
+	-- word of a cursor that expired before it answered
 	IF v_prev = 'fetch' AND p_mode = 'sync' AND v_started IS NOT NULL THEN
 		WITH unlisted AS (
 			UPDATE @extschema@.host_dep_assignments d
 			   SET deleted_at = now(), needs_assign = false, updated_at = now()
 			 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
 			   AND d.updated_at < v_started
-			   AND EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
-							WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token)
-			RETURNING d.hardware_serial)
-		SELECT array_agg(u.hardware_serial) INTO v_freed FROM unlisted u;
+			   AND (v_restored IS NOT NULL
+					OR EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
+								WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token))
+			RETURNING d.host_id, d.hardware_serial)
+		SELECT array_agg(u.hardware_serial),
+			   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(u.host_id),
+										   array_agg(u.hardware_serial), array_agg(p_token))
+		  INTO v_freed, v_note
+		  FROM unlisted u;
 		IF v_freed IS NOT NULL THEN
 			PERFORM @extschema@.ade_release_tied(v_freed);
+		END IF;
+		IF v_restored IS NOT NULL THEN
+			UPDATE @extschema@.abm_tokens t SET restored_at = NULL WHERE t.id = p_token;
 		END IF;
 	END IF;
 END
@@ -1044,19 +1061,25 @@ AS $$
 DECLARE
 	n bigint;
 BEGIN
+	IF TG_OP = 'UPDATE' AND NEW.id = OLD.id AND NEW.wrapped = OLD.wrapped THEN
+		RETURN NEW;				-- current moves with a rotation
+	END IF;
 	SELECT u.sealed_values INTO n FROM @extschema@.ade_secret_key_usage u WHERE u.key_id = OLD.id;
 	IF coalesce(n, 0) > 0 THEN
 		RAISE EXCEPTION 'data key % still seals % stored values', OLD.id, n
 			USING ERRCODE = 'object_in_use',
 				  HINT = 'SELECT ade_rotate_secret_key() re-seals every value with a new key; then the old one may go.';
 	END IF;
+	IF TG_OP = 'UPDATE' THEN
+		RETURN NEW;
+	END IF;
 	RETURN OLD;
 END
 $$;
 COMMENT ON FUNCTION ade_secret_keys_in_use() IS
-	'trigger: refuses to delete a data key that still seals a stored value';
+	'trigger: refuses to delete, rename or replace a data key that still seals a stored value';
 
-CREATE TRIGGER ade_secret_keys_in_use BEFORE DELETE ON ade_secret_keys
+CREATE TRIGGER ade_secret_keys_in_use BEFORE DELETE OR UPDATE OF id, wrapped ON ade_secret_keys
 	FOR EACH ROW EXECUTE FUNCTION ade_secret_keys_in_use();
 
 CREATE FUNCTION ade_vault_init() RETURNS void
@@ -1208,37 +1231,58 @@ BEGIN
 		RETURN v_id;
 	END IF;
 
+	-- the hosts its devices come back on, locked against a delete (an
+	-- application's, the TRUNCATE of hosts) until this commits: one that
+	-- committed first has lost its host, one that comes later sees the
+	-- device live and keeps the host (src/schema/hosts.sql)
+	PERFORM 1
+	   FROM @extschema@.host_dep_assignments d
+	   JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+	  WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
+	  ORDER BY h.id
+	    FOR SHARE OF h;
 	SELECT count(*) INTO v_lost
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
 	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at AND h.id IS NULL;
 	-- its records that waited for another token's delete went with it: what
-	-- they said comes again only with a full fetch
-	v_lost := v_lost + coalesce((r.settings->>'tied')::bigint, 0);
+	-- they said comes again only with a full fetch; so does everything of a
+	-- token that had no cursor yet
+	v_lost := v_lost + coalesce((r.settings->>'tied')::bigint, 0)
+			  + CASE WHEN r.cursor IS NULL THEN 1 ELSE 0 END;
 	INSERT INTO @extschema@.abm_tokens (id, consumer_key, renew_at, mode, cursor, fetch_started_at,
-		fetched_until, assign_profiles, macos_team_id, ios_team_id, ipados_team_id, assign_not_before)
+		fetched_until, last_sync_at, assign_profiles, macos_team_id, ios_team_id,
+		ipados_team_id, assign_not_before, restored_at)
 	SELECT r.id, p_consumer_key, p_renew_at,
 		   CASE WHEN v_lost = 0 THEN r.mode ELSE 'fetch' END,
 		   CASE WHEN v_lost = 0 THEN r.cursor END,
 		   CASE WHEN v_lost = 0 THEN r.fetch_started_at END,
 		   r.fetched_until,
+		   -- not its last error: the file added back may be what fixes it
+		   (r.settings->>'last_sync_at')::timestamptz,
 		   coalesce((r.settings->>'assign_profiles')::boolean, true),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'macos_team_id')::bigint),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ios_team_id')::bigint),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ipados_team_id')::bigint),
-		   (r.settings->>'assign_not_before')::timestamptz;
+		   (r.settings->>'assign_not_before')::timestamptz,
+		   -- the devices come back on the word of the cursor: until a page
+		   -- of it answers, a full fetch (an expired cursor) soft-deletes
+		   -- again those it does not list (ade_apply_page())
+		   CASE WHEN v_lost = 0 THEN now() END;
 	INSERT INTO @extschema@.ade_profiles (token_id, platform, team_id, profile)
 	SELECT r.id, p->>'platform', NULL, p->'profile'
 	  FROM jsonb_array_elements(coalesce(r.settings->'profiles', '[]')) p;
-	INSERT INTO @extschema@.ade_profile_definitions (token_id, profile_key, profile_uuid, defined_at, refusal)
-	SELECT r.id, p->>'profile_key', p->>'profile_uuid', (p->>'defined_at')::timestamptz, p->>'refusal'
-	  FROM jsonb_array_elements(coalesce(r.settings->'definitions', '[]')) p;
+	-- what ABM refused is sent again: it may have been fixed meanwhile
+	INSERT INTO @extschema@.ade_profile_definitions (token_id, profile_key, profile_uuid, defined_at)
+	SELECT r.id, p->>'profile_key', p->>'profile_uuid', (p->>'defined_at')::timestamptz
+	  FROM jsonb_array_elements(coalesce(r.settings->'definitions', '[]')) p
+	 WHERE p->>'refusal' IS NULL;
 	IF v_lost > 0 THEN
 		-- no cursor: the full fetch brings back what ABM still gives the
 		-- token (on the same hosts, found by serial), and nothing it no
 		-- longer does
 		RAISE NOTICE 'abm token % is back in place; its devices come back with the next sync, which fetches them all again', r.id
-			USING DETAIL = 'Some of its devices lost their host meanwhile, or records it held for other tokens went with it.';
+			USING DETAIL = 'Some of its devices lost their host meanwhile, records it held for other tokens went with it, or it had no cursor yet.';
 		RETURN r.id;
 	END IF;
 	-- the cursor goes on: the devices the removal soft-deleted come back
@@ -1301,6 +1345,7 @@ BEGIN
 			jsonb_build_object(
 				'assign_profiles', t.assign_profiles,
 				'assign_not_before', t.assign_not_before,
+				'last_sync_at', t.last_sync_at,
 				'tied', (SELECT count(*) FROM @extschema@.ade_tied_records x WHERE x.token_id = t.id),
 				'macos_team_id', t.macos_team_id, 'ios_team_id', t.ios_team_id,
 				'ipados_team_id', t.ipados_team_id,
@@ -1556,11 +1601,11 @@ CREATE FUNCTION ade_profile_problem(p_token bigint) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with %s (setting it again sends it again)',
+	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with %s; unchanged, it is sent again after ade.failed_retry_interval',
 				  m.profile->>'profile_name', d.refusal,
 				  CASE WHEN m.profile->>'url' = coalesce(current_setting('ade.enroll_url', true), '')
 							AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_profiles x WHERE x.profile = m.profile)
-					   THEN 'ade.enroll_url' ELSE 'ade_set_profile()' END)
+					   THEN 'ade.enroll_url' ELSE 'ade_set_profile() (the next sync sends what is set)' END)
 	  FROM @extschema@.ade_profile_definitions d
 	  JOIN @extschema@.ade_device_profiles(p_token) m ON m.profile_key = d.profile_key
 	 WHERE d.token_id = p_token AND d.refusal IS NOT NULL
@@ -1658,6 +1703,27 @@ SELECT t.id AS token_id,
   ) r
   CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k;
 COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
+
+-- a NULL token (a lookup that found nothing) is an error that says so
+CREATE OR REPLACE FUNCTION ade_set_default_teams(token_id bigint, macos bigint, ios bigint, ipados bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	UPDATE @extschema@.abm_tokens t
+	   SET macos_team_id = macos, ios_team_id = ios, ipados_team_id = ipados, updated_at = now()
+	 WHERE t.id = ade_set_default_teams.token_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+END
+$$;
 
 -- replaced by ade_device_profiles() (the view no longer uses it)
 DROP FUNCTION ade_effective_profiles(bigint);

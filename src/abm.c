@@ -323,7 +323,8 @@ AdeAbmOpen(int64 token_id)
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("abm token " INT64_FORMAT " does not exist", token_id)));
+				 errmsg("abm token " INT64_FORMAT " does not exist", token_id),
+				 errhint("SELECT id, org_name FROM abm_tokens lists the tokens.")));
 	/* every column read before opening any: the vault runs queries of its own */
 	creds.consumer_key = spi_text(0, 1);
 	creds.consumer_secret = spi_text(0, 2);

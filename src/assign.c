@@ -77,14 +77,22 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 	char	   *sql;
 	int			rc;
 
-	/* a profile ABM refused is not sent again: a changed one is another key */
+	/*
+	 * A profile ABM refused is sent again after ade.failed_retry_interval
+	 * (ABM's side may have changed), at once when set again; a changed one
+	 * is another key.
+	 */
 	args[0] = Int64GetDatum(token_id);
 	args[1] = CStringGetTextDatum(key);
 	if (AdeSqlAtLeast(0, 4))
 	{
+		Oid			rtypes[3] = {INT8OID, TEXTOID, INT4OID};
+
+		args[2] = Int32GetDatum(ade_failed_retry_interval);
 		sql = psprintf("SELECT refusal FROM %s.ade_profile_definitions "
-					   "WHERE token_id = $1 AND profile_key = $2 AND refusal IS NOT NULL", AdeSchema());
-		rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
+					   "WHERE token_id = $1 AND profile_key = $2 AND refusal IS NOT NULL "
+					   "AND defined_at > now() - make_interval(secs => $3)", AdeSchema());
+		rc = SPI_execute_with_args(sql, 3, rtypes, args, NULL, false, 1);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 		if (SPI_processed == 1)
@@ -96,9 +104,13 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 		SPI_freetuptable(SPI_tuptable);
 	}
 
-	/* the profile itself (a scope's or a team's), once per key */
+	/*
+	 * The profile itself (a scope's or a team's), once per key; never with
+	 * a "devices" list (ade_set_profile() refuses one; one stored before
+	 * 0.4 would make Apple assign those serials whatever their scope).
+	 */
 	if (AdeSqlAtLeast(0, 4))
-		sql = psprintf("SELECT m.profile::text FROM %s.ade_device_profiles($1) m "
+		sql = psprintf("SELECT (m.profile - 'devices')::text FROM %s.ade_device_profiles($1) m "
 					   "WHERE m.profile_key = $2 LIMIT 1", AdeSchema());
 	else						/* the SQL of 0.3 and before */
 		sql = psprintf("SELECT p.profile::text FROM (SELECT e.profile, e.profile_key FROM %s.ade_effective_profiles($1) e "

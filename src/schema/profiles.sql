@@ -470,11 +470,11 @@ CREATE FUNCTION ade_profile_problem(p_token bigint) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with %s (setting it again sends it again)',
+	SELECT format('ABM refused the enrollment profile "%s" (%s): its devices wait; fix it with %s; unchanged, it is sent again after ade.failed_retry_interval',
 				  m.profile->>'profile_name', d.refusal,
 				  CASE WHEN m.profile->>'url' = coalesce(current_setting('ade.enroll_url', true), '')
 							AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_profiles x WHERE x.profile = m.profile)
-					   THEN 'ade.enroll_url' ELSE 'ade_set_profile()' END)
+					   THEN 'ade.enroll_url' ELSE 'ade_set_profile() (the next sync sends what is set)' END)
 	  FROM @extschema@.ade_profile_definitions d
 	  JOIN @extschema@.ade_device_profiles(p_token) m ON m.profile_key = d.profile_key
 	 WHERE d.token_id = p_token AND d.refusal IS NOT NULL

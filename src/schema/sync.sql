@@ -481,38 +481,54 @@ AS $$
 DECLARE
 	v_prev text;
 	v_started timestamptz;
+	v_restored timestamptz;
 	v_freed text[];
+	v_note int;
 BEGIN
 	added := 0; modified := 0; deleted := 0; skipped := 0;
 	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
 		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch, p_fetched_until::timestamptz) a;
 	END IF;
-	SELECT t.mode, t.fetch_started_at INTO v_prev, v_started
+	SELECT t.mode, t.fetch_started_at, t.restored_at INTO v_prev, v_started, v_restored
 	  FROM @extschema@.abm_tokens t WHERE t.id = p_token;
 	UPDATE @extschema@.abm_tokens t
 	   SET cursor = p_cursor, mode = p_mode,
 		   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
 								   THEN now() ELSE t.fetch_started_at END,
 		   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
+		   -- a page of the cursor kept by a restore answered: it brings
+		   -- what changed while the token was away
+		   restored_at = CASE WHEN p_cursor IS NOT NULL
+								   AND (v_started IS NULL OR v_started < v_restored)
+							  THEN NULL ELSE t.restored_at END,
 		   updated_at = now()
 	 WHERE t.id = p_token;
 	-- a full fetch ended: a device the token holds that it did not list
-	-- (untouched since the fetch began), and that another token's record of
-	-- the same second claims, is that token's (its delete was lost with an
-	-- expired cursor)
+	-- (untouched since the fetch began) is soft-deleted when another
+	-- token's record of the same second claims it (its delete was lost
+	-- with an expired cursor), or when a restore brought it back on the
+	-- word of a cursor that expired before it answered
 	IF v_prev = 'fetch' AND p_mode = 'sync' AND v_started IS NOT NULL THEN
 		WITH unlisted AS (
 			UPDATE @extschema@.host_dep_assignments d
 			   SET deleted_at = now(), needs_assign = false, updated_at = now()
 			 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
 			   AND d.updated_at < v_started
-			   AND EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
-							WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token)
-			RETURNING d.hardware_serial)
-		SELECT array_agg(u.hardware_serial) INTO v_freed FROM unlisted u;
+			   AND (v_restored IS NOT NULL
+					OR EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
+								WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token))
+			RETURNING d.host_id, d.hardware_serial)
+		SELECT array_agg(u.hardware_serial),
+			   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(u.host_id),
+										   array_agg(u.hardware_serial), array_agg(p_token))
+		  INTO v_freed, v_note
+		  FROM unlisted u;
 		IF v_freed IS NOT NULL THEN
 			PERFORM @extschema@.ade_release_tied(v_freed);
+		END IF;
+		IF v_restored IS NOT NULL THEN
+			UPDATE @extschema@.abm_tokens t SET restored_at = NULL WHERE t.id = p_token;
 		END IF;
 	END IF;
 END

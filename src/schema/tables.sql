@@ -82,7 +82,12 @@ CREATE TABLE abm_tokens (
 	ipados_team_id	bigint REFERENCES teams (id) ON DELETE SET NULL,
 	-- ABM throttled PUT /profile/devices with a Retry-After past
 	-- ade.max_retry_wait: no device of the token is sent before this
-	assign_not_before timestamptz
+	assign_not_before timestamptz,
+	-- restored in place (ade_add_token() after ade_remove_token()) with its
+	-- devices, on the word of its cursor: null once a page of that cursor
+	-- answered; a full fetch before that soft-deletes the devices it does
+	-- not list
+	restored_at		timestamptz
 );
 COMMENT ON TABLE abm_tokens IS 'ABM server tokens (no secrets: those are in ade_token_secrets)';
 
@@ -217,8 +222,9 @@ COMMENT ON TABLE ade_profiles IS 'enrollment profiles by scope (token, platform,
 
 -- Each (profile, token) is defined once at Apple: POST /profile -> profile_uuid.
 -- A changed profile has another key and is defined again.  A profile ABM
--- refused (a 4xx with its reason) is kept as refused: it is not sent again
--- (a changed profile is another key), and ade_status.attention says why.
+-- refused (a 400 with its reason) is kept as refused, and
+-- ade_status.attention says why: it is sent again when set again, or after
+-- ade.failed_retry_interval (a changed profile is another key).
 CREATE TABLE ade_profile_definitions (
 	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
 	profile_key		text NOT NULL,	-- md5 of the profile's jsonb text

@@ -62,11 +62,16 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	IF token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
 	UPDATE @extschema@.abm_tokens t
 	   SET macos_team_id = macos, ios_team_id = ios, ipados_team_id = ipados, updated_at = now()
 	 WHERE t.id = ade_set_default_teams.token_id;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found';
+		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
 	END IF;
 END
 $$;

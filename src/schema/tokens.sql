@@ -115,9 +115,9 @@ SELECT coalesce(k.id, u.key_id) AS key_id,
 COMMENT ON VIEW ade_secret_key_usage IS
 	'every key a stored secret is sealed with, and how many secrets; a key not current with none is no longer used';
 
--- A data key still in use cannot be deleted: the check runs once a sealer
--- that holds the key (FOR KEY SHARE, src/vault.c) has committed, so it sees
--- what that sealed.
+-- A data key still in use cannot be deleted, renamed or replaced: the
+-- check runs once a sealer that holds the key (FOR KEY SHARE, src/vault.c)
+-- has committed, so it sees what that sealed.
 CREATE FUNCTION ade_secret_keys_in_use() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -125,18 +125,24 @@ AS $$
 DECLARE
 	n bigint;
 BEGIN
+	IF TG_OP = 'UPDATE' AND NEW.id = OLD.id AND NEW.wrapped = OLD.wrapped THEN
+		RETURN NEW;				-- current moves with a rotation
+	END IF;
 	SELECT u.sealed_values INTO n FROM @extschema@.ade_secret_key_usage u WHERE u.key_id = OLD.id;
 	IF coalesce(n, 0) > 0 THEN
 		RAISE EXCEPTION 'data key % still seals % stored values', OLD.id, n
 			USING ERRCODE = 'object_in_use',
 				  HINT = 'SELECT ade_rotate_secret_key() re-seals every value with a new key; then the old one may go.';
 	END IF;
+	IF TG_OP = 'UPDATE' THEN
+		RETURN NEW;
+	END IF;
 	RETURN OLD;
 END
 $$;
 COMMENT ON FUNCTION ade_secret_keys_in_use() IS
-	'trigger: refuses to delete a data key that still seals a stored value';
-CREATE TRIGGER ade_secret_keys_in_use BEFORE DELETE ON ade_secret_keys
+	'trigger: refuses to delete, rename or replace a data key that still seals a stored value';
+CREATE TRIGGER ade_secret_keys_in_use BEFORE DELETE OR UPDATE OF id, wrapped ON ade_secret_keys
 	FOR EACH ROW EXECUTE FUNCTION ade_secret_keys_in_use();
 
 -- TRUNCATE too, while any value is sealed
@@ -214,37 +220,58 @@ BEGIN
 		RETURN v_id;
 	END IF;
 
+	-- the hosts its devices come back on, locked against a delete (an
+	-- application's, the TRUNCATE of hosts) until this commits: one that
+	-- committed first has lost its host, one that comes later sees the
+	-- device live and keeps the host (src/schema/hosts.sql)
+	PERFORM 1
+	   FROM @extschema@.host_dep_assignments d
+	   JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+	  WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
+	  ORDER BY h.id
+	    FOR SHARE OF h;
 	SELECT count(*) INTO v_lost
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
 	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at AND h.id IS NULL;
 	-- its records that waited for another token's delete went with it: what
-	-- they said comes again only with a full fetch
-	v_lost := v_lost + coalesce((r.settings->>'tied')::bigint, 0);
+	-- they said comes again only with a full fetch; so does everything of a
+	-- token that had no cursor yet
+	v_lost := v_lost + coalesce((r.settings->>'tied')::bigint, 0)
+			  + CASE WHEN r.cursor IS NULL THEN 1 ELSE 0 END;
 	INSERT INTO @extschema@.abm_tokens (id, consumer_key, renew_at, mode, cursor, fetch_started_at,
-		fetched_until, assign_profiles, macos_team_id, ios_team_id, ipados_team_id, assign_not_before)
+		fetched_until, last_sync_at, assign_profiles, macos_team_id, ios_team_id,
+		ipados_team_id, assign_not_before, restored_at)
 	SELECT r.id, p_consumer_key, p_renew_at,
 		   CASE WHEN v_lost = 0 THEN r.mode ELSE 'fetch' END,
 		   CASE WHEN v_lost = 0 THEN r.cursor END,
 		   CASE WHEN v_lost = 0 THEN r.fetch_started_at END,
 		   r.fetched_until,
+		   -- not its last error: the file added back may be what fixes it
+		   (r.settings->>'last_sync_at')::timestamptz,
 		   coalesce((r.settings->>'assign_profiles')::boolean, true),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'macos_team_id')::bigint),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ios_team_id')::bigint),
 		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ipados_team_id')::bigint),
-		   (r.settings->>'assign_not_before')::timestamptz;
+		   (r.settings->>'assign_not_before')::timestamptz,
+		   -- the devices come back on the word of the cursor: until a page
+		   -- of it answers, a full fetch (an expired cursor) soft-deletes
+		   -- again those it does not list (ade_apply_page())
+		   CASE WHEN v_lost = 0 THEN now() END;
 	INSERT INTO @extschema@.ade_profiles (token_id, platform, team_id, profile)
 	SELECT r.id, p->>'platform', NULL, p->'profile'
 	  FROM jsonb_array_elements(coalesce(r.settings->'profiles', '[]')) p;
-	INSERT INTO @extschema@.ade_profile_definitions (token_id, profile_key, profile_uuid, defined_at, refusal)
-	SELECT r.id, p->>'profile_key', p->>'profile_uuid', (p->>'defined_at')::timestamptz, p->>'refusal'
-	  FROM jsonb_array_elements(coalesce(r.settings->'definitions', '[]')) p;
+	-- what ABM refused is sent again: it may have been fixed meanwhile
+	INSERT INTO @extschema@.ade_profile_definitions (token_id, profile_key, profile_uuid, defined_at)
+	SELECT r.id, p->>'profile_key', p->>'profile_uuid', (p->>'defined_at')::timestamptz
+	  FROM jsonb_array_elements(coalesce(r.settings->'definitions', '[]')) p
+	 WHERE p->>'refusal' IS NULL;
 	IF v_lost > 0 THEN
 		-- no cursor: the full fetch brings back what ABM still gives the
 		-- token (on the same hosts, found by serial), and nothing it no
 		-- longer does
 		RAISE NOTICE 'abm token % is back in place; its devices come back with the next sync, which fetches them all again', r.id
-			USING DETAIL = 'Some of its devices lost their host meanwhile, or records it held for other tokens went with it.';
+			USING DETAIL = 'Some of its devices lost their host meanwhile, records it held for other tokens went with it, or it had no cursor yet.';
 		RETURN r.id;
 	END IF;
 	-- the cursor goes on: the devices the removal soft-deleted come back
@@ -311,6 +338,7 @@ BEGIN
 			jsonb_build_object(
 				'assign_profiles', t.assign_profiles,
 				'assign_not_before', t.assign_not_before,
+				'last_sync_at', t.last_sync_at,
 				'tied', (SELECT count(*) FROM @extschema@.ade_tied_records x WHERE x.token_id = t.id),
 				'macos_team_id', t.macos_team_id, 'ios_team_id', t.ios_team_id,
 				'ipados_team_id', t.ipados_team_id,

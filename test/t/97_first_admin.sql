@@ -8,7 +8,7 @@
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 30 --families Mac,iPhone,iPad
 SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT plan(41);
+SELECT plan(43);
 CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE m text; s text;
 BEGIN
@@ -88,16 +88,17 @@ SELECT is(:'unknown'::text, 'WARNING:  the profile has a key Apple does not defi
 SELECT ade_set_profile(NULL, platform => 'tvos') \g /dev/null
 
 -- 3b. a profile ABM refuses: attention quotes ABM, and it is not sent again
+-- until set again (or after ade.failed_retry_interval: 84_fourth_review)
 SELECT ade_set_profile('{"profile_name": "Refused", "url": "https://mdm.example.com/e"}') \g /dev/null
 \! python3 test/mockctl.py fault '{"method": "POST", "path": "/profile", "status": 400, "body": "CONFIG_URL_REQUIRED", "times": -1}'
 SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT is((SELECT attention FROM ade_status WHERE token_id = :acme),
-  'ABM refused the enrollment profile "Refused" (HTTP 400 CONFIG_URL_REQUIRED): its devices wait; fix it with ade_set_profile() (setting it again sends it again)',
+  'ABM refused the enrollment profile "Refused" (HTTP 400 CONFIG_URL_REQUIRED): its devices wait; fix it with ade_set_profile() (the next sync sends what is set); unchanged, it is sent again after ade.failed_retry_interval',
   'a profile ABM refuses reaches ade_status.attention, in ABM''s words');
 \! python3 test/mockctl.py log-clear
 SELECT count(*) FROM ade_sync() \g /dev/null
 \set posts `python3 test/mockctl.py logcount 'POST /profile'`
-SELECT is(:'posts'::int, 0, 'and the refused profile is not sent again, run after run');
+SELECT is(:'posts'::int, 0, 'and the refused profile is not sent again, run after run, within ade.failed_retry_interval');
 \! python3 test/mockctl.py faults-clear
 SELECT ade_set_profile('{"profile_name": "Fixed", "url": "https://mdm.example.com/e"}') \g /dev/null
 SELECT count(*) FROM ade_sync() \g /dev/null
@@ -162,4 +163,8 @@ SELECT is(pg_temp.error_of('SELECT ade_add_token(NULL)'), '22004 ade_add_token()
   'ade_add_token(NULL) says that a token is needed');
 \set hint `psql -d "$ADE_TEST_DB" -XAtqc "SELECT * FROM ade_sync(9999)" 2>&1 | grep HINT`
 SELECT alike(:'hint'::text, 'HINT:  SELECT id, org_name FROM abm_tokens lists the tokens%', 'ade_sync(9999) hints how to see the tokens');
+\set hint `psql -d "$ADE_TEST_DB" -XAtqc "SELECT ade_refresh_account(9999)" 2>&1 | grep HINT`
+SELECT is(:'hint'::text, 'HINT:  SELECT id, org_name FROM abm_tokens lists the tokens.', 'so does ade_refresh_account(9999)');
+SELECT is(pg_temp.error_of('SELECT ade_set_default_teams(NULL, NULL, NULL, NULL)'), '22004 token_id is null',
+  'ade_set_default_teams with a NULL token says so (not "abm token <NULL> does not exist")');
 SELECT * FROM finish();
