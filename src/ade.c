@@ -417,7 +417,7 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ade.failed_retry_interval",
-							"Time before a FAILED profile assignment is sent again.",
+							"Time before a FAILED profile assignment, a refused profile or a kept device record is tried again.",
 							"From 1 second to 30 days.",
 							&ade_failed_retry_interval, 3600, 1, 30 * 86400,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
