@@ -708,6 +708,9 @@ BEGIN
 			   AND (v_restored IS NOT NULL
 					OR EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
 								WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token))
+			   -- listed, but its record is kept aside (it could not apply)
+			   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
+								WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial)
 			RETURNING d.host_id, d.hardware_serial)
 		SELECT array_agg(u.hardware_serial),
 			   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(u.host_id),
@@ -823,6 +826,15 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	-- a device soft-deleted as this statement sees it, that a restore
+	-- (ade_token_row()) has brought back meanwhile: the lock waits for that
+	-- restore, and is a serialization failure under REPEATABLE READ or
+	-- SERIALIZABLE (the application tries again); under READ COMMITTED the
+	-- next statement sees it live and makes its host again
+	PERFORM 1
+	   FROM ade_deleted_hosts o
+	   JOIN @extschema@.host_dep_assignments d ON d.host_id = o.id AND d.deleted_at IS NOT NULL
+	    FOR SHARE OF d;
 	PERFORM @extschema@.ade_restore_hosts(array_agg(o.id), array_agg(o.hardware_model),
 										  array_agg(o.platform), array_agg(o.team_id))
 	   FROM ade_deleted_hosts o;
@@ -1233,23 +1245,28 @@ BEGIN
 
 	-- the hosts its devices come back on, locked against a delete (an
 	-- application's, the TRUNCATE of hosts) until this commits: one that
-	-- committed first has lost its host, one that comes later sees the
-	-- device live and keeps the host (src/schema/hosts.sql)
+	-- committed first has lost its host, one that comes later finds the
+	-- device live and keeps the host (ade_hosts_after_delete()).  Key
+	-- share: updates of other columns (the sync's, an application's) go
+	-- on; in serial order, as the sync takes them.
 	PERFORM 1
 	   FROM @extschema@.host_dep_assignments d
 	   JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
 	  WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
-	  ORDER BY h.id
-	    FOR SHARE OF h;
+	  ORDER BY d.hardware_serial
+	    FOR KEY SHARE OF h;
 	SELECT count(*) INTO v_lost
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
 	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at AND h.id IS NULL;
 	-- its records that waited for another token's delete went with it: what
 	-- they said comes again only with a full fetch; so does everything of a
-	-- token that had no cursor yet
+	-- token that had no cursor yet, or that was removed again before the
+	-- cursor of an earlier restore answered (what that restore revived is
+	-- not known to be ABM's)
 	v_lost := v_lost + coalesce((r.settings->>'tied')::bigint, 0)
-			  + CASE WHEN r.cursor IS NULL THEN 1 ELSE 0 END;
+			  + CASE WHEN r.cursor IS NULL THEN 1 ELSE 0 END
+			  + CASE WHEN r.settings->>'restored_at' IS NOT NULL THEN 1 ELSE 0 END;
 	INSERT INTO @extschema@.abm_tokens (id, consumer_key, renew_at, mode, cursor, fetch_started_at,
 		fetched_until, last_sync_at, assign_profiles, macos_team_id, ios_team_id,
 		ipados_team_id, assign_not_before, restored_at)
@@ -1345,7 +1362,7 @@ BEGIN
 			jsonb_build_object(
 				'assign_profiles', t.assign_profiles,
 				'assign_not_before', t.assign_not_before,
-				'last_sync_at', t.last_sync_at,
+				'last_sync_at', t.last_sync_at, 'restored_at', t.restored_at,
 				'tied', (SELECT count(*) FROM @extschema@.ade_tied_records x WHERE x.token_id = t.id),
 				'macos_team_id', t.macos_team_id, 'ios_team_id', t.ios_team_id,
 				'ipados_team_id', t.ipados_team_id,

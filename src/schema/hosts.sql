@@ -104,6 +104,15 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	-- a device soft-deleted as this statement sees it, that a restore
+	-- (ade_token_row()) has brought back meanwhile: the lock waits for that
+	-- restore, and is a serialization failure under REPEATABLE READ or
+	-- SERIALIZABLE (the application tries again); under READ COMMITTED the
+	-- next statement sees it live and makes its host again
+	PERFORM 1
+	   FROM ade_deleted_hosts o
+	   JOIN @extschema@.host_dep_assignments d ON d.host_id = o.id AND d.deleted_at IS NOT NULL
+	    FOR SHARE OF d;
 	PERFORM @extschema@.ade_restore_hosts(array_agg(o.id), array_agg(o.hardware_model),
 										  array_agg(o.platform), array_agg(o.team_id))
 	   FROM ade_deleted_hosts o;

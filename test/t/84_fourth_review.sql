@@ -4,7 +4,8 @@
 -- the token was away does not stay live when the kept cursor has expired;
 -- a profile ABM refused is sent again after ade.failed_retry_interval (the
 -- built-in one too, which cannot be "set again"), and after a restore;
--- a "devices" list stored before 0.4 never reaches Apple.
+-- a "devices" list stored before 0.4 never reaches Apple; and what a fifth
+-- review found of those fixes.
 \ir setup.psql
 \! test/add-token.sh Acme CK_acme
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
@@ -15,7 +16,7 @@ DROP ROLE IF EXISTS ade_t84_app;
 CREATE ROLE ade_t84_app LOGIN;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON hosts TO ade_t84_app;
 GRANT USAGE ON SEQUENCE hosts_id_seq TO ade_t84_app;
-SELECT plan(12);
+SELECT plan(16);
 
 -- 1. the restore and an application's delete of a host at the same time:
 -- the delete commits while ade_add_token() runs
@@ -96,6 +97,72 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT is((SELECT count(*)::int FROM jsonb_array_elements((:'bodies')::jsonb->'requests') r), 1, 'the stored profile is defined');
 SELECT is((SELECT count(*)::int FROM jsonb_array_elements((:'bodies')::jsonb->'requests') r WHERE r->'body' ? 'devices'), 0,
   'without its "devices" list, which would make Apple assign those serials whatever their scope');
+
+-- 6. (fifth review) removed again before the cursor of the first restore
+-- answered (the full fetch its expired cursor forced cut after a page):
+-- the second restore fetches everything, and what ABM deleted stays
+-- deleted
+SELECT ade_remove_token(:acme) \g /dev/null
+\! python3 test/mockctl.py devices CK_acme --delete S00000004
+\! python3 test/mockctl.py tokstate CK_acme --expire-cursors
+\! test/add-token.sh Acme CK_acme
+\! python3 test/mockctl.py fault '{"method": "POST", "path": "/server/devices", "skip": 1, "times": 1, "repeat_cursor": true}'
+SET ade.page_size = 2;
+SELECT count(*) FROM ade_sync() \g /dev/null
+RESET ade.page_size;
+\! python3 test/mockctl.py faults-clear
+SELECT ade_remove_token(:acme) \g /dev/null
+\! test/add-token.sh Acme CK_acme
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT deleted_at IS NOT NULL FROM host_dep_assignments WHERE hardware_serial = 'S00000004'), true,
+  'a token removed and added back twice before its cursor answered does not keep a device ABM deleted');
+
+-- 7. an application that deletes a host under REPEATABLE READ, with a
+-- snapshot from before the restore: a serialization failure (it tries
+-- again), never a live device without a host
+SELECT ade_remove_token(:acme) \g /dev/null
+\! psql -XAtq -U ade_t84_app -d "$ADE_TEST_DB" -c "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM hosts; SELECT pg_sleep(2); DELETE FROM hosts WHERE hardware_serial = 'S00000006'; COMMIT;" >"$ADE_TEST_TMP/rr.out" 2>&1 &
+SELECT pg_temp.wait_for($$SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE usename = 'ade_t84_app' AND wait_event = 'PgSleep')$$, 10) \g /dev/null
+\! test/add-token.sh Acme CK_acme
+SELECT pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE usename = 'ade_t84_app')$$, 10) \g /dev/null
+\set rr `grep -c 'could not serialize access' "$ADE_TEST_TMP/rr.out"`
+SELECT is((:'rr'::int, (SELECT count(*)::int FROM host_dep_assignments d LEFT JOIN hosts h ON h.id = d.host_id
+                         WHERE d.deleted_at IS NULL AND h.id IS NULL)), (1, 0),
+  'a REPEATABLE READ delete of a host a restore revived fails to serialize, and no live device is left without a host');
+
+-- 8. the restore does not hold up an application's update of its hosts
+-- while it talks to ABM (a key share lock: deletes wait, updates do not)
+SELECT ade_remove_token(:acme) \g /dev/null
+\! python3 test/mockctl.py fault '{"method": "GET", "path": "/account", "hang_seconds": 3, "times": 1}'
+\! (test/add-token.sh Acme CK_acme &)
+SELECT pg_temp.wait_for($$SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%ade_add_token%' AND state = 'active' AND pid <> pg_backend_pid())$$, 10) \g /dev/null
+SELECT pg_sleep(0.5) \g /dev/null
+\set upd `psql -XAtq -U ade_t84_app -d "$ADE_TEST_DB" -c "SET lock_timeout = '1s'" -c "UPDATE hosts SET hardware_model = hardware_model WHERE hardware_serial = 'S00000001'" 2>&1`
+SELECT is(:'upd'::text, '', 'an application updates a host while its token is being added back, without waiting');
+SELECT pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%ade_add_token%' AND pid <> pg_backend_pid())$$, 10) \g /dev/null
+\! python3 test/mockctl.py faults-clear
+SELECT count(*) FROM ade_sync() \g /dev/null
+
+-- 9. a device the full fetch lists but whose record is kept aside (an
+-- application's trigger refuses it) is not taken for one ABM deleted
+CREATE FUNCTION pg_temp.no_bad_model() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.hardware_model = 'Bad Model' THEN RAISE EXCEPTION 'no bad models'; END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER t84_no_bad_model BEFORE INSERT OR UPDATE ON hosts FOR EACH ROW EXECUTE FUNCTION pg_temp.no_bad_model();
+SELECT ade_remove_token(:acme) \g /dev/null
+\! echo '[{"serial_number": "S00000002", "model": "Bad Model"}]' > "$ADE_TEST_TMP/bad2.json"
+\! python3 test/mockctl.py devices CK_acme --modify-json "$ADE_TEST_TMP/bad2.json"
+\! python3 test/mockctl.py tokstate CK_acme --expire-cursors
+\! test/add-token.sh Acme CK_acme
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT (d.deleted_at IS NULL, EXISTS (SELECT 1 FROM ade_rejected_records x WHERE x.hardware_serial = 'S00000002'))
+             FROM host_dep_assignments d WHERE d.hardware_serial = 'S00000002'), (true, true),
+  'a listed device whose record is kept aside stays live after the full fetch that follows a restore');
+DROP TRIGGER t84_no_bad_model ON hosts;
 
 DROP OWNED BY ade_t84_app;
 DROP ROLE ade_t84_app;
