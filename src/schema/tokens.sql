@@ -276,7 +276,7 @@ BEGIN
 		-- token (on the same hosts, found by serial), and nothing it no
 		-- longer does
 		RAISE NOTICE 'abm token % is back in place; its devices come back with the next sync, which fetches them all again', r.id
-			USING DETAIL = 'Some of its devices lost their host meanwhile, records it held for other tokens went with it, or it had no cursor yet.';
+			USING DETAIL = 'Some of its devices lost their host meanwhile, records it held for other tokens went with it, it had no cursor yet, or the cursor of its last restore never answered.';
 		RETURN r.id;
 	END IF;
 	-- the cursor goes on: the devices the removal soft-deleted come back
