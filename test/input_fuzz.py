@@ -44,9 +44,9 @@ import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mockctl  # noqa: E402
+from testdb import connect, q  # noqa: E402
 
 MOCK = os.environ.get("ADE_MOCK_URL", "")
-DB = os.environ.get("ADE_TEST_DB", "ade_regress")
 CK = "CK_fuzz"
 PEAK_LIMIT_KB = 400 * 1024          # the backend's VmHWM after every case
 ROUTES = [("GET", "/session"), ("GET", "/account"), ("POST", "/server/devices"),
@@ -56,19 +56,6 @@ STATUSES = [200] * 6 + [400, 401, 403, 404, 429, 500, 503]
 
 def ctl(method, path, body=None):
     return mockctl.request(MOCK, method, path, body)
-
-
-def connect():
-    conn = psycopg2.connect(dbname=DB, user=os.environ.get("PGUSER"),
-                            host=os.environ.get("PGHOST"), port=os.environ.get("PGPORT"))
-    conn.autocommit = True
-    return conn
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as c:
-        c.execute(sql, args)
-        return c.fetchall() if c.description else None
 
 
 # ---- mutations

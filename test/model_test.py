@@ -59,9 +59,9 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mockctl  # noqa: E402
+from testdb import connect, q  # noqa: E402
 
 MOCK = os.environ.get("ADE_MOCK_URL", "")
-DB = os.environ.get("ADE_TEST_DB", "ade_regress")
 APP = "ade_model_app"
 TOKENS = ("A", "B", "C")
 FAMILIES = ("Mac", "iPhone", "iPad", "AppleTV", "Vision")
@@ -115,19 +115,6 @@ class Fixture:
             if c.fetchone() is None:
                 c.execute("CREATE ROLE %s LOGIN" % APP)
         admin.close()
-
-
-def connect(user=None):
-    conn = psycopg2.connect(dbname=DB, user=user or os.environ.get("PGUSER"),
-                            host=os.environ.get("PGHOST"), port=os.environ.get("PGPORT"))
-    conn.autocommit = True
-    return conn
-
-
-def q(conn, sql, args=None):
-    with conn.cursor() as c:
-        c.execute(sql, args)
-        return c.fetchall() if c.description else None
 
 
 SESSION = ("SET client_min_messages = error", "SET ade.page_size = 3", "SET ade.max_retries = 1",
