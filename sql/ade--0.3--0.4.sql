@@ -708,9 +708,11 @@ BEGIN
 			   AND (v_restored IS NOT NULL
 					OR EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
 								WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token))
-			   -- listed, but its record is kept aside (it could not apply)
+			   -- listed by this fetch, but its record is kept aside (it
+			   -- could not apply)
 			   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
-								WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial)
+								WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial
+								  AND x.from_fetch AND x.rejected_at >= v_started)
 			RETURNING d.host_id, d.hardware_serial)
 		SELECT array_agg(u.hardware_serial),
 			   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(u.host_id),
@@ -850,6 +852,14 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	-- TRUNCATE takes every row, whatever the snapshot; under REPEATABLE
+	-- READ or SERIALIZABLE these triggers would read the assignments as of
+	-- the transaction's start and miss a device made live since
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'TRUNCATE hosts keeps the hosts of live devices only under READ COMMITTED'
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'Run it in a READ COMMITTED transaction, or use DELETE FROM hosts.';
+	END IF;
 	DELETE FROM @extschema@.ade_truncated_hosts;
 	INSERT INTO @extschema@.ade_truncated_hosts (id, hardware_model, platform, team_id)
 	SELECT h.id, h.hardware_model, h.platform, h.team_id
@@ -1248,12 +1258,12 @@ BEGIN
 	-- committed first has lost its host, one that comes later finds the
 	-- device live and keeps the host (ade_hosts_after_delete()).  Key
 	-- share: updates of other columns (the sync's, an application's) go
-	-- on; in serial order, as the sync takes them.
+	-- on; in id order, the order of a bulk DELETE of hosts.
 	PERFORM 1
 	   FROM @extschema@.host_dep_assignments d
 	   JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
 	  WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
-	  ORDER BY d.hardware_serial
+	  ORDER BY h.id
 	    FOR KEY SHARE OF h;
 	SELECT count(*) INTO v_lost
 	  FROM @extschema@.host_dep_assignments d
@@ -1303,10 +1313,13 @@ BEGIN
 		RETURN r.id;
 	END IF;
 	-- the cursor goes on: the devices the removal soft-deleted come back
-	-- live, on their hosts, and the cursor brings what changed since
+	-- live, on their hosts, and the cursor brings what changed since.
+	-- updated_at stays the removal's: a full fetch that follows (the
+	-- cursor expired) tells what it did not list by it, even in this
+	-- transaction (ade_apply_page())
 	WITH back AS (
 		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = NULL, updated_at = now()
+		   SET deleted_at = NULL
 		  FROM @extschema@.hosts h
 		 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
 		   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial

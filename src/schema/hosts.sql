@@ -135,6 +135,14 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	-- TRUNCATE takes every row, whatever the snapshot; under REPEATABLE
+	-- READ or SERIALIZABLE these triggers would read the assignments as of
+	-- the transaction's start and miss a device made live since
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'TRUNCATE hosts keeps the hosts of live devices only under READ COMMITTED'
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'Run it in a READ COMMITTED transaction, or use DELETE FROM hosts.';
+	END IF;
 	DELETE FROM @extschema@.ade_truncated_hosts;
 	INSERT INTO @extschema@.ade_truncated_hosts (id, hardware_model, platform, team_id)
 	SELECT h.id, h.hardware_model, h.platform, h.team_id

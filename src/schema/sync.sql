@@ -518,9 +518,11 @@ BEGIN
 			   AND (v_restored IS NOT NULL
 					OR EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
 								WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token))
-			   -- listed, but its record is kept aside (it could not apply)
+			   -- listed by this fetch, but its record is kept aside (it
+			   -- could not apply)
 			   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
-								WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial)
+								WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial
+								  AND x.from_fetch AND x.rejected_at >= v_started)
 			RETURNING d.host_id, d.hardware_serial)
 		SELECT array_agg(u.hardware_serial),
 			   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(u.host_id),

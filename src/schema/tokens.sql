@@ -225,12 +225,12 @@ BEGIN
 	-- committed first has lost its host, one that comes later finds the
 	-- device live and keeps the host (ade_hosts_after_delete()).  Key
 	-- share: updates of other columns (the sync's, an application's) go
-	-- on; in serial order, as the sync takes them.
+	-- on; in id order, the order of a bulk DELETE of hosts.
 	PERFORM 1
 	   FROM @extschema@.host_dep_assignments d
 	   JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
 	  WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
-	  ORDER BY d.hardware_serial
+	  ORDER BY h.id
 	    FOR KEY SHARE OF h;
 	SELECT count(*) INTO v_lost
 	  FROM @extschema@.host_dep_assignments d
@@ -280,10 +280,13 @@ BEGIN
 		RETURN r.id;
 	END IF;
 	-- the cursor goes on: the devices the removal soft-deleted come back
-	-- live, on their hosts, and the cursor brings what changed since
+	-- live, on their hosts, and the cursor brings what changed since.
+	-- updated_at stays the removal's: a full fetch that follows (the
+	-- cursor expired) tells what it did not list by it, even in this
+	-- transaction (ade_apply_page())
 	WITH back AS (
 		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = NULL, updated_at = now()
+		   SET deleted_at = NULL
 		  FROM @extschema@.hosts h
 		 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
 		   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial

@@ -16,7 +16,7 @@ DROP ROLE IF EXISTS ade_t84_app;
 CREATE ROLE ade_t84_app LOGIN;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON hosts TO ade_t84_app;
 GRANT USAGE ON SEQUENCE hosts_id_seq TO ade_t84_app;
-SELECT plan(16);
+SELECT plan(19);
 
 -- 1. the restore and an application's delete of a host at the same time:
 -- the delete commits while ade_add_token() runs
@@ -152,6 +152,7 @@ BEGIN
   RETURN NEW;
 END $$;
 CREATE TRIGGER t84_no_bad_model BEFORE INSERT OR UPDATE ON hosts FOR EACH ROW EXECUTE FUNCTION pg_temp.no_bad_model();
+SET client_min_messages = error;	-- the WARNINGs of records kept aside
 SELECT ade_remove_token(:acme) \g /dev/null
 \! echo '[{"serial_number": "S00000002", "model": "Bad Model"}]' > "$ADE_TEST_TMP/bad2.json"
 \! python3 test/mockctl.py devices CK_acme --modify-json "$ADE_TEST_TMP/bad2.json"
@@ -162,7 +163,39 @@ SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT is((SELECT (d.deleted_at IS NULL, EXISTS (SELECT 1 FROM ade_rejected_records x WHERE x.hardware_serial = 'S00000002'))
              FROM host_dep_assignments d WHERE d.hardware_serial = 'S00000002'), (true, true),
   'a listed device whose record is kept aside stays live after the full fetch that follows a restore');
+
+-- 10. (sixth review) an older kept record of a device ABM deleted while
+-- the token was away does not keep that device live
+\! echo '[{"serial_number": "S00000008", "model": "Bad Model"}]' > "$ADE_TEST_TMP/bad8.json"
+\! python3 test/mockctl.py devices CK_acme --modify-json "$ADE_TEST_TMP/bad8.json"
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT ade_remove_token(:acme) \g /dev/null
+\! python3 test/mockctl.py devices CK_acme --delete S00000008
+\! python3 test/mockctl.py tokstate CK_acme --expire-cursors
+\! test/add-token.sh Acme CK_acme
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT deleted_at IS NOT NULL FROM host_dep_assignments WHERE hardware_serial = 'S00000008'), true,
+  'a kept record from before the restore does not keep a device ABM deleted live');
 DROP TRIGGER t84_no_bad_model ON hosts;
+SET client_min_messages = warning;
+
+-- 11. a TRUNCATE of hosts under REPEATABLE READ (it would miss devices
+-- made live after its snapshot) is refused, with the way out
+\set trunc `psql -XAtq -U ade_t84_app -d "$ADE_TEST_DB" -c "BEGIN ISOLATION LEVEL REPEATABLE READ; TRUNCATE hosts; COMMIT;" 2>&1 | grep -e ERROR -e HINT | tr '\n' ' '`
+SELECT is(:'trunc'::text, 'ERROR:  TRUNCATE hosts keeps the hosts of live devices only under READ COMMITTED HINT:  Run it in a READ COMMITTED transaction, or use DELETE FROM hosts. ',
+  'TRUNCATE hosts under REPEATABLE READ is refused, with a hint');
+
+-- 12. added back and synced in one transaction, the cursor expired: what
+-- ABM deleted while the token was away does not stay live
+SELECT ade_remove_token(:acme) \g /dev/null
+\! python3 test/mockctl.py devices CK_acme --delete S00000007
+\! python3 test/mockctl.py tokstate CK_acme --expire-cursors
+\! psql -d "$ADE_TEST_DB" -XAtq -1 -c "SELECT ade_add_token(pg_read_binary_file('$ADE_TEST_TMP/CK_acme.p7m'))" -c "SELECT count(*) FROM ade_sync()" >/dev/null 2>&1
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT (deleted_at IS NOT NULL, (SELECT count(*)::int FROM abm_tokens WHERE id = :acme))
+             FROM host_dep_assignments WHERE hardware_serial = 'S00000007'), (true, 1),
+  'a restore and the full fetch after it in one transaction leave no device ABM deleted live');
 
 DROP OWNED BY ade_t84_app;
 DROP ROLE ade_t84_app;
