@@ -5,7 +5,7 @@
 -- a profile ABM refused is sent again after ade.failed_retry_interval (the
 -- built-in one too, which cannot be "set again"), and after a restore;
 -- a "devices" list stored before 0.4 never reaches Apple; and what a fifth
--- review found of those fixes.
+-- and a sixth review found of those fixes (6-12).
 \ir setup.psql
 \! test/add-token.sh Acme CK_acme
 SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
@@ -47,8 +47,8 @@ SELECT is((SELECT deleted_at IS NOT NULL FROM host_dep_assignments WHERE hardwar
   'a device ABM deleted while the token was away is soft-deleted again by the full fetch that an expired cursor forced');
 SELECT is((SELECT (devices_live, restored_at IS NULL) FROM ade_status s JOIN abm_tokens t ON t.id = s.token_id WHERE s.token_id = :acme),
   (9::bigint, true), 'and the token holds what ABM holds, no longer marked');
--- a restore whose cursor answers: the mark goes, and a later full fetch
--- leaves what it does not list alone again (rule 7)
+-- a restore whose cursor answers: the mark goes (a later full fetch
+-- leaves what it does not list alone again, rule 7)
 SELECT ade_remove_token(:acme) \g /dev/null
 \! test/add-token.sh Acme CK_acme
 SELECT is((SELECT attention FROM ade_status WHERE token_id = :acme), 'ok',
