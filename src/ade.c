@@ -336,6 +336,17 @@ AdeSchema(void)
 	return quote_identifier(get_namespace_name(nsp));
 }
 
+/* the OID of the schema the extension lives in */
+Oid
+AdeSchemaOid(void)
+{
+	Oid			nsp;
+	char	   *version;
+
+	ade_extension(&nsp, &version);
+	return nsp;
+}
+
 /*
  * Is the extension's SQL in this database at least major.minor?  The
  * library serves every version's SQL, so that ALTER EXTENSION ade UPDATE

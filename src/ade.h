@@ -46,6 +46,7 @@ extern int	ade_max_retry_wait;
 extern bool AdeUrlAllowed(const char *url, char **why);
 extern const char *AdeAbmBaseUrl(void);
 extern const char *AdeSchema(void);
+extern Oid	AdeSchemaOid(void);
 extern bool AdeSqlAtLeast(int major, int minor);
 
 /* ---- HTTP transport (http.c) ---- */
@@ -184,7 +185,11 @@ typedef struct AdeAssignResult
 extern void AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 							  TimestampTz deadline, AdeAssignResult *out);
 
+/* ---- sharing hosts with the application (coexist.c) ---- */
+extern TimestampTz AdeLockDeadline;
+
 /* ---- subtransactions (subxact.c) ---- */
+extern bool AdeCommitSteps;
 extern bool AdeTrySubxact(void (*step) (void *), void *arg, ErrorData **error,
 						  AdeAbmKind *kind);
 

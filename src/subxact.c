@@ -15,6 +15,11 @@
  * assignment (assign.c) runs each profile definition and each batch in one,
  * so that what Apple has answered is kept even when a later call fails.
  *
+ * In a run that may commit (CALL ade_sync_job(): AdeCommitSteps), a step
+ * that succeeds at the top level of the transaction is committed at once:
+ * each page, each assignment batch holds its rows and the lock on hosts
+ * (coexist.c) only while it is applied, never to the end of the run.
+ *
  * Copyright (c) 2026, the ade authors
  *
  * IDENTIFICATION
@@ -26,8 +31,12 @@
 
 #include "access/xact.h"
 #include "ade.h"
+#include "executor/spi.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+
+/* set by a run that may commit (sync.c): commit each top-level step */
+bool		AdeCommitSteps = false;
 
 /* is this error one that must end the whole run (never swallowed)? */
 static bool
@@ -84,5 +93,14 @@ AdeTrySubxact(void (*step) (void *), void *arg, ErrorData **error, AdeAbmKind *k
 		return false;
 	}
 	PG_END_TRY();
+	if (AdeCommitSteps && GetCurrentTransactionNestLevel() == 1)
+	{
+		/*
+		 * Outside the PG_TRY: a failure to commit ends the run.  A new
+		 * transaction follows, with a resource owner of its own.
+		 */
+		SPI_commit();
+		MemoryContextSwitchTo(cxt);
+	}
 	return true;
 }

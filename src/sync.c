@@ -23,17 +23,26 @@
  *
  * Transactions and locking:
  *
- * - A run is the caller's transaction: the cursor and the devices of a page
- *   are written by the same statement, so a run that dies loses nothing and
- *   skips nothing; the next run goes on from the stored cursor.
- * - Each token runs in a subtransaction, and each page in a nested one.  An
+ * - The cursor and the devices of a page are written by the same
+ *   statement, so a run that dies loses nothing and skips nothing; the next
+ *   run goes on from the stored cursor.
+ * - SELECT ade_sync() is one transaction, the caller's.  CALL
+ *   ade_sync_job() (what pg_cron runs) commits each step that succeeds:
+ *   each page, each profile definition and assignment batch, each token's
+ *   history row (subxact.c), so that the application's statements on hosts
+ *   wait for one page at most, never for the rest of the run (coexist.c).
+ *   Between its steps it holds the run lock and nothing else: each step
+ *   claims the token again.
+ * - Each token runs in a subtransaction (a procedure's run: each of its
+ *   steps), and each page in a nested one.  An
  *   ABM or HTTP failure on a page rolls back that page only: the pages before
  *   it stay, the error is recorded on the token and in ade_sync_runs, and the
  *   other tokens still sync.  Cancels, statement timeouts and terminations
  *   are never swallowed: they abort the whole run, which then leaves no
  *   ade_sync_runs row (cron.job_run_details says why).
- * - One run at a time per database: a run takes a transaction-level
- *   advisory lock (pg_try_advisory_xact_lock), without waiting; a second
+ * - One run at a time per database: a run takes an advisory lock (of the
+ *   transaction, or of the session for the procedure, released however it
+ *   ends), without waiting; a second
  *   ade_sync() at the same time reports every token "busy" and returns at
  *   once.  Two runs over different tokens would each hold the rows of
  *   their pages until they commit, and a device moving between their
@@ -55,12 +64,14 @@
 #include "access/xact.h"
 #include "ade.h"
 #include "catalog/pg_type.h"
+#include "commands/defrem.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -70,6 +81,7 @@
 
 PG_FUNCTION_INFO_V1(ade_sync_all);
 PG_FUNCTION_INFO_V1(ade_sync_one);
+PG_FUNCTION_INFO_V1(ade_sync_job);
 
 /* what one token's run did; one output row and one ade_sync_runs row */
 typedef struct TokenRun
@@ -98,6 +110,7 @@ typedef struct TokenRun
 
 /* the advisory lock of a run: two int4 keys, "ADE1" and 0 */
 #define ADE_RUN_LOCK "1094993969, 0"
+#define ADE_RUN_KEY1 1094993969
 
 #define OUT_OF_TIME "ade.max_sync_seconds reached; the next run goes on from the stored cursor"
 
@@ -416,6 +429,17 @@ page_step(TokenRun *run, void *arg)
 {
 	PageArgs   *pa = (PageArgs *) arg;
 
+	/*
+	 * A run that commits its pages holds the token only while it applies
+	 * one: a session that took it in between (a renewal, a removal) ends
+	 * this token's pages (a no-op in one transaction, which holds it).
+	 */
+	if (!claim_token(run))
+	{
+		add_note(run, "the token was taken by another session during the run; the next run goes on");
+		pa->outcome = PAGE_DONE;
+		return;
+	}
 	pa->outcome = sync_one_page(run, pa->client, pa->resets);
 }
 
@@ -485,6 +509,15 @@ bound_lock_waits(TokenRun *run)
 	long		ms = (long) ((run->deadline - GetCurrentTimestamp()) / 1000);
 	char		buf[32];
 
+	/*
+	 * A run that commits its steps cannot keep a setting of its own across
+	 * them: its waits for hosts are bounded by AdeLockDeadline, and it
+	 * waits for no row lock (it claims with SKIP LOCKED and writes only
+	 * while it holds hosts: coexist.c)
+	 */
+	if (AdeCommitSteps)
+		return;
+
 	ms = Max(ms, 1);
 	if (LockTimeout > 0)
 		ms = Min(ms, (long) LockTimeout);
@@ -493,13 +526,11 @@ bound_lock_waits(TokenRun *run)
 							 GUC_ACTION_SAVE, true, 0, false);
 }
 
+/* the token claimed, its client opened (in the run's memory) */
 static void
-token_step(TokenRun *run, void *arg)
+start_step(TokenRun *run, void *arg)
 {
-	AdeAbmClient *client;
-	int			resets = 0;
-	MemoryContext pagecxt;
-	AdeAssignResult ar;
+	AdeAbmClient **client = (AdeAbmClient **) arg;
 
 	if (!claim_token(run))
 	{
@@ -507,11 +538,30 @@ token_step(TokenRun *run, void *arg)
 		run->error = "busy";
 		return;
 	}
+	*client = AdeAbmOpen(run->token_id);
+}
+
+/* the session ABM gave, kept for the next run and backend */
+static void
+save_session_step(TokenRun *run, void *arg)
+{
+	AdeAbmSaveSession((AdeAbmClient *) arg);
+}
+
+static void
+token_step(TokenRun *run, void *arg)
+{
+	AdeAbmClient *client = NULL;
+	int			resets = 0;
+	MemoryContext pagecxt;
+	AdeAssignResult ar;
+
+	if (!in_subxact(run, start_step, &client) || client == NULL)
+		return;
 	/* a failure here is recorded, and the pages still come */
 	bound_lock_waits(run);
 	if (AdeSqlAtLeast(0, 4))
 		(void) in_subxact(run, retry_rejected, NULL);
-	client = AdeAbmOpen(run->token_id);
 	/* no request of this token outlasts its share of the run's time */
 	client->deadline = run->deadline;
 
@@ -560,7 +610,7 @@ token_step(TokenRun *run, void *arg)
 		run->error_kind = ar.error_kind;
 	}
 	run->requests = client->requests;
-	AdeAbmSaveSession(client);
+	(void) in_subxact(run, save_session_step, client);
 	AdeAbmClose(client);
 }
 
@@ -712,6 +762,10 @@ sync_token(TokenRun *run, bool alone)
 		finish_run(run);
 		return;
 	}
+	AdeLockDeadline = run->deadline;
+	if (AdeCommitSteps)
+		token_step(run, NULL);	/* each of its steps commits */
+	else
 	{
 		/* lock_timeout as set by bound_lock_waits() ends with the token */
 		int			nest = NewGUCNestLevel();
@@ -725,6 +779,8 @@ sync_token(TokenRun *run, bool alone)
 		notify_fetched(run);
 		warn_token(run);
 	}
+	if (AdeCommitSteps)
+		SPI_commit();
 }
 
 static void
@@ -755,10 +811,28 @@ emit(ReturnSetInfo *rsinfo, TokenRun *run)
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
-static Datum
-sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
+/*
+ * The run lock of a procedure's run, of the session (it outlives the
+ * steps' commits): taken without waiting, released however the run ends.
+ */
+static bool
+run_lock(bool take)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) ADE_RUN_KEY1, 0, 2);
+	if (take)
+		return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+	return LockRelease(&tag, ExclusiveLock, true);
+}
+
+/*
+ * The run: every token (or only), one after another.  rsinfo NULL: a
+ * procedure's run (commit), which returns nothing (ade_sync_runs has it).
+ */
+static void
+sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
+{
 	MemoryContext runcxt;
 	char	   *sql;
 	int			rc;
@@ -768,11 +842,10 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 	TimestampTz run_deadline;
 	bool		alone;
 
-	InitMaterializedSRF(fcinfo, 0);
 	run_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											   (int64) ade_max_sync_seconds * 1000);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
+	if (SPI_connect_ext(commit ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
 	/* prune history older than ade.runs_retention */
@@ -815,35 +888,51 @@ sync_tokens(FunctionCallInfo fcinfo, bool one, int64 only)
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 
-	alone = only_run();
+	alone = commit ? run_lock(true) : only_run();
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync token",
 								   ALLOCSET_DEFAULT_SIZES);
-	for (i = 0; i < n; i++)
+	PG_TRY();
 	{
-		MemoryContext old = MemoryContextSwitchTo(runcxt);
-		TokenRun	run;
+		AdeCommitSteps = commit && alone;
+		if (AdeCommitSteps)
+			SPI_commit();		/* the pruning, and nothing held but the run lock */
+		for (i = 0; i < n; i++)
+		{
+			MemoryContext old = MemoryContextSwitchTo(runcxt);
+			TokenRun	run;
 
-		memset(&run, 0, sizeof(run));
-		run.cxt = runcxt;
-		run.token_id = ids[i];
-		run.started_at = GetCurrentTimestamp();
-		/* a fair share of what is left: what is left over the tokens to go */
-		run.deadline = run.started_at +
-			Max(run_deadline - run.started_at, 0) / (n - i);
-		sync_token(&run, alone);
-		emit(rsinfo, &run);
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(runcxt);
+			memset(&run, 0, sizeof(run));
+			run.cxt = runcxt;
+			run.token_id = ids[i];
+			run.started_at = GetCurrentTimestamp();
+			/* a fair share of what is left: what is left over the tokens to go */
+			run.deadline = run.started_at +
+				Max(run_deadline - run.started_at, 0) / (n - i);
+			sync_token(&run, alone);
+			if (rsinfo)
+				emit(rsinfo, &run);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(runcxt);
+		}
 	}
+	PG_FINALLY();
+	{
+		AdeCommitSteps = false;
+		AdeLockDeadline = 0;
+		if (commit && alone)
+			(void) run_lock(false);
+	}
+	PG_END_TRY();
 	SPI_finish();
-	return (Datum) 0;
 }
 
 /* ade_sync() returns table(...): every token */
 Datum
 ade_sync_all(PG_FUNCTION_ARGS)
 {
-	return sync_tokens(fcinfo, false, 0);
+	InitMaterializedSRF(fcinfo, 0);
+	sync_tokens((ReturnSetInfo *) fcinfo->resultinfo, false, false, 0);
+	return (Datum) 0;
 }
 
 /* ade_sync(token_id bigint) returns table(...): one token */
@@ -856,5 +945,31 @@ ade_sync_one(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("token_id is NULL"),
 				 errhint("SELECT id, org_name FROM abm_tokens lists the tokens; ade_sync() with no argument syncs them all.")));
-	return sync_tokens(fcinfo, true, PG_GETARG_INT64(0));
+	InitMaterializedSRF(fcinfo, 0);
+	sync_tokens((ReturnSetInfo *) fcinfo->resultinfo, false, true, PG_GETARG_INT64(0));
+	return (Datum) 0;
+}
+
+/*
+ * CALL ade_sync_job(token_id bigint DEFAULT NULL): the run pg_cron makes,
+ * committing each step (see the header).  Called where it cannot commit
+ * (in a transaction block, from a function) it is one transaction, as
+ * SELECT ade_sync() is.  Its memory lives in the portal's, which outlives
+ * the commits.
+ */
+Datum
+ade_sync_job(PG_FUNCTION_ARGS)
+{
+	bool		commit = fcinfo->context && IsA(fcinfo->context, CallContext) &&
+		!castNode(CallContext, fcinfo->context)->atomic;
+	MemoryContext jobcxt;
+	MemoryContext old;
+
+	jobcxt = AllocSetContextCreate(commit && PortalContext ? PortalContext : CurrentMemoryContext,
+								   "ade sync job", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(jobcxt);
+	sync_tokens(NULL, commit, !PG_ARGISNULL(0), PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0));
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(jobcxt);
+	PG_RETURN_VOID();
 }

@@ -13,9 +13,12 @@ ADE_PACKAGES="postgresql-$PGVER postgresql-client-$PGVER postgresql-server-dev-$
 
 log() { printf '== %s\n' "$*"; }
 
-# run a command as the postgres user when we are root (PostgreSQL refuses root)
+# run a command as the postgres user when we are root (PostgreSQL refuses
+# root), from / : a checkout in a directory only root can enter (root's home)
+# would make runuser print "could not change directory" into the output.
+# Every path handed to it is absolute.
 as_pg() {
-  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [[ $(id -u) -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # Debian packages the project needs, installed when missing (as root)

@@ -37,6 +37,25 @@
  *-------------------------------------------------------------------------
  */
 
+-- The one lock rule between a sync and the application (src/coexist.c):
+-- every write of ade that decides whether a host must stay takes hosts in
+-- SHARE ROW EXCLUSIVE mode first, without queueing; the triggers below read
+-- the assignments as they are now, which no write of ade can be half-way
+-- through while the application's statement holds hosts.
+CREATE FUNCTION ade_lock_hosts() RETURNS void
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'ade_lock_hosts';
+COMMENT ON FUNCTION ade_lock_hosts() IS
+	'internal: takes hosts in SHARE ROW EXCLUSIVE mode without queueing, within lock_timeout and the run''s time';
+
+CREATE FUNCTION ade_live_hosts(p_ids bigint[],
+	OUT host_id bigint, OUT hardware_serial text, OUT model text, OUT platform text, OUT token_id bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'ade_live_hosts';
+COMMENT ON FUNCTION ade_live_hosts(bigint[]) IS
+	'internal: the hosts among p_ids whose ADE assignment is live as of the latest snapshot, with their last ABM record';
+
 -- The next host made by nextval() must not collide with an id in use: a
 -- host's, or one an assignment keeps (a soft-deleted assignment keeps the
 -- id of a host that is gone, and host_id is its primary key).  Moves the
@@ -75,18 +94,19 @@ BEGIN
 		INSERT INTO @extschema@.hosts (id, hardware_serial, hardware_model, platform,
 									   team_id, created_at, updated_at)
 		SELECT o.id, d.hardware_serial,
-			   coalesce(d.device->>'model', o.model),
-			   coalesce(@extschema@.ade_platform(d.device->>'device_family'), o.platform, 'darwin'),
+			   coalesce(d.model, o.model),
+			   coalesce(d.platform, o.platform, 'darwin'),
 			   o.team_id, now(), now()
 		  FROM unnest(p_ids, p_models, p_platforms, p_teams) AS o(id, model, platform, team_id)
-		  JOIN @extschema@.host_dep_assignments d
-			ON d.host_id = o.id AND d.deleted_at IS NULL
+		  -- live now, not as of the snapshot of a REPEATABLE READ
+		  -- transaction (src/coexist.c)
+		  JOIN @extschema@.ade_live_hosts(p_ids) d ON d.host_id = o.id
 		 ORDER BY o.id
 		RETURNING id, hardware_serial
 	), told AS (
 		SELECT @extschema@.ade_notify_hosts(array_agg('restored'::text), array_agg(r.id),
-											array_agg(r.hardware_serial), array_agg(d.abm_token_id))
-		  FROM restored r JOIN @extschema@.host_dep_assignments d ON d.host_id = r.id
+											array_agg(r.hardware_serial), array_agg(d.token_id))
+		  FROM restored r JOIN @extschema@.ade_live_hosts(p_ids) d ON d.host_id = r.id
 	)
 	SELECT count(*) INTO n FROM restored r, told;
 	IF n > 0 THEN
@@ -104,15 +124,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	-- a device soft-deleted as this statement sees it, that a restore
-	-- (ade_token_row()) has brought back meanwhile: the lock waits for that
-	-- restore, and is a serialization failure under REPEATABLE READ or
-	-- SERIALIZABLE (the application tries again); under READ COMMITTED the
-	-- next statement sees it live and makes its host again
-	PERFORM 1
-	   FROM ade_deleted_hosts o
-	   JOIN @extschema@.host_dep_assignments d ON d.host_id = o.id AND d.deleted_at IS NOT NULL
-	    FOR SHARE OF d;
+	-- no row lock: no write of ade is half-way through while this statement
+	-- holds hosts, and ade_restore_hosts() reads what is committed now
+	-- (src/coexist.c)
 	PERFORM @extschema@.ade_restore_hosts(array_agg(o.id), array_agg(o.hardware_model),
 										  array_agg(o.platform), array_agg(o.team_id))
 	   FROM ade_deleted_hosts o;
@@ -258,6 +272,7 @@ CREATE TRIGGER ade_keep_live_hosts_renumbered AFTER UPDATE OF id ON hosts
 	FOR EACH ROW WHEN (OLD.id OPERATOR(pg_catalog.<>) NEW.id)
 	EXECUTE FUNCTION ade_hosts_renumbered();
 
-REVOKE ALL ON FUNCTION ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
+REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]),
+	ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
 	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
 	ade_hosts_reserialed(), ade_hosts_renumbered() FROM PUBLIC;

@@ -315,6 +315,9 @@ BEGIN
 	  LEFT JOIN @extschema@.ade_profile_applied a
 		ON a.token_id = p_token AND a.scope = m.team_id || '/' || m.platform
 	 WHERE a.profile_key IS DISTINCT FROM m.profile_key;
+	-- the one lock rule with the application (src/coexist.c): its team
+	-- moves mark assignments too
+	PERFORM @extschema@.ade_lock_hosts();
 	IF v_changed IS NOT NULL THEN
 		-- rare: a profile changed; mark the live devices it applies to that
 		-- do not hold it (NOT_ACCESSIBLE waits for ABM to report the device)
@@ -413,6 +416,8 @@ CREATE FUNCTION ade_store_answers(p_token bigint, p_uuid text, p_serials text[],
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+	-- the one lock rule with the application (src/coexist.c)
+	SELECT @extschema@.ade_lock_hosts();
 	WITH ans AS (
 		SELECT s.serial,
 			   CASE WHEN p_answer->'devices'->>s.serial IN ('SUCCESS', 'NOT_ACCESSIBLE', 'FAILED', 'THROTTLED')
@@ -453,6 +458,8 @@ RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+	-- the one lock rule with the application (src/coexist.c)
+	SELECT @extschema@.ade_lock_hosts();
 	UPDATE @extschema@.host_dep_assignments d
 	   SET assign_sent_at = now(), updated_at = now()
 	 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token;

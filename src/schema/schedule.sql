@@ -4,8 +4,9 @@
  *		Source of the ade install script: the pg_cron job.
  *
  * Owns ade_schedule() and ade_unschedule(): the pg_cron job ade_sync that
- * runs SELECT ade_sync() (every minute by default), and its removal when
- * the extension is dropped.  pg_cron is optional at install time: only
+ * runs CALL ade_sync_job() (every minute by default: ade_sync() committing
+ * each page, sync.sql), and its removal when the extension is dropped,
+ * also in a database restored where pg_cron is not installed.  pg_cron is optional at install time: only
  * these functions need it, and they say so with a hint when it is missing.
  *
  * IDENTIFICATION
@@ -32,7 +33,7 @@ BEGIN
 				  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron.';
 	END IF;
 	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jid
-		USING 'ade_sync', schedule, format('SELECT %I.ade_sync()', '@extschema@');
+		USING 'ade_sync', schedule, format('CALL %I.ade_sync_job()', '@extschema@');
 
 	-- The cleanup function is made here, outside the extension (an event
 	-- trigger of the extension's own would not fire when it is dropped).
@@ -57,7 +58,12 @@ BEGIN
 		BEGIN
 			IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
 						WHERE object_type = 'extension' AND object_identity = 'ade') THEN
-				PERFORM cron.unschedule(j.jobid) FROM cron.job j WHERE j.jobname = 'ade_sync';
+				-- a dump restored where pg_cron is not installed brings
+				-- this trigger along, and no job
+				IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+					EXECUTE 'SELECT count(cron.unschedule(j.jobid)) FROM cron.job j WHERE j.jobname = $1'
+						USING 'ade_sync';
+				END IF;
 				DROP EVENT TRIGGER ade_cron_cleanup;
 				DROP FUNCTION %I.ade_cron_cleanup();
 			END IF;
@@ -77,7 +83,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ade_schedule(text) IS
-	'registers the pg_cron job ade_sync (SELECT ade_sync(), every minute by default); idempotent';
+	'registers the pg_cron job ade_sync (CALL ade_sync_job(), every minute by default); idempotent';
 
 CREATE FUNCTION ade_unschedule() RETURNS boolean
 LANGUAGE plpgsql VOLATILE

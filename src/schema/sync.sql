@@ -47,6 +47,18 @@ CREATE FUNCTION ade_sync(token_id bigint, OUT token_id bigint, OUT org_name text
 	SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ade_sync(bigint) IS 'syncs one ABM token';
 
+-- The run pg_cron makes (ade_schedule()): the same as ade_sync(), but each
+-- page and each assignment batch commits as soon as it is applied, so that
+-- the application's statements on hosts wait for one page at most
+-- (src/coexist.c); ade_sync_runs has what it did.  In a transaction block
+-- it cannot commit, and is one transaction like ade_sync().  (No SET
+-- clause: a procedure that has one cannot commit; the C code qualifies
+-- every name, and each SQL function it calls pins its search_path.)
+CREATE PROCEDURE ade_sync_job(token_id bigint DEFAULT NULL)
+	AS 'MODULE_PATHNAME', 'ade_sync_job' LANGUAGE C;
+COMMENT ON PROCEDURE ade_sync_job(bigint) IS
+	'syncs every ABM token (or one), committing each page: what pg_cron runs';
+
 -- Sync rule 8: platform from ABM's device_family (NULL when ABM sent none).
 CREATE FUNCTION ade_platform(device_family text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -485,6 +497,8 @@ DECLARE
 	v_freed text[];
 	v_note int;
 BEGIN
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
 	added := 0; modified := 0; deleted := 0; skipped := 0;
 	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
 		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
@@ -554,6 +568,12 @@ DECLARE
 	n int := 0;
 	v_state text;
 BEGIN
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
+					WHERE x.token_id = p_token AND x.retry_at <= now()) THEN
+		RETURN 0;
+	END IF;
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
 	FOR r IN
 		SELECT x.id, x.record, x.from_fetch, x.fetched_until FROM @extschema@.ade_rejected_records x
 		 WHERE x.token_id = p_token AND x.retry_at <= now()
@@ -626,6 +646,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION ade_last_runs(int) IS 'the last n ade_sync() runs (one row per token per run), newest first';
 
+REVOKE ALL ON PROCEDURE ade_sync_job(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ade_sync(), ade_sync(bigint),
 	ade_apply_records(bigint, jsonb, boolean, timestamptz), ade_apply_devices(bigint, jsonb, boolean, timestamptz),
 	ade_apply_page(bigint, jsonb, boolean, text, text, text), ade_retry_rejected(bigint, timestamptz),

@@ -210,6 +210,9 @@ BEGIN
 	IF FOUND THEN
 		RETURN v_id;
 	END IF;
+	-- a restore makes devices live again: the one lock rule with the
+	-- application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
 	DELETE FROM @extschema@.ade_removed_tokens x WHERE x.consumer_key = p_consumer_key
 	RETURNING x.* INTO r;
 	IF NOT FOUND THEN
@@ -329,6 +332,8 @@ BEGIN
 			USING ERRCODE = 'no_data_found',
 				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
 	END IF;
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
 	WITH gone AS (
 		UPDATE @extschema@.host_dep_assignments d
 		   SET deleted_at = v_at, needs_assign = false, updated_at = now()

@@ -1,0 +1,602 @@
+/*-------------------------------------------------------------------------
+ *
+ * ade--0.4--0.5.sql
+ *		Upgrade of the ade extension from 0.4 to 0.5 (in development).
+ *
+ * Brings a 0.4 installation to exactly what a fresh install of 0.5 creates
+ * (test/t/06_install_equals_upgrade.sql proves it).  Every schema change of
+ * 0.5 goes into the sources (src/schema/) and into this script.
+ *
+ * Never edit this file once released.
+ *
+ *-------------------------------------------------------------------------
+ */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION ade UPDATE TO '0.5'" to load this file. \quit
+
+-- ---------------------------------------------------------------------
+-- ade beside the application that owns hosts (issue 18): one lock rule
+-- (src/coexist.c), delete triggers that read the assignments as they are
+-- now, and a scheduled run that commits each page
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION ade_lock_hosts() RETURNS void
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'ade_lock_hosts';
+COMMENT ON FUNCTION ade_lock_hosts() IS
+	'internal: takes hosts in SHARE ROW EXCLUSIVE mode without queueing, within lock_timeout and the run''s time';
+
+CREATE FUNCTION ade_live_hosts(p_ids bigint[],
+	OUT host_id bigint, OUT hardware_serial text, OUT model text, OUT platform text, OUT token_id bigint)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'ade_live_hosts';
+COMMENT ON FUNCTION ade_live_hosts(bigint[]) IS
+	'internal: the hosts among p_ids whose ADE assignment is live as of the latest snapshot, with their last ABM record';
+
+CREATE OR REPLACE FUNCTION ade_restore_hosts(p_ids bigint[], p_models text[], p_platforms text[], p_teams bigint[])
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n int;
+BEGIN
+	WITH restored AS (
+		INSERT INTO @extschema@.hosts (id, hardware_serial, hardware_model, platform,
+									   team_id, created_at, updated_at)
+		SELECT o.id, d.hardware_serial,
+			   coalesce(d.model, o.model),
+			   coalesce(d.platform, o.platform, 'darwin'),
+			   o.team_id, now(), now()
+		  FROM unnest(p_ids, p_models, p_platforms, p_teams) AS o(id, model, platform, team_id)
+		  -- live now, not as of the snapshot of a REPEATABLE READ
+		  -- transaction (src/coexist.c)
+		  JOIN @extschema@.ade_live_hosts(p_ids) d ON d.host_id = o.id
+		 ORDER BY o.id
+		RETURNING id, hardware_serial
+	), told AS (
+		SELECT @extschema@.ade_notify_hosts(array_agg('restored'::text), array_agg(r.id),
+											array_agg(r.hardware_serial), array_agg(d.token_id))
+		  FROM restored r JOIN @extschema@.ade_live_hosts(p_ids) d ON d.host_id = r.id
+	)
+	SELECT count(*) INTO n FROM restored r, told;
+	IF n > 0 THEN
+		PERFORM @extschema@.ade_hosts_id_past();
+	END IF;
+	RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_hosts_after_delete() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- no row lock: no write of ade is half-way through while this statement
+	-- holds hosts, and ade_restore_hosts() reads what is committed now
+	-- (src/coexist.c)
+	PERFORM @extschema@.ade_restore_hosts(array_agg(o.id), array_agg(o.hardware_model),
+										  array_agg(o.platform), array_agg(o.team_id))
+	   FROM ade_deleted_hosts o;
+	RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_cursor text, p_mode text, p_fetched_until text,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_prev text;
+	v_started timestamptz;
+	v_restored timestamptz;
+	v_freed text[];
+	v_note int;
+BEGIN
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	added := 0; modified := 0; deleted := 0; skipped := 0;
+	IF coalesce(jsonb_array_length(p_devices), 0) > 0 THEN
+		SELECT a.added, a.modified, a.deleted, a.skipped INTO added, modified, deleted, skipped
+		  FROM @extschema@.ade_apply_devices(p_token, p_devices, p_fetch, p_fetched_until::timestamptz) a;
+	END IF;
+	SELECT t.mode, t.fetch_started_at, t.restored_at INTO v_prev, v_started, v_restored
+	  FROM @extschema@.abm_tokens t WHERE t.id = p_token;
+	UPDATE @extschema@.abm_tokens t
+	   SET cursor = p_cursor, mode = p_mode,
+		   fetch_started_at = CASE WHEN p_mode = 'fetch' AND p_cursor IS NULL
+								   THEN now() ELSE t.fetch_started_at END,
+		   fetched_until = coalesce(p_fetched_until::timestamptz, t.fetched_until),
+		   -- a page of the cursor kept by a restore answered: it brings
+		   -- what changed while the token was away
+		   restored_at = CASE WHEN p_cursor IS NOT NULL
+								   AND (v_started IS NULL OR v_started < v_restored)
+							  THEN NULL ELSE t.restored_at END,
+		   updated_at = now()
+	 WHERE t.id = p_token;
+	-- a full fetch ended: a device the token holds that it did not list
+	-- (untouched since the fetch began) is soft-deleted when another
+	-- token's record of the same second claims it (its delete was lost
+	-- with an expired cursor), or when a restore brought it back on the
+	-- word of a cursor that expired before it answered
+	IF v_prev = 'fetch' AND p_mode = 'sync' AND v_started IS NOT NULL THEN
+		WITH unlisted AS (
+			UPDATE @extschema@.host_dep_assignments d
+			   SET deleted_at = now(), needs_assign = false, updated_at = now()
+			 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
+			   AND d.updated_at < v_started
+			   AND (v_restored IS NOT NULL
+					OR EXISTS (SELECT 1 FROM @extschema@.ade_tied_records t
+								WHERE t.hardware_serial = d.hardware_serial AND t.token_id <> p_token))
+			   -- listed by this fetch, but its record is kept aside (it
+			   -- could not apply)
+			   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
+								WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial
+								  AND x.from_fetch AND x.rejected_at >= v_started)
+			RETURNING d.host_id, d.hardware_serial)
+		SELECT array_agg(u.hardware_serial),
+			   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(u.host_id),
+										   array_agg(u.hardware_serial), array_agg(p_token))
+		  INTO v_freed, v_note
+		  FROM unlisted u;
+		IF v_freed IS NOT NULL THEN
+			PERFORM @extschema@.ade_release_tied(v_freed);
+		END IF;
+		IF v_restored IS NOT NULL THEN
+			UPDATE @extschema@.abm_tokens t SET restored_at = NULL WHERE t.id = p_token;
+		END IF;
+	END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_retry_rejected(p_token bigint, p_deadline timestamptz) RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	n int := 0;
+	v_state text;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
+					WHERE x.token_id = p_token AND x.retry_at <= now()) THEN
+		RETURN 0;
+	END IF;
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	FOR r IN
+		SELECT x.id, x.record, x.from_fetch, x.fetched_until FROM @extschema@.ade_rejected_records x
+		 WHERE x.token_id = p_token AND x.retry_at <= now()
+		 ORDER BY x.retry_at, x.id
+	LOOP
+		EXIT WHEN clock_timestamp() >= p_deadline;
+		BEGIN
+			PERFORM @extschema@.ade_apply_records(p_token, jsonb_build_array(r.record), r.from_fetch, r.fetched_until);
+			DELETE FROM @extschema@.ade_rejected_records x WHERE x.id = r.id;
+			n := n + 1;
+		EXCEPTION WHEN OTHERS THEN
+			v_state := SQLSTATE;
+			IF NOT @extschema@.ade_record_error(v_state) THEN
+				RAISE;
+			END IF;
+			UPDATE @extschema@.ade_rejected_records x
+			   SET reason = SQLERRM, sqlstate = v_state, tries = x.tries + 1,
+				   retry_at = now() + coalesce(current_setting('ade.failed_retry_interval', true), '1h')::interval
+			 WHERE x.id = r.id;
+		END;
+	END LOOP;
+	RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_assign_candidates(p_token bigint)
+RETURNS TABLE (hardware_serial text, profile_key text, profile_uuid text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_changed text[];
+BEGIN
+	-- ABM asked for a pause (a 429's Retry-After): nothing is sent before
+	IF EXISTS (SELECT 1 FROM @extschema@.abm_tokens t
+				WHERE t.id = p_token AND t.assign_not_before > now()) THEN
+		RETURN;
+	END IF;
+	SELECT array_agg(m.team_id || '/' || m.platform) INTO v_changed
+	  FROM @extschema@.ade_device_profiles(p_token) m
+	  LEFT JOIN @extschema@.ade_profile_applied a
+		ON a.token_id = p_token AND a.scope = m.team_id || '/' || m.platform
+	 WHERE a.profile_key IS DISTINCT FROM m.profile_key;
+	-- the one lock rule with the application (src/coexist.c): its team
+	-- moves mark assignments too
+	PERFORM @extschema@.ade_lock_hosts();
+	IF v_changed IS NOT NULL THEN
+		-- rare: a profile changed; mark the live devices it applies to that
+		-- do not hold it (NOT_ACCESSIBLE waits for ABM to report the device)
+		UPDATE @extschema@.host_dep_assignments d
+		   SET needs_assign = true, updated_at = now()
+		  FROM @extschema@.hosts h, @extschema@.ade_device_profiles(p_token) m
+		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND NOT d.needs_assign
+		   AND d.assign_profile_response IS DISTINCT FROM 'NOT_ACCESSIBLE'
+		   AND h.id = d.host_id
+		   AND m.team_id = coalesce(h.team_id, 0) AND m.platform = h.platform
+		   AND m.team_id || '/' || m.platform = ANY (v_changed)
+		   AND m.profile IS NOT NULL
+		   AND (m.profile_uuid IS NULL OR d.profile_uuid IS DISTINCT FROM m.profile_uuid);
+		INSERT INTO @extschema@.ade_profile_applied AS a (token_id, scope, profile_key)
+		SELECT p_token, m.team_id || '/' || m.platform, m.profile_key
+		  FROM @extschema@.ade_device_profiles(p_token) m
+		 WHERE m.team_id || '/' || m.platform = ANY (v_changed)
+		ON CONFLICT (token_id, scope) DO UPDATE SET profile_key = excluded.profile_key;
+		-- scopes gone with their team
+		DELETE FROM @extschema@.ade_profile_applied a
+		 WHERE a.token_id = p_token
+		   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_device_profiles(p_token) m
+							WHERE m.team_id || '/' || m.platform = a.scope);
+	END IF;
+
+	RETURN QUERY
+	WITH due AS (
+		SELECT d.hardware_serial, d.assign_sent_at, d.profile_uuid AS held,
+			   m.profile_key, m.profile_uuid
+		  FROM @extschema@.host_dep_assignments d
+		  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
+		  JOIN @extschema@.ade_device_profiles(p_token) m
+			ON m.team_id = coalesce(h.team_id, 0)
+		   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
+		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign
+		   AND (d.retry_at IS NULL OR d.retry_at <= now())
+		   AND m.profile IS NOT NULL
+	), holding AS (
+		-- marked, but it holds its profile already: nothing to send (a
+		-- data-modifying WITH runs to completion, read or not)
+		UPDATE @extschema@.host_dep_assignments d
+		   SET needs_assign = false, retry_at = NULL, updated_at = now()
+		  FROM due
+		 WHERE due.profile_uuid IS NOT NULL AND due.held = due.profile_uuid
+		   AND d.hardware_serial = due.hardware_serial
+		RETURNING 1
+	)
+	SELECT due.hardware_serial, due.profile_key, due.profile_uuid
+	  FROM due
+	 WHERE (due.profile_uuid IS NULL OR due.held IS DISTINCT FROM due.profile_uuid)
+	 ORDER BY due.assign_sent_at NULLS FIRST, due.profile_key, due.hardware_serial;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_store_answers(p_token bigint, p_uuid text, p_serials text[],
+	p_answer jsonb, p_retry_after int, p_failed_retry int,
+	OUT assigned int, OUT failed int, OUT throttled boolean)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	-- the one lock rule with the application (src/coexist.c)
+	SELECT @extschema@.ade_lock_hosts();
+	WITH ans AS (
+		SELECT s.serial,
+			   CASE WHEN p_answer->'devices'->>s.serial IN ('SUCCESS', 'NOT_ACCESSIBLE', 'FAILED', 'THROTTLED')
+					THEN p_answer->'devices'->>s.serial ELSE 'FAILED' END AS resp
+		  FROM unnest(p_serials) AS s(serial)
+	), upd AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET profile_uuid = CASE WHEN a.resp = 'SUCCESS' THEN p_uuid ELSE d.profile_uuid END,
+			   assign_profile_response = a.resp,
+			   response_updated_at = now(),
+			   assign_sent_at = now(),
+			   needs_assign = a.resp IN ('FAILED', 'THROTTLED'),
+			   retry_at = CASE a.resp
+							WHEN 'FAILED' THEN now() + make_interval(secs => p_failed_retry)
+							WHEN 'THROTTLED' THEN now() + make_interval(secs => coalesce(p_retry_after, 86400))
+						  END,
+			   updated_at = now()
+		  FROM ans a
+		 WHERE d.hardware_serial = a.serial AND d.abm_token_id = p_token
+		RETURNING a.resp
+	)
+	SELECT count(*) FILTER (WHERE resp = 'SUCCESS')::int,
+		   count(*) FILTER (WHERE resp <> 'SUCCESS')::int,
+		   coalesce(bool_or(resp = 'THROTTLED'), false)
+	  FROM upd
+$$;
+
+CREATE OR REPLACE FUNCTION ade_batch_unanswered(p_token bigint, p_serials text[], p_retry_after int)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	-- the one lock rule with the application (src/coexist.c)
+	SELECT @extschema@.ade_lock_hosts();
+	UPDATE @extschema@.host_dep_assignments d
+	   SET assign_sent_at = now(), updated_at = now()
+	 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token;
+	UPDATE @extschema@.abm_tokens t
+	   SET assign_not_before = now() + make_interval(secs => p_retry_after), updated_at = now()
+	 WHERE p_retry_after IS NOT NULL AND t.id = p_token;
+$$;
+
+CREATE OR REPLACE FUNCTION ade_token_row(p_consumer_key text, p_renew_at timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id bigint;
+	r record;
+	v_lost bigint;
+	v_back bigint;
+	v_note int;
+BEGIN
+	UPDATE @extschema@.abm_tokens t
+	   SET renew_at = p_renew_at, token_invalid = false, terms_expired = false, updated_at = now()
+	 WHERE t.consumer_key = p_consumer_key
+	RETURNING t.id INTO v_id;
+	IF FOUND THEN
+		RETURN v_id;
+	END IF;
+	-- a restore makes devices live again: the one lock rule with the
+	-- application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	DELETE FROM @extschema@.ade_removed_tokens x WHERE x.consumer_key = p_consumer_key
+	RETURNING x.* INTO r;
+	IF NOT FOUND THEN
+		INSERT INTO @extschema@.abm_tokens AS t (consumer_key, renew_at) VALUES (p_consumer_key, p_renew_at)
+		ON CONFLICT (consumer_key) DO UPDATE
+		   SET renew_at = excluded.renew_at, token_invalid = false, terms_expired = false, updated_at = now()
+		RETURNING t.id INTO v_id;
+		RETURN v_id;
+	END IF;
+
+	-- the hosts its devices come back on, locked against a delete (an
+	-- application's, the TRUNCATE of hosts) until this commits: one that
+	-- committed first has lost its host, one that comes later finds the
+	-- device live and keeps the host (ade_hosts_after_delete()).  Key
+	-- share: updates of other columns (the sync's, an application's) go
+	-- on; in id order, the order of a bulk DELETE of hosts.
+	PERFORM 1
+	   FROM @extschema@.host_dep_assignments d
+	   JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+	  WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
+	  ORDER BY h.id
+	    FOR KEY SHARE OF h;
+	SELECT count(*) INTO v_lost
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+	 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at AND h.id IS NULL;
+	-- its records that waited for another token's delete went with it: what
+	-- they said comes again only with a full fetch; so does everything of a
+	-- token that had no cursor yet, or that was removed again before the
+	-- cursor of an earlier restore answered (what that restore revived is
+	-- not known to be ABM's)
+	v_lost := v_lost + coalesce((r.settings->>'tied')::bigint, 0)
+			  + CASE WHEN r.cursor IS NULL THEN 1 ELSE 0 END
+			  + CASE WHEN r.settings->>'restored_at' IS NOT NULL THEN 1 ELSE 0 END;
+	INSERT INTO @extschema@.abm_tokens (id, consumer_key, renew_at, mode, cursor, fetch_started_at,
+		fetched_until, last_sync_at, assign_profiles, macos_team_id, ios_team_id,
+		ipados_team_id, assign_not_before, restored_at)
+	SELECT r.id, p_consumer_key, p_renew_at,
+		   CASE WHEN v_lost = 0 THEN r.mode ELSE 'fetch' END,
+		   CASE WHEN v_lost = 0 THEN r.cursor END,
+		   CASE WHEN v_lost = 0 THEN r.fetch_started_at END,
+		   r.fetched_until,
+		   -- not its last error: the file added back may be what fixes it
+		   (r.settings->>'last_sync_at')::timestamptz,
+		   coalesce((r.settings->>'assign_profiles')::boolean, true),
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'macos_team_id')::bigint),
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ios_team_id')::bigint),
+		   (SELECT tm.id FROM @extschema@.teams tm WHERE tm.id = (r.settings->>'ipados_team_id')::bigint),
+		   (r.settings->>'assign_not_before')::timestamptz,
+		   -- the devices come back on the word of the cursor: until a page
+		   -- of it answers, a full fetch (an expired cursor) soft-deletes
+		   -- again those it does not list (ade_apply_page())
+		   CASE WHEN v_lost = 0 THEN now() END;
+	INSERT INTO @extschema@.ade_profiles (token_id, platform, team_id, profile)
+	SELECT r.id, p->>'platform', NULL, p->'profile'
+	  FROM jsonb_array_elements(coalesce(r.settings->'profiles', '[]')) p;
+	-- what ABM refused is sent again: it may have been fixed meanwhile
+	INSERT INTO @extschema@.ade_profile_definitions (token_id, profile_key, profile_uuid, defined_at)
+	SELECT r.id, p->>'profile_key', p->>'profile_uuid', (p->>'defined_at')::timestamptz
+	  FROM jsonb_array_elements(coalesce(r.settings->'definitions', '[]')) p
+	 WHERE p->>'refusal' IS NULL;
+	IF v_lost > 0 THEN
+		-- no cursor: the full fetch brings back what ABM still gives the
+		-- token (on the same hosts, found by serial), and nothing it no
+		-- longer does
+		RAISE NOTICE 'abm token % is back in place; its devices come back with the next sync, which fetches them all again', r.id
+			USING DETAIL = 'Some of its devices lost their host meanwhile, records it held for other tokens went with it, it had no cursor yet, or the cursor of its last restore never answered.';
+		RETURN r.id;
+	END IF;
+	-- the cursor goes on: the devices the removal soft-deleted come back
+	-- live, on their hosts, and the cursor brings what changed since.
+	-- updated_at stays the removal's: a full fetch that follows (the
+	-- cursor expired) tells what it did not list by it, even in this
+	-- transaction (ade_apply_page())
+	WITH back AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = NULL
+		  FROM @extschema@.hosts h
+		 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
+		   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+		RETURNING d.host_id, d.hardware_serial)
+	SELECT count(*), @extschema@.ade_notify_hosts(array_agg('added'::text), array_agg(b.host_id),
+												 array_agg(b.hardware_serial), array_agg(r.id))
+	  INTO v_back, v_note
+	  FROM back b;
+	RAISE NOTICE 'abm token % is back in place: % devices live again, the next sync goes on from its cursor', r.id, v_back;
+	RETURN r.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_remove_token(token_id bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	v_freed text[];
+	v_n bigint;
+	-- not now(): a sync earlier in the same transaction soft-deleted its
+	-- devices at now(), and those must not come back with the token
+	v_at timestamptz := clock_timestamp();
+	v_note int;
+BEGIN
+	IF token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	SELECT * INTO t FROM @extschema@.abm_tokens x WHERE x.id = ade_remove_token.token_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', ade_remove_token.token_id
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	WITH gone AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = v_at, needs_assign = false, updated_at = now()
+		 WHERE d.abm_token_id = t.id AND d.deleted_at IS NULL
+		RETURNING d.host_id, d.hardware_serial)
+	SELECT array_agg(g.hardware_serial),
+		   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(g.host_id),
+									   array_agg(g.hardware_serial), array_agg(t.id))
+	  INTO v_freed, v_note
+	  FROM gone g;
+	v_n := coalesce(cardinality(v_freed), 0);
+	INSERT INTO @extschema@.ade_removed_tokens AS x
+		(id, consumer_key, mode, cursor, fetch_started_at, fetched_until, removed_at, devices, settings)
+	VALUES (t.id, t.consumer_key, t.mode, t.cursor, t.fetch_started_at, t.fetched_until, v_at, v_n,
+			jsonb_build_object(
+				'assign_profiles', t.assign_profiles,
+				'assign_not_before', t.assign_not_before,
+				'last_sync_at', t.last_sync_at, 'restored_at', t.restored_at,
+				'tied', (SELECT count(*) FROM @extschema@.ade_tied_records x WHERE x.token_id = t.id),
+				'macos_team_id', t.macos_team_id, 'ios_team_id', t.ios_team_id,
+				'ipados_team_id', t.ipados_team_id,
+				'profiles', (SELECT coalesce(jsonb_agg(jsonb_build_object('platform', p.platform, 'profile', p.profile)), '[]')
+							   FROM @extschema@.ade_profiles p WHERE p.token_id = t.id),
+				'definitions', (SELECT coalesce(jsonb_agg(to_jsonb(d) - 'token_id'), '[]')
+								  FROM @extschema@.ade_profile_definitions d WHERE d.token_id = t.id)))
+	ON CONFLICT (consumer_key) DO UPDATE
+	   SET id = excluded.id, mode = excluded.mode, cursor = excluded.cursor,
+		   fetch_started_at = excluded.fetch_started_at, fetched_until = excluded.fetched_until,
+		   removed_at = excluded.removed_at, devices = excluded.devices, settings = excluded.settings;
+	-- its secrets, session, profiles and definitions go with the row (foreign keys)
+	DELETE FROM @extschema@.abm_tokens x WHERE x.id = t.id;
+	-- a device another token's record of the same second claims goes there
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
+	RAISE NOTICE 'abm token % (%) removed: % live devices soft-deleted', t.id, coalesce(t.org_name, t.consumer_key), v_n
+		USING HINT = 'Adding the same token back with ade_add_token() restores it in place: the same id, its cursor, settings and these devices.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_schedule(schedule text DEFAULT '* * * * *') RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	jid bigint;
+	v_fn regprocedure;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in this database'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron.';
+	END IF;
+	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jid
+		USING 'ade_sync', schedule, format('CALL %I.ade_sync_job()', '@extschema@');
+
+	-- The cleanup function is made here, outside the extension (an event
+	-- trigger of the extension's own would not fire when it is dropped).
+	-- A role with CREATE on the schema could have made one of that name
+	-- first, to run its body as whoever next drops anything: one that
+	-- belongs to neither the extension's owner nor a superuser is refused,
+	-- never taken over.
+	v_fn := to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@'));
+	IF v_fn IS NOT NULL AND NOT EXISTS (
+		SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+		 WHERE p.oid = v_fn
+		   AND (r.rolsuper OR p.proowner = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ade')))
+	THEN
+		RAISE EXCEPTION 'function %.ade_cron_cleanup() exists and belongs to %, not to the extension''s owner',
+			'@extschema@', (SELECT p.proowner::regrole FROM pg_proc p WHERE p.oid = v_fn)
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'A role with CREATE on the schema made it; ade_schedule() does not take it over. Check it, drop it, and call ade_schedule() again.';
+	END IF;
+	EXECUTE format($f$
+		CREATE %s FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
+		LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
+		BEGIN
+			IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
+						WHERE object_type = 'extension' AND object_identity = 'ade') THEN
+				-- a dump restored where pg_cron is not installed brings
+				-- this trigger along, and no job
+				IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+					EXECUTE 'SELECT count(cron.unschedule(j.jobid)) FROM cron.job j WHERE j.jobname = $1'
+						USING 'ade_sync';
+				END IF;
+				DROP EVENT TRIGGER ade_cron_cleanup;
+				DROP FUNCTION %I.ade_cron_cleanup();
+			END IF;
+		END
+		$body$ $f$, CASE WHEN v_fn IS NULL THEN '' ELSE 'OR REPLACE' END, '@extschema@', '@extschema@');
+	EXECUTE format('REVOKE ALL ON FUNCTION %I.ade_cron_cleanup() FROM PUBLIC', '@extschema@');
+	IF NOT EXISTS (SELECT 1 FROM pg_event_trigger
+					WHERE evtname = 'ade_cron_cleanup'
+					  AND evtfoid = to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@'))) THEN
+		IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
+			EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
+		END IF;
+		EXECUTE format('CREATE EVENT TRIGGER ade_cron_cleanup ON sql_drop EXECUTE FUNCTION %I.ade_cron_cleanup()',
+					   '@extschema@');
+	END IF;
+	RETURN jid;
+END
+$$;
+COMMENT ON FUNCTION ade_schedule(text) IS
+	'registers the pg_cron job ade_sync (CALL ade_sync_job(), every minute by default); idempotent';
+
+CREATE PROCEDURE ade_sync_job(token_id bigint DEFAULT NULL)
+	AS 'MODULE_PATHNAME', 'ade_sync_job' LANGUAGE C;
+COMMENT ON PROCEDURE ade_sync_job(bigint) IS
+	'syncs every ABM token (or one), committing each page: what pg_cron runs';
+
+REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE ade_sync_job(bigint) FROM PUBLIC;
+
+-- A job ade_schedule() made runs ade_sync_job() from now on (its schedule
+-- and owner kept); the cleanup function it made no longer fails where
+-- pg_cron is not installed (a restored dump).
+DO $$
+BEGIN
+	IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		EXECUTE 'UPDATE cron.job SET command = $1 WHERE jobname = $2 AND command = $3'
+			USING format('CALL %I.ade_sync_job()', '@extschema@'), 'ade_sync',
+				  format('SELECT %I.ade_sync()', '@extschema@');
+	END IF;
+	IF to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@')) IS NOT NULL THEN
+		EXECUTE format($f$
+			CREATE OR REPLACE FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
+			LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
+			BEGIN
+				IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
+							WHERE object_type = 'extension' AND object_identity = 'ade') THEN
+					-- a dump restored where pg_cron is not installed brings
+					-- this trigger along, and no job
+					IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+						EXECUTE 'SELECT count(cron.unschedule(j.jobid)) FROM cron.job j WHERE j.jobname = $1'
+							USING 'ade_sync';
+					END IF;
+					DROP EVENT TRIGGER ade_cron_cleanup;
+					DROP FUNCTION %I.ade_cron_cleanup();
+				END IF;
+			END
+			$body$ $f$, '@extschema@', '@extschema@');
+	END IF;
+END
+$$;
