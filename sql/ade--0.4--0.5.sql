@@ -572,15 +572,17 @@ REVOKE ALL ON PROCEDURE ade_sync_job(bigint) FROM PUBLIC;
 -- A job ade_schedule() made runs ade_sync_job() from now on (its schedule
 -- and owner kept); the cleanup function it made no longer fails where
 -- pg_cron is not installed (a restored dump).
+-- (every name qualified: the script runs with the extension's schema first
+-- in search_path, where look-alikes may wait)
 DO $$
 BEGIN
-	IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
-		EXECUTE 'UPDATE cron.job SET command = $1 WHERE jobname = $2 AND command = $3'
-			USING format('CALL %I.ade_sync_job()', '@extschema@'), 'ade_sync',
-				  format('SELECT %I.ade_sync()', '@extschema@');
+	IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron') THEN
+		EXECUTE 'UPDATE cron.job SET command = $1 WHERE jobname OPERATOR(pg_catalog.=) $2 AND command OPERATOR(pg_catalog.=) $3'
+			USING pg_catalog.format('CALL %I.ade_sync_job()', '@extschema@'), 'ade_sync',
+				  pg_catalog.format('SELECT %I.ade_sync()', '@extschema@');
 	END IF;
-	IF to_regprocedure(format('%I.ade_cron_cleanup()', '@extschema@')) IS NOT NULL THEN
-		EXECUTE format($f$
+	IF pg_catalog.to_regprocedure(pg_catalog.format('%I.ade_cron_cleanup()', '@extschema@')) IS NOT NULL THEN
+		EXECUTE pg_catalog.format($f$
 			CREATE OR REPLACE FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
 			LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
 			BEGIN

@@ -75,6 +75,8 @@ AdeAbmKindName(AdeAbmKind kind)
 			return "throttled";
 		case ABM_SERVER_ERROR:
 			return "server_error";
+		case ABM_UNKNOWN_PROFILE:
+			return "INVALID_PROFILE";
 		case ABM_DEADLINE:
 			return "deadline";
 		case ABM_OTHER:
@@ -119,6 +121,11 @@ AdeAbmClassify(long status, const char *body)
 		return ABM_EXHAUSTED_CURSOR;
 	if (strcmp(code, "CURSOR_REQUIRED") == 0)
 		return ABM_CURSOR_REQUIRED;
+	/* a profile UUID ABM no longer knows (the profile was deleted there) */
+	if (status == 400 && (strcmp(code, "INVALID_PROFILE") == 0 ||
+						  strcmp(code, "INVALID_PROFILE_UUID") == 0 ||
+						  strcmp(code, "PROFILE_NOT_FOUND") == 0))
+		return ABM_UNKNOWN_PROFILE;
 	if (status == 401 || (status == 403 && pg_strcasecmp(code, "FORBIDDEN") == 0))
 		return ABM_UNAUTHORIZED;
 	if (status == 429)
@@ -655,12 +662,15 @@ AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 void
 AdeAbmUpdateAccount(AdeAbmClient *client, int64 token_id)
 {
+	AdeAbmStoreAccount(token_id, AdeAbmFetchAccount(client));
+}
+
+/* GET /account: what ABM says of the token's organisation and server */
+Jsonb *
+AdeAbmFetchAccount(AdeAbmClient *client)
+{
 	AdeAbmResponse resp;
 	Jsonb	   *jb;
-	Oid			argtypes[2] = {INT8OID, JSONBOID};
-	Datum		args[2];
-	char	   *sql;
-	int			rc;
 
 	AdeAbmCall(client, "GET", "/account", NULL, &resp);
 	if (resp.kind != ABM_OK)
@@ -670,6 +680,17 @@ AdeAbmUpdateAccount(AdeAbmClient *client, int64 token_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("ABM answered GET /account with JSON that is not an object")));
+	return jb;
+}
+
+/* store what GET /account answered on the token's row */
+void
+AdeAbmStoreAccount(int64 token_id, Jsonb *jb)
+{
+	Oid			argtypes[2] = {INT8OID, JSONBOID};
+	Datum		args[2];
+	char	   *sql;
+	int			rc;
 
 	args[0] = Int64GetDatum(token_id);
 	args[1] = JsonbPGetDatum(jb);

@@ -95,6 +95,7 @@ typedef enum AdeAbmKind
 	ABM_UNAUTHORIZED,
 	ABM_THROTTLED,
 	ABM_SERVER_ERROR,
+	ABM_UNKNOWN_PROFILE,		/* a 400: ABM does not know the profile UUID sent */
 	ABM_DEADLINE,				/* the run's time budget ran out: not a failure */
 	ABM_OTHER
 } AdeAbmKind;
@@ -145,6 +146,8 @@ extern void AdeAbmCall(AdeAbmClient *client, const char *method, const char *pat
 extern void AdeAbmRaise(const AdeAbmResponse *resp, const char *what) pg_attribute_noreturn();
 extern char *AdeAbmExcerpt(const char *body);
 extern void AdeAbmSaveSession(AdeAbmClient *client);
+extern Jsonb *AdeAbmFetchAccount(AdeAbmClient *client);
+extern void AdeAbmStoreAccount(int64 token_id, Jsonb *account);
 extern void AdeAbmUpdateAccount(AdeAbmClient *client, int64 token_id);
 extern AdeAbmKind AdeAbmClassify(long status, const char *body);
 extern const char *AdeAbmKindName(AdeAbmKind kind);
@@ -190,6 +193,8 @@ extern TimestampTz AdeLockDeadline;
 
 /* ---- subtransactions (subxact.c) ---- */
 extern bool AdeCommitSteps;
+extern void AdePinSearchPath(void);
+extern void AdeCommit(void);
 extern bool AdeTrySubxact(void (*step) (void *), void *arg, ErrorData **error,
 						  AdeAbmKind *kind);
 

@@ -39,6 +39,8 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "nodes/value.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -131,7 +133,8 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 	 * next run sends it again.  Kept as refused, with ABM's
 	 * words, for ade_status.attention; its devices wait.
 	 */
-	if (resp.kind == ABM_OTHER && resp.status == 400 && AdeSqlAtLeast(0, 4))
+	if (resp.status == 400 && (resp.kind == ABM_OTHER || resp.kind == ABM_UNKNOWN_PROFILE) &&
+		AdeSqlAtLeast(0, 4))
 	{
 		*refusal = psprintf("HTTP %ld %s", resp.status, AdeAbmExcerpt(resp.body));
 		args[2] = CStringGetTextDatum(*refusal);
@@ -425,6 +428,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 	int			n;
 	int			i;
 	MemoryContext batchcxt;
+	List	   *redefined = NIL;	/* profile keys defined again this run */
 
 	memset(out, 0, sizeof(*out));
 
@@ -502,6 +506,36 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 			break;
 		}
 		ok = AdeTrySubxact(batch_step, &b, &error, &kind);
+		if (!ok && kind == ABM_UNKNOWN_PROFILE && !list_member(redefined, makeString(cands[i].key)))
+		{
+			/*
+			 * ABM no longer knows the UUID stored for this profile (deleted
+			 * there): define it again, once per run, and send the batch
+			 * again with the new one; every run would fail the same way
+			 * otherwise.
+			 */
+			DefineStep	d = {client, token_id, cands[i].key, NULL, NULL};
+			int			j;
+
+			redefined = lappend(redefined, makeString(cands[i].key));
+			MemoryContextReset(batchcxt);
+			ereport(LOG,
+					(errmsg("ade: ABM no longer knows the profile UUID %s of token " INT64_FORMAT ": defining the profile again",
+							cands[i].uuid, token_id)));
+			if (AdeTrySubxact(define_step, &d, &error, &kind) && d.uuid != NULL)
+			{
+				for (j = i; j < n; j++)
+					if (strcmp(cands[j].key, cands[i].key) == 0)
+						cands[j].uuid = d.uuid;
+				continue;		/* the same batch, with the new UUID */
+			}
+			if (d.uuid == NULL && d.refusal != NULL)
+				out->note = psprintf("ABM refused an enrollment profile (%s): its devices wait; see ade_status.attention",
+									 d.refusal);
+			else
+				keep_error(out, error, kind);
+			break;
+		}
 		if (!ok)
 		{
 			/*

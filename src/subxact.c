@@ -32,11 +32,32 @@
 #include "access/xact.h"
 #include "ade.h"
 #include "executor/spi.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
 /* set by a run that may commit (sync.c): commit each top-level step */
 bool		AdeCommitSteps = false;
+
+/*
+ * search_path = pg_catalog, pg_temp for the rest of this transaction: what
+ * a SET clause gives a function, for a run that commits (a procedure with
+ * a SET clause cannot).  Each transaction of the run calls it.
+ */
+void
+AdePinSearchPath(void)
+{
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/* commit, and start the next transaction of the run as the last one */
+void
+AdeCommit(void)
+{
+	SPI_commit();
+	AdePinSearchPath();
+}
 
 /* is this error one that must end the whole run (never swallowed)? */
 static bool
@@ -99,7 +120,7 @@ AdeTrySubxact(void (*step) (void *), void *arg, ErrorData **error, AdeAbmKind *k
 		 * Outside the PG_TRY: a failure to commit ends the run.  A new
 		 * transaction follows, with a resource owner of its own.
 		 */
-		SPI_commit();
+		AdeCommit();
 		MemoryContextSwitchTo(cxt);
 	}
 	return true;

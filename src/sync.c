@@ -318,14 +318,17 @@ sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
 		case ABM_OK:
 			break;
 		case ABM_EXHAUSTED_CURSOR:
-			if (fetch && run->cursor != NULL)
-			{
-				/* the fetch was finished: go on with sync from this cursor */
-				apply_page(run, NULL, false, run->cursor, "sync", NULL);
-				return PAGE_MORE;
-			}
-			AdeAbmRaise(&resp, what);
-			break;
+
+			/*
+			 * "The cursor had returned all devices in previous calls": the
+			 * stored cursor of a fetch is never its final one (the last page
+			 * stores sync mode with it), so ABM served pages after it that
+			 * were not applied here (a run that lost them).  Going on with
+			 * sync from it would skip their devices for good: fetch again.
+			 */
+			if (!fetch)
+				AdeAbmRaise(&resp, what);
+			/* FALLTHROUGH */
 		case ABM_EXPIRED_CURSOR:
 		case ABM_INVALID_CURSOR:
 		case ABM_CURSOR_REQUIRED:
@@ -780,7 +783,7 @@ sync_token(TokenRun *run, bool alone)
 		warn_token(run);
 	}
 	if (AdeCommitSteps)
-		SPI_commit();
+		AdeCommit();
 }
 
 static void
@@ -895,7 +898,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 	{
 		AdeCommitSteps = commit && alone;
 		if (AdeCommitSteps)
-			SPI_commit();		/* the pruning, and nothing held but the run lock */
+			AdeCommit();		/* the pruning, and nothing held but the run lock */
 		for (i = 0; i < n; i++)
 		{
 			MemoryContext old = MemoryContextSwitchTo(runcxt);
@@ -964,11 +967,28 @@ ade_sync_job(PG_FUNCTION_ARGS)
 		!castNode(CallContext, fcinfo->context)->atomic;
 	MemoryContext jobcxt;
 	MemoryContext old;
+	int			nest = 0;
 
 	jobcxt = AllocSetContextCreate(commit && PortalContext ? PortalContext : CurrentMemoryContext,
 								   "ade sync job", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(jobcxt);
+
+	/*
+	 * search_path pinned as a SET clause would (a procedure with one cannot
+	 * commit): in each transaction of a run that commits, else until the
+	 * call returns
+	 */
+	if (commit)
+		AdePinSearchPath();
+	else
+	{
+		nest = NewGUCNestLevel();
+		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
 	sync_tokens(NULL, commit, !PG_ARGISNULL(0), PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0));
+	if (!commit)
+		AtEOXact_GUC(true, nest);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(jobcxt);
 	PG_RETURN_VOID();

@@ -540,6 +540,7 @@ ade_add_token(PG_FUNCTION_ARGS)
 	int			rc;
 	bool		isnull;
 	int64		id;
+	Jsonb	   *account;
 
 	/* a NULL is a file that was not read (a wrong path in a subquery, say) */
 	if (PG_ARGISNULL(0))
@@ -563,6 +564,23 @@ ade_add_token(PG_FUNCTION_ARGS)
 				(errmsg("the ABM server token expired on %s", timestamptz_to_str(expiry)),
 				 errdetail("It is stored anyway; only Apple decides whether it still works."),
 				 errhint("Download a renewed token from Apple Business Manager and pass it to ade_add_token().")));
+
+	/*
+	 * Prove the token works (GET /account) before anything is written: a
+	 * restore holds hosts from its first write to the commit (coexist.c),
+	 * and no application statement waits for a round trip to Apple.
+	 */
+	client = AdeAbmOpenCreds(&tok.creds);
+	PG_TRY();
+	{
+		account = AdeAbmFetchAccount(client);
+	}
+	PG_CATCH();
+	{
+		AdeAbmWipeCreds(&tok.creds);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 
 	/* renewed in place, restored in place after ade_remove_token(), or new */
 	if (AdeSqlAtLeast(0, 4))
@@ -597,11 +615,9 @@ ade_add_token(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_INSERT || SPI_processed != 1)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 
-	/* prove the token works (GET /account) before the transaction commits */
-	client = AdeAbmOpenCreds(&tok.creds);
 	AdeAbmWipeCreds(&tok.creds);
+	AdeAbmStoreAccount(id, account);
 	client->token_id = id;
-	AdeAbmUpdateAccount(client, id);
 	AdeAbmSaveSession(client);
 	AdeAbmClose(client);
 

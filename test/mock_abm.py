@@ -209,8 +209,8 @@ def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def encode_cursor(org_id, kind, last, seq, gen):
-    raw = json.dumps({"o": org_id, "t": kind, "l": last, "q": seq, "g": gen},
+def encode_cursor(org_id, kind, last, seq, gen, fetch_id=0):
+    raw = json.dumps({"o": org_id, "t": kind, "l": last, "q": seq, "g": gen, "f": fetch_id},
                      separators=(",", ":"), sort_keys=True).encode("utf-8")
     return b64url(raw)
 
@@ -271,6 +271,8 @@ class Org:
         self.events = []                        # (seq, op_type, op_date, record)
         self.profiles = {}                      # uuid -> profile
         self.generation = 1
+        self.fetches = 0                        # full fetches started
+        self.finished_fetches = set()           # ... whose last page was served
         self.forced = {}                        # serial -> forced assign answer
         self.retry_after = None
         self.nonces = set()
@@ -579,13 +581,20 @@ def h_fetch(st, req):
     if cur in (None, ""):
         last, start_seq = "", st.seq
         first = True
+        org.fetches += 1
+        fetch_id = org.fetches
     else:
         c = decode_cursor(cur)
         if c is None or c["o"] != org.id:
             return 400, "INVALID_CURSOR", None
         if c["g"] != org.generation:
             return 400, "EXPIRED_CURSOR", None
-        if c["t"] != "fetch":
+        fetch_id = c.get("f", 0)
+        # as Apple documents it: "the cursor had returned all devices in
+        # previous calls" -- a fetch's final cursor, and any cursor of a
+        # fetch whose last page was served already (sent again by a client
+        # that lost that page)
+        if c["t"] != "fetch" or fetch_id in org.finished_fetches:
             return 400, "EXHAUSTED_CURSOR", None
         last, start_seq = c["l"], c["q"]
         first = False
@@ -601,9 +610,10 @@ def h_fetch(st, req):
             r = {k: v for k, v in r.items() if k not in ("op_type", "op_date")}
         out.append(r)
     if more:
-        cursor = encode_cursor(org.id, "fetch", page[-1], start_seq, org.generation)
+        cursor = encode_cursor(org.id, "fetch", page[-1], start_seq, org.generation, fetch_id)
     else:
-        cursor = encode_cursor(org.id, "sync", "", start_seq, org.generation)
+        org.finished_fetches.add(fetch_id)
+        cursor = encode_cursor(org.id, "sync", "", start_seq, org.generation, fetch_id)
     return 200, {"devices": out, "cursor": cursor, "fetched_until": st_now(st),
                  "more_to_follow": more}, None
 
@@ -765,6 +775,9 @@ def c_token_state(st, body, q):
             del st.sessions[t]
     if body.get("expire_cursors"):
         org.generation += 1
+    if body.get("forget_profiles"):
+        # ABM no longer knows the profiles it defined (they were deleted)
+        org.profiles.clear()
     return {"terms_expired": org.terms_expired, "rejected": org.rejected,
             "sessions": len(st.org_sessions(org)), "generation": org.generation}
 

@@ -326,6 +326,8 @@ def _tokstate_body(a):
         body["expire_sessions"] = True
     if a.expire_cursors:
         body["expire_cursors"] = True
+    if a.forget_profiles:
+        body["forget_profiles"] = True
     return body
 
 
@@ -493,6 +495,7 @@ def main(argv=None):
         p.add_argument("--rejected", type=boolarg)
         p.add_argument("--expire-sessions", action="store_true")
         p.add_argument("--expire-cursors", action="store_true")
+        p.add_argument("--forget-profiles", action="store_true")
         p.set_defaults(fn=fn)
 
     p = sub.add_parser("count", help='print the count of e.g. "POST /devices/sync"')

@@ -44,6 +44,7 @@
 -- through while the application's statement holds hosts.
 CREATE FUNCTION ade_lock_hosts() RETURNS void
 LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ade_lock_hosts';
 COMMENT ON FUNCTION ade_lock_hosts() IS
 	'internal: takes hosts in SHARE ROW EXCLUSIVE mode without queueing, within lock_timeout and the run''s time';
@@ -52,6 +53,7 @@ CREATE FUNCTION ade_live_hosts(p_ids bigint[],
 	OUT host_id bigint, OUT hardware_serial text, OUT model text, OUT platform text, OUT token_id bigint)
 RETURNS SETOF record
 LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ade_live_hosts';
 COMMENT ON FUNCTION ade_live_hosts(bigint[]) IS
 	'internal: the hosts among p_ids whose ADE assignment is live as of the latest snapshot, with their last ABM record';

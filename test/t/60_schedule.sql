@@ -9,7 +9,7 @@ SELECT plan(18);
 
 SELECT ade_schedule() AS jobid \gset
 SELECT is((SELECT format('%s | %s | %s | %s', jobname, schedule, command, database) FROM cron.job WHERE jobname = 'ade_sync'),
-  format('ade_sync | * * * * * | SELECT public.ade_sync() | %s', current_database()),
+  format('ade_sync | * * * * * | CALL public.ade_sync_job() | %s', current_database()),
   'ade_schedule() registers the job ade_sync, every minute, in this database');
 SELECT is(ade_schedule(), :'jobid'::bigint, 'ade_schedule() again returns the same job');
 SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 1, 'and adds no second one');

@@ -1,0 +1,144 @@
+-- The application's statements inside an open run (issue 18, items 1 and
+-- 2): a run stopped at a chosen point (the mock hangs its second page),
+-- the application role the README names (mdm_app, DML on hosts) in a
+-- connection of its own (dblink), as READ COMMITTED and REPEATABLE READ.
+--
+-- - a host whose device ABM deleted in the open run stays deleted, whether
+--   the application deletes it or changes its serial meanwhile;
+-- - CALL ade_sync_job() (what pg_cron runs) commits each page: an
+--   application statement waits for one page at most, never for the run;
+-- - SELECT ade_sync() is one transaction: the application's statements
+--   wait for it, and none fails (no deadlock), whatever order a bulk
+--   statement takes its rows in;
+-- - a run waiting for hosts never queues in front of the application.
+\ir setup.psql
+CREATE EXTENSION IF NOT EXISTS dblink;
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mdm_app') THEN
+    EXECUTE 'DROP OWNED BY mdm_app'; EXECUTE 'DROP ROLE mdm_app';
+  END IF;
+END $$;
+CREATE ROLE mdm_app LOGIN;
+GRANT ade_reader TO mdm_app;
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON hosts TO mdm_app;
+GRANT USAGE ON SEQUENCE hosts_id_seq TO mdm_app;
+SELECT format('host=%s port=%s dbname=%s', split_part(current_setting('unix_socket_directories'), ',', 1),
+              current_setting('port'), current_database()) AS cs \gset
+SELECT dblink_connect('run', :'cs' || ' user=' || current_user) \g /dev/null
+SELECT dblink_connect('app', :'cs' || ' user=mdm_app') \g /dev/null
+SELECT dblink_connect('app2', :'cs' || ' user=mdm_app') \g /dev/null
+SELECT dblink_exec('run', 'SET client_min_messages = warning') \g /dev/null
+SELECT dblink_exec('run', 'SET ade.page_size = 1') \g /dev/null
+
+-- app_ms(sql): runs sql as mdm_app, returns how long it took (ms)
+CREATE FUNCTION pg_temp.app_ms(q text, conn text DEFAULT 'app') RETURNS int LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+  PERFORM dblink_exec(conn, q);
+  RETURN (extract(epoch FROM clock_timestamp() - t0) * 1000)::int;
+END $$;
+-- result(conn): the one-column result of what was sent on conn (dblink
+-- wants a second call before the connection takes another command)
+CREATE FUNCTION pg_temp.result(conn text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE r text;
+BEGIN
+  SELECT x.r INTO r FROM dblink_get_result(conn) AS x(r text);
+  PERFORM * FROM dblink_get_result(conn) AS x(r text);
+  RETURN r;
+END $$;
+-- the run holds hosts (a page being applied, or SELECT ade_sync()'s whole run)
+CREATE FUNCTION pg_temp.run_holds_hosts() RETURNS boolean LANGUAGE sql AS $$
+  SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = 'hosts'::regclass
+                  AND mode = 'ShareRowExclusiveLock' AND granted AND pid <> pg_backend_pid())
+$$;
+
+\! test/add-token.sh Acme CK_acme
+SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
+\! python3 test/mockctl.py devices CK_acme --generate 20 --prefix A >/dev/null
+CALL ade_sync_job();
+CALL ade_sync_job();
+SELECT plan(23);
+
+SELECT is((SELECT count(*)::int FROM hosts), 20, 'CALL ade_sync_job() fetched the 20 devices');
+
+-- 1. ABM deletes A00000001 and changes others; the run applies the delete
+-- (page 1), then hangs on page 2.  The application deletes that host.
+SELECT id AS a5 FROM hosts WHERE hardware_serial = 'A00000005' \gset
+SELECT id AS a2 FROM hosts WHERE hardware_serial = 'A00000002' \gset
+\! python3 test/mockctl.py devices CK_acme --delete A00000001 >/dev/null
+\! python3 test/mockctl.py devices CK_acme --delete A00000002 >/dev/null
+\! python3 test/mockctl.py devices CK_acme --generate 3 --prefix N >/dev/null
+\! python3 test/mockctl.py fault '{"path": "/devices/sync", "skip": 2, "hang_seconds": 3, "times": 1}' >/dev/null
+SELECT dblink_send_query('run', 'CALL ade_sync_job()') \g /dev/null
+SELECT ok(pg_temp.wait_for($$SELECT count(*) = 2 FROM host_dep_assignments WHERE hardware_serial IN ('A00000001', 'A00000002') AND deleted_at IS NOT NULL$$, 5),
+  'CALL ade_sync_job() commits each page: its first pages are there while the run is still open');
+SELECT cmp_ok(pg_temp.app_ms($$DELETE FROM hosts WHERE hardware_serial = 'A00000001'$$), '<', 1000,
+  'an application delete inside an open run waits for no more than a page');
+SELECT cmp_ok(pg_temp.app_ms($$UPDATE hosts SET hardware_serial = 'X-A00000002' WHERE hardware_serial = 'A00000002'$$), '<', 1000,
+  'an application re-serial inside an open run waits for no more than a page');
+SELECT cmp_ok(pg_temp.app_ms($$DELETE FROM hosts WHERE hardware_serial = 'A00000005'$$), '<', 1000,
+  'a delete of a live host inside an open run waits for no more than a page');
+SELECT is((SELECT count(*)::int FROM hosts WHERE hardware_serial = 'A00000001'), 0,
+  'the host of a device ABM deleted in the open run is not made again when the application deletes it');
+SELECT is((SELECT id FROM hosts WHERE hardware_serial = 'A00000005'), :'a5'::bigint,
+  'a live host the application deletes inside an open run comes back with its id');
+SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND state = 'active')$$, 10),
+  'the run ends');
+SELECT is(pg_temp.result('run'), 'CALL', 'the run ends without an error');
+SELECT is((SELECT count(*)::int FROM hosts WHERE hardware_serial IN ('A00000001', 'A00000002')), 0,
+  'after the run, no host stands for the devices ABM deleted (neither deleted nor re-serialed came back)');
+SELECT is((SELECT id FROM hosts WHERE hardware_serial = 'X-A00000002'), :'a2'::bigint,
+  'the re-serialed host keeps its id and its new serial');
+SELECT is((SELECT count(*)::int FROM hosts WHERE hardware_serial LIKE 'N%'), 3, 'the devices ABM added meanwhile have hosts');
+
+-- 2. REPEATABLE READ: the application's snapshot is older than the page
+-- that soft-deleted A00000003; its delete neither fails nor keeps the host
+\! python3 test/mockctl.py devices CK_acme --delete A00000003 >/dev/null
+SELECT dblink_exec('app', 'BEGIN ISOLATION LEVEL REPEATABLE READ') \g /dev/null
+SELECT ok((SELECT n FROM dblink('app', $$SELECT count(*)::int FROM hosts WHERE hardware_serial = 'A00000003'$$) AS x(n int)) = 1,
+  'the application''s REPEATABLE READ snapshot is taken before the run, with the host');
+CALL ade_sync_job();
+SELECT lives_ok($$SELECT dblink_exec('app', 'DELETE FROM hosts WHERE hardware_serial = ''A00000003''')$$,
+  'under REPEATABLE READ, deleting the host of a device a run soft-deleted since the snapshot does not fail');
+SELECT dblink_exec('app', 'COMMIT') \g /dev/null
+SELECT is((SELECT count(*)::int FROM hosts WHERE hardware_serial = 'A00000003'), 0,
+  'and the host stays deleted (the trigger reads the assignments as they are now, not as of the snapshot)');
+
+-- 3. SELECT ade_sync() is one transaction: ABM changes A00000010 (page 1)
+-- and then A00000004 (page 2, after a hang); a bulk DELETE takes rows in
+-- physical order (A00000004 before A00000010).  0.4 deadlocked here.
+\! echo '[{"serial_number": "A00000010", "model": "Mac99,1"}, {"serial_number": "A00000004", "model": "Mac99,1"}]' > "$ADE_TEST_TMP/modify_24.json"
+\! python3 test/mockctl.py devices CK_acme --modify-json "$ADE_TEST_TMP/modify_24.json" >/dev/null
+\! python3 test/mockctl.py fault '{"path": "/devices/sync", "skip": 1, "hang_seconds": 2, "times": 1}' >/dev/null
+SELECT dblink_send_query('run', 'SELECT count(*) FROM ade_sync()') \g /dev/null
+SELECT ok(pg_temp.wait_for($$SELECT pg_temp.run_holds_hosts()$$, 5), 'SELECT ade_sync() holds hosts from its first page');
+SELECT dblink_send_query('app', 'DELETE FROM hosts') \g /dev/null
+SELECT ok(pg_temp.wait_for($$SELECT NOT pg_temp.run_holds_hosts()$$, 10), 'the run ends');
+SELECT is(pg_temp.result('run'), '1', 'the run did not fail (no deadlock)');
+SELECT lives_ok($$SELECT pg_temp.result('app')$$,
+  'a bulk DELETE FROM hosts inside SELECT ade_sync() waits for it and does not fail');
+SELECT is((SELECT count(*)::int FROM hosts), (SELECT count(*)::int FROM host_dep_assignments WHERE deleted_at IS NULL),
+  'after the bulk delete, every live device has its host again, and nothing else');
+
+-- 4. A run waiting for hosts never queues in front of the application: an
+-- application transaction that wrote hosts stays open; the run polls; a
+-- second application statement goes through at once.
+\! python3 test/mockctl.py devices CK_acme --generate 2 --prefix Q >/dev/null
+SELECT dblink_exec('app', 'BEGIN') \g /dev/null
+SELECT dblink_exec('app', $$UPDATE hosts SET hardware_model = hardware_model WHERE hardware_serial = 'A00000006'$$) \g /dev/null
+SELECT dblink_send_query('run', 'CALL ade_sync_job()') \g /dev/null
+SELECT pg_sleep(0.3);
+SELECT cmp_ok(pg_temp.app_ms($$DELETE FROM hosts WHERE hardware_serial = 'A00000007'$$, 'app2'), '<', 1000,
+  'while a run waits to write hosts, another application statement on hosts does not wait behind it');
+SELECT dblink_exec('app', 'COMMIT') \g /dev/null
+SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND state = 'active')$$, 10),
+  'the run goes on once the application transaction ends');
+SELECT pg_temp.result('run') \g /dev/null
+SELECT is((SELECT count(*)::int FROM hosts WHERE hardware_serial LIKE 'Q%'), 2, 'and applies its pages');
+
+\! python3 test/mockctl.py faults-clear >/dev/null
+SELECT dblink_disconnect('run'), dblink_disconnect('app'), dblink_disconnect('app2') \g /dev/null
+SELECT * FROM finish();
+DROP OWNED BY mdm_app;
+DROP ROLE mdm_app;
