@@ -16,6 +16,28 @@
 \echo Use "ALTER EXTENSION ade UPDATE TO '0.5'" to load this file. \quit
 
 -- ---------------------------------------------------------------------
+-- A dump made under any earlier version restores into this one (issue 18)
+-- ---------------------------------------------------------------------
+
+ALTER TABLE ade_profile_applied ADD COLUMN platform text;
+COMMENT ON COLUMN ade_profile_applied.platform IS 'internal: the scope as 0.1 to 0.3 named it; rows of theirs (a restored dump) are dropped';
+
+CREATE FUNCTION ade_profile_applied_old_row() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN NULL;		-- a row of a 0.1 to 0.3 dump: worked out again by the next run
+END
+$$;
+COMMENT ON FUNCTION ade_profile_applied_old_row() IS
+	'trigger: drops the rows of ade_profile_applied that a dump of 0.1 to 0.3 restores';
+CREATE TRIGGER ade_profile_applied_old_rows BEFORE INSERT ON ade_profile_applied
+	FOR EACH ROW WHEN (NEW.scope IS NULL)
+	EXECUTE FUNCTION ade_profile_applied_old_row();
+REVOKE ALL ON FUNCTION ade_profile_applied_old_row() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
 -- ade beside the application that owns hosts (issue 18): one lock rule
 -- (src/coexist.c), delete triggers that read the assignments as they are
 -- now, and a scheduled run that commits each page
@@ -23,6 +45,7 @@
 
 CREATE FUNCTION ade_lock_hosts() RETURNS void
 LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ade_lock_hosts';
 COMMENT ON FUNCTION ade_lock_hosts() IS
 	'internal: takes hosts in SHARE ROW EXCLUSIVE mode without queueing, within lock_timeout and the run''s time';
@@ -31,6 +54,7 @@ CREATE FUNCTION ade_live_hosts(p_ids bigint[],
 	OUT host_id bigint, OUT hardware_serial text, OUT model text, OUT platform text, OUT token_id bigint)
 RETURNS SETOF record
 LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ade_live_hosts';
 COMMENT ON FUNCTION ade_live_hosts(bigint[]) IS
 	'internal: the hosts among p_ids whose ADE assignment is live as of the latest snapshot, with their last ABM record';

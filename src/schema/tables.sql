@@ -240,13 +240,35 @@ COMMENT ON TABLE ade_profile_definitions IS 'the profile_uuid Apple gave each (p
 -- change (ade_set_profile, ade.enroll_url, a team's profile) marks the
 -- devices it applies to.  A scope is '<team id, 0 for none>/<platform>', as
 -- in ade_device_profiles() (profiles.sql).
+-- 0.1 to 0.3 kept it per platform, in a column of that name: a dump made
+-- under them restores here (pg_dump records no version, so a restore makes
+-- the current one), into the column platform, and its rows are dropped as
+-- they come (the trigger below); the next run works the state out again,
+-- sending nothing to a device that holds its profile.
 CREATE TABLE ade_profile_applied (
 	token_id		bigint NOT NULL REFERENCES abm_tokens (id) ON DELETE CASCADE,
 	scope			text NOT NULL,
 	profile_key		text,
+	platform		text,		-- only ever set by a dump of 0.1 to 0.3
 	PRIMARY KEY (token_id, scope)
 );
 COMMENT ON TABLE ade_profile_applied IS 'internal: the profile that applied to each token and scope (team and platform) at its last run';
+COMMENT ON COLUMN ade_profile_applied.platform IS 'internal: the scope as 0.1 to 0.3 named it; rows of theirs (a restored dump) are dropped';
+
+CREATE FUNCTION ade_profile_applied_old_row() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN NULL;		-- a row of a 0.1 to 0.3 dump: worked out again by the next run
+END
+$$;
+COMMENT ON FUNCTION ade_profile_applied_old_row() IS
+	'trigger: drops the rows of ade_profile_applied that a dump of 0.1 to 0.3 restores';
+CREATE TRIGGER ade_profile_applied_old_rows BEFORE INSERT ON ade_profile_applied
+	FOR EACH ROW WHEN (NEW.scope IS NULL)
+	EXECUTE FUNCTION ade_profile_applied_old_row();
+REVOKE ALL ON FUNCTION ade_profile_applied_old_row() FROM PUBLIC;
 
 -- Device records from ABM that could not be applied (a constraint, bad
 -- data, a trigger of the application's): kept here with the reason, so that
