@@ -188,6 +188,9 @@ typedef struct AdeAssignResult
 extern void AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 							  TimestampTz deadline, AdeAssignResult *out);
 
+/* ---- the sync loop (sync.c) ---- */
+extern bool AdeClaimToken(int64 token_id);
+
 /* ---- sharing hosts with the application (coexist.c) ---- */
 extern TimestampTz AdeLockDeadline;
 

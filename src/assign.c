@@ -262,11 +262,23 @@ typedef struct DefineStep
 	char	   *refusal;		/* out: ABM's words, when it refused it */
 } DefineStep;
 
+/* every step that asks ABM or writes for the token claims it first */
+static void
+claim_or_fail(int64 token_id)
+{
+	if (!AdeClaimToken(token_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("abm token " INT64_FORMAT " was removed or taken by another session during the run", token_id),
+				 errhint("The next run assigns what is left.")));
+}
+
 static void
 define_step(void *arg)
 {
 	DefineStep *d = (DefineStep *) arg;
 
+	claim_or_fail(d->token_id);
 	d->uuid = define_profile(d->client, d->token_id, d->key, &d->refusal);
 }
 
@@ -290,6 +302,7 @@ batch_step(void *arg)
 	BatchStep  *b = (BatchStep *) arg;
 	MemoryContext old = MemoryContextSwitchTo(b->cxt);
 
+	claim_or_fail(b->token_id);
 	b->throttled = send_batch(b->client, b->token_id, b->cands, b->from, b->to,
 							  &b->assigned, &b->failed);
 	MemoryContextSwitchTo(old);
@@ -321,6 +334,7 @@ unanswered_step(void *arg)
 	int			rc;
 	int			i;
 
+	claim_or_fail(b->token_id);
 	for (i = b->from; i < b->to; i++)
 		elems[i - b->from] = CStringGetTextDatum(b->cands[i].serial);
 	args[0] = Int64GetDatum(b->token_id);
@@ -339,6 +353,7 @@ unanswered_step(void *arg)
 typedef struct CandidatesStep
 {
 	int64		token_id;
+	bool		gone;			/* out: removed or taken since the run began */
 	bool		off;			/* out: an ingest-only token */
 	Candidate  *cands;			/* out */
 	int			n;				/* out */
@@ -355,10 +370,17 @@ candidates_step(void *arg)
 	int			i;
 	bool		isnull;
 
-	sql = psprintf("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1", AdeSchema());
+	/* claimed, as every step that writes for the token (AdeClaimToken()) */
+	sql = psprintf("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED",
+				   AdeSchema());
 	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+	{
+		c->gone = true;
+		return;
+	}
 	if (SPI_processed == 1 &&
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 	{
@@ -436,6 +458,11 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 	if (!AdeTrySubxact(candidates_step, &step, &error, &kind))
 	{
 		keep_error(out, error, kind);
+		return;
+	}
+	if (step.gone)
+	{
+		out->note = "the token was removed or taken by another session during the run; nothing assigned";
 		return;
 	}
 	if (step.off)

@@ -213,6 +213,28 @@ apply_page(TokenRun *run, Jsonb *devices, bool fetch, const char *cursor,
 }
 
 /*
+ * Claim the token for the rest of the transaction (FOR UPDATE SKIP
+ * LOCKED): false when it is gone or another session holds it.  A run that
+ * commits its steps (CALL ade_sync_job()) holds it only within a step: each
+ * step that writes for the token, or asks ABM on its behalf, claims it
+ * first, so that a removal committed between two steps is never undone.  A
+ * no-op in one transaction, which holds it from the start.
+ */
+bool
+AdeClaimToken(int64 token_id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(token_id)};
+	int			rc;
+
+	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.abm_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED",
+										AdeSchema()),
+							   1, argtypes, args, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "claiming the token");
+	return SPI_processed == 1;
+}
+
+/*
  * Claim the token (FOR UPDATE SKIP LOCKED) and read its state.  Returns
  * false when another session holds it.
  */
@@ -460,6 +482,8 @@ retry_rejected(TokenRun *run, void *arg)
 	char	   *sql;
 	int			rc;
 
+	if (!AdeClaimToken(run->token_id))
+		return;
 	sql = psprintf("SELECT %s.ade_retry_rejected($1, $2)", AdeSchema());
 	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "ade_retry_rejected");

@@ -58,7 +58,7 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 20 --prefix A >/dev/null
 CALL ade_sync_job();
 CALL ade_sync_job();
-SELECT plan(23);
+SELECT plan(26);
 
 SELECT is((SELECT count(*)::int FROM hosts), 20, 'CALL ade_sync_job() fetched the 20 devices');
 
@@ -136,6 +136,23 @@ SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity W
   'the run goes on once the application transaction ends');
 SELECT pg_temp.result('run') \g /dev/null
 SELECT is((SELECT count(*)::int FROM hosts WHERE hardware_serial LIKE 'Q%'), 2, 'and applies its pages');
+
+-- 5. A token removed while CALL ade_sync_job() is open: the run's later
+-- steps claim it again, find it gone, and never bring its devices back
+\! test/add-token.sh Beta CK_beta
+SELECT id AS beta FROM abm_tokens WHERE consumer_key = 'CK_beta' \gset
+\! python3 test/mockctl.py devices CK_beta --generate 4 --prefix B >/dev/null
+CALL ade_sync_job(:beta);
+\! python3 test/mockctl.py devices CK_beta --generate 3 --start 10 --prefix B >/dev/null
+\! python3 test/mockctl.py fault '{"path": "/devices/sync", "consumer_key": "CK_beta", "skip": 1, "hang_seconds": 2, "times": 1}' >/dev/null
+SELECT dblink_send_query('run', format('CALL ade_sync_job(%s)', :beta)) \g /dev/null
+SELECT pg_sleep(0.5);
+SELECT ade_remove_token(:beta) \g /dev/null
+SELECT ok(pg_temp.wait_for(format($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job(%s)' AND state = 'active')$$, :beta), 10),
+  'the run ends');
+SELECT is(pg_temp.result('run'), 'CALL', 'a token removed in the middle of CALL ade_sync_job() is not an error of the run');
+SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE abm_token_id = :beta AND deleted_at IS NULL), 0,
+  'no device of a token removed in the middle of a run is live after it');
 
 \! python3 test/mockctl.py faults-clear >/dev/null
 SELECT dblink_disconnect('run'), dblink_disconnect('app'), dblink_disconnect('app2') \g /dev/null
