@@ -58,7 +58,7 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 20 --prefix A >/dev/null
 CALL ade_sync_job();
 CALL ade_sync_job();
-SELECT plan(26);
+SELECT plan(29);
 
 SELECT is((SELECT count(*)::int FROM hosts), 20, 'CALL ade_sync_job() fetched the 20 devices');
 
@@ -104,6 +104,19 @@ SELECT lives_ok($$SELECT dblink_exec('app', 'DELETE FROM hosts WHERE hardware_se
 SELECT dblink_exec('app', 'COMMIT') \g /dev/null
 SELECT is((SELECT count(*)::int FROM hosts WHERE hardware_serial = 'A00000003'), 0,
   'and the host stays deleted (the trigger reads the assignments as they are now, not as of the snapshot)');
+
+-- the same under SERIALIZABLE, with a live host in the same statement
+\! python3 test/mockctl.py devices CK_acme --delete A00000009 >/dev/null
+SELECT id AS a11 FROM hosts WHERE hardware_serial = 'A00000011' \gset
+SELECT dblink_exec('app', 'BEGIN ISOLATION LEVEL SERIALIZABLE') \g /dev/null
+SELECT * FROM dblink('app', 'SELECT count(*) FROM hosts') AS x(n bigint) \g /dev/null
+CALL ade_sync_job();
+SELECT lives_ok($$SELECT dblink_exec('app', 'DELETE FROM hosts WHERE hardware_serial IN (''A00000009'', ''A00000011'')')$$,
+  'under SERIALIZABLE, the same delete does not fail either');
+SELECT lives_ok($$SELECT dblink_exec('app', 'COMMIT')$$, 'and commits');
+SELECT is((SELECT array_agg(hardware_serial || ':' || id) FROM hosts WHERE hardware_serial IN ('A00000009', 'A00000011')),
+  ARRAY['A00000011:' || :'a11'],
+  'the host of the device ABM deleted stays deleted, the live one is back with its id');
 
 -- 3. SELECT ade_sync() is one transaction: ABM changes A00000010 (page 1)
 -- and then A00000004 (page 2, after a hang); a bulk DELETE takes rows in
