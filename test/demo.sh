@@ -68,7 +68,7 @@ psql -qX -c 'SELECT id, token_id, mode, pages, added, modified, deleted, round(d
 
 cat <<EOF
 
-The cluster and the mock ABM keep running; pg_cron runs ade_sync() every minute.
+The cluster and the mock ABM keep running; pg_cron runs CALL ade_sync_job() every minute.
   connect:  psql "host=$dir/sock port=$port dbname=ade user=$PGUSER"
   mock ABM: $ADE_MOCK_URL (python3 test/mockctl.py --url $ADE_MOCK_URL devices CK_demo --generate 10 --start $devices)
   token:    $dir/tmp/token.p7m (the file ade_add_token() took; its JSON: $dir/tmp/token.json)
