@@ -236,6 +236,13 @@ BEGIN
 	  LEFT JOIN @extschema@.ade_profile_applied a
 		ON a.token_id = p_token AND a.scope = m.team_id || '/' || m.platform
 	 WHERE a.profile_key IS DISTINCT FROM m.profile_key;
+	-- nothing due and nothing changed: nothing to write (a run with nothing
+	-- to do takes no lock)
+	IF v_changed IS NULL AND NOT EXISTS (
+		SELECT 1 FROM @extschema@.host_dep_assignments d
+		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign) THEN
+		RETURN;
+	END IF;
 	-- the one lock rule with the application (src/coexist.c): its team
 	-- moves mark assignments too
 	PERFORM @extschema@.ade_lock_hosts();
