@@ -59,6 +59,13 @@ AS 'MODULE_PATHNAME', 'ade_live_hosts';
 COMMENT ON FUNCTION ade_live_hosts(bigint[]) IS
 	'internal: the hosts among p_ids whose ADE assignment is live as of the latest snapshot, with their last ABM record';
 
+CREATE FUNCTION ade_run_latest(p_sql text, p_args jsonb) RETURNS bigint
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ade_run_latest';
+COMMENT ON FUNCTION ade_run_latest(text, jsonb) IS
+	'internal: runs a statement of the host triggers on the assignments as of the latest snapshot (values in $1)';
+
 CREATE OR REPLACE FUNCTION ade_restore_hosts(p_ids bigint[], p_models text[], p_platforms text[], p_teams bigint[])
 RETURNS int
 LANGUAGE plpgsql VOLATILE
@@ -105,6 +112,94 @@ BEGIN
 	PERFORM @extschema@.ade_restore_hosts(array_agg(o.id), array_agg(o.hardware_model),
 										  array_agg(o.platform), array_agg(o.team_id))
 	   FROM ade_deleted_hosts o;
+	RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_hosts_reserialed() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- as of the latest snapshot (src/coexist.c): under REPEATABLE READ the
+	-- application's may predate a page or a batch that changed the device
+	PERFORM @extschema@.ade_run_latest($q$
+		WITH freed AS (
+			-- a soft-deleted device that pointed at this host gives the id
+			-- up: the host is another device's now, and that device may
+			-- come from ABM
+			UPDATE @extschema@.host_dep_assignments d
+			   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = pg_catalog.now()
+			 WHERE d.hardware_serial = $1->>'serial' AND d.host_id = ($1->>'id')::bigint
+			   AND d.deleted_at IS NOT NULL
+			RETURNING 1
+		), made AS (
+			-- the live device gets a host of its own again
+			INSERT INTO @extschema@.hosts (hardware_serial, hardware_model, platform, team_id)
+			SELECT d.hardware_serial, coalesce(d.device->>'model', $1->>'model'),
+				   coalesce(@extschema@.ade_platform(d.device->>'device_family'), $1->>'platform'),
+				   ($1->>'team_id')::bigint
+			  FROM @extschema@.host_dep_assignments d
+			 WHERE d.hardware_serial = $1->>'serial' AND d.host_id = ($1->>'id')::bigint
+			   AND d.deleted_at IS NULL
+			RETURNING id, hardware_serial
+		), moved AS (
+			UPDATE @extschema@.host_dep_assignments d
+			   SET host_id = m.id, updated_at = pg_catalog.now()
+			  FROM made m
+			 WHERE d.hardware_serial = m.hardware_serial
+			RETURNING m.id, m.hardware_serial, d.abm_token_id
+		)
+		SELECT @extschema@.ade_notify_hosts(pg_catalog.array_agg('restored'::text), pg_catalog.array_agg(m.id),
+											pg_catalog.array_agg(m.hardware_serial), pg_catalog.array_agg(m.abm_token_id))
+		  FROM moved m, (SELECT pg_catalog.count(*) FROM freed) f
+		$q$, pg_catalog.jsonb_build_object('serial', OLD.hardware_serial, 'id', OLD.id,
+										   'model', OLD.hardware_model, 'platform', OLD.platform,
+										   'team_id', OLD.team_id));
+	RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_hosts_renumbered() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- as of the latest snapshot (src/coexist.c), in this order (host_id is
+	-- the assignments' key): a soft-deleted device that pointed at the new
+	-- id gives it up, then the device follows its host
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.host_dep_assignments d
+		   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = pg_catalog.now()
+		 WHERE d.host_id = ($1->>'new_id')::bigint AND d.hardware_serial <> $1->>'serial'
+		   AND d.deleted_at IS NOT NULL
+		$q$, pg_catalog.jsonb_build_object('new_id', NEW.id, 'serial', NEW.hardware_serial));
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.host_dep_assignments d
+		   SET host_id = ($1->>'new_id')::bigint, updated_at = pg_catalog.now()
+		 WHERE d.host_id = ($1->>'old_id')::bigint AND d.hardware_serial = $1->>'serial'
+		$q$, pg_catalog.jsonb_build_object('new_id', NEW.id, 'old_id', OLD.id, 'serial', NEW.hardware_serial));
+	PERFORM @extschema@.ade_hosts_id_past();
+	RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ade_hosts_team_moved() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- as of the latest snapshot (src/coexist.c): under REPEATABLE READ the
+	-- application's may predate an assignment batch that changed the row
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.host_dep_assignments d
+		   SET needs_assign = true, updated_at = pg_catalog.now()
+		 WHERE d.host_id = ($1->>'id')::bigint AND d.deleted_at IS NULL AND NOT d.needs_assign
+		   AND d.assign_profile_response IS DISTINCT FROM 'NOT_ACCESSIBLE'
+		$q$, pg_catalog.jsonb_build_object('id', NEW.id));
 	RETURN NULL;
 END
 $$;
@@ -592,13 +687,17 @@ $$;
 COMMENT ON FUNCTION ade_schedule(text) IS
 	'registers the pg_cron job ade_sync (CALL ade_sync_job(), every minute by default); idempotent';
 
-CREATE PROCEDURE ade_sync_job(token_id bigint DEFAULT NULL)
+CREATE PROCEDURE ade_sync_job()
+	AS 'MODULE_PATHNAME', 'ade_sync_job' LANGUAGE C;
+COMMENT ON PROCEDURE ade_sync_job() IS
+	'syncs every ABM token, committing each page: what pg_cron runs';
+CREATE PROCEDURE ade_sync_job(token_id bigint)
 	AS 'MODULE_PATHNAME', 'ade_sync_job' LANGUAGE C;
 COMMENT ON PROCEDURE ade_sync_job(bigint) IS
-	'syncs every ABM token (or one), committing each page: what pg_cron runs';
+	'syncs one ABM token, committing each page';
 
-REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]) FROM PUBLIC;
-REVOKE ALL ON PROCEDURE ade_sync_job(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]), ade_run_latest(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE ade_sync_job(), ade_sync_job(bigint) FROM PUBLIC;
 
 -- A job ade_schedule() made runs ade_sync_job() from now on (its schedule
 -- and owner kept); the cleanup function it made no longer fails where
@@ -613,6 +712,10 @@ BEGIN
 				  pg_catalog.format('SELECT %I.ade_sync()', '@extschema@');
 	END IF;
 	IF pg_catalog.to_regprocedure(pg_catalog.format('%I.ade_cron_cleanup()', '@extschema@')) IS NOT NULL THEN
+		-- an extension's script may replace only its own objects: the
+		-- function is taken in for the replacement, and let go again (it
+		-- must outlive the extension)
+		EXECUTE pg_catalog.format('ALTER EXTENSION ade ADD FUNCTION %I.ade_cron_cleanup()', '@extschema@');
 		EXECUTE pg_catalog.format($f$
 			CREATE OR REPLACE FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
 			LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
@@ -630,6 +733,7 @@ BEGIN
 				END IF;
 			END
 			$body$ $f$, '@extschema@', '@extschema@');
+		EXECUTE pg_catalog.format('ALTER EXTENSION ade DROP FUNCTION %I.ade_cron_cleanup()', '@extschema@');
 	END IF;
 END
 $$;

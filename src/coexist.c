@@ -3,28 +3,37 @@
  * coexist.c
  *		How a sync and the application that owns hosts share the tables.
  *
- * Owns the one rule both sides keep, and the two functions that carry it
- * out.  The rule: whatever ade writes that decides whether a host must stay
- * (an assignment made live or soft-deleted, a host made or re-pointed, a
- * profile answer stored) is written only while ade holds hosts in SHARE ROW
- * EXCLUSIVE mode.  That mode conflicts with the ROW EXCLUSIVE lock every
- * application statement on hosts takes (DELETE, UPDATE, INSERT; TRUNCATE
- * takes more), and with itself, and with nothing a reader takes.  So:
+ * Owns the one rule both sides keep, and the functions that carry it out.
+ * The rule: whatever ade writes that decides whether a host must stay (an
+ * assignment made live or soft-deleted, a host made or re-pointed, a
+ * profile answer stored) is written only while ade holds hosts in
+ * EXCLUSIVE mode.  That mode conflicts with every lock an application
+ * statement takes on hosts, reading ones aside: ROW EXCLUSIVE (DELETE,
+ * UPDATE, INSERT), ROW SHARE (SELECT ... FOR UPDATE or FOR SHARE, and the
+ * FOR KEY SHARE of a foreign key to hosts), and TRUNCATE's; plain SELECTs
+ * go on.  So:
  *
- * - an application statement on hosts and a write of ade never interleave
- *   row by row: neither can hold some rows while waiting for others of the
- *   other side, and no deadlock between them can form, whatever order a
- *   bulk DELETE or UPDATE takes its rows in;
+ * - ade never waits for a row an application transaction holds, nor the
+ *   other way round: neither side can hold some rows while waiting for
+ *   others of the other side, and no deadlock between them can form,
+ *   whatever order a bulk DELETE or UPDATE takes its rows in;
  * - while an application statement runs (and until its transaction ends),
  *   no write of ade is half done, and every one that was done is committed:
- *   the host triggers (hosts.sql) read the assignments as they are now
- *   (ade_live_hosts(), the latest snapshot, also under REPEATABLE READ and
- *   SERIALIZABLE), and never keep a host that ABM deleted in an open run;
- * - ade never queues for the lock (ade_lock_hosts() polls for it): a
- *   waiting request would make every later application statement on hosts
- *   wait behind it.  An application statement waits at most for one of
- *   ade's writes: one page (CALL ade_sync_job() commits each page), or the
- *   rest of the run for SELECT ade_sync(), which is one transaction.
+ *   the host triggers (hosts.sql) read and write the assignments as they
+ *   are now (ade_live_hosts(), ade_run_latest(): the latest snapshot, also
+ *   under REPEATABLE READ and SERIALIZABLE), and never keep a host that
+ *   ABM deleted in an open run;
+ * - an application statement waits at most for one of ade's writes: one
+ *   page (CALL ade_sync_job() commits each page), or the rest of the run
+ *   for SELECT ade_sync(), which is one transaction.
+ *
+ * How ade takes the lock (ade_lock_hosts()): first without waiting; when
+ * application transactions hold hosts, it queues for at most QUEUE_MS,
+ * which claims the first moment none does (between two transactions of an
+ * application that never stops writing, a gap a poll would miss), and
+ * steps out of the queue after it: an application statement that arrives
+ * meanwhile waits at most that long behind ade.  Then it tries again,
+ * until lock_timeout or the end of the token's share of the run.
  *
  * The host triggers themselves never take the lock: they run inside the
  * application's statement, which holds ROW EXCLUSIVE already.
@@ -38,6 +47,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "ade.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -49,23 +59,74 @@
 #include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(ade_lock_hosts);
 PG_FUNCTION_INFO_V1(ade_live_hosts);
+PG_FUNCTION_INFO_V1(ade_run_latest);
 
-/* how long ade_lock_hosts() sleeps between two tries */
-#define LOCK_POLL_MS 5
+/* how long ade_lock_hosts() queues for hosts at a time, and rests between */
+#define QUEUE_MS 50
+#define REST_MS 5
 
 /* the end of the token's share of a run (sync.c), 0 outside a run */
 TimestampTz AdeLockDeadline = 0;
 
 /*
- * ade_lock_hosts() returns void: takes hosts in SHARE ROW EXCLUSIVE mode
- * for the rest of the transaction, without ever queueing for it.  Gives up
- * after lock_timeout, or at the end of the token's share of the run, with
+ * Queue for the lock for at most ms: true when it was granted.  The wait
+ * runs in a subtransaction of its own, under a lock_timeout of ms, so
+ * that giving up leaves nothing behind; any other error is re-thrown.
+ */
+static bool
+queue_for(Oid relid, int ms)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool got = false;
+	char		buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", ms);
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		int			nest = NewGUCNestLevel();
+
+		(void) set_config_option("lock_timeout", buf, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		LockRelationOid(relid, ExclusiveLock);
+		AtEOXact_GUC(true, nest);
+		ReleaseCurrentSubTransaction();	/* the lock goes to the transaction */
+		got = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return got;
+}
+
+/*
+ * ade_lock_hosts() returns void: takes hosts in EXCLUSIVE mode for the
+ * rest of the transaction (see the header for how).  Gives up after
+ * lock_timeout, or at the end of the token's share of the run, with
  * lock_not_available, which the run records as the step's error.  A cancel
  * or statement_timeout stops the wait at once.
  */
@@ -83,16 +144,26 @@ ade_lock_hosts(PG_FUNCTION_ARGS)
 		until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LockTimeout);
 	if (AdeLockDeadline != 0 && (until == 0 || AdeLockDeadline < until))
 		until = AdeLockDeadline;
-	while (!ConditionalLockRelationOid(relid, ShareRowExclusiveLock))
+	while (!ConditionalLockRelationOid(relid, ExclusiveLock))
 	{
-		if (until != 0 && GetCurrentTimestamp() >= until)
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("could not write hosts within lock_timeout: application transactions kept writing it"),
-					 errdetail("ade waits for no application statement on hosts to be running before it writes, and never queues in front of one."),
-					 errhint("An application transaction that wrote hosts and stays open holds it off; the next run goes on.")));
+		long		left = QUEUE_MS;
+
+		if (until != 0)
+		{
+			left = (long) ((until - GetCurrentTimestamp()) / 1000);
+			if (left <= 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+						 errmsg("could not write hosts within lock_timeout or the run's time: application transactions kept it"),
+						 errdetail("ade writes hosts only while no application transaction holds it, and never makes an application statement wait long behind it."),
+						 errhint("An application transaction that holds hosts (a write, or SELECT ... FOR UPDATE) and stays open holds ade off; the next run goes on.")));
+			left = Min(left, QUEUE_MS);
+		}
+		if (queue_for(relid, (int) left))
+			break;
+		/* let what queued behind us through */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 LOCK_POLL_MS, PG_WAIT_EXTENSION);
+						 REST_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -150,4 +221,69 @@ ade_live_hosts(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	return (Datum) 0;
+}
+
+/* the plans of ade_run_latest(), by their text (a handful of statements) */
+#define LATEST_PLANS 8
+static struct
+{
+	char	   *sql;
+	SPIPlanPtr	plan;
+}			latest_plans[LATEST_PLANS];
+
+/*
+ * ade_run_latest(sql text, args jsonb) returns bigint: runs one of the host
+ * triggers' statements on the assignments (a constant text of hosts.sql or
+ * teams.sql, its values in $1) as of the latest snapshot, and returns how
+ * many rows it processed.  Under REPEATABLE READ or SERIALIZABLE, the
+ * application's snapshot may be older than a page or an assignment batch
+ * that committed since: a statement run on it would fail to serialize on a
+ * row ade changed, or decide on a state that is gone.  The lock rule
+ * (above) makes the latest state stable while the calling statement holds
+ * hosts.  Only the trigger functions (owned by the extension's owner) call
+ * it; EXECUTE is revoked from PUBLIC.
+ */
+Datum
+ade_run_latest(PG_FUNCTION_ARGS)
+{
+	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			argtypes[1] = {JSONBOID};
+	Datum		args[1];
+	char		nulls[1] = {' '};
+	SPIPlanPtr	plan = NULL;
+	int			i;
+	int			rc;
+	uint64		n;
+
+	if (PG_ARGISNULL(1))
+		nulls[0] = 'n';
+	else
+		args[0] = PG_GETARG_DATUM(1);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	for (i = 0; i < LATEST_PLANS && latest_plans[i].sql != NULL; i++)
+		if (strcmp(latest_plans[i].sql, sql) == 0)
+		{
+			plan = latest_plans[i].plan;
+			break;
+		}
+	if (plan == NULL)
+	{
+		plan = SPI_prepare(sql, 1, argtypes);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (i < LATEST_PLANS && SPI_keepplan(plan) == 0)
+		{
+			latest_plans[i].sql = MemoryContextStrdup(TopMemoryContext, sql);
+			latest_plans[i].plan = plan;
+		}
+	}
+	rc = SPI_execute_snapshot(plan, args, nulls, GetLatestSnapshot(), InvalidSnapshot,
+							  false, true, 0);
+	if (rc < 0)
+		elog(ERROR, "a host trigger's statement failed: %s", SPI_result_code_string(rc));
+	n = SPI_processed;
+	SPI_finish();
+	PG_RETURN_INT64((int64) n);
 }

@@ -51,11 +51,19 @@ AdePinSearchPath(void)
 							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
-/* commit, and start the next transaction of the run as the last one */
+/*
+ * Commit, and start the next transaction of the run as the last one:
+ * search_path pinned, and READ COMMITTED whatever the default: each step
+ * takes its snapshot before it waits for ABM and for hosts (coexist.c), and
+ * under REPEATABLE READ a page would fail to serialize on a host the
+ * application changed meanwhile.
+ */
 void
 AdeCommit(void)
 {
 	SPI_commit();
+	(void) set_config_option("transaction_isolation", "read committed", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SET, true, 0, false);
 	AdePinSearchPath();
 }
 

@@ -231,7 +231,9 @@ AdeClaimToken(int64 token_id)
 										AdeSchema()),
 							   1, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "claiming the token");
-	return SPI_processed == 1;
+	rc = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return rc == 1;
 }
 
 /*
@@ -247,6 +249,7 @@ claim_token(TokenRun *run)
 	int			rc;
 	bool		isnull;
 	Datum		d;
+	MemoryContext old;
 
 	sql = psprintf("SELECT org_name, mode, cursor FROM %s.abm_tokens WHERE id = $1 "
 				   "FOR UPDATE SKIP LOCKED", AdeSchema());
@@ -254,12 +257,16 @@ claim_token(TokenRun *run)
 	spi_check(rc, SPI_OK_SELECT, "claiming the token");
 	if (SPI_processed == 0)
 		return false;
+	/* in the token's memory: a page's is reset after it, a failed one too */
+	old = MemoryContextSwitchTo(run->cxt);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	run->org_name = isnull ? NULL : TextDatumGetCString(d);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	run->mode = TextDatumGetCString(d);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	run->cursor = isnull ? NULL : TextDatumGetCString(d);
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
 	return true;
 }
 
@@ -978,7 +985,9 @@ ade_sync_one(PG_FUNCTION_ARGS)
 }
 
 /*
- * CALL ade_sync_job(token_id bigint DEFAULT NULL): the run pg_cron makes,
+ * CALL ade_sync_job() and CALL ade_sync_job(token_id bigint) (a NULL from
+ * a lookup that found nothing is an error, as for ade_sync()): the run
+ * pg_cron makes,
  * committing each step (see the header).  Called where it cannot commit
  * (in a transaction block, from a function) it is one transaction, as
  * SELECT ade_sync() is.  Its memory lives in the portal's, which outlives
@@ -992,6 +1001,12 @@ ade_sync_job(PG_FUNCTION_ARGS)
 	MemoryContext jobcxt;
 	MemoryContext old;
 	int			nest = 0;
+
+	if (PG_NARGS() == 1 && PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("token_id is NULL"),
+				 errhint("SELECT id, org_name FROM abm_tokens lists the tokens; CALL ade_sync_job() with no argument syncs them all.")));
 
 	jobcxt = AllocSetContextCreate(commit && PortalContext ? PortalContext : CurrentMemoryContext,
 								   "ade sync job", ALLOCSET_DEFAULT_SIZES);
@@ -1010,7 +1025,7 @@ ade_sync_job(PG_FUNCTION_ARGS)
 		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 	}
-	sync_tokens(NULL, commit, !PG_ARGISNULL(0), PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0));
+	sync_tokens(NULL, commit, PG_NARGS() == 1, PG_NARGS() == 1 ? PG_GETARG_INT64(0) : 0);
 	if (!commit)
 		AtEOXact_GUC(true, nest);
 	MemoryContextSwitchTo(old);

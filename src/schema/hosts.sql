@@ -58,6 +58,13 @@ AS 'MODULE_PATHNAME', 'ade_live_hosts';
 COMMENT ON FUNCTION ade_live_hosts(bigint[]) IS
 	'internal: the hosts among p_ids whose ADE assignment is live as of the latest snapshot, with their last ABM record';
 
+CREATE FUNCTION ade_run_latest(p_sql text, p_args jsonb) RETURNS bigint
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ade_run_latest';
+COMMENT ON FUNCTION ade_run_latest(text, jsonb) IS
+	'internal: runs a statement of the host triggers on the assignments as of the latest snapshot (values in $1)';
+
 -- The next host made by nextval() must not collide with an id in use: a
 -- host's, or one an assignment keeps (a soft-deleted assignment keeps the
 -- id of a host that is gone, and host_id is its primary key).  Moves the
@@ -210,30 +217,42 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	v_id bigint;
-	v_token bigint;
 BEGIN
-	-- a soft-deleted device that pointed at this host gives the id up: the
-	-- host is another device's now, and that device may come from ABM
-	UPDATE @extschema@.host_dep_assignments d
-	   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = now()
-	 WHERE d.hardware_serial = OLD.hardware_serial AND d.host_id = OLD.id
-	   AND d.deleted_at IS NOT NULL;
-	INSERT INTO @extschema@.hosts (hardware_serial, hardware_model, platform, team_id)
-	SELECT d.hardware_serial, coalesce(d.device->>'model', OLD.hardware_model),
-		   coalesce(@extschema@.ade_platform(d.device->>'device_family'), OLD.platform),
-		   OLD.team_id
-	  FROM @extschema@.host_dep_assignments d
-	 WHERE d.hardware_serial = OLD.hardware_serial AND d.host_id = OLD.id AND d.deleted_at IS NULL
-	RETURNING id INTO v_id;
-	IF v_id IS NOT NULL THEN
-		UPDATE @extschema@.host_dep_assignments d
-		   SET host_id = v_id, updated_at = now()
-		 WHERE d.hardware_serial = OLD.hardware_serial
-		RETURNING d.abm_token_id INTO v_token;
-		PERFORM @extschema@.ade_notify_hosts(ARRAY['restored'], ARRAY[v_id], ARRAY[OLD.hardware_serial], ARRAY[v_token]);
-	END IF;
+	-- as of the latest snapshot (src/coexist.c): under REPEATABLE READ the
+	-- application's may predate a page or a batch that changed the device
+	PERFORM @extschema@.ade_run_latest($q$
+		WITH freed AS (
+			-- a soft-deleted device that pointed at this host gives the id
+			-- up: the host is another device's now, and that device may
+			-- come from ABM
+			UPDATE @extschema@.host_dep_assignments d
+			   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = pg_catalog.now()
+			 WHERE d.hardware_serial = $1->>'serial' AND d.host_id = ($1->>'id')::bigint
+			   AND d.deleted_at IS NOT NULL
+			RETURNING 1
+		), made AS (
+			-- the live device gets a host of its own again
+			INSERT INTO @extschema@.hosts (hardware_serial, hardware_model, platform, team_id)
+			SELECT d.hardware_serial, coalesce(d.device->>'model', $1->>'model'),
+				   coalesce(@extschema@.ade_platform(d.device->>'device_family'), $1->>'platform'),
+				   ($1->>'team_id')::bigint
+			  FROM @extschema@.host_dep_assignments d
+			 WHERE d.hardware_serial = $1->>'serial' AND d.host_id = ($1->>'id')::bigint
+			   AND d.deleted_at IS NULL
+			RETURNING id, hardware_serial
+		), moved AS (
+			UPDATE @extschema@.host_dep_assignments d
+			   SET host_id = m.id, updated_at = pg_catalog.now()
+			  FROM made m
+			 WHERE d.hardware_serial = m.hardware_serial
+			RETURNING m.id, m.hardware_serial, d.abm_token_id
+		)
+		SELECT @extschema@.ade_notify_hosts(pg_catalog.array_agg('restored'::text), pg_catalog.array_agg(m.id),
+											pg_catalog.array_agg(m.hardware_serial), pg_catalog.array_agg(m.abm_token_id))
+		  FROM moved m, (SELECT pg_catalog.count(*) FROM freed) f
+		$q$, pg_catalog.jsonb_build_object('serial', OLD.hardware_serial, 'id', OLD.id,
+										   'model', OLD.hardware_model, 'platform', OLD.platform,
+										   'team_id', OLD.team_id));
 	RETURN NULL;
 END
 $$;
@@ -254,13 +273,20 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	UPDATE @extschema@.host_dep_assignments d
-	   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = now()
-	 WHERE d.host_id = NEW.id AND d.hardware_serial <> NEW.hardware_serial
-	   AND d.deleted_at IS NOT NULL;
-	UPDATE @extschema@.host_dep_assignments d
-	   SET host_id = NEW.id, updated_at = now()
-	 WHERE d.host_id = OLD.id AND d.hardware_serial = NEW.hardware_serial;
+	-- as of the latest snapshot (src/coexist.c), in this order (host_id is
+	-- the assignments' key): a soft-deleted device that pointed at the new
+	-- id gives it up, then the device follows its host
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.host_dep_assignments d
+		   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = pg_catalog.now()
+		 WHERE d.host_id = ($1->>'new_id')::bigint AND d.hardware_serial <> $1->>'serial'
+		   AND d.deleted_at IS NOT NULL
+		$q$, pg_catalog.jsonb_build_object('new_id', NEW.id, 'serial', NEW.hardware_serial));
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.host_dep_assignments d
+		   SET host_id = ($1->>'new_id')::bigint, updated_at = pg_catalog.now()
+		 WHERE d.host_id = ($1->>'old_id')::bigint AND d.hardware_serial = $1->>'serial'
+		$q$, pg_catalog.jsonb_build_object('new_id', NEW.id, 'old_id', OLD.id, 'serial', NEW.hardware_serial));
 	PERFORM @extschema@.ade_hosts_id_past();
 	RETURN NULL;
 END
@@ -274,7 +300,7 @@ CREATE TRIGGER ade_keep_live_hosts_renumbered AFTER UPDATE OF id ON hosts
 	FOR EACH ROW WHEN (OLD.id OPERATOR(pg_catalog.<>) NEW.id)
 	EXECUTE FUNCTION ade_hosts_renumbered();
 
-REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]),
+REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]), ade_run_latest(text, jsonb),
 	ade_hosts_id_past(), ade_restore_hosts(bigint[], text[], text[], bigint[]),
 	ade_hosts_after_delete(), ade_hosts_before_truncate(), ade_hosts_after_truncate(),
 	ade_hosts_reserialed(), ade_hosts_renumbered() FROM PUBLIC;

@@ -54,10 +54,14 @@ COMMENT ON FUNCTION ade_sync(bigint) IS 'syncs one ABM token';
 -- it cannot commit, and is one transaction like ade_sync().  (No SET
 -- clause: a procedure that has one cannot commit; the C code qualifies
 -- every name, and each SQL function it calls pins its search_path.)
-CREATE PROCEDURE ade_sync_job(token_id bigint DEFAULT NULL)
+CREATE PROCEDURE ade_sync_job()
+	AS 'MODULE_PATHNAME', 'ade_sync_job' LANGUAGE C;
+COMMENT ON PROCEDURE ade_sync_job() IS
+	'syncs every ABM token, committing each page: what pg_cron runs';
+CREATE PROCEDURE ade_sync_job(token_id bigint)
 	AS 'MODULE_PATHNAME', 'ade_sync_job' LANGUAGE C;
 COMMENT ON PROCEDURE ade_sync_job(bigint) IS
-	'syncs every ABM token (or one), committing each page: what pg_cron runs';
+	'syncs one ABM token, committing each page';
 
 -- Sync rule 8: platform from ABM's device_family (NULL when ABM sent none).
 CREATE FUNCTION ade_platform(device_family text) RETURNS text
@@ -646,7 +650,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION ade_last_runs(int) IS 'the last n ade_sync() runs (one row per token per run), newest first';
 
-REVOKE ALL ON PROCEDURE ade_sync_job(bigint) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE ade_sync_job(), ade_sync_job(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ade_sync(), ade_sync(bigint),
 	ade_apply_records(bigint, jsonb, boolean, timestamptz), ade_apply_devices(bigint, jsonb, boolean, timestamptz),
 	ade_apply_page(bigint, jsonb, boolean, text, text, text), ade_retry_rejected(bigint, timestamptz),

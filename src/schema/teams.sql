@@ -91,10 +91,14 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	UPDATE @extschema@.host_dep_assignments d
-	   SET needs_assign = true, updated_at = now()
-	 WHERE d.host_id = NEW.id AND d.deleted_at IS NULL AND NOT d.needs_assign
-	   AND d.assign_profile_response IS DISTINCT FROM 'NOT_ACCESSIBLE';
+	-- as of the latest snapshot (src/coexist.c): under REPEATABLE READ the
+	-- application's may predate an assignment batch that changed the row
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.host_dep_assignments d
+		   SET needs_assign = true, updated_at = pg_catalog.now()
+		 WHERE d.host_id = ($1->>'id')::bigint AND d.deleted_at IS NULL AND NOT d.needs_assign
+		   AND d.assign_profile_response IS DISTINCT FROM 'NOT_ACCESSIBLE'
+		$q$, pg_catalog.jsonb_build_object('id', NEW.id));
 	RETURN NULL;
 END
 $$;

@@ -29,14 +29,20 @@ SELECT dblink_connect('run', :'cs' || ' user=' || current_user) \g /dev/null
 SELECT dblink_connect('app', :'cs' || ' user=mdm_app') \g /dev/null
 SELECT dblink_connect('app2', :'cs' || ' user=mdm_app') \g /dev/null
 SELECT dblink_exec('run', 'SET client_min_messages = warning') \g /dev/null
+-- an application statement that waits behind a run fails the test, never hangs it
+SELECT dblink_exec('app', $$SET statement_timeout = '5s'$$), dblink_exec('app2', $$SET statement_timeout = '5s'$$) \g /dev/null
 SELECT dblink_exec('run', 'SET ade.page_size = 1') \g /dev/null
 
 -- app_ms(sql): runs sql as mdm_app, returns how long it took (ms)
+-- (a statement that fails counts as one that never ended)
 CREATE FUNCTION pg_temp.app_ms(q text, conn text DEFAULT 'app') RETURNS int LANGUAGE plpgsql AS $$
 DECLARE t0 timestamptz := clock_timestamp();
 BEGIN
   PERFORM dblink_exec(conn, q);
   RETURN (extract(epoch FROM clock_timestamp() - t0) * 1000)::int;
+EXCEPTION WHEN OTHERS THEN
+  RAISE WARNING 'as mdm_app: %', SQLERRM;
+  RETURN 2147483647;
 END $$;
 -- result(conn): the one-column result of what was sent on conn (dblink
 -- wants a second call before the connection takes another command)
@@ -50,7 +56,7 @@ END $$;
 -- the run holds hosts (a page being applied, or SELECT ade_sync()'s whole run)
 CREATE FUNCTION pg_temp.run_holds_hosts() RETURNS boolean LANGUAGE sql AS $$
   SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = 'hosts'::regclass
-                  AND mode = 'ShareRowExclusiveLock' AND granted AND pid <> pg_backend_pid())
+                  AND mode = 'ExclusiveLock' AND granted AND pid <> pg_backend_pid())
 $$;
 
 \! test/add-token.sh Acme CK_acme
@@ -58,7 +64,7 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 20 --prefix A >/dev/null
 CALL ade_sync_job();
 CALL ade_sync_job();
-SELECT plan(29);
+SELECT plan(43);
 
 SELECT is((SELECT count(*)::int FROM hosts), 20, 'CALL ade_sync_job() fetched the 20 devices');
 
@@ -166,6 +172,82 @@ SELECT ok(pg_temp.wait_for(format($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_act
 SELECT is(pg_temp.result('run'), 'CALL', 'a token removed in the middle of CALL ade_sync_job() is not an error of the run');
 SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE abm_token_id = :beta AND deleted_at IS NULL), 0,
   'no device of a token removed in the middle of a run is live after it');
+
+-- 6. An application transaction holds a host row FOR UPDATE (an ORM's
+-- select-for-update, then save) while ABM changes that device: the run
+-- waits for no application row lock (it writes only while no application
+-- transaction holds hosts at all), nothing deadlocks, and nobody else
+-- waits behind the run.  (Review of issue 18, finding 1.)
+\! echo '[{"serial_number": "A00000012", "model": "Mac77,1"}]' > "$ADE_TEST_TMP/modify_24b.json"
+\! python3 test/mockctl.py devices CK_acme --modify-json "$ADE_TEST_TMP/modify_24b.json" >/dev/null
+SELECT dblink_exec('app', 'BEGIN') \g /dev/null
+SELECT * FROM dblink('app', $$SELECT id FROM hosts WHERE hardware_serial = 'A00000012' FOR UPDATE$$) AS x(id bigint) \g /dev/null
+SELECT dblink_send_query('run', 'CALL ade_sync_job()') \g /dev/null
+SELECT pg_sleep(0.5);
+SELECT cmp_ok(pg_temp.app_ms($$UPDATE hosts SET hardware_model = hardware_model WHERE hardware_serial = 'A00000013'$$, 'app2'), '<', 1000,
+  'while an application transaction holds a host row, another application statement does not wait behind the run');
+SELECT lives_ok($q$SELECT dblink_exec('app', $$UPDATE hosts SET hardware_model = 'mine' WHERE hardware_serial = 'A00000012'$$)$q$,
+  'the transaction that holds the row updates it without a deadlock');
+SELECT lives_ok($$SELECT dblink_exec('app', 'COMMIT')$$, 'and commits');
+SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND state = 'active')$$, 10),
+  'the run ends');
+SELECT is(pg_temp.result('run'), 'CALL', 'without an error');
+SELECT is((SELECT hardware_model FROM hosts WHERE hardware_serial = 'A00000012'), 'Mac77,1',
+  'and applies ABM''s change after the application''s');
+
+-- 7. REPEATABLE READ application transactions whose snapshot is older than
+-- a committed assignment batch: moving a host to a team, re-serialing and
+-- renumbering it do not fail (the triggers write the assignments as they
+-- are now).  (Finding 3.)
+SELECT ade_set_profile('{"profile_name": "Open run", "url": "https://mdm.example.org/enroll"}') \g /dev/null
+INSERT INTO teams (name) VALUES ('Open run team');
+SELECT id AS team FROM teams WHERE name = 'Open run team' \gset
+CREATE FUNCTION pg_temp.rr_after_run(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM dblink_exec('app', 'BEGIN ISOLATION LEVEL REPEATABLE READ');
+  PERFORM * FROM dblink('app', 'SELECT count(*) FROM hosts') AS x(n bigint);
+  PERFORM dblink_exec('run', 'CALL ade_sync_job()');
+  BEGIN
+    PERFORM dblink_exec('app', stmt);
+    PERFORM dblink_exec('app', 'COMMIT');
+    RETURN 'ok';
+  EXCEPTION WHEN OTHERS THEN
+    PERFORM dblink_exec('app', 'ROLLBACK');
+    RETURN SQLERRM;
+  END;
+END $$;
+\! python3 test/mockctl.py devices CK_acme --generate 1 --start 50 --prefix A >/dev/null
+SELECT is(pg_temp.rr_after_run(format('UPDATE hosts SET team_id = %s WHERE hardware_serial = %L', :team, 'A00000013')), 'ok',
+  'under REPEATABLE READ, a team move after an assignment batch committed does not fail');
+\! python3 test/mockctl.py devices CK_acme --generate 1 --start 51 --prefix A >/dev/null
+SELECT is(pg_temp.rr_after_run($$UPDATE hosts SET hardware_serial = 'Z-A00000014' WHERE hardware_serial = 'A00000014'$$), 'ok',
+  'nor a re-serial');
+\! python3 test/mockctl.py devices CK_acme --generate 1 --start 52 --prefix A >/dev/null
+SELECT is(pg_temp.rr_after_run($$UPDATE hosts SET id = id + 100000 WHERE hardware_serial = 'A00000015'$$), 'ok',
+  'nor a renumbering');
+SELECT is((SELECT count(*)::int FROM host_dep_assignments d LEFT JOIN hosts h ON h.id = d.host_id AND h.hardware_serial = d.hardware_serial
+            WHERE d.deleted_at IS NULL AND h.id IS NULL), 0, 'every live device has its host');
+
+-- 8. A database whose default is REPEATABLE READ: each transaction of
+-- CALL ade_sync_job() is READ COMMITTED all the same, so an application
+-- delete while the run waits for ABM does not fail the page.  (Finding 7.)
+\! echo '[{"serial_number": "A00000016", "model": "Mac78,1"}]' > "$ADE_TEST_TMP/modify_24c.json"
+\! python3 test/mockctl.py devices CK_acme --modify-json "$ADE_TEST_TMP/modify_24c.json" >/dev/null
+\! python3 test/mockctl.py fault '{"path": "/devices/sync", "hang_seconds": 1.5, "times": 1}' >/dev/null
+SELECT dblink_exec('run', $$SET default_transaction_isolation = 'repeatable read'$$) \g /dev/null
+SELECT dblink_send_query('run', 'CALL ade_sync_job()') \g /dev/null
+SELECT pg_sleep(0.5);
+SELECT dblink_exec('app', $$DELETE FROM hosts WHERE hardware_serial = 'A00000016'$$) \g /dev/null
+SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND state = 'active')$$, 10),
+  'the run ends');
+SELECT pg_temp.result('run') \g /dev/null
+SELECT dblink_exec('run', 'RESET default_transaction_isolation') \g /dev/null
+SELECT is((SELECT error FROM ade_sync_runs ORDER BY id DESC LIMIT 1), NULL,
+  'under a default of REPEATABLE READ, a page is not lost to a serialization failure');
+SELECT is((SELECT hardware_model FROM hosts WHERE hardware_serial = 'A00000016'), 'Mac78,1', 'it applied');
+
+-- 9. A NULL from a lookup that found nothing is an error, never "every token"
+SELECT throws_ok('CALL ade_sync_job(NULL)', '22004', NULL, 'CALL ade_sync_job(NULL) is an error, as ade_sync(NULL) is');
 
 \! python3 test/mockctl.py faults-clear >/dev/null
 SELECT dblink_disconnect('run'), dblink_disconnect('app'), dblink_disconnect('app2') \g /dev/null

@@ -5,7 +5,7 @@
 \ir setup.psql
 \! test/add-token.sh Acme CK_acme
 \! python3 test/mockctl.py devices CK_acme --generate 20
-SELECT plan(18);
+SELECT plan(23);
 
 SELECT ade_schedule() AS jobid \gset
 SELECT is((SELECT format('%s | %s | %s | %s', jobname, schedule, command, database) FROM cron.job WHERE jobname = 'ade_sync'),
@@ -63,6 +63,23 @@ SELECT is((SELECT status FROM cron.job_run_details d JOIN cron.job j USING (jobi
 SELECT is((SELECT added FROM ade_sync_runs ORDER BY id LIMIT 1), 20, 'and ade_sync_runs holds the run, with the devices it added');
 \set cronlog `grep -c 'LOG:  ade: fetching "Acme": page 1, 20 devices so far' "$ADE_SERVER_LOG" || true`
 SELECT cmp_ok(:'cronlog'::int, '>=', 1, 'a pg_cron run reports its fetch progress as LOG lines in the server log');
+SELECT ade_unschedule() \g /dev/null
+
+-- a database scheduled under 0.4 updates to 0.5 (review of issue 18,
+-- finding 2): the job runs ade_sync_job() from then on, and the cleanup
+-- function no longer fails where pg_cron is absent
+DROP EXTENSION ade CASCADE;
+CREATE EXTENSION ade VERSION '0.4';
+SELECT ade_schedule() \g /dev/null
+SELECT lives_ok('ALTER EXTENSION ade UPDATE', 'ALTER EXTENSION ade UPDATE works in a database where ade_schedule() was called');
+SELECT is((SELECT command FROM cron.job WHERE jobname = 'ade_sync'), 'CALL public.ade_sync_job()',
+  'the update points the job at ade_sync_job()');
+SELECT ok((SELECT prosrc LIKE '%pg_extension%' FROM pg_proc WHERE proname = 'ade_cron_cleanup'),
+  'and makes the cleanup function one that looks for pg_cron first');
+SELECT is((SELECT count(*)::int FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+            WHERE p.proname = 'ade_cron_cleanup' AND d.deptype = 'e'), 0,
+  'the cleanup function stays outside the extension (it must outlive it)');
+SELECT ok(EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup'), 'its event trigger is there');
 SELECT ade_unschedule() \g /dev/null
 
 SELECT * FROM finish();
