@@ -64,7 +64,7 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 20 --prefix A >/dev/null
 CALL ade_sync_job();
 CALL ade_sync_job();
-SELECT plan(43);
+SELECT plan(46);
 
 SELECT is((SELECT count(*)::int FROM hosts), 20, 'CALL ade_sync_job() fetched the 20 devices');
 
@@ -248,6 +248,25 @@ SELECT is((SELECT hardware_model FROM hosts WHERE hardware_serial = 'A00000016')
 
 -- 9. A NULL from a lookup that found nothing is an error, never "every token"
 SELECT throws_ok('CALL ade_sync_job(NULL)', '22004', NULL, 'CALL ade_sync_job(NULL) is an error, as ade_sync(NULL) is');
+
+-- 10. An application that never stops writing hosts (8 connections, each
+-- a transaction that updates a host and holds it 20 ms): the run still
+-- finds a moment to write, well within its time, and no application
+-- transaction fails.  (Finding 4: a run that only polled never did.)
+\! echo '[{"serial_number": "A00000017", "model": "Mac79,1"}]' > "$ADE_TEST_TMP/modify_24d.json"
+\! python3 test/mockctl.py devices CK_acme --modify-json "$ADE_TEST_TMP/modify_24d.json" >/dev/null
+\! printf '%s\n' '\set hid random(1, 20)' 'BEGIN;' 'UPDATE hosts SET updated_at = now() WHERE id = :hid;' 'SELECT pg_sleep(0.02);' 'COMMIT;' > "$ADE_TEST_TMP/busy_app.sql"
+\! (pgbench -n -U mdm_app -d "$ADE_TEST_DB" -c 8 -j 8 -T 6 -f "$ADE_TEST_TMP/busy_app.sql" > "$ADE_TEST_TMP/busy_app.out" 2>&1 &)
+SELECT pg_sleep(1.5);
+SET ade.max_sync_seconds = 4;
+CALL ade_sync_job();
+RESET ade.max_sync_seconds;
+SELECT is((SELECT error FROM ade_sync_runs ORDER BY id DESC LIMIT 1), NULL,
+  'a run beside an application that never stops writing hosts applies its page, within its time');
+SELECT is((SELECT hardware_model FROM hosts WHERE hardware_serial = 'A00000017'), 'Mac79,1', 'the change is there');
+SELECT pg_sleep(5);
+\set busyfailed `grep -c 'number of failed transactions: 0 ' "$ADE_TEST_TMP/busy_app.out"`
+SELECT is(:'busyfailed'::text, '1', 'and none of the application''s transactions failed');
 
 \! python3 test/mockctl.py faults-clear >/dev/null
 SELECT dblink_disconnect('run'), dblink_disconnect('app'), dblink_disconnect('app2') \g /dev/null
