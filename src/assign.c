@@ -308,6 +308,56 @@ batch_step(void *arg)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * A UUID ABM says it does not know: was_known when a device holds it (ABM
+ * took it once, and the profile was deleted there since); else it is kept
+ * as refused, as define_profile() keeps a profile ABM refuses.
+ */
+typedef struct UnknownStep
+{
+	int64		token_id;
+	const char *key;
+	const char *uuid;
+	bool		was_known;		/* out */
+} UnknownStep;
+
+static void
+unknown_step(void *arg)
+{
+	UnknownStep *u = (UnknownStep *) arg;
+	Oid			argtypes[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	char	   *sql;
+	int			rc;
+	bool		isnull;
+
+	claim_or_fail(u->token_id);
+	if (!AdeSqlAtLeast(0, 4))
+	{
+		u->was_known = true;	/* the SQL of 0.3 keeps no refusal */
+		return;
+	}
+	args[0] = Int64GetDatum(u->token_id);
+	args[1] = CStringGetTextDatum(u->uuid);
+	sql = psprintf("SELECT EXISTS (SELECT 1 FROM %s.host_dep_assignments d WHERE d.abm_token_id = $1 "
+				   "AND d.profile_uuid = $2 AND d.assign_profile_response = 'SUCCESS')", AdeSchema());
+	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	u->was_known = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	if (u->was_known)
+		return;
+	args[1] = CStringGetTextDatum(u->key);
+	args[2] = CStringGetTextDatum(psprintf("PUT /profile/devices: ABM does not know the profile UUID %s it gave (INVALID_PROFILE)",
+										   u->uuid));
+	sql = psprintf("UPDATE %s.ade_profile_definitions SET profile_uuid = NULL, refusal = $3, defined_at = now() "
+				   "WHERE token_id = $1 AND profile_key = $2", AdeSchema());
+	rc = SPI_execute_with_args(sql, 3, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+}
+
 /* the first failure of the run is the one to report; the deadline is none */
 static void
 keep_error(AdeAssignResult *out, ErrorData *error, AdeAbmKind kind)
@@ -539,13 +589,27 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 			 * ABM no longer knows the UUID stored for this profile (deleted
 			 * there): define it again, once per run, and send the batch
 			 * again with the new one; every run would fail the same way
-			 * otherwise.
+			 * otherwise.  A UUID ABM never took (no device holds it) is
+			 * kept as refused instead, and defined again only after
+			 * ade.failed_retry_interval: no POST /profile every minute.
 			 */
 			DefineStep	d = {client, token_id, cands[i].key, NULL, NULL};
+			UnknownStep u = {token_id, cands[i].key, cands[i].uuid, false};
 			int			j;
 
 			redefined = lappend(redefined, makeString(cands[i].key));
 			MemoryContextReset(batchcxt);
+			if (!AdeTrySubxact(unknown_step, &u, &error, &kind))
+			{
+				keep_error(out, error, kind);
+				break;
+			}
+			if (!u.was_known)
+			{
+				out->note = psprintf("ABM does not know the enrollment profile it defined (%s): its devices wait; see ade_status.attention",
+									 AdeAbmKindName(ABM_UNKNOWN_PROFILE));
+				break;
+			}
 			ereport(LOG,
 					(errmsg("ade: ABM no longer knows the profile UUID %s of token " INT64_FORMAT ": defining the profile again",
 							cands[i].uuid, token_id)));

@@ -7,7 +7,7 @@
 --     longer knows the stored profile UUID: the profile is defined again,
 --     once per run, and the batch sent again.
 \ir setup.psql
-SELECT plan(10);
+SELECT plan(12);
 
 -- (a) ten devices in two pages; the last page is served and cut on its
 -- way: ABM takes the fetch as finished, ade never applied that page
@@ -52,14 +52,22 @@ SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE hardware_serial 
 SELECT is((SELECT error FROM ade_sync_runs WHERE token_id = :pr ORDER BY id DESC LIMIT 1), NULL,
   'the run has no error');
 
--- ABM refuses the new UUID too: once per run, then the run's error
+-- ABM refuses the new UUID too: defined again once, then kept as refused
+-- (a UUID no device ever held), and not defined again every run
 \! python3 test/mockctl.py devices CK_pr --generate 1 --prefix R >/dev/null
 \! python3 test/mockctl.py fault '{"path": "/profile/devices", "status": 400, "body": "INVALID_PROFILE", "times": -1}' >/dev/null
 \! python3 test/mockctl.py log-clear >/dev/null
 CALL ade_sync_job(:pr);
 \set defines `python3 test/mockctl.py logcount 'POST /profile'`
 SELECT ok(:defines = 1 AND (SELECT error FROM ade_sync_runs WHERE token_id = :pr ORDER BY id DESC LIMIT 1) LIKE '%INVALID_PROFILE%',
-  'a profile ABM keeps refusing is defined again once per run, never in a loop, and the run says why');
+  'a profile ABM forgot again is defined again once in the run, and the run says why');
+\! python3 test/mockctl.py log-clear >/dev/null
+CALL ade_sync_job(:pr);
+CALL ade_sync_job(:pr);
+\set defines `python3 test/mockctl.py logcount 'POST /profile'`
+SELECT is(:defines, 0, 'a UUID ABM never took is kept as refused: no POST /profile in the next runs');
+SELECT ok((SELECT attention FROM ade_status WHERE token_id = :pr) LIKE '%INVALID_PROFILE%',
+  'and ade_status.attention says so');
 \! python3 test/mockctl.py faults-clear >/dev/null
 RESET ade.enroll_url;
 
