@@ -274,12 +274,18 @@ claim_token(TokenRun *run)
  * Progress of a fetch, per page: a NOTICE to an interactive caller, a LOG
  * line for pg_cron's runs (nobody reads their NOTICEs).
  */
+/* pg_cron runs jobs in background workers, or over libpq as "pg_cron" */
+static bool
+by_cron(void)
+{
+	return MyBackendType == B_BG_WORKER ||
+		(application_name && strcmp(application_name, "pg_cron") == 0);
+}
+
 static void
 report_progress(TokenRun *run, Jsonb *devices)
 {
-	/* pg_cron runs jobs in background workers, or over libpq as "pg_cron" */
-	bool		cron = MyBackendType == B_BG_WORKER ||
-		(application_name && strcmp(application_name, "pg_cron") == 0);
+	bool		cron = by_cron();
 	long		secs;
 	int			usecs;
 
@@ -942,6 +948,12 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 			/* a fair share of what is left: what is left over the tokens to go */
 			run.deadline = run.started_at +
 				Max(run_deadline - run.started_at, 0) / (n - i);
+			/*
+			 * A job that runs SELECT ade_sync() (made before 0.5, or brought
+			 * back by a dump): one transaction, which holds hosts to its end
+			 */
+			if (rsinfo && by_cron())
+				add_note(&run, "pg_cron runs SELECT ade_sync(), one transaction: call ade_schedule() again to run CALL ade_sync_job()");
 			sync_token(&run, alone);
 			if (rsinfo)
 				emit(rsinfo, &run);
