@@ -482,25 +482,50 @@ page_step(TokenRun *run, void *arg)
 }
 
 /*
- * The records of the token kept aside whose retry is due, tried again,
- * within the token's share of the run's time.
+ * The records of the token kept aside whose retry is due, tried again, in
+ * chunks of RETRY_CHUNK_MS (each holds hosts for no longer: a step of its
+ * own, committed in a run that commits), within a quarter of the token's
+ * share of the run's time: new pages are what matters most.
  */
-static void
-retry_rejected(TokenRun *run, void *arg)
+#define RETRY_CHUNK_MS 200
+
+typedef struct RetryArgs
 {
-	/* a quarter of the token's share: new pages are what matters most */
-	TimestampTz until = run->started_at + (run->deadline - run->started_at) / 4;
+	TimestampTz until;			/* this chunk's end */
+	bool		more;			/* out: the chunk ran out of time, not of records */
+} RetryArgs;
+
+static void
+retry_chunk(TokenRun *run, void *arg)
+{
+	RetryArgs  *ra = (RetryArgs *) arg;
 	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
-	Datum		args[2] = {Int64GetDatum(run->token_id), TimestampTzGetDatum(until)};
+	Datum		args[2] = {Int64GetDatum(run->token_id), TimestampTzGetDatum(ra->until)};
 	char	   *sql;
 	int			rc;
 
+	ra->more = false;
 	if (!AdeClaimToken(run->token_id))
 		return;
 	sql = psprintf("SELECT %s.ade_retry_rejected($1, $2)", AdeSchema());
 	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "ade_retry_rejected");
 	SPI_freetuptable(SPI_tuptable);
+	ra->more = GetCurrentTimestamp() >= ra->until;
+}
+
+static void
+retry_rejected(TokenRun *run)
+{
+	TimestampTz until = run->started_at + (run->deadline - run->started_at) / 4;
+	RetryArgs	ra;
+
+	do
+	{
+		ra.until = Min(until, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RETRY_CHUNK_MS));
+		if (!in_subxact(run, retry_chunk, &ra))
+			break;
+	} while (ra.more && GetCurrentTimestamp() < until);
 }
 
 /*
@@ -601,7 +626,7 @@ token_step(TokenRun *run, void *arg)
 	/* a failure here is recorded, and the pages still come */
 	bound_lock_waits(run);
 	if (AdeSqlAtLeast(0, 4))
-		(void) in_subxact(run, retry_rejected, NULL);
+		retry_rejected(run);
 	/* no request of this token outlasts its share of the run's time */
 	client->deadline = run->deadline;
 
