@@ -6,7 +6,9 @@
 # model-based test (test/model_test.py) with random seeds for
 # ADE_FUZZ_MINUTES (default 30), and the fuzz of untrusted input
 # (test/input_fuzz.py: token files and ABM answers) for
-# ADE_INPUT_FUZZ_MINUTES (default 10; 0 skips it).  Each batch prints its
+# ADE_INPUT_FUZZ_MINUTES (default 10; 0 skips it), and the stress test of
+# the application's statements racing open runs (test/stress_open_run.py)
+# for ADE_STRESS_MINUTES (default 10; 0 skips it).  Each batch prints its
 # seed; a failure prints the shortest sequence of steps that breaks an
 # invariant (or the case) and how to replay it: ADE_FUZZ_SEED=<seed> make
 # fuzz.  Ends with "N passed, N failed" (steps and cases checked).
@@ -55,7 +57,18 @@ if [[ $input_minutes != 0 ]]; then
   read -r p2 f2 < <(tail -1 "$work/input.out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
   [[ $rc2 -ne 0 && ${f2:-0} -eq 0 ]] && f2=1
 fi
+stress_minutes=${ADE_STRESS_MINUTES:-10}
+p3=0 f3=0
+if [[ $stress_minutes != 0 ]]; then
+  sargs=(--fuzz "$stress_minutes")
+  [[ -n ${ADE_FUZZ_SEED:-} ]] && sargs=(--seed "$ADE_FUZZ_SEED" --seconds "$((stress_minutes * 60))")
+  log "stress test (the application racing open runs), random seeds, $stress_minutes minutes"
+  "$PYTHON" test/stress_open_run.py "${sargs[@]}" | tee "$work/stress.out"
+  rc3=${PIPESTATUS[0]}
+  read -r p3 f3 < <(tail -1 "$work/stress.out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p')
+  [[ $rc3 -ne 0 && ${f3:-0} -eq 0 ]] && f3=1
+fi
 [[ $rc -ne 0 && ${f1:-0} -eq 0 ]] && f1=1
-echo "$(( ${p1:-0} + ${p2:-0} )) passed, $(( ${f1:-0} + ${f2:-0} )) failed"
-[[ $(( ${f1:-0} + ${f2:-0} )) -eq 0 ]]
+echo "$(( ${p1:-0} + ${p2:-0} + ${p3:-0} )) passed, $(( ${f1:-0} + ${f2:-0} + ${f3:-0} )) failed"
+[[ $(( ${f1:-0} + ${f2:-0} + ${f3:-0} )) -eq 0 ]]
 

@@ -10,9 +10,10 @@
 #    says), TCP off, on a
 #    private socket directory, with ade.abm_url pointing at the mock;
 # 5. runs pg_regress (make installcheck), the pgTAP files (pg_prove), the
-#    model-based test (test/model_test.py) and the fuzz of untrusted input
-#    (test/input_fuzz.py), the last two with a fixed seed, each counting as
-#    one;
+#    model-based test (test/model_test.py), the fuzz of untrusted input
+#    (test/input_fuzz.py) and the stress test of the application's
+#    statements racing open runs (test/stress_open_run.py, about 45 s), the
+#    last three with a fixed seed, each counting as one;
 # 6. stops everything it started, whatever happened, and ends with one line
 #    "N passed, N failed"; exits non-zero on any failure.
 #
@@ -102,6 +103,7 @@ counted_as_one() {
 }
 counted_as_one "model-based test" model_test.py
 counted_as_one "input fuzz" input_fuzz.py
+counted_as_one "stress test: the application racing open runs" stress_open_run.py
 
 if [[ $failed -gt 0 ]]; then
   echo "---- server log (tail) ----"
