@@ -217,14 +217,12 @@ SELECT is((SELECT count(*)::int FROM f18 WHERE error IS NOT NULL), 0, 'the next 
 \! python3 test/mockctl.py devices CK_delta --generate 400 --prefix D
 \! python3 test/mockctl.py fault '{"path": "/*devices*", "hang_seconds": 0.05, "times": -1}'
 DELETE FROM ade_sync_runs;
-\! for i in 1 2; do PGAPPNAME=ade_racer psql -d "$ADE_TEST_DB" -Xqc "SET ade.page_size = 100; SELECT * FROM ade_sync(); SELECT * FROM ade_sync(); SELECT * FROM ade_sync();" >"$ADE_TEST_TMP/racer2_$i.out" 2>&1 & done
-\! PGAPPNAME=ade_deleter psql -d "$ADE_TEST_DB" -Xqc "DELETE FROM hosts WHERE id % 7 = 0; SELECT pg_sleep(0.2); DELETE FROM hosts WHERE id % 5 = 0; SELECT pg_sleep(0.2); DELETE FROM hosts WHERE hardware_serial LIKE 'G%';" >"$ADE_TEST_TMP/deleter2.out" 2>&1 &
+-- (the sessions of each round start together, and the round ends when all
+-- of them have: a check of pg_stat_activity could look before they begin)
+\! for i in 1 2; do PGAPPNAME=ade_racer psql -d "$ADE_TEST_DB" -Xqc "SET ade.page_size = 100; SELECT * FROM ade_sync(); SELECT * FROM ade_sync(); SELECT * FROM ade_sync();" >"$ADE_TEST_TMP/racer2_$i.out" 2>&1 & done; PGAPPNAME=ade_deleter psql -d "$ADE_TEST_DB" -Xqc "DELETE FROM hosts WHERE id % 7 = 0; SELECT pg_sleep(0.2); DELETE FROM hosts WHERE id % 5 = 0; SELECT pg_sleep(0.2); DELETE FROM hosts WHERE hardware_serial LIKE 'G%';" >"$ADE_TEST_TMP/deleter2.out" 2>&1 & wait
 SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name IN ('ade_racer', 'ade_deleter'))$$, 60),
   'two concurrent syncs and a host deleter finish');
-\! for i in 1 2 3 4; do PGAPPNAME=ade_racer psql -d "$ADE_TEST_DB" -Xqc "SET ade.page_size = 100; SELECT * FROM ade_sync(); SELECT * FROM ade_sync(); SELECT * FROM ade_sync();" >"$ADE_TEST_TMP/racer4_$i.out" 2>&1 & done
-\! python3 test/mockctl.py devices CK_gamma --generate 300 --prefix G --start 400
-\! python3 test/mockctl.py devices CK_delta --delete D00000001,D00000002
-\! PGAPPNAME=ade_deleter psql -d "$ADE_TEST_DB" -Xqc "DELETE FROM hosts WHERE id % 3 = 0; SELECT pg_sleep(0.2); DELETE FROM hosts; SELECT pg_sleep(0.2); DELETE FROM hosts WHERE hardware_serial LIKE 'A%';" >"$ADE_TEST_TMP/deleter4.out" 2>&1 &
+\! for i in 1 2 3 4; do PGAPPNAME=ade_racer psql -d "$ADE_TEST_DB" -Xqc "SET ade.page_size = 100; SELECT * FROM ade_sync(); SELECT * FROM ade_sync(); SELECT * FROM ade_sync();" >"$ADE_TEST_TMP/racer4_$i.out" 2>&1 & done; python3 test/mockctl.py devices CK_gamma --generate 300 --prefix G --start 400; python3 test/mockctl.py devices CK_delta --delete D00000001,D00000002; PGAPPNAME=ade_deleter psql -d "$ADE_TEST_DB" -Xqc "DELETE FROM hosts WHERE id % 3 = 0; SELECT pg_sleep(0.2); DELETE FROM hosts; SELECT pg_sleep(0.2); DELETE FROM hosts WHERE hardware_serial LIKE 'A%';" >"$ADE_TEST_TMP/deleter4.out" 2>&1 & wait
 SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name IN ('ade_racer', 'ade_deleter'))$$, 90),
   'four concurrent syncs and a host deleter finish');
 \! python3 test/mockctl.py faults-clear
