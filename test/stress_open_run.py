@@ -23,9 +23,11 @@ Threads, each with a connection of its own:
   mostly READ COMMITTED (autocommit, and some transactions of two
   statements), some REPEATABLE READ transactions and (the first connection)
   SERIALIZABLE ones, which take their snapshot, wait a little (pages commit
-  meanwhile), then write;
+  meanwhile), then write; a statement on one host most often names a device
+  the driver changed a moment ago;
 - a checker: every live assignment has its host (same id, same serial),
-  read every half second.
+  read every half second; a sampler: which application statements wait
+  for a lock, and for whom (pg_blocking_pids), every 100 ms.
 
 Every application statement's duration and error (SQLSTATE, message,
 context) is recorded.  An audit trigger of the test on hosts and
@@ -59,10 +61,19 @@ size).  Then:
    connection changed after the transaction's snapshot (the audit says who
    wrote which row after the snapshot).  A 40001 whose only concurrent
    writer was the sync on an assignment row (never on the host row), a
-   deadlock with the runner, or any other error fails the test;
+   deadlock with the runner, or any other error fails the test (a
+   deadlock between application connections alone, outside ade's
+   triggers, is the application's own and shown apart);
 6. no application statement waited longer than --max-wait seconds, but
    those that ran while a SELECT ade_sync() was open (one transaction: they
-   may wait for it, and are shown apart); the distribution is printed.
+   may wait for it) and those seen waiting for other application
+   connections only, both shown apart; the distributions are printed.
+
+It was tried on purpose against builds of ade broken in three ways (a
+private install, never committed): writes of a run without the lock on
+hosts (checks 1 and 4 fail), the delete trigger reading the transaction's
+snapshot instead of the latest (check 4), and CALL ade_sync_job() not
+committing its steps (check 6).
 
     stress_open_run.py                        bounded, fixed seed (make test)
     stress_open_run.py --seconds 600 --seed N a long run, or a replay
@@ -81,6 +92,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -176,13 +188,12 @@ def pct(values, p):
 
 
 class Stress:
-    def __init__(self, seed, seconds, apps, max_wait, log_path=None, verbose=False):
+    def __init__(self, seed, seconds, apps, max_wait, log_path=None):
         self.seed = seed
         self.seconds = seconds
         self.napps = apps
         self.max_wait = max_wait
         self.log_path = log_path
-        self.verbose = verbose
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.stmts = []           # every application statement (dicts)
@@ -195,13 +206,15 @@ class Stress:
         self.abm = {}             # serial -> {"org": token, "family": f}: what ABM holds
         self.gone = []            # serials ABM deleted (may come back)
         self.future = []          # serials the application made hosts for, for ABM to add
+        self.hot = []             # the serials the driver changed last
         self.clock = 0
         self.counter = 0
         self.app_pids = {}
         self.runner_pid = None
         self.checks = 0
         self.failures = []
-        self.notes = []
+        self.conns = []           # every connection, closed at the end
+        self.changes = {}         # what the driver changed in ABM, counted
 
     # ---------------------------------------------------------------- setup
 
@@ -211,9 +224,8 @@ class Stress:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
                         "-out", cert, "-days", "3650", "-subj", "/CN=ade stress test"],
                        check=True, capture_output=True)
-        admin = self.admin = connect()
+        admin = self.admin = self.connect("stress-admin")
         q(admin, "SET client_min_messages = error")
-        q(admin, "SET application_name = 'stress-admin'")
         q(admin, "DROP EXTENSION IF EXISTS ade CASCADE")
         q(admin, "DROP TABLE IF EXISTS stress_audit")
         q(admin, "DROP FUNCTION IF EXISTS stress_audit_hosts(), stress_audit_asg()")
@@ -262,7 +274,13 @@ class Stress:
         n = q(admin, "SELECT count(*) FROM host_dep_assignments WHERE deleted_at IS NULL")[0][0]
         if n != len(self.abm):
             raise AssertionError("the first run made %d live assignments of %d devices" % (n, len(self.abm)))
-        shutil_rm(d)
+        shutil.rmtree(d, ignore_errors=True)
+
+    def connect(self, name, user=None):
+        conn = connect(user)
+        q(conn, "SET application_name = %s", (name,))
+        self.conns.append(conn)
+        return conn
 
     def new_serial(self, prefix):
         with self.lock:
@@ -288,8 +306,7 @@ class Stress:
             self.stop.set()
 
     def runner(self, rng):
-        conn = connect()
-        q(conn, "SET application_name = '%s'" % RUNNER)
+        conn = self.connect(RUNNER)
         q(conn, "SET client_min_messages = error")
         q(conn, "SET ade.retry_backoff = 10")
         q(conn, "SET ade.max_sync_seconds = 20")
@@ -353,6 +370,7 @@ class Stress:
                 fam = rng.choice(FAMILIES)
                 self.abm[s] = {"org": rng.choice(TOKENS), "family": fam}
                 put(self.abm[s]["org"], "add", {"serial_number": s, "device_family": fam})
+                self.count("added")
             elif r < 0.25:                           # a serial the application made a host for
                 with self.lock:
                     s = self.future.pop(rng.randrange(len(self.future))) if self.future else None
@@ -361,6 +379,7 @@ class Stress:
                 fam = rng.choice(FAMILIES)
                 self.abm[s] = {"org": rng.choice(TOKENS), "family": fam}
                 put(self.abm[s]["org"], "add", {"serial_number": s, "device_family": fam})
+                self.count("added after the application made its host")
             elif r < 0.35:                           # a device ABM deleted comes back
                 back = [s for s in self.gone if s not in self.abm and s not in touched]
                 if not back:
@@ -370,20 +389,24 @@ class Stress:
                 fam = rng.choice(FAMILIES)
                 self.abm[s] = {"org": rng.choice(TOKENS), "family": fam}
                 put(self.abm[s]["org"], "add", {"serial_number": s, "device_family": fam})
+                self.count("added again after a delete")
             elif r < 0.50:                           # a new model: the host row changes
                 s = rng.choice(live)
                 put(self.abm[s]["org"], "modify", {"serial_number": s, "model": "Model %d" % rng.randint(1, 9)})
+                self.count("modified (model)")
             elif r < 0.62:                           # no host column changes
                 s = rng.choice(live)
                 rec = {"serial_number": s, "color": rng.choice(("RED", "GREEN", "GOLD"))}
                 if rng.random() < 0.5:
                     rec.update(profile_status="removed", profile_uuid="")
                 put(self.abm[s]["org"], "modify", rec)
+                self.count("modified (no host column)")
             elif r < 0.80:                           # deleted
                 s = rng.choice(live)
                 put(self.abm[s]["org"], "delete", s)
                 del self.abm[s]
                 self.gone.append(s)
+                self.count("deleted")
             else:                                    # moved to another token
                 s = rng.choice(live)
                 d = self.abm[s]
@@ -394,21 +417,24 @@ class Stress:
                     rec["model"] = "Model %d" % rng.randint(1, 9)
                 put(to, "add", rec)
                 self.abm[s] = {"org": to, "family": d["family"]}
+                self.count("moved")
             touched.add(s)
         for (tok, kind), items in sorted(calls.items()):
             ctl("POST", "/_mock/devices", {"consumer_key": ck(tok), "op_date": when, kind: items})
+        self.hot = (self.hot + sorted(touched))[-12:]
+
+    def count(self, what):
+        self.changes[what] = self.changes.get(what, 0) + 1
 
     def checker(self):
-        conn = connect()
-        q(conn, "SET application_name = 'stress-checker'")
+        conn = self.connect("stress-checker")
         while not self.stop.is_set():
             self.check_hosts(conn, mid_run=True)
             self.hosts_cache = q(conn, "SELECT id, hardware_serial FROM hosts")
             self.stop.wait(0.5)
 
     def sampler(self):
-        conn = connect()
-        q(conn, "SET application_name = 'stress-sampler'")
+        conn = self.connect("stress-sampler")
         while not self.stop.is_set():
             rows = q(conn, "SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity "
                            "WHERE application_name LIKE 'stress-app-%%' AND wait_event_type = 'Lock'")
@@ -419,8 +445,7 @@ class Stress:
     # ---------------------------------------------------------------- the application
 
     def app(self, i, rng):
-        conn = connect(APP)
-        q(conn, "SET application_name = 'stress-app-%d'" % i)
+        conn = self.connect("stress-app-%d" % i, APP)
         self.app_pids[conn.get_backend_pid()] = "app-%d" % i
         me = "stress-app-%d" % i
         while not self.stop.is_set():
@@ -433,28 +458,41 @@ class Stress:
                 iso = "RC-TX"
             else:
                 iso = "RC"
-            n = 1 if iso == "RC" else rng.randint(1, 2)
-            ops = [self.pick_op(i, rng, iso) for _ in range(n)]
-            trunc = [op for op in ops if op[0] == "truncate"]
-            if trunc and iso != "RC":
-                # TRUNCATE first and alone: one that follows a read or a
-                # write of hosts in its transaction upgrades its lock, and
-                # two such transactions deadlock (the application's own
-                # doing, nothing of ade's)
-                ops = trunc[:1] + ([op for op in ops if op[0] != "truncate"] if iso == "RC-TX" else [])
             if iso == "RC":
-                self.app_stmt(conn, me, iso, ops[0], None)
-            else:
+                self.app_stmt(conn, me, iso, self.pick_op(i, rng, iso), None)
+            elif iso == "RC-TX":
+                ops = [self.pick_op(i, rng, iso) for _ in range(rng.randint(1, 2))]
+                # TRUNCATE first: one that follows a write of hosts in its
+                # transaction upgrades its lock, and two such transactions
+                # deadlock (the application's own doing, nothing of ade's)
+                ops.sort(key=lambda op: op[0] != "truncate")
                 self.app_tx(conn, me, iso, ops, rng)
+            elif rng.random() < 0.03:
+                # alone, for the same reason (and refused by design)
+                self.app_tx(conn, me, iso, [("truncate", "TRUNCATE hosts", (), "true", ())], rng)
+            else:
+                # picked once the snapshot has grown old: most often a
+                # device whose change a page applied since
+                self.app_tx(conn, me, iso, [None] * rng.randint(1, 2), rng, i)
             self.stop.wait(rng.uniform(0, 0.04))
 
     def target(self, rng):
+        """A serial for a statement on one host: most often one the driver
+        changed at ABM a moment ago (its run may be open now), else any
+        host's, or any device's, or none's."""
         r = rng.random()
-        cache = self.hosts_cache
-        if r < 0.75 and cache:
+        cache, hot = self.hosts_cache, self.hot
+        if r < 0.4 and hot:
+            return rng.choice(hot)
+        if r < 0.8 and cache:
             return rng.choice(cache)[1]
-        if r < 0.95 and self.abm:
-            return rng.choice(list(self.abm))
+        if r < 0.95:
+            try:
+                serials = list(self.abm)        # the driver changes it meanwhile
+            except RuntimeError:
+                serials = []
+            if serials:
+                return rng.choice(serials)
         return "NOSUCH%d" % rng.randint(1, 99)
 
     def pick_op(self, i, rng, iso):
@@ -540,26 +578,31 @@ class Stress:
                 self.future.append(args[0])
         return ok, rec
 
-    def app_tx(self, conn, me, iso, ops, rng):
+    def app_tx(self, conn, me, iso, ops, rng, i=None):
+        """A transaction of ops; under REPEATABLE READ or SERIALIZABLE it
+        takes its snapshot first, waits a little (pages commit meanwhile),
+        then picks each op (None: picked then) and reads the rows it is to
+        write before it writes them (for the blame of a 40001)."""
         level = "READ COMMITTED" if iso == "RC-TX" else iso
         with conn.cursor() as c:
             c.execute("BEGIN ISOLATION LEVEL " + level)
         tx = {"iso": iso, "snapshot": None, "targets": [], "t_snap": None}
+        snapshot = iso != "RC-TX" and ops[0] is None
+        if snapshot:
+            with conn.cursor() as c:
+                c.execute("SELECT txid_current_snapshot()::text")
+                tx["snapshot"], tx["t_snap"] = c.fetchone()[0], time.time()
+            time.sleep(rng.uniform(0, 0.3))
         ok = True
-        for n, op in enumerate(ops):
-            if iso != "RC-TX" and op[0] != "truncate":
-                where = op[3] or "false"
+        for op in ops:
+            while op is None or (snapshot and op[0] == "truncate"):
+                op = self.pick_op(i, rng, iso)
+            if snapshot:
                 with conn.cursor() as c:
-                    c.execute("SELECT txid_current_snapshot()::text, coalesce(array_agg(id), '{}'), "
-                              "coalesce(array_agg(hardware_serial), '{}') FROM hosts WHERE " + where,
-                              tuple(op[4]))
-                    snap, ids, serials = c.fetchone()
-                if tx["snapshot"] is None:
-                    tx["snapshot"], tx["t_snap"] = snap, time.time()
+                    c.execute("SELECT coalesce(array_agg(id), '{}'), coalesce(array_agg(hardware_serial), '{}') "
+                              "FROM hosts WHERE " + (op[3] or "false"), tuple(op[4]))
+                    ids, serials = c.fetchone()
                 tx["targets"].append((list(ids), list(serials)))
-                if n == 0:
-                    # pages commit meanwhile: the snapshot grows old
-                    time.sleep(rng.uniform(0, 0.3))
             ok, rec = self.app_stmt(conn, me, iso, op, tx)
             if not ok:
                 break
@@ -824,6 +867,16 @@ class Stress:
     # ---------------------------------------------------------------- run
 
     def run(self):
+        try:
+            return self.run_()
+        finally:
+            for conn in self.conns:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+
+    def run_(self):
         t_start = time.time()
         self.setup()
         t_setup = time.time() - t_start
@@ -930,7 +983,8 @@ class Stress:
         if err_runs:
             print("token runs that recorded an error (not the application's): %s" % ", ".join(
                 "%s x%d" % (e[:80], n) for e, n in err_runs))
-        print("ABM at the end: %d devices; %d deleted at some time" % (len(self.abm), len(self.gone)))
+        print("ABM: %d devices at the end; changes: %s" % (len(self.abm), ", ".join(
+            "%s %d" % kv for kv in sorted(self.changes.items()))))
         print("application statements: %d (%s); by kind: %s" % (
             len(self.stmts), ", ".join("%s %d" % kv for kv in sorted(by_iso.items())),
             ", ".join("%s %d" % kv for kv in sorted(by_op.items()))))
@@ -975,11 +1029,6 @@ class Stress:
         if pid == self.runner_pid:
             return "the runner"
         return self.app_pids.get(pid, "pid %d" % pid)
-
-
-def shutil_rm(d):
-    import shutil
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def main():
