@@ -48,7 +48,7 @@ LANGUAGE C VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ade_lock_hosts';
 COMMENT ON FUNCTION ade_lock_hosts() IS
-	'internal: takes hosts in SHARE ROW EXCLUSIVE mode without queueing, within lock_timeout and the run''s time';
+	'internal: takes hosts in EXCLUSIVE mode, queueing 50 ms at a time, within lock_timeout and the run''s time';
 
 CREATE FUNCTION ade_live_hosts(p_ids bigint[],
 	OUT host_id bigint, OUT hardware_serial text, OUT model text, OUT platform text, OUT token_id bigint)

@@ -39,7 +39,7 @@
 
 -- The one lock rule between a sync and the application (src/coexist.c):
 -- every write of ade that decides whether a host must stay takes hosts in
--- SHARE ROW EXCLUSIVE mode first, without queueing; the triggers below read
+-- EXCLUSIVE mode first, queueing 50 ms at a time; the triggers below read
 -- the assignments as they are now, which no write of ade can be half-way
 -- through while the application's statement holds hosts.
 CREATE FUNCTION ade_lock_hosts() RETURNS void
@@ -47,7 +47,7 @@ LANGUAGE C VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ade_lock_hosts';
 COMMENT ON FUNCTION ade_lock_hosts() IS
-	'internal: takes hosts in SHARE ROW EXCLUSIVE mode without queueing, within lock_timeout and the run''s time';
+	'internal: takes hosts in EXCLUSIVE mode, queueing 50 ms at a time, within lock_timeout and the run''s time';
 
 CREATE FUNCTION ade_live_hosts(p_ids bigint[],
 	OUT host_id bigint, OUT hardware_serial text, OUT model text, OUT platform text, OUT token_id bigint)
