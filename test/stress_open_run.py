@@ -852,9 +852,9 @@ class Stress:
                         "in an ade trigger": in_trigger}
         if not in_trigger:
             if host_sync:
-                changed = {" and ".join(c for c, o, n in (("model", r[4], r[5]), ("platform", r[6], r[7]))
-                                        if o != n) or r[2] for r in host_sync}
-                return "40001 on a host row the sync changed after the snapshot (%s)" % ", ".join(sorted(changed))
+                changed = {c for r in host_sync for c, o, n in (("model", r[4], r[5]), ("platform", r[6], r[7]))
+                           if o != n} or {r[2] for r in host_sync}
+                return "40001 on a host row the sync changed after the snapshot (%s)" % " and ".join(sorted(changed))
             if host_app:
                 return "40001 on a host row another application connection changed after the snapshot"
         else:
