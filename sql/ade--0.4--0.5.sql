@@ -204,6 +204,22 @@ BEGIN
 END
 $$;
 
+-- statements on teams take hosts first, as a sync does (src/coexist.c)
+CREATE FUNCTION ade_teams_lock_hosts() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	LOCK TABLE @extschema@.hosts IN ROW EXCLUSIVE MODE;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_teams_lock_hosts() IS
+	'trigger: a statement that deletes or updates teams takes hosts first, as a sync does';
+CREATE TRIGGER ade_teams_lock_hosts BEFORE DELETE OR UPDATE ON teams
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_teams_lock_hosts();
+
 CREATE OR REPLACE FUNCTION ade_apply_page(p_token bigint, p_devices jsonb, p_fetch boolean,
 	p_cursor text, p_mode text, p_fetched_until text,
 	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
@@ -339,8 +355,13 @@ BEGIN
 		RETURN;
 	END IF;
 	-- the one lock rule with the application (src/coexist.c): its team
-	-- moves mark assignments too
+	-- moves mark assignments too; then the token, never waiting (another
+	-- session holds it: nothing now, the next run goes on)
 	PERFORM @extschema@.ade_lock_hosts();
+	PERFORM FROM @extschema@.abm_tokens t WHERE t.id = p_token FOR UPDATE SKIP LOCKED;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
 	IF v_changed IS NOT NULL THEN
 		-- rare: a profile changed; mark the live devices it applies to that
 		-- do not hold it (NOT_ACCESSIBLE waits for ABM to report the device)
@@ -414,13 +435,20 @@ AS $$
 			   assign_profile_response = a.resp,
 			   response_updated_at = now(),
 			   assign_sent_at = now(),
-			   needs_assign = a.resp IN ('FAILED', 'THROTTLED'),
+			   needs_assign = a.resp IN ('FAILED', 'THROTTLED')
+							  OR (a.resp = 'SUCCESS' AND m.profile_uuid IS DISTINCT FROM p_uuid),
 			   retry_at = CASE a.resp
 							WHEN 'FAILED' THEN now() + make_interval(secs => p_failed_retry)
 							WHEN 'THROTTLED' THEN now() + make_interval(secs => coalesce(p_retry_after, 86400))
 						  END,
 			   updated_at = now()
 		  FROM ans a
+		  LEFT JOIN @extschema@.host_dep_assignments d2
+			ON d2.hardware_serial = a.serial AND d2.abm_token_id = p_token
+		  LEFT JOIN @extschema@.hosts h ON h.id = d2.host_id
+		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
+			ON m.team_id = coalesce(h.team_id, 0)
+		   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d2.device->>'device_family'), 'darwin')
 		 WHERE d.hardware_serial = a.serial AND d.abm_token_id = p_token
 		RETURNING a.resp
 	)
@@ -573,14 +601,15 @@ BEGIN
 		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
 			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
 	END IF;
+	-- the one lock rule with the application (src/coexist.c): hosts first,
+	-- then the token
+	PERFORM @extschema@.ade_lock_hosts();
 	SELECT * INTO t FROM @extschema@.abm_tokens x WHERE x.id = ade_remove_token.token_id FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'abm token % does not exist', ade_remove_token.token_id
 			USING ERRCODE = 'no_data_found',
 				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
 	END IF;
-	-- the one lock rule with the application (src/coexist.c)
-	PERFORM @extschema@.ade_lock_hosts();
 	WITH gone AS (
 		UPDATE @extschema@.host_dep_assignments d
 		   SET deleted_at = v_at, needs_assign = false, updated_at = now()
@@ -696,7 +725,8 @@ CREATE PROCEDURE ade_sync_job(token_id bigint)
 COMMENT ON PROCEDURE ade_sync_job(bigint) IS
 	'syncs one ABM token, committing each page';
 
-REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]), ade_run_latest(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]), ade_run_latest(text, jsonb),
+	ade_teams_lock_hosts() FROM PUBLIC;
 REVOKE ALL ON PROCEDURE ade_sync_job(), ade_sync_job(bigint) FROM PUBLIC;
 
 -- A job ade_schedule() made runs ade_sync_job() from now on (its schedule

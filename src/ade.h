@@ -189,10 +189,12 @@ extern void AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_w
 							  TimestampTz deadline, AdeAssignResult *out);
 
 /* ---- the sync loop (sync.c) ---- */
-extern bool AdeClaimToken(int64 token_id);
+extern bool AdeClaimToken(int64 token_id, bool hosts);
+extern bool AdeTokenLive(int64 token_id);
 
 /* ---- sharing hosts with the application (coexist.c) ---- */
 extern TimestampTz AdeLockDeadline;
+extern void AdeLockHosts(void);
 
 /* ---- subtransactions (subxact.c) ---- */
 extern bool AdeCommitSteps;

@@ -66,6 +66,22 @@ col_text(int row, int col)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
+/*
+ * Every step looks whether its token is still there before it asks ABM
+ * (claim == false: locking nothing while Apple answers), and claims it
+ * before it writes: after hosts when it writes assignments (the lock order
+ * of coexist.c).
+ */
+static void
+claim_or_fail(int64 token_id, bool claim, bool hosts)
+{
+	if (!(claim ? AdeClaimToken(token_id, hosts) : AdeTokenLive(token_id)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("abm token " INT64_FORMAT " was removed or taken by another session during the run", token_id),
+				 errhint("The next run assigns what is left.")));
+}
+
 /* POST /profile: define a profile for this token, store and return its UUID */
 static char *
 define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **refusal)
@@ -126,6 +142,8 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 	SPI_freetuptable(SPI_tuptable);
 
 	AdeAbmCall(client, "POST", "/profile", profile, &resp);
+	/* what is stored is the token's alone: hosts is not needed */
+	claim_or_fail(token_id, true, false);
 
 	/*
 	 * A 400: ABM refuses this profile (CONFIG_URL_REQUIRED, a reason).  Any
@@ -209,6 +227,7 @@ send_batch(AdeAbmClient *client, int64 token_id, Candidate *cands, int from, int
 	AdeAbmCall(client, "PUT", "/profile/devices", body.data, &resp);
 	if (resp.kind != ABM_OK)
 		AdeAbmRaise(&resp, "PUT /profile/devices");
+	claim_or_fail(token_id, true, true);
 	jb = AdeAbmParseJson(&resp, "PUT /profile/devices");
 	if (!JB_ROOT_IS_OBJECT(jb))
 		ereport(ERROR,
@@ -262,23 +281,13 @@ typedef struct DefineStep
 	char	   *refusal;		/* out: ABM's words, when it refused it */
 } DefineStep;
 
-/* every step that asks ABM or writes for the token claims it first */
-static void
-claim_or_fail(int64 token_id)
-{
-	if (!AdeClaimToken(token_id))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("abm token " INT64_FORMAT " was removed or taken by another session during the run", token_id),
-				 errhint("The next run assigns what is left.")));
-}
 
 static void
 define_step(void *arg)
 {
 	DefineStep *d = (DefineStep *) arg;
 
-	claim_or_fail(d->token_id);
+	claim_or_fail(d->token_id, false, false);
 	d->uuid = define_profile(d->client, d->token_id, d->key, &d->refusal);
 }
 
@@ -302,7 +311,7 @@ batch_step(void *arg)
 	BatchStep  *b = (BatchStep *) arg;
 	MemoryContext old = MemoryContextSwitchTo(b->cxt);
 
-	claim_or_fail(b->token_id);
+	claim_or_fail(b->token_id, false, false);
 	b->throttled = send_batch(b->client, b->token_id, b->cands, b->from, b->to,
 							  &b->assigned, &b->failed);
 	MemoryContextSwitchTo(old);
@@ -331,7 +340,7 @@ unknown_step(void *arg)
 	int			rc;
 	bool		isnull;
 
-	claim_or_fail(u->token_id);
+	claim_or_fail(u->token_id, true, false);
 	if (!AdeSqlAtLeast(0, 4))
 	{
 		u->was_known = true;	/* the SQL of 0.3 keeps no refusal */
@@ -384,7 +393,7 @@ unanswered_step(void *arg)
 	int			rc;
 	int			i;
 
-	claim_or_fail(b->token_id);
+	claim_or_fail(b->token_id, true, true);
 	for (i = b->from; i < b->to; i++)
 		elems[i - b->from] = CStringGetTextDatum(b->cands[i].serial);
 	args[0] = Int64GetDatum(b->token_id);
@@ -420,9 +429,13 @@ candidates_step(void *arg)
 	int			i;
 	bool		isnull;
 
-	/* claimed, as every step that writes for the token (AdeClaimToken()) */
-	sql = psprintf("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED",
-				   AdeSchema());
+	/*
+	 * Read, not claimed: ade_assign_candidates() claims the token after
+	 * hosts when it writes (the lock order of coexist.c), and answers
+	 * nothing when another session holds it.  In one transaction, which
+	 * holds it, the same.
+	 */
+	sql = psprintf("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1", AdeSchema());
 	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));

@@ -38,6 +38,24 @@
  * The host triggers themselves never take the lock: they run inside the
  * application's statement, which holds ROW EXCLUSIVE already.
  *
+ * The order: hosts first, everything else after.  An application
+ * statement reaches ade's rows too: deleting a team sets the default teams
+ * of abm_tokens to null (a foreign key) and frees its hosts.  So neither
+ * side may hold one of those rows while it waits for hosts:
+ *
+ * - a run claims its token (abm_tokens, FOR UPDATE SKIP LOCKED: never
+ *   waiting) only after it holds hosts, in a step that writes what the
+ *   application reaches (AdeClaimToken(id, true)); before a request to ABM
+ *   it only looks whether the token is still there (AdeTokenLive()), so that
+ *   it holds nothing while Apple answers.  A step that writes nothing the
+ *   application reaches (a profile's UUID, a run's history) may claim the
+ *   token alone: it then waits for no lock the application holds;
+ * - a statement that deletes or updates teams takes hosts first (ROW
+ *   EXCLUSIVE, the trigger ade_teams_lock_hosts in teams.sql), before any
+ *   team row: without it, the team's row locked and the token's row wanted
+ *   by the statement, and the token claimed and a host of that team being
+ *   written by ade, would wait for each other.
+ *
  * Copyright (c) 2026, the ade authors
  *
  * IDENTIFICATION
@@ -133,6 +151,14 @@ queue_for(Oid relid, int ms)
 Datum
 ade_lock_hosts(PG_FUNCTION_ARGS)
 {
+	AdeLockHosts();
+	PG_RETURN_VOID();
+}
+
+/* ade_lock_hosts(), for the C of a run (sync.c, assign.c) */
+void
+AdeLockHosts(void)
+{
 	Oid			relid = get_relname_relid("hosts", AdeSchemaOid());
 	TimestampTz until = 0;
 
@@ -167,7 +193,6 @@ ade_lock_hosts(PG_FUNCTION_ARGS)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	PG_RETURN_VOID();
 }
 
 /*

@@ -48,9 +48,12 @@
  *   their pages until they commit, and a device moving between their
  *   tokens would make them deadlock.
  * - A token is claimed with SELECT ... FOR UPDATE SKIP LOCKED on its
- *   abm_tokens row, held to the end of the run: a session that holds it
- *   (ade_add_token() renewing it, say) makes the run skip it and report it
- *   "busy", never wait for it.
+ *   abm_tokens row: a session that holds it (ade_add_token() renewing it,
+ *   say) makes the run skip it and report it "busy", never wait for it.
+ *   In one transaction the claim is held to the end, and taken after hosts
+ *   (the lock order of coexist.c); a run that commits its steps claims it
+ *   again in each step that writes, after hosts, and checks that the
+ *   cursor it asked ABM with is still the stored one.
  *
  * Copyright (c) 2026, the ade authors
  *
@@ -114,6 +117,17 @@ typedef struct TokenRun
 
 #define OUT_OF_TIME "ade.max_sync_seconds reached; the next run goes on from the stored cursor"
 
+/*
+ * How a step takes its token (the lock order of coexist.c: hosts, then the
+ * token; nothing held while ABM answers a run that commits its steps)
+ */
+typedef enum ClaimHow
+{
+	CLAIM_READ,					/* read its state, lock nothing */
+	CLAIM_TOKEN,				/* FOR UPDATE SKIP LOCKED, hosts not taken */
+	CLAIM_HOSTS,				/* hosts first, then the token */
+} ClaimHow;
+
 static SPIPlanPtr apply_plan = NULL;
 static char *apply_plan_schema = NULL;
 
@@ -166,11 +180,15 @@ get_apply_plan(void)
 	return apply_plan;
 }
 
+static bool claim_token(TokenRun *run, ClaimHow how);
+
 /*
  * Apply one page and store the cursor and mode with it (one statement).
- * devices may be NULL: only the cursor and mode change.
+ * devices may be NULL: only the cursor and mode change.  Returns false,
+ * applying nothing, when the token was taken since the step read it: removed,
+ * held by another session, or its cursor or mode changed.
  */
-static void
+static bool
 apply_page(TokenRun *run, Jsonb *devices, bool fetch, const char *cursor,
 		   const char *mode, const char *fetched_until)
 {
@@ -178,6 +196,14 @@ apply_page(TokenRun *run, Jsonb *devices, bool fetch, const char *cursor,
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	int			rc;
+	char	   *asked_mode = run->mode;
+	char	   *asked_cursor = run->cursor;
+
+	if (!claim_token(run, CLAIM_HOSTS) ||
+		strcmp(run->mode, asked_mode) != 0 ||
+		(run->cursor == NULL) != (asked_cursor == NULL) ||
+		(run->cursor != NULL && strcmp(run->cursor, asked_cursor) != 0))
+		return false;
 
 	args[0] = Int64GetDatum(run->token_id);
 	if (devices)
@@ -210,23 +236,28 @@ apply_page(TokenRun *run, Jsonb *devices, bool fetch, const char *cursor,
 	SPI_freetuptable(SPI_tuptable);
 	run->cursor = cursor ? MemoryContextStrdup(run->cxt, cursor) : NULL;
 	run->mode = MemoryContextStrdup(run->cxt, mode);
+	return true;
 }
 
 /*
  * Claim the token for the rest of the transaction (FOR UPDATE SKIP
- * LOCKED): false when it is gone or another session holds it.  A run that
- * commits its steps (CALL ade_sync_job()) holds it only within a step: each
- * step that writes for the token, or asks ABM on its behalf, claims it
- * first, so that a removal committed between two steps is never undone.  A
- * no-op in one transaction, which holds it from the start.
+ * LOCKED): false when it is gone or another session holds it.  With hosts,
+ * hosts is taken first (AdeLockHosts()), for a step that writes what the
+ * application's statements reach (the lock order of coexist.c).  A run that
+ * commits its steps (CALL ade_sync_job()) holds the token only within a
+ * step: each step that writes for it claims it first, so that a removal
+ * committed between two steps is never undone.  In one transaction, which
+ * holds both from the start, a no-op.
  */
 bool
-AdeClaimToken(int64 token_id)
+AdeClaimToken(int64 token_id, bool hosts)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(token_id)};
 	int			rc;
 
+	if (hosts)
+		AdeLockHosts();
 	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.abm_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED",
 										AdeSchema()),
 							   1, argtypes, args, NULL, false, 1);
@@ -237,11 +268,32 @@ AdeClaimToken(int64 token_id)
 }
 
 /*
- * Claim the token (FOR UPDATE SKIP LOCKED) and read its state.  Returns
- * false when another session holds it.
+ * Whether the token is still there, locking nothing: before a request to
+ * ABM on its behalf, in a step that claims it (AdeClaimToken()) once the
+ * answer is in, so that nothing is held while Apple answers.
+ */
+bool
+AdeTokenLive(int64 token_id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(token_id)};
+	int			rc;
+
+	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.abm_tokens WHERE id = $1", AdeSchema()),
+							   1, argtypes, args, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "reading the token");
+	rc = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return rc == 1;
+}
+
+/*
+ * Read the token's state (organisation, mode, cursor) into run, claimed as
+ * how says.  Returns false when it is gone, or (claimed) another session
+ * holds it.
  */
 static bool
-claim_token(TokenRun *run)
+claim_token(TokenRun *run, ClaimHow how)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(run->token_id)};
@@ -251,8 +303,10 @@ claim_token(TokenRun *run)
 	Datum		d;
 	MemoryContext old;
 
-	sql = psprintf("SELECT org_name, mode, cursor FROM %s.abm_tokens WHERE id = $1 "
-				   "FOR UPDATE SKIP LOCKED", AdeSchema());
+	if (how == CLAIM_HOSTS)
+		AdeLockHosts();
+	sql = psprintf("SELECT org_name, mode, cursor FROM %s.abm_tokens WHERE id = $1%s",
+				   AdeSchema(), how == CLAIM_READ ? "" : " FOR UPDATE SKIP LOCKED");
 	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "claiming the token");
 	if (SPI_processed == 0)
@@ -318,6 +372,7 @@ typedef enum PageOutcome
 {
 	PAGE_MORE,					/* go on with the next page */
 	PAGE_DONE,					/* nothing more to fetch in this run */
+	PAGE_TAKEN,					/* the token was taken since the step began */
 } PageOutcome;
 
 /*
@@ -342,7 +397,8 @@ sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
 	if (!fetch && run->cursor == NULL)
 	{
 		/* a sync needs a cursor: start over with a full fetch */
-		apply_page(run, NULL, true, NULL, "fetch", NULL);
+		if (!apply_page(run, NULL, true, NULL, "fetch", NULL))
+			return PAGE_TAKEN;
 		return PAGE_MORE;
 	}
 
@@ -373,7 +429,8 @@ sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
 			ereport(LOG,
 					(errmsg("ade: token " INT64_FORMAT " got %s, starting a full fetch",
 							run->token_id, AdeAbmKindName(resp.kind))));
-			apply_page(run, NULL, true, NULL, "fetch", NULL);
+			if (!apply_page(run, NULL, true, NULL, "fetch", NULL))
+				return PAGE_TAKEN;
 			add_note(run, psprintf("%s: full fetch started", AdeAbmKindName(resp.kind)));
 			return PAGE_MORE;
 		default:
@@ -400,18 +457,21 @@ sync_one_page(TokenRun *run, AdeAbmClient *client, int *resets)
 	if (fetch && !more)
 	{
 		/* the last fetch page: sync mode from now on */
-		apply_page(run, devices, true, cursor, "sync", fetched_until);
+		if (!apply_page(run, devices, true, cursor, "sync", fetched_until))
+			return PAGE_TAKEN;
 		return PAGE_MORE;
 	}
 
 	/* rule 3: the same cursor back with more_to_follow would loop forever */
 	if (more && run->cursor != NULL && strcmp(cursor, run->cursor) == 0)
 	{
-		apply_page(run, devices, fetch, cursor, run->mode, fetched_until);
+		if (!apply_page(run, devices, fetch, cursor, run->mode, fetched_until))
+			return PAGE_TAKEN;
 		add_note(run, "ABM returned the same cursor with more_to_follow; run ended");
 		return PAGE_DONE;
 	}
-	apply_page(run, devices, fetch, cursor, run->mode, fetched_until);
+	if (!apply_page(run, devices, fetch, cursor, run->mode, fetched_until))
+		return PAGE_TAKEN;
 	return more ? PAGE_MORE : PAGE_DONE;
 }
 
@@ -469,16 +529,16 @@ page_step(TokenRun *run, void *arg)
 
 	/*
 	 * A run that commits its pages holds the token only while it applies
-	 * one: a session that took it in between (a renewal, a removal) ends
-	 * this token's pages (a no-op in one transaction, which holds it).
+	 * one (apply_page()), and nothing while ABM answers: a session that took
+	 * it in between (a renewal, a removal) ends this token's pages.  In one
+	 * transaction, which holds it, a read.
 	 */
-	if (!claim_token(run))
+	if (!claim_token(run, CLAIM_READ) ||
+		(pa->outcome = sync_one_page(run, pa->client, pa->resets)) == PAGE_TAKEN)
 	{
 		add_note(run, "the token was taken by another session during the run; the next run goes on");
 		pa->outcome = PAGE_DONE;
-		return;
 	}
-	pa->outcome = sync_one_page(run, pa->client, pa->resets);
 }
 
 /*
@@ -505,7 +565,7 @@ retry_chunk(TokenRun *run, void *arg)
 	int			rc;
 
 	ra->more = false;
-	if (!AdeClaimToken(run->token_id))
+	if (!AdeClaimToken(run->token_id, true))
 		return;
 	sql = psprintf("SELECT %s.ade_retry_rejected($1, $2)", AdeSchema());
 	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
@@ -519,7 +579,21 @@ retry_rejected(TokenRun *run)
 {
 	TimestampTz until = run->started_at + (run->deadline - run->started_at) / 4;
 	RetryArgs	ra;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(run->token_id)};
+	bool		due;
+	int			rc;
 
+	/* none due (the common case): hosts is not taken at all */
+	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.ade_rejected_records "
+										"WHERE token_id = $1 AND retry_at <= now() LIMIT 1",
+										AdeSchema()),
+							   1, argtypes, args, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "reading ade_rejected_records");
+	due = SPI_processed == 1;
+	SPI_freetuptable(SPI_tuptable);
+	if (!due)
+		return;
 	do
 	{
 		ra.until = Min(until, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RETRY_CHUNK_MS));
@@ -597,7 +671,12 @@ start_step(TokenRun *run, void *arg)
 {
 	AdeAbmClient **client = (AdeAbmClient **) arg;
 
-	if (!claim_token(run))
+	/*
+	 * One transaction holds hosts and the token to its end: hosts first.  A
+	 * run that commits its steps claims the token here only to see whether
+	 * another session holds it; the step waits for nothing after.
+	 */
+	if (!claim_token(run, AdeCommitSteps ? CLAIM_TOKEN : CLAIM_HOSTS))
 	{
 		run->busy = true;
 		run->error = "busy";

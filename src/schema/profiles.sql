@@ -323,8 +323,13 @@ BEGIN
 		RETURN;
 	END IF;
 	-- the one lock rule with the application (src/coexist.c): its team
-	-- moves mark assignments too
+	-- moves mark assignments too; then the token, never waiting (another
+	-- session holds it: nothing now, the next run goes on)
 	PERFORM @extschema@.ade_lock_hosts();
+	PERFORM FROM @extschema@.abm_tokens t WHERE t.id = p_token FOR UPDATE SKIP LOCKED;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
 	IF v_changed IS NOT NULL THEN
 		-- rare: a profile changed; mark the live devices it applies to that
 		-- do not hold it (NOT_ACCESSIBLE waits for ABM to report the device)
@@ -416,7 +421,9 @@ COMMENT ON FUNCTION ade_unassignable(bigint) IS
 
 -- Store ABM's answer to one PUT /profile/devices: every serial sent gets its
 -- answer (missing from the answer: FAILED) and its cooldown; a SUCCESS
--- means it holds the profile now.
+-- means it holds the profile now.  A device whose host moved to another
+-- team (or whose profile changed) while ABM answered stays due: what it
+-- holds is not what it gets now.
 CREATE FUNCTION ade_store_answers(p_token bigint, p_uuid text, p_serials text[],
 	p_answer jsonb, p_retry_after int, p_failed_retry int,
 	OUT assigned int, OUT failed int, OUT throttled boolean)
@@ -436,13 +443,20 @@ AS $$
 			   assign_profile_response = a.resp,
 			   response_updated_at = now(),
 			   assign_sent_at = now(),
-			   needs_assign = a.resp IN ('FAILED', 'THROTTLED'),
+			   needs_assign = a.resp IN ('FAILED', 'THROTTLED')
+							  OR (a.resp = 'SUCCESS' AND m.profile_uuid IS DISTINCT FROM p_uuid),
 			   retry_at = CASE a.resp
 							WHEN 'FAILED' THEN now() + make_interval(secs => p_failed_retry)
 							WHEN 'THROTTLED' THEN now() + make_interval(secs => coalesce(p_retry_after, 86400))
 						  END,
 			   updated_at = now()
 		  FROM ans a
+		  LEFT JOIN @extschema@.host_dep_assignments d2
+			ON d2.hardware_serial = a.serial AND d2.abm_token_id = p_token
+		  LEFT JOIN @extschema@.hosts h ON h.id = d2.host_id
+		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
+			ON m.team_id = coalesce(h.team_id, 0)
+		   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d2.device->>'device_family'), 'darwin')
 		 WHERE d.hardware_serial = a.serial AND d.abm_token_id = p_token
 		RETURNING a.resp
 	)

@@ -55,6 +55,25 @@ CREATE TRIGGER ade_teams_release_hosts AFTER DELETE ON teams
 	REFERENCING OLD TABLE AS ade_deleted_teams
 	FOR EACH STATEMENT EXECUTE FUNCTION ade_teams_after_delete();
 
+-- A statement that deletes or updates teams takes hosts first (ROW
+-- EXCLUSIVE, the lock it takes anyway to free a deleted team's hosts),
+-- before any team's row or any row its foreign keys reach (abm_tokens'
+-- default teams): the lock order a sync keeps too (src/coexist.c).
+CREATE FUNCTION ade_teams_lock_hosts() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	LOCK TABLE @extschema@.hosts IN ROW EXCLUSIVE MODE;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_teams_lock_hosts() IS
+	'trigger: a statement that deletes or updates teams takes hosts first, as a sync does';
+CREATE TRIGGER ade_teams_lock_hosts BEFORE DELETE OR UPDATE ON teams
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_teams_lock_hosts();
+
 -- Sets a token's default teams (null: no team); tvOS and visionOS follow iOS.
 CREATE FUNCTION ade_set_default_teams(token_id bigint, macos bigint, ios bigint, ipados bigint)
 RETURNS void
@@ -113,4 +132,5 @@ CREATE TRIGGER ade_team_moves AFTER UPDATE OF team_id ON hosts
 	EXECUTE FUNCTION ade_hosts_team_moved();
 
 REVOKE ALL ON FUNCTION ade_set_default_teams(bigint, bigint, bigint, bigint),
-	ade_hosts_team_moved(), ade_hosts_check_team(), ade_teams_after_delete() FROM PUBLIC;
+	ade_hosts_team_moved(), ade_hosts_check_team(), ade_teams_after_delete(),
+	ade_teams_lock_hosts() FROM PUBLIC;

@@ -326,14 +326,15 @@ BEGIN
 		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
 			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
 	END IF;
+	-- the one lock rule with the application (src/coexist.c): hosts first,
+	-- then the token
+	PERFORM @extschema@.ade_lock_hosts();
 	SELECT * INTO t FROM @extschema@.abm_tokens x WHERE x.id = ade_remove_token.token_id FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'abm token % does not exist', ade_remove_token.token_id
 			USING ERRCODE = 'no_data_found',
 				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
 	END IF;
-	-- the one lock rule with the application (src/coexist.c)
-	PERFORM @extschema@.ade_lock_hosts();
 	WITH gone AS (
 		UPDATE @extschema@.host_dep_assignments d
 		   SET deleted_at = v_at, needs_assign = false, updated_at = now()

@@ -64,7 +64,7 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 20 --prefix A >/dev/null
 CALL ade_sync_job();
 CALL ade_sync_job();
-SELECT plan(46);
+SELECT plan(68);
 
 SELECT is((SELECT count(*)::int FROM hosts), 20, 'CALL ade_sync_job() fetched the 20 devices');
 
@@ -267,6 +267,94 @@ SELECT is((SELECT hardware_model FROM hosts WHERE hardware_serial = 'A00000017')
 SELECT pg_sleep(5);
 \set busyfailed `grep -c 'number of failed transactions: 0 ' "$ADE_TEST_TMP/busy_app.out"`
 SELECT is(:'busyfailed'::text, '1', 'and none of the application''s transactions failed');
+
+-- 11. An application that manages teams too deletes a token's default team
+-- in a transaction that wrote hosts first, while a run waits to write hosts
+-- (CALL ade_sync_job()): the run holds no token row while it waits (hosts
+-- first, then the token: src/coexist.c), so the foreign key from
+-- abm_tokens that the delete reaches is free.  0.5 before this change
+-- claimed the token first: deadlock, or a wait for the run's time.
+GRANT SELECT, INSERT, UPDATE, DELETE ON teams TO mdm_app;
+GRANT USAGE ON SEQUENCE teams_id_seq TO mdm_app;
+INSERT INTO teams (name) VALUES ('Doomed 11') RETURNING id AS t11 \gset
+SELECT ade_set_default_teams(:acme, :t11, :t11, :t11) \g /dev/null
+\! python3 test/mockctl.py devices CK_acme --generate 1 --start 60 --prefix A >/dev/null
+SELECT dblink_exec('app', 'BEGIN') \g /dev/null
+SELECT dblink_exec('app', $$UPDATE hosts SET updated_at = now() WHERE hardware_serial = 'A00000018'$$) \g /dev/null
+SELECT dblink_send_query('run', 'CALL ade_sync_job()') \g /dev/null
+SELECT ok(pg_temp.wait_for($$SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND wait_event_type = 'Lock')$$, 5),
+  'the run waits to write hosts behind the application''s open transaction');
+SELECT cmp_ok(pg_temp.app_ms(format('DELETE FROM teams WHERE id = %s', :t11)), '<', 1000,
+  'in that transaction, deleting the token''s default team neither fails nor waits for the run');
+SELECT lives_ok($$SELECT dblink_exec('app', 'COMMIT')$$, 'and commits');
+SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND state = 'active')$$, 10),
+  'the run ends');
+SELECT is(pg_temp.result('run'), 'CALL', 'without an error');
+SELECT is((SELECT error FROM ade_sync_runs ORDER BY id DESC LIMIT 1), NULL, 'and its page applied');
+SELECT is((SELECT team_id FROM hosts WHERE hardware_serial = 'A00000060'), NULL,
+  'the new device''s host has no team (its token''s default team is gone)');
+
+-- 12. The same with SELECT ade_sync(), one transaction: it takes hosts
+-- before it claims the token, so it never holds the token while it waits
+INSERT INTO teams (name) VALUES ('Doomed 12') RETURNING id AS t12 \gset
+SELECT ade_set_default_teams(:acme, :t12, :t12, :t12) \g /dev/null
+\! python3 test/mockctl.py devices CK_acme --generate 1 --start 61 --prefix A >/dev/null
+SELECT dblink_exec('app', 'BEGIN') \g /dev/null
+SELECT dblink_exec('app', $$UPDATE hosts SET updated_at = now() WHERE hardware_serial = 'A00000018'$$) \g /dev/null
+SELECT dblink_send_query('run', 'SELECT count(*) FROM ade_sync()') \g /dev/null
+SELECT ok(pg_temp.wait_for($$SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT count(*) FROM ade_sync()' AND wait_event_type = 'Lock')$$, 5),
+  'SELECT ade_sync() waits for hosts behind the application''s open transaction');
+SELECT cmp_ok(pg_temp.app_ms(format('DELETE FROM teams WHERE id = %s', :t12)), '<', 1000,
+  'in that transaction, deleting the token''s default team neither fails nor waits for SELECT ade_sync()');
+SELECT lives_ok($$SELECT dblink_exec('app', 'COMMIT')$$, 'and commits');
+SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT count(*) FROM ade_sync()' AND state = 'active')$$, 10),
+  'the run ends');
+SELECT is(pg_temp.result('run'), '1', 'without an error');
+SELECT is((SELECT count(*)::int FROM hosts WHERE hardware_serial = 'A00000061' AND team_id IS NULL), 1,
+  'and its device has a host, with no team');
+
+-- 13. A statement that deletes a team takes hosts first: while a run holds
+-- hosts, it waits before it locks any team or token row (so that a run
+-- writing a host of that team never waits for it in turn)
+INSERT INTO teams (name) VALUES ('Doomed 13') RETURNING id AS t13 \gset
+SELECT dblink_exec('run', 'BEGIN') \g /dev/null
+SELECT dblink_exec('run', 'LOCK TABLE hosts IN EXCLUSIVE MODE') \g /dev/null
+SELECT dblink_send_query('app', format('DELETE FROM teams WHERE id = %s', :t13)) \g /dev/null
+SELECT ok(pg_temp.wait_for($$SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                                            WHERE a.usename = 'mdm_app' AND l.relation = 'hosts'::regclass AND NOT l.granted)$$, 5),
+  'DELETE FROM teams waits for hosts while ade holds it');
+SELECT is((SELECT count(*)::int FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+            WHERE a.usename = 'mdm_app' AND l.locktype = 'tuple'), 0, 'and holds no row meanwhile');
+SELECT dblink_exec('run', 'COMMIT') \g /dev/null
+SELECT lives_ok($$SELECT pg_temp.result('app')$$, 'it goes on once ade is done');
+SELECT is((SELECT count(*)::int FROM teams WHERE id = :t13), 0, 'and deletes the team');
+
+-- 14. ABM answers an assignment while the application moves the device's
+-- host to a team with another profile (the run holds nothing while ABM
+-- answers): the device stays due, and the next run gives it the new team's
+-- profile.  (Stress test: the answer used to clear the mark of the move.)
+INSERT INTO teams (name) VALUES ('Moved 14') RETURNING id AS t14 \gset
+SELECT ade_set_default_teams(:acme, NULL, NULL, NULL) \g /dev/null
+SELECT ade_set_profile('{"profile_name": "Team 14", "url": "https://mdm.example.org/enroll14"}', team_id => :t14) \g /dev/null
+CALL ade_sync_job();
+\! python3 test/mockctl.py devices CK_acme --generate 1 --start 62 --prefix A >/dev/null
+\! python3 test/mockctl.py fault '{"method": "PUT", "path": "/profile/devices", "hang_seconds": 2, "times": 1}' >/dev/null
+SELECT dblink_send_query('run', 'CALL ade_sync_job()') \g /dev/null
+SELECT ok(pg_temp.wait_for($$SELECT EXISTS (SELECT 1 FROM hosts WHERE hardware_serial = 'A00000062')
+                                AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND wait_event_type IS NULL AND state = 'active')$$, 5),
+  'the run sends the new device''s assignment');
+SELECT pg_sleep(0.3);
+SELECT cmp_ok(pg_temp.app_ms(format($$UPDATE hosts SET team_id = %s WHERE hardware_serial = 'A00000062'$$, :t14)), '<', 1000,
+  'moving its host to another team while ABM answers does not wait for the run');
+SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND state = 'active')$$, 10),
+  'the run ends');
+SELECT pg_temp.result('run') \g /dev/null
+SELECT is((SELECT needs_assign FROM host_dep_assignments WHERE hardware_serial = 'A00000062'), true,
+  'the answer for the old profile leaves the moved device due');
+CALL ade_sync_job();
+SELECT is((SELECT d.profile_uuid FROM host_dep_assignments d WHERE d.hardware_serial = 'A00000062'),
+          (SELECT m.profile_uuid FROM ade_device_profiles(:acme) m WHERE m.team_id = :t14 AND m.platform = 'darwin'),
+  'the next run gives it its new team''s profile');
 
 \! python3 test/mockctl.py faults-clear >/dev/null
 SELECT dblink_disconnect('run'), dblink_disconnect('app'), dblink_disconnect('app2') \g /dev/null
