@@ -204,6 +204,99 @@ BEGIN
 END
 $$;
 
+-- the default teams of abm_tokens: no foreign key (the application's delete
+-- of a team under REPEATABLE READ failed on a token row a page wrote since
+-- its snapshot); the delete trigger sets them to null as of now, a team's
+-- new id is followed, ade_set_default_teams() checks the teams exist
+ALTER TABLE abm_tokens DROP CONSTRAINT abm_tokens_macos_team_id_fkey,
+	DROP CONSTRAINT abm_tokens_ios_team_id_fkey,
+	DROP CONSTRAINT abm_tokens_ipados_team_id_fkey;
+CREATE OR REPLACE FUNCTION ade_teams_after_delete() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_ids jsonb := (SELECT pg_catalog.jsonb_agg(o.id) FROM ade_deleted_teams o);
+BEGIN
+	-- hosts as they are now too: under REPEATABLE READ, a host a page put
+	-- in the team after the snapshot would keep it
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = pg_catalog.now()
+		 WHERE h.team_id IN (SELECT e::bigint FROM pg_catalog.jsonb_array_elements_text($1) e)
+		$q$, v_ids);
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.abm_tokens t
+		   SET macos_team_id = CASE WHEN t.macos_team_id = ANY (x.ids) THEN NULL ELSE t.macos_team_id END,
+			   ios_team_id = CASE WHEN t.ios_team_id = ANY (x.ids) THEN NULL ELSE t.ios_team_id END,
+			   ipados_team_id = CASE WHEN t.ipados_team_id = ANY (x.ids) THEN NULL ELSE t.ipados_team_id END,
+			   updated_at = pg_catalog.now()
+		  FROM (SELECT pg_catalog.array_agg(e::bigint) AS ids FROM pg_catalog.jsonb_array_elements_text($1) e) x
+		 WHERE t.macos_team_id = ANY (x.ids) OR t.ios_team_id = ANY (x.ids) OR t.ipados_team_id = ANY (x.ids)
+		$q$, v_ids);
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_teams_after_delete() IS
+	'trigger: the hosts of a deleted team have no team, nor the tokens that named it as a default';
+
+CREATE OR REPLACE FUNCTION ade_set_default_teams(token_id bigint, macos bigint, ios bigint, ipados bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_missing bigint;
+BEGIN
+	IF token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	-- the teams exist, and stay until this commits (what a foreign key would
+	-- check: ade_teams_after_delete() says why there is none)
+	PERFORM FROM @extschema@.teams tm WHERE tm.id IN (macos, ios, ipados) FOR KEY SHARE;
+	SELECT min(v) INTO v_missing FROM unnest(ARRAY[macos, ios, ipados]) v
+	 WHERE v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.teams tm WHERE tm.id = v);
+	IF v_missing IS NOT NULL THEN
+		RAISE EXCEPTION 'team % does not exist', v_missing
+			USING ERRCODE = 'foreign_key_violation',
+				  HINT = 'SELECT id, name FROM teams lists the teams.';
+	END IF;
+	UPDATE @extschema@.abm_tokens t
+	   SET macos_team_id = macos, ios_team_id = ios, ipados_team_id = ipados, updated_at = now()
+	 WHERE t.id = ade_set_default_teams.token_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_set_default_teams(bigint, bigint, bigint, bigint) IS
+	'sets the team a new host of this token lands in, per platform (tvOS and visionOS follow iOS)';
+
+CREATE FUNCTION ade_teams_renumbered() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.abm_tokens t
+		   SET macos_team_id = CASE WHEN t.macos_team_id = ($1->>'old')::bigint THEN ($1->>'new')::bigint ELSE t.macos_team_id END,
+			   ios_team_id = CASE WHEN t.ios_team_id = ($1->>'old')::bigint THEN ($1->>'new')::bigint ELSE t.ios_team_id END,
+			   ipados_team_id = CASE WHEN t.ipados_team_id = ($1->>'old')::bigint THEN ($1->>'new')::bigint ELSE t.ipados_team_id END,
+			   updated_at = pg_catalog.now()
+		 WHERE ($1->>'old')::bigint IN (t.macos_team_id, t.ios_team_id, t.ipados_team_id)
+		$q$, pg_catalog.jsonb_build_object('old', OLD.id, 'new', NEW.id));
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_teams_renumbered() IS
+	'trigger: the tokens that named a team as a default follow it to its new id';
+CREATE TRIGGER ade_teams_renumbered AFTER UPDATE OF id ON teams
+	FOR EACH ROW WHEN (OLD.id OPERATOR(pg_catalog.<>) NEW.id)
+	EXECUTE FUNCTION ade_teams_renumbered();
+
 -- statements on teams take hosts first, as a sync does (src/coexist.c)
 CREATE FUNCTION ade_teams_lock_hosts() RETURNS trigger
 LANGUAGE plpgsql
@@ -726,7 +819,7 @@ COMMENT ON PROCEDURE ade_sync_job(bigint) IS
 	'syncs one ABM token, committing each page';
 
 REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]), ade_run_latest(text, jsonb),
-	ade_teams_lock_hosts() FROM PUBLIC;
+	ade_teams_lock_hosts(), ade_teams_renumbered() FROM PUBLIC;
 REVOKE ALL ON PROCEDURE ade_sync_job(), ade_sync_job(bigint) FROM PUBLIC;
 
 -- A job ade_schedule() made runs ade_sync_job() from now on (its schedule

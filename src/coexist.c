@@ -257,9 +257,67 @@ static struct
 }			latest_plans[LATEST_PLANS];
 
 /*
- * ade_run_latest(sql text, args jsonb) returns bigint: runs one of the host
- * triggers' statements on the assignments (a constant text of hosts.sql or
- * teams.sql, its values in $1) as of the latest snapshot, and returns how
+ * Run plan on the latest snapshot, in a subtransaction.  A row that a
+ * session holding no lock on hosts changes and commits between the
+ * snapshot and the write (a run's history on its token row, ade_sync_runs)
+ * fails to serialize under REPEATABLE READ or SERIALIZABLE: the statement
+ * runs again on a newer snapshot, which sees that change; a few times at
+ * most.  Any other error is re-thrown at once.
+ */
+#define LATEST_TRIES 5
+
+static uint64
+execute_latest(SPIPlanPtr plan, Datum *args, char *nulls)
+{
+	volatile int tries;
+
+	for (tries = 1;; tries++)
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+		ResourceOwner owner = CurrentResourceOwner;
+		volatile uint64 n = 0;
+		volatile bool done = false;
+
+		BeginInternalSubTransaction(NULL);
+		PG_TRY();
+		{
+			int			rc = SPI_execute_snapshot(plan, args, nulls, GetLatestSnapshot(),
+												  InvalidSnapshot, false, true, 0);
+
+			if (rc < 0)
+				elog(ERROR, "a trigger's statement failed: %s", SPI_result_code_string(rc));
+			n = SPI_processed;
+			ReleaseCurrentSubTransaction();
+			done = true;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			if (edata->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE || tries >= LATEST_TRIES)
+				ReThrowError(edata);
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (done)
+			return n;
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * ade_run_latest(sql text, args jsonb) returns bigint: runs one of the
+ * triggers' statements on the assignments or the tokens' default teams (a
+ * constant text of hosts.sql or teams.sql, its values in $1) as of the
+ * latest snapshot (execute_latest()), and returns how
  * many rows it processed.  Under REPEATABLE READ or SERIALIZABLE, the
  * application's snapshot may be older than a page or an assignment batch
  * that committed since: a statement run on it would fail to serialize on a
@@ -277,7 +335,6 @@ ade_run_latest(PG_FUNCTION_ARGS)
 	char		nulls[1] = {' '};
 	SPIPlanPtr	plan = NULL;
 	int			i;
-	int			rc;
 	uint64		n;
 
 	if (PG_ARGISNULL(1))
@@ -304,11 +361,7 @@ ade_run_latest(PG_FUNCTION_ARGS)
 			latest_plans[i].plan = plan;
 		}
 	}
-	rc = SPI_execute_snapshot(plan, args, nulls, GetLatestSnapshot(), InvalidSnapshot,
-							  false, true, 0);
-	if (rc < 0)
-		elog(ERROR, "a host trigger's statement failed: %s", SPI_result_code_string(rc));
-	n = SPI_processed;
+	n = execute_latest(plan, args, nulls);
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);
 }

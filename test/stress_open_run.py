@@ -237,6 +237,8 @@ class Stress:
         q(admin, "GRANT ade_reader TO %s" % APP)
         q(admin, "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON hosts TO %s" % APP)
         q(admin, "GRANT USAGE ON SEQUENCE hosts_id_seq TO %s" % APP)
+        # an application that manages teams too: it deletes them
+        q(admin, "GRANT SELECT, DELETE ON teams TO %s" % APP)
         q(admin, AUDIT_SQL)
         self.teams = {}
         for name in ("T1", "T2", "T3"):
@@ -258,6 +260,13 @@ class Stress:
         for name, (mac, ios, ipad) in defaults.items():
             q(admin, "SELECT ade_set_default_teams(%s, %s, %s, %s)", (self.tokens[name], mac, ios, ipad))
             self.defaults[self.tokens[name]] = (mac, ios, ipad)
+        # and the slot of each token that names no team there takes the
+        # churned team: made by the admin (self.teams_churn), deleted by
+        # the application (the foreign keys from abm_tokens, which the sync
+        # writes, reached by the application's delete)
+        self.churn_slot = {self.tokens["A"]: 2, self.tokens["B"]: 1, self.tokens["C"]: 0}
+        self.churn_ids = set()
+        self.new_churn_team(admin)
         q(admin, "SELECT ade_set_profile(%s::jsonb)", (json.dumps(PROFILE_ORG),))
         q(admin, "SELECT ade_set_profile(%s::jsonb, team_id => %s)", (json.dumps(PROFILE_T2), t["T2"]))
         rng = random.Random(self.seed)
@@ -275,6 +284,23 @@ class Stress:
         if n != len(self.abm):
             raise AssertionError("the first run made %d live assignments of %d devices" % (n, len(self.abm)))
         shutil.rmtree(d, ignore_errors=True)
+
+    def new_churn_team(self, conn):
+        tid = q(conn, "INSERT INTO teams (name) VALUES (%s) RETURNING id", (self.new_serial("X"),))[0][0]
+        self.churn_ids.add(tid)
+        for tok, slot in self.churn_slot.items():
+            teams = list(self.defaults[tok])
+            teams[slot] = tid
+            q(conn, "SELECT ade_set_default_teams(%s, %s, %s, %s)", (tok, *teams))
+
+    def teams_churn(self, rng):
+        """The admin makes the churned team again once the application has
+        deleted it, and names it as the default again."""
+        conn = self.connect("stress-teams")
+        while not self.stop.is_set():
+            if not q(conn, "SELECT 1 FROM teams WHERE name LIKE 'X%%'"):
+                self.new_churn_team(conn)
+            self.stop.wait(rng.uniform(0.5, 2.0))
 
     def connect(self, name, user=None):
         conn = connect(user)
@@ -546,6 +572,8 @@ class Stress:
         if w < 77:
             return ("model bulk", "UPDATE hosts SET hardware_model = hardware_model || '.' WHERE " + mod[0],
                     (), mod[0], ())
+        if w < 78:
+            return ("team delete", "DELETE FROM teams WHERE name LIKE 'X%%'", (), None, ())
         if w < 98.3 - (0 if iso == "RC" else 1.0):
             s = self.new_serial("F%d_" % i)
             return ("insert", "INSERT INTO hosts (hardware_serial, hardware_model, platform, team_id) "
@@ -742,9 +770,12 @@ class Stress:
                                "transaction" % (r["serial"], r["id"], r["xid"]))
                 else:
                     # a new host lands in its token's default team for its platform
-                    mac, ios, ipad = self.defaults[made[-1]["token"]]
-                    want = {"darwin": mac, "ipados": ipad}.get(r["platform"], ios)
-                    if r["team"] != want:
+                    tok = made[-1]["token"]
+                    slot = {"darwin": 0, "ipados": 2}.get(r["platform"], 1)
+                    want = self.defaults[tok][slot]
+                    if slot == self.churn_slot[tok] and (r["team"] is None or r["team"] in self.churn_ids):
+                        pass    # the churned team, or none while it was gone
+                    elif r["team"] != want:
                         bad.append("the sync made host %s (%s, token %s) in team %s, not in the default team %s" % (
                             r["serial"], r["platform"], made[-1]["token"], r["team"], want))
             elif r["op"] == "DELETE" and is_app(r):
@@ -884,7 +915,9 @@ class Stress:
         threads = [threading.Thread(target=self.guard, args=("runner", self.runner, random.Random(master.random()))),
                    threading.Thread(target=self.guard, args=("driver", self.driver, random.Random(master.random()))),
                    threading.Thread(target=self.guard, args=("checker", self.checker)),
-                   threading.Thread(target=self.guard, args=("sampler", self.sampler))]
+                   threading.Thread(target=self.guard, args=("sampler", self.sampler)),
+                   threading.Thread(target=self.guard, args=("teams", self.teams_churn,
+                                                             random.Random(master.random())))]
         for i in range(self.napps):
             threads.append(threading.Thread(target=self.guard, args=("app-%d" % i, self.app, i,
                                                                      random.Random(master.random()))))

@@ -21,7 +21,10 @@
  *   soft-deleted assignment outlives its host.  The serial is kept on the
  *   assignment so that a device whose host row is gone is matched again.
  * - hosts.team_id is checked by triggers (teams.sql), not a foreign key:
- *   a foreign key queues a check for every row the sync writes.
+ *   a foreign key queues a check for every row the sync writes.  Nor the
+ *   default teams of abm_tokens: the application's delete of a team would
+ *   fail under REPEATABLE READ on a token row a page wrote since its
+ *   snapshot (teams.sql).
  * - Secrets (token credentials, ABM session tokens, the private key) live
  *   in ade_token_secrets and ade_keypair, sealed with AES-256-GCM under the
  *   data keys of ade_secret_keys (src/vault.c), readable by the extension
@@ -77,9 +80,10 @@ CREATE TABLE abm_tokens (
 	updated_at		timestamptz NOT NULL DEFAULT now(),
 	-- the team a host new to this token lands in, per platform (tvOS and
 	-- visionOS follow iOS); set with ade_set_default_teams()
-	macos_team_id	bigint REFERENCES teams (id) ON DELETE SET NULL,
-	ios_team_id		bigint REFERENCES teams (id) ON DELETE SET NULL,
-	ipados_team_id	bigint REFERENCES teams (id) ON DELETE SET NULL,
+	-- (no foreign key: teams.sql, ade_teams_after_delete())
+	macos_team_id	bigint,
+	ios_team_id		bigint,
+	ipados_team_id	bigint,
 	-- ABM throttled PUT /profile/devices with a Retry-After past
 	-- ade.max_retry_wait: no device of the token is sent before this
 	assign_not_before timestamptz,

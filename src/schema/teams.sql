@@ -38,22 +38,69 @@ CREATE TRIGGER ade_hosts_team_exists BEFORE INSERT OR UPDATE OF team_id ON hosts
 	FOR EACH ROW WHEN (NEW.team_id IS NOT NULL)
 	EXECUTE FUNCTION ade_hosts_check_team();
 
--- Deleting a team leaves its hosts with no team (as ON DELETE SET NULL would).
+-- Deleting a team leaves its hosts with no team, and the tokens that named
+-- it as a default with none there (as ON DELETE SET NULL would), as they
+-- are now (ade_run_latest(), src/coexist.c), not as of the snapshot of a
+-- REPEATABLE READ or SERIALIZABLE transaction: it would miss a host a page
+-- put in the team since.  Not a foreign key from abm_tokens: the sync writes
+-- the tokens' rows with every page, and a foreign key's action under those
+-- levels fails on a row changed since the snapshot.
 CREATE FUNCTION ade_teams_after_delete() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	v_ids jsonb := (SELECT pg_catalog.jsonb_agg(o.id) FROM ade_deleted_teams o);
 BEGIN
-	UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = now()
-	 WHERE h.team_id IN (SELECT o.id FROM ade_deleted_teams o);
+	-- hosts as they are now too: under REPEATABLE READ, a host a page put
+	-- in the team after the snapshot would keep it
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = pg_catalog.now()
+		 WHERE h.team_id IN (SELECT e::bigint FROM pg_catalog.jsonb_array_elements_text($1) e)
+		$q$, v_ids);
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.abm_tokens t
+		   SET macos_team_id = CASE WHEN t.macos_team_id = ANY (x.ids) THEN NULL ELSE t.macos_team_id END,
+			   ios_team_id = CASE WHEN t.ios_team_id = ANY (x.ids) THEN NULL ELSE t.ios_team_id END,
+			   ipados_team_id = CASE WHEN t.ipados_team_id = ANY (x.ids) THEN NULL ELSE t.ipados_team_id END,
+			   updated_at = pg_catalog.now()
+		  FROM (SELECT pg_catalog.array_agg(e::bigint) AS ids FROM pg_catalog.jsonb_array_elements_text($1) e) x
+		 WHERE t.macos_team_id = ANY (x.ids) OR t.ios_team_id = ANY (x.ids) OR t.ipados_team_id = ANY (x.ids)
+		$q$, v_ids);
 	RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION ade_teams_after_delete() IS 'trigger: the hosts of a deleted team have no team';
+COMMENT ON FUNCTION ade_teams_after_delete() IS
+	'trigger: the hosts of a deleted team have no team, nor the tokens that named it as a default';
 CREATE TRIGGER ade_teams_release_hosts AFTER DELETE ON teams
 	REFERENCING OLD TABLE AS ade_deleted_teams
 	FOR EACH STATEMENT EXECUTE FUNCTION ade_teams_after_delete();
+
+-- A team given another id: the tokens that named it as a default name the
+-- new id (where a foreign key would have refused the change)
+CREATE FUNCTION ade_teams_renumbered() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.abm_tokens t
+		   SET macos_team_id = CASE WHEN t.macos_team_id = ($1->>'old')::bigint THEN ($1->>'new')::bigint ELSE t.macos_team_id END,
+			   ios_team_id = CASE WHEN t.ios_team_id = ($1->>'old')::bigint THEN ($1->>'new')::bigint ELSE t.ios_team_id END,
+			   ipados_team_id = CASE WHEN t.ipados_team_id = ($1->>'old')::bigint THEN ($1->>'new')::bigint ELSE t.ipados_team_id END,
+			   updated_at = pg_catalog.now()
+		 WHERE ($1->>'old')::bigint IN (t.macos_team_id, t.ios_team_id, t.ipados_team_id)
+		$q$, pg_catalog.jsonb_build_object('old', OLD.id, 'new', NEW.id));
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_teams_renumbered() IS
+	'trigger: the tokens that named a team as a default follow it to its new id';
+CREATE TRIGGER ade_teams_renumbered AFTER UPDATE OF id ON teams
+	FOR EACH ROW WHEN (OLD.id OPERATOR(pg_catalog.<>) NEW.id)
+	EXECUTE FUNCTION ade_teams_renumbered();
 
 -- A statement that deletes or updates teams takes hosts first (ROW
 -- EXCLUSIVE, the lock it takes anyway to free a deleted team's hosts),
@@ -80,10 +127,22 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	v_missing bigint;
 BEGIN
 	IF token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
 			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	-- the teams exist, and stay until this commits (what a foreign key would
+	-- check: ade_teams_after_delete() says why there is none)
+	PERFORM FROM @extschema@.teams tm WHERE tm.id IN (macos, ios, ipados) FOR KEY SHARE;
+	SELECT min(v) INTO v_missing FROM unnest(ARRAY[macos, ios, ipados]) v
+	 WHERE v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.teams tm WHERE tm.id = v);
+	IF v_missing IS NOT NULL THEN
+		RAISE EXCEPTION 'team % does not exist', v_missing
+			USING ERRCODE = 'foreign_key_violation',
+				  HINT = 'SELECT id, name FROM teams lists the teams.';
 	END IF;
 	UPDATE @extschema@.abm_tokens t
 	   SET macos_team_id = macos, ios_team_id = ios, ipados_team_id = ipados, updated_at = now()
@@ -133,4 +192,4 @@ CREATE TRIGGER ade_team_moves AFTER UPDATE OF team_id ON hosts
 
 REVOKE ALL ON FUNCTION ade_set_default_teams(bigint, bigint, bigint, bigint),
 	ade_hosts_team_moved(), ade_hosts_check_team(), ade_teams_after_delete(),
-	ade_teams_lock_hosts() FROM PUBLIC;
+	ade_teams_lock_hosts(), ade_teams_renumbered() FROM PUBLIC;

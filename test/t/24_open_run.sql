@@ -64,7 +64,7 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 20 --prefix A >/dev/null
 CALL ade_sync_job();
 CALL ade_sync_job();
-SELECT plan(68);
+SELECT plan(75);
 
 SELECT is((SELECT count(*)::int FROM hosts), 20, 'CALL ade_sync_job() fetched the 20 devices');
 
@@ -355,6 +355,37 @@ CALL ade_sync_job();
 SELECT is((SELECT d.profile_uuid FROM host_dep_assignments d WHERE d.hardware_serial = 'A00000062'),
           (SELECT m.profile_uuid FROM ade_device_profiles(:acme) m WHERE m.team_id = :t14 AND m.platform = 'darwin'),
   'the next run gives it its new team''s profile');
+
+-- 15. Under REPEATABLE READ, the application deletes a token's default team
+-- after a run (which wrote the token's row, and put a new device's host in
+-- that team) committed since its snapshot: the delete does not fail (a
+-- foreign key's action would, on the token's row), and leaves no host in
+-- the team it deleted (its own snapshot does not show the new host)
+INSERT INTO teams (name) VALUES ('Doomed 15') RETURNING id AS t15 \gset
+SELECT ade_set_default_teams(:acme, :t15, :t15, :t15) \g /dev/null
+\! python3 test/mockctl.py devices CK_acme --generate 1 --start 63 --prefix A >/dev/null
+SELECT dblink_exec('app', 'BEGIN ISOLATION LEVEL REPEATABLE READ') \g /dev/null
+SELECT * FROM dblink('app', 'SELECT count(*) FROM hosts') AS x(n bigint) \g /dev/null
+CALL ade_sync_job();
+SELECT is((SELECT team_id FROM hosts WHERE hardware_serial = 'A00000063'), :'t15'::bigint,
+  'a run puts the new device''s host in its token''s default team, after the application''s snapshot');
+SELECT lives_ok(format($$SELECT dblink_exec('app', 'DELETE FROM teams WHERE id = %s')$$, :t15),
+  'under REPEATABLE READ, deleting that team after the run does not fail');
+SELECT lives_ok($$SELECT dblink_exec('app', 'COMMIT')$$, 'and commits');
+SELECT is((SELECT count(*)::int FROM hosts WHERE team_id = :t15), 0,
+  'no host is left in the deleted team, the one the run made since the snapshot neither');
+SELECT is((SELECT array[macos_team_id, ios_team_id, ipados_team_id] FROM abm_tokens WHERE id = :acme),
+  array[NULL, NULL, NULL]::bigint[], 'and the token names it as a default no more');
+
+-- 16. A team given another id stays its tokens' default
+INSERT INTO teams (name) VALUES ('Renumbered 16') RETURNING id AS t16 \gset
+SELECT ade_set_default_teams(:acme, :t16, NULL, NULL) \g /dev/null
+UPDATE teams SET id = id + 1000 WHERE id = :t16;
+SELECT is((SELECT macos_team_id FROM abm_tokens WHERE id = :acme), :t16 + 1000::bigint,
+  'a team given another id stays the default of the tokens that named it');
+SELECT throws_ok(format('SELECT ade_set_default_teams(%s, %s, NULL, NULL)', :acme, :t16), '23503',
+  format('team %s does not exist', :t16), 'and its old id is no team');
+SELECT ade_set_default_teams(:acme, NULL, NULL, NULL) \g /dev/null
 
 \! python3 test/mockctl.py faults-clear >/dev/null
 SELECT dblink_disconnect('run'), dblink_disconnect('app'), dblink_disconnect('app2') \g /dev/null
