@@ -297,6 +297,31 @@ CREATE TRIGGER ade_teams_renumbered AFTER UPDATE OF id ON teams
 	FOR EACH ROW WHEN (OLD.id OPERATOR(pg_catalog.<>) NEW.id)
 	EXECUTE FUNCTION ade_teams_renumbered();
 
+-- TRUNCATE teams (CASCADE, by the owner: ade_profiles points at it) fires
+-- no delete trigger: no host and no token keeps a team
+CREATE FUNCTION ade_teams_after_truncate() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = pg_catalog.now()
+		 WHERE h.team_id IS NOT NULL
+		$q$, NULL);
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.abm_tokens t
+		   SET macos_team_id = NULL, ios_team_id = NULL, ipados_team_id = NULL, updated_at = pg_catalog.now()
+		 WHERE t.macos_team_id IS NOT NULL OR t.ios_team_id IS NOT NULL OR t.ipados_team_id IS NOT NULL
+		$q$, NULL);
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_teams_after_truncate() IS
+	'trigger: after TRUNCATE teams, no host and no token names a team';
+CREATE TRIGGER ade_teams_truncated AFTER TRUNCATE ON teams
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_teams_after_truncate();
+
 -- statements on teams take hosts first, as a sync does (src/coexist.c)
 CREATE FUNCTION ade_teams_lock_hosts() RETURNS trigger
 LANGUAGE plpgsql
@@ -819,7 +844,7 @@ COMMENT ON PROCEDURE ade_sync_job(bigint) IS
 	'syncs one ABM token, committing each page';
 
 REVOKE ALL ON FUNCTION ade_lock_hosts(), ade_live_hosts(bigint[]), ade_run_latest(text, jsonb),
-	ade_teams_lock_hosts(), ade_teams_renumbered() FROM PUBLIC;
+	ade_teams_lock_hosts(), ade_teams_renumbered(), ade_teams_after_truncate() FROM PUBLIC;
 REVOKE ALL ON PROCEDURE ade_sync_job(), ade_sync_job(bigint) FROM PUBLIC;
 
 -- A job ade_schedule() made runs ade_sync_job() from now on (its schedule

@@ -77,6 +77,31 @@ CREATE TRIGGER ade_teams_release_hosts AFTER DELETE ON teams
 	REFERENCING OLD TABLE AS ade_deleted_teams
 	FOR EACH STATEMENT EXECUTE FUNCTION ade_teams_after_delete();
 
+-- TRUNCATE teams (CASCADE, by the owner: ade_profiles points at it) fires
+-- no delete trigger: no host and no token keeps a team
+CREATE FUNCTION ade_teams_after_truncate() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = pg_catalog.now()
+		 WHERE h.team_id IS NOT NULL
+		$q$, NULL);
+	PERFORM @extschema@.ade_run_latest($q$
+		UPDATE @extschema@.abm_tokens t
+		   SET macos_team_id = NULL, ios_team_id = NULL, ipados_team_id = NULL, updated_at = pg_catalog.now()
+		 WHERE t.macos_team_id IS NOT NULL OR t.ios_team_id IS NOT NULL OR t.ipados_team_id IS NOT NULL
+		$q$, NULL);
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_teams_after_truncate() IS
+	'trigger: after TRUNCATE teams, no host and no token names a team';
+CREATE TRIGGER ade_teams_truncated AFTER TRUNCATE ON teams
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_teams_after_truncate();
+
 -- A team given another id: the tokens that named it as a default name the
 -- new id (where a foreign key would have refused the change)
 CREATE FUNCTION ade_teams_renumbered() RETURNS trigger
@@ -192,4 +217,4 @@ CREATE TRIGGER ade_team_moves AFTER UPDATE OF team_id ON hosts
 
 REVOKE ALL ON FUNCTION ade_set_default_teams(bigint, bigint, bigint, bigint),
 	ade_hosts_team_moved(), ade_hosts_check_team(), ade_teams_after_delete(),
-	ade_teams_lock_hosts(), ade_teams_renumbered() FROM PUBLIC;
+	ade_teams_lock_hosts(), ade_teams_renumbered(), ade_teams_after_truncate() FROM PUBLIC;

@@ -18,7 +18,7 @@ SELECT ade_set_default_teams(:acme, :macs, :phones, :ipads) \g /dev/null
 SELECT ade_set_default_teams(:beta, :betamacs, NULL, NULL) \g /dev/null
 SET ade.enroll_url = 'https://mdm.example.com/enroll';
 \! python3 test/mockctl.py devices CK_acme --generate 50 --families Mac,iPhone,iPad,AppleTV,Vision
-SELECT plan(20);
+SELECT plan(23);
 
 SELECT throws_ok($$SELECT ade_set_default_teams(999, NULL, NULL, NULL)$$, 'P0002', 'abm token 999 does not exist', 'default teams need a token that exists');
 SELECT throws_ok(format('SELECT ade_set_default_teams(%s, 999, NULL, NULL)', :acme), '23503', NULL, 'and teams that exist');
@@ -105,4 +105,11 @@ SELECT is((SELECT teams FROM ade_status WHERE token_id = :acme),
 SELECT results_eq($$SELECT name, hosts, ade_live, profile_name FROM ade_team_status ORDER BY name$$,
   $$VALUES ('Beta Macs', 0::bigint, 0::bigint, NULL::text), ('Classroom iPads', 11, 11, NULL), ('More Phones', 1, 1, 'phones'), ('Staff Macs', 8, 8, 'macs')$$,
   'ade_team_status shows each team''s hosts, live devices and profile');
+-- 7. TRUNCATE teams CASCADE (the owner) fires no delete trigger: no host
+-- and no token keeps a team that is gone
+TRUNCATE teams CASCADE;
+SELECT is((SELECT count(*)::int FROM hosts WHERE team_id IS NOT NULL), 0, 'after TRUNCATE teams, no host names a team');
+SELECT is((SELECT count(*)::int FROM abm_tokens WHERE coalesce(macos_team_id, ios_team_id, ipados_team_id) IS NOT NULL), 0,
+  'nor any token a default team');
+SELECT lives_ok($$DELETE FROM hosts WHERE hardware_serial LIKE 'S%'$$, 'and deleting hosts that were in a team still works (they come back with no team)');
 SELECT * FROM finish();
