@@ -120,6 +120,15 @@ APP_STEPS = ("delete", "delete_all", "truncate", "reserial", "move_team", "inser
 TOLERATE = set(filter(None, os.environ.get("ADE_MODEL_TOLERATE", "").split(",")))
 
 STEPS = {"n": 0}
+DB = os.environ.get("ADE_TEST_DB", "ade_regress")
+PGBIN = os.environ.get("ADE_PGBIN", "/usr/lib/postgresql/15/bin")
+
+
+def connect_to(db, user=None):
+    conn = psycopg2.connect(dbname=db, user=user or os.environ.get("PGUSER"),
+                            host=os.environ.get("PGHOST"), port=os.environ.get("PGPORT"))
+    conn.autocommit = True
+    return conn
 
 
 def ctl(method, path, body=None):
@@ -163,20 +172,10 @@ class AdeMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        self.admin = connect()
-        self.app = connect(APP)
-        self.other = connect()
-        self.runner = connect()           # the open runs' session
-        for conn in (self.admin, self.other, self.runner):
-            for s in SESSION:
-                q(conn, s)
-        q(self.app, "SET statement_timeout = '20s'")   # a statement that hangs fails the test
-        q(self.admin, "DROP EXTENSION IF EXISTS ade CASCADE")
-        q(self.admin, "CREATE EXTENSION ade")
-        q(self.admin, "SELECT ade_import_key(%s, %s)", (self.fixture.key, self.fixture.cert))
-        q(self.admin, "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON hosts TO %s" % APP)
-        q(self.admin, "GRANT USAGE ON SEQUENCE hosts_id_seq TO %s" % APP)
-        q(self.admin, "RESET ade.enroll_url")
+        self.db = DB
+        self.connect_all()
+        self.install()
+        self.restored = False
         ctl("POST", "/_mock/reset", {})
         self.tokens = {}          # name -> {"id": db id, "active": bool}
         self.abm = {}             # serial -> {"org": token name, "family": family}
@@ -215,6 +214,33 @@ class AdeMachine(RuleBasedStateMachine):
         self.plat_edited = set()    # serials whose host platform the application changed
         self.future = []            # serials of hosts the application made before ABM has them
         self.echo = {}              # token -> how ABM echoes assignments (now, late, never)
+
+    def connect_all(self):
+        """the sessions of the admin, the application, a second admin (two
+        runs at once) and the open runs, to self.db"""
+        for name in ("admin", "app", "other", "runner"):
+            old = getattr(self, name, None)
+            if old is not None:
+                try:
+                    old.close()
+                except Exception:
+                    pass
+        self.admin = connect_to(self.db)
+        self.app = connect_to(self.db, APP)
+        self.other = connect_to(self.db)
+        self.runner = connect_to(self.db)           # the open runs' session
+        for conn in (self.admin, self.other, self.runner):
+            for s in SESSION:
+                q(conn, s)
+        q(self.app, "SET statement_timeout = '20s'")   # a statement that hangs fails the test
+
+    def install(self, version=None):
+        q(self.admin, "DROP EXTENSION IF EXISTS ade CASCADE")
+        q(self.admin, "CREATE EXTENSION ade" + (" VERSION '%s'" % version if version else ""))
+        q(self.admin, "SELECT ade_import_key(%s, %s)", (self.fixture.key, self.fixture.cert))
+        q(self.admin, "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON hosts TO %s" % APP)
+        q(self.admin, "GRANT USAGE ON SEQUENCE hosts_id_seq TO %s" % APP)
+        q(self.admin, "RESET ade.enroll_url")
 
     def teardown(self):
         try:
@@ -442,12 +468,29 @@ class AdeMachine(RuleBasedStateMachine):
 
     # ---- the start of every example: tokens with devices, synced
 
-    @initialize(n=st.integers(1, 3), families=st.lists(st.sampled_from(FAMILIES), max_size=8))
-    def start(self, n, families):
+    @initialize(n=st.integers(1, 3), families=st.lists(st.sampled_from(FAMILIES), max_size=8),
+                from_04=st.booleans())
+    def start(self, n, families, from_04):
+        """tokens with devices, synced; with from_04 the first sync runs
+        under ade 0.4 and the extension is upgraded (ALTER EXTENSION ade
+        UPDATE) before the first check: nothing is lost, nothing sent again"""
+        if from_04:
+            self.install("0.4")
         for name in TOKENS[:n]:
             self.add_token(name)
             if families:
                 self.abm_add_to(name, families)
+        if from_04:
+            q(self.admin, "SET ade.enroll_url = %s", (ENROLL,))
+            rows = self.sync_once()
+            assert not [r for r in rows if r[1] is not None], "a sync under ade 0.4 failed: %r" % rows
+            q(self.admin, "RESET ade.enroll_url")
+            self.read_puts()
+            self.adopt_new_hosts()
+            # the devices sent under 0.4 hold the built-in profile: with
+            # ade.enroll_url reset, none is sent again
+            q(self.admin, "ALTER EXTENSION ade UPDATE")
+            assert q(self.admin, "SELECT extversion FROM pg_extension WHERE extname = 'ade'")[0][0] == "0.5"
         self.sync()
 
     # ---- every step
@@ -898,7 +941,7 @@ class AdeMachine(RuleBasedStateMachine):
                 self.runner.close()
             except Exception:
                 pass
-            self.runner = connect()
+            self.runner = connect_to(self.db)
             for x in SESSION:
                 q(self.runner, x)
         else:
@@ -1066,6 +1109,40 @@ class AdeMachine(RuleBasedStateMachine):
             q(self.admin, "RESET ade.enroll_url")
         self.enroll = on
         self.world += 1
+
+    @precondition(lambda self: not self.restored)
+    @rule()
+    def dump_restore(self):
+        """pg_dump of the database, pg_restore -1 into another one (without
+        pg_cron, which lives only in cron.database_name), and everything goes
+        on there: after a sync the tables are what the model says, and no
+        serial is sent again (once per example: it takes a second or two)"""
+        self.restored = True
+        target = DB + "_b" if self.db == DB else DB
+        d = tempfile.mkdtemp(prefix="ade-model-dump.")
+        dump, lst = os.path.join(d, "db.dump"), os.path.join(d, "list")
+        env = dict(os.environ, PGDATABASE=self.db)
+        subprocess.run([PGBIN + "/pg_dump", "-Fc", "-f", dump, self.db], check=True, env=env,
+                       capture_output=True)
+        toc = subprocess.run([PGBIN + "/pg_restore", "-l", dump], check=True, capture_output=True,
+                             text=True).stdout
+        with open(lst, "w") as fh:
+            fh.write("\n".join(line for line in toc.splitlines() if "pg_cron" not in line and " cron " not in line))
+        for conn in (self.admin, self.app, self.other, self.runner):
+            conn.close()
+        root = connect_to("postgres")
+        q(root, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % target)
+        q(root, 'CREATE DATABASE "%s"' % target)
+        root.close()
+        r = subprocess.run([PGBIN + "/pg_restore", "-1", "-L", lst, "-d", target, dump], env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, "pg_restore -1 failed: %s" % r.stderr
+        self.db = target
+        self.connect_all()
+        if self.enroll:
+            q(self.admin, "SET ade.enroll_url = %s", (ENROLL,))
+        self.settle()
+        self.check_synced()
 
     # ---- syncs
 
