@@ -6,17 +6,33 @@ holds and what the tables must then say, driven by random sequences of
 steps (Hypothesis' stateful testing, which shrinks a failure to the
 shortest sequence that shows it):
 
-- in ABM: devices added, modified, deleted, moved between tokens, several
-  records of one serial in one page; assignment answers forced (FAILED,
-  THROTTLED, NOT_ACCESSIBLE); cursors expired;
+- in ABM: devices added (also serials the application made a host for
+  first), modified, deleted, moved between tokens, several records of one
+  serial in one page; a profile reported pushed, or another MDM's profile
+  UUID; assignments echoed back at once, late (with the assignment's
+  op_date) or never; assignment answers forced (FAILED, THROTTLED,
+  NOT_ACCESSIBLE); cursors expired; EXHAUSTED_CURSOR (a fetch's last page
+  lost on its way);
 - an application role: hosts deleted, truncated, re-serialed, moved between
-  teams, inserted;
+  teams, inserted (also before ABM reports the serial), their model,
+  platform and id edited;
 - the admin: teams made and deleted, default teams and profiles (every
   scope) set, changed and removed, ade.enroll_url on and off, tokens added,
-  renewed and removed;
+  renewed and removed; a pg_dump restored (pg_restore -1) into another
+  database, where the example goes on; examples that begin under ade 0.4
+  and are upgraded (ALTER EXTENSION ade UPDATE);
+- time: a clock that moves every due time ade stored (answers' retry_at, a
+  token's pause, a refused profile, kept records) back by 10 minutes, an
+  hour or a day;
 - ade_sync() runs: alone, two at once, or through a fault (5xx, a hang, a
-  cut body, a repeated cursor, a failing PUT /profile/devices or
-  POST /profile).
+  cut body, a repeated cursor, truncated JSON, 429 with a short and a long
+  Retry-After, 401, T_C_NOT_SIGNED, INVALID_CURSOR, a failing or refused
+  (400, 429) PUT /profile/devices or POST /profile);
+- runs held open at a request (the mock holds it), by CALL ade_sync_job()
+  or SELECT ade_sync(), while the application deletes, truncates,
+  re-serials, moves, inserts and edits hosts; then released, cancelled
+  (pg_cancel_backend), timed out (statement_timeout) or terminated
+  (pg_terminate_backend).
 
 After every step: every live assignment has its host (same id, same
 serial), one host per serial.  After every sync without a fault, run until
@@ -30,7 +46,17 @@ answer that says why not (FAILED or THROTTLED with a due time, or
 NOT_ACCESSIBLE waiting for ABM).  After every run: no serial is sent in
 PUT /profile/devices twice without a change in between (a change of the
 device at ABM, of its team, of a profile, a token, a fault, or an answer
-that was not SUCCESS).
+that was not SUCCESS).  A profile ABM refused (400 on POST /profile) and a
+token a 429 paused excuse their devices until the model's clock passes
+them; then they must hold their profile.  After the clock moves: every
+device whose FAILED or THROTTLED answer is due by the model's clock is
+really sent again in the runs that follow.  Beside an open run: no
+application statement fails; under CALL ade_sync_job() they finish while
+the run is held at ABM; a host the application deleted, whose device ABM
+had deleted before the run, stays deleted; the hosts it touched are in a
+team the model allows; then the syncs settle and all of the above holds.
+A dump/restore and an upgrade are followed by a settle: nothing lost,
+nothing sent again.  The last lines count what the new steps really did.
 
     model_test.py                 a bounded run with a fixed seed (make test)
     model_test.py --fuzz MINUTES  random seeds until the time is up (make fuzz)
@@ -107,6 +133,7 @@ MARGIN = 300                  # real seconds an example may take: a due time thi
 # Where a run is held open (a request the mock holds until it is released)
 HOLDS = (
     {"path": "/devices/sync"},
+    {"path": "/devices/sync"},        # twice: the one point every run of a synced token reaches
     {"path": "/devices/sync", "skip": 1},
     {"path": "/server/devices"},
     {"method": "POST", "path": "/profile"},
@@ -120,6 +147,11 @@ APP_STEPS = ("delete", "delete_all", "truncate", "reserial", "move_team", "inser
 TOLERATE = set(filter(None, os.environ.get("ADE_MODEL_TOLERATE", "").split(",")))
 
 STEPS = {"n": 0}
+SEEN = {}                      # what the new steps really did, counted (printed at the end)
+
+
+def seen(what):
+    SEEN[what] = SEEN.get(what, 0) + 1
 DB = os.environ.get("ADE_TEST_DB", "ade_regress")
 PGBIN = os.environ.get("ADE_PGBIN", "/usr/lib/postgresql/15/bin")
 
@@ -355,13 +387,18 @@ class AdeMachine(RuleBasedStateMachine):
         sent = 0
         for r in new:
             org = (r.get("consumer_key") or "").replace("CK_model_", "")
+            if r["path"] == "/server/devices" and r.get("status") == 400 and r.get("fault") is None:
+                seen("EXHAUSTED_CURSOR answered")
             if r["method"] == "POST" and r["path"] == "/profile":
                 sent += 1
                 if r.get("status") == 400 and isinstance(r.get("body"), dict) and not rolled_back:
+                    seen("POST /profile refused (400)")
                     self.refused[(org, json.dumps(r["body"], sort_keys=True))] = self.mclock + FAILED_RETRY
             if r["method"] != "PUT" or r["path"] != "/profile/devices" or not isinstance(r.get("body"), dict):
                 continue
             sent += 1
+            if r.get("status") == 429:
+                seen("429 on PUT /profile/devices")
             if r.get("status") == 429 and not rolled_back:
                 self.paused[org] = self.mclock + PAUSE
             answered = r.get("status") == 200 and r.get("fault") is None
@@ -491,6 +528,7 @@ class AdeMachine(RuleBasedStateMachine):
             # ade.enroll_url reset, none is sent again
             q(self.admin, "ALTER EXTENSION ade UPDATE")
             assert q(self.admin, "SELECT extversion FROM pg_extension WHERE extname = 'ade'")[0][0] == "0.5"
+            seen("upgrade from 0.4")
         self.sync()
 
     # ---- every step
@@ -689,7 +727,8 @@ class AdeMachine(RuleBasedStateMachine):
         never.  An echo is ABM telling what ade did: no change, nothing to
         send again."""
         name = data.draw(st.sampled_from(self.registered()))
-        ctl("POST", "/_mock/echoes", {"consumer_key": self.ck(name), "mode": mode, "flush": flush})
+        if ctl("POST", "/_mock/echoes", {"consumer_key": self.ck(name), "mode": mode, "flush": flush})["flushed"]:
+            seen("late echoes delivered")
         self.echo[name] = mode
 
     @rule(seconds=st.sampled_from((600, FAILED_RETRY + 2 * MARGIN, 86400 + 2 * MARGIN)))
@@ -723,6 +762,8 @@ class AdeMachine(RuleBasedStateMachine):
             due.add(s)
         sent = set()
         self.settle(sent_to=sent)
+        if due:
+            seen("due retries checked")
         missing = due - sent
         assert not missing, "devices whose FAILED/THROTTLED answer is due were not sent again: %r" % sorted(missing)
         self.check_synced()
@@ -929,6 +970,9 @@ class AdeMachine(RuleBasedStateMachine):
         ctl("POST", "/_mock/faults/clear", {})
         assert "error" not in app_out, "an application statement failed beside an open run (%s, %s): %s" % (
             "CALL ade_sync_job()" if job else "SELECT ade_sync()", ending, app_out["error"])
+        seen("open run %s, %s%s" % ("job" if job else "ade_sync()", ending, "" if held else " (not held)"))
+        if app_out["done"]:
+            seen("application statements in an open run")
         if job and held:
             assert finished_while_held, \
                 "an application statement waited for CALL ade_sync_job() held at a request to ABM"
@@ -1139,6 +1183,7 @@ class AdeMachine(RuleBasedStateMachine):
         assert r.returncode == 0, "pg_restore -1 failed: %s" % r.stderr
         self.db = target
         self.connect_all()
+        seen("dump/restore")
         if self.enroll:
             q(self.admin, "SET ade.enroll_url = %s", (ENROLL,))
         self.settle()
@@ -1258,6 +1303,7 @@ def main():
         print("%d passed, 1 failed" % STEPS["n"])
         sys.exit(1)
     print("model test: %d steps in %d batches, every invariant held" % (STEPS["n"], batch))
+    print("model test: seen: " + "; ".join("%s %d" % kv for kv in sorted(SEEN.items())))
     print("%d passed, 0 failed" % STEPS["n"])
 
 
