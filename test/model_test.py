@@ -1059,11 +1059,12 @@ class AdeMachine(RuleBasedStateMachine):
         if "*" in touched:
             touched |= set(db) | set(self.hosts)
             touched.discard("*")
+        old = dict(self.hosts)          # the teams before the run, whatever this loop adopts
         for s in sorted(touched):
-            before = self.hosts.get(s, "<none>")
+            before = old.get(s, "<none>")
             if s in db:
                 was = app_out.get("renamed", {}).get(s)     # a re-serialed host keeps its team
-                allowed = {before, app_out.get("moved", {}).get(s, before), self.hosts.get(was, "<none>"),
+                allowed = {before, app_out.get("moved", {}).get(s, before), old.get(was, "<none>"),
                            app_out.get("moved", {}).get(was, "<none>")}
                 allowed |= {self.default_team(t, PLATFORM[f]) for t in self.creators.get(s, set()) | (
                     {self.abm[s]["org"]} if s in self.abm else set())
