@@ -1066,9 +1066,12 @@ class AdeMachine(RuleBasedStateMachine):
                 was = app_out.get("renamed", {}).get(s)     # a re-serialed host keeps its team
                 allowed = {before, app_out.get("moved", {}).get(s, before), old.get(was, "<none>"),
                            app_out.get("moved", {}).get(was, "<none>")}
-                allowed |= {self.default_team(t, PLATFORM[f]) for t in self.creators.get(s, set()) | (
-                    {self.abm[s]["org"]} if s in self.abm else set())
-                    for f in ([self.abm[s]["family"]] if s in self.abm else FAMILIES)}
+                for x in (s, was):          # a host the run made (and the application re-serialed)
+                    if x is None:
+                        continue
+                    allowed |= {self.default_team(t, PLATFORM[f]) for t in self.creators.get(x, set()) | (
+                        {self.abm[x]["org"]} if x in self.abm else set())
+                        for f in ([self.abm[x]["family"]] if x in self.abm else FAMILIES)}
                 assert db[s] in allowed, "host %s is in team %r after an open run; the model allows %r" % (
                     s, db[s], allowed)
                 if db[s] != before:
