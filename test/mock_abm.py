@@ -59,6 +59,15 @@ Control API (no auth, JSON in and out, not header-checked, not logged).
     POST /_mock/faults/clear
     POST /_mock/assign_responses   {consumer_key, responses: {serial: FAILED|THROTTLED|
                                     NOT_ACCESSIBLE|SUCCESS|OMIT|null}, retry_after_seconds?}
+    POST /_mock/echoes             {consumer_key, mode?: now|late|never, flush?: true}
+                                   how ABM echoes a SUCCESS assignment back as a
+                                   "modified" event: at once (the default), held
+                                   back until a flush (late: the event as it was,
+                                   op_date the assignment's), or never (the device
+                                   record changes, no event) -> {"mode", "pending", "flushed"}
+    GET  /_mock/held               -> {"held": {name: requests waiting}} (hold rules)
+    POST /_mock/release            {name?} let the requests a hold rule holds go on
+                                   (every hold when no name) -> {"released": [names]}
     GET  /_mock/log[?path=P&method=M] -> {"requests": [{seq, method, path, query,
                                     consumer_key, status, session, authorization,
                                     user_agent, content_type, body, time, fault?}]}
@@ -75,7 +84,9 @@ Fault rule keys (all optional): method, path (exact or fnmatch pattern),
 consumer_key, skip (0), times (1; -1 = forever), status, body (text or JSON),
 headers, hang_seconds, cut_body, truncate_json, json_drop, repeat_cursor,
 rotate_session, pad_bytes, body_b64 (the body as base64: any bytes, invalid
-UTF-8 included). The first matching live rule wins; a rule still
+UTF-8 included), hold (a name: the request waits, before it is answered,
+until POST /_mock/release of that name, the client goes away, or
+hold_seconds, default 120, pass; then the rest of the rule applies). The first matching live rule wins; a rule still
 skipping lets the request go on to the next rules.
 """
 
@@ -276,6 +287,8 @@ class Org:
         self.forced = {}                        # serial -> forced assign answer
         self.retry_after = None
         self.nonces = set()
+        self.echo = "now"                       # now | late | never
+        self.late_echoes = []                   # (record, op_date) held back
 
     def sorted_serials(self):
         if self._sorted is None:
@@ -302,6 +315,10 @@ class State:
         self.counts = {}
         self.serve_seconds = 0.0
         self.requests = 0
+        if hasattr(self, "holds"):
+            for h in self.holds.values():
+                h.set()
+        self.holds = {}          # hold name -> threading.Event (set: released)
 
     # ---- orgs
 
@@ -678,7 +695,12 @@ def _assign(st, org, profile_uuid, serials):
             rec["profile_uuid"] = profile_uuid
             rec["profile_status"] = "assigned"
             rec["profile_assign_time"] = now
-            st.put_device(org, rec, "modified", now)
+            if org.echo == "now":
+                st.put_device(org, rec, "modified", now)
+            else:               # the device changes; its event comes late or never
+                org.devices[s] = rec
+                if org.echo == "late":
+                    org.late_echoes.append((rec, now))
         if res == "THROTTLED":
             throttled = True
         answer[s] = res
@@ -788,7 +810,8 @@ def c_devices(st, body, q):
 
 RULE_KEYS = {"method", "path", "consumer_key", "skip", "times", "status", "body",
              "headers", "hang_seconds", "cut_body", "truncate_json", "json_drop",
-             "repeat_cursor", "rotate_session", "pad_bytes", "comment", "body_b64"}
+             "repeat_cursor", "rotate_session", "pad_bytes", "comment", "body_b64",
+             "hold", "hold_seconds"}
 
 
 def c_clock(st, body, q):
@@ -819,6 +842,10 @@ def c_faults(st, body, q):
         if "json_drop" in r and isinstance(r["json_drop"], str):
             r["json_drop"] = [r["json_drop"]]
         r["hits"] = 0
+        if r.get("hold") is not None:
+            if not isinstance(r["hold"], str):
+                raise ControlError(400, "hold must be a name")
+            st.holds[r["hold"]] = threading.Event()
         st.rules.append(r)
     return {"rules": len(st.rules)}
 
@@ -847,6 +874,37 @@ def c_assign_responses(st, body, q):
     if "retry_after_seconds" in body:
         org.retry_after = body["retry_after_seconds"]
     return {"responses": org.forced, "retry_after_seconds": org.retry_after}
+
+
+def c_echoes(st, body, q):
+    org = st.org_for(body)
+    mode = body.get("mode")
+    if mode is not None:
+        if mode not in ("now", "late", "never"):
+            raise ControlError(400, "mode must be now, late or never")
+        org.echo = mode
+    flushed = 0
+    if body.get("flush"):
+        for rec, od in org.late_echoes:
+            # an echo of a device ABM no longer holds here is gone with it
+            if rec["serial_number"] in org.devices:
+                st.add_event(org, "modified", rec, od)
+                flushed += 1
+        org.late_echoes = []
+    return {"mode": org.echo, "pending": len(org.late_echoes), "flushed": flushed}
+
+
+def c_held(st, body, q):
+    return {"held": {n: getattr(e, "waiting", 0) for n, e in st.holds.items() if not e.is_set()}}
+
+
+def c_release(st, body, q):
+    name = body.get("name")
+    names = [name] if name is not None else list(st.holds)
+    for n in names:
+        if n in st.holds:
+            st.holds[n].set()
+    return {"released": names}
 
 
 def c_log(st, body, q):
@@ -886,6 +944,9 @@ CONTROL = {
     ("GET", "/_mock/faults"): c_faults_list,
     ("POST", "/_mock/faults/clear"): c_faults_clear,
     ("POST", "/_mock/assign_responses"): c_assign_responses,
+    ("POST", "/_mock/echoes"): c_echoes,
+    ("GET", "/_mock/held"): c_held,
+    ("POST", "/_mock/release"): c_release,
     ("GET", "/_mock/log"): c_log,
     ("POST", "/_mock/log/clear"): c_log_clear,
     ("GET", "/_mock/stats"): c_stats,
@@ -969,6 +1030,22 @@ class Handler(BaseHTTPRequestHandler):
             return False
         except OSError:
             return True
+
+    def hold(self, ev, seconds):
+        """wait until ev is set (released), the client is gone (False), or
+        seconds pass"""
+        with self.server.state.lock:
+            ev.waiting = getattr(ev, "waiting", 0) + 1
+        try:
+            end = time.monotonic() + float(seconds)
+            while not ev.is_set() and time.monotonic() < end:
+                if self.client_gone():
+                    return False
+                ev.wait(0.02)
+            return True
+        finally:
+            with self.server.state.lock:
+                ev.waiting -= 1
 
     def hang(self, seconds):
         end = time.monotonic() + float(seconds)
@@ -1104,6 +1181,17 @@ class Handler(BaseHTTPRequestHandler):
                 break
         fx = {"fault": rule_idx} if rule is not None else {}
 
+        if rule and rule.get("hold") is not None:
+            ev = st.holds.get(rule["hold"])
+            if ev is not None:
+                th = time.perf_counter()
+                alive = self.hold(ev, rule.get("hold_seconds", 120))
+                hung += time.perf_counter() - th
+                if not alive:
+                    self.close_connection = True
+                    finish(None, disconnected=True, **fx)
+                    return
+
         if rule and rule.get("hang_seconds"):
             th = time.perf_counter()
             alive = self.hang(rule["hang_seconds"])
@@ -1238,7 +1326,7 @@ def self_test():
     print("header parse round trip: %s" % ("ok" if ok2 else "FAIL"))
     ok &= ok2
     c = encode_cursor("abc", "fetch", "S001", 7, 2)
-    ok3 = decode_cursor(c) == {"o": "abc", "t": "fetch", "l": "S001", "q": 7, "g": 2} \
+    ok3 = decode_cursor(c) == {"o": "abc", "t": "fetch", "l": "S001", "q": 7, "g": 2, "f": 0} \
         and decode_cursor("not a cursor!") is None
     print("cursor round trip: %s" % ("ok" if ok3 else "FAIL"))
     ok &= ok3

@@ -6,17 +6,33 @@ holds and what the tables must then say, driven by random sequences of
 steps (Hypothesis' stateful testing, which shrinks a failure to the
 shortest sequence that shows it):
 
-- in ABM: devices added, modified, deleted, moved between tokens, several
-  records of one serial in one page; assignment answers forced (FAILED,
-  THROTTLED, NOT_ACCESSIBLE); cursors expired;
+- in ABM: devices added (also serials the application made a host for
+  first), modified, deleted, moved between tokens, several records of one
+  serial in one page; a profile reported pushed, or another MDM's profile
+  UUID; assignments echoed back at once, late (with the assignment's
+  op_date) or never; assignment answers forced (FAILED, THROTTLED,
+  NOT_ACCESSIBLE); cursors expired; EXHAUSTED_CURSOR (a fetch's last page
+  lost on its way);
 - an application role: hosts deleted, truncated, re-serialed, moved between
-  teams, inserted;
+  teams, inserted (also before ABM reports the serial), their model,
+  platform and id edited;
 - the admin: teams made and deleted, default teams and profiles (every
   scope) set, changed and removed, ade.enroll_url on and off, tokens added,
-  renewed and removed;
+  renewed and removed; a pg_dump restored (pg_restore -1) into another
+  database, where the example goes on; examples that begin under ade 0.4
+  and are upgraded (ALTER EXTENSION ade UPDATE);
+- time: a clock that moves every due time ade stored (answers' retry_at, a
+  token's pause, a refused profile, kept records) back by 10 minutes, an
+  hour or a day;
 - ade_sync() runs: alone, two at once, or through a fault (5xx, a hang, a
-  cut body, a repeated cursor, a failing PUT /profile/devices or
-  POST /profile).
+  cut body, a repeated cursor, truncated JSON, 429 with a short and a long
+  Retry-After, 401, T_C_NOT_SIGNED, INVALID_CURSOR, a failing or refused
+  (400, 429) PUT /profile/devices or POST /profile);
+- runs held open at a request (the mock holds it), by CALL ade_sync_job()
+  or SELECT ade_sync(), while the application deletes, truncates,
+  re-serials, moves, inserts and edits hosts; then released, cancelled
+  (pg_cancel_backend), timed out (statement_timeout) or terminated
+  (pg_terminate_backend).
 
 After every step: every live assignment has its host (same id, same
 serial), one host per serial.  After every sync without a fault, run until
@@ -30,7 +46,17 @@ answer that says why not (FAILED or THROTTLED with a due time, or
 NOT_ACCESSIBLE waiting for ABM).  After every run: no serial is sent in
 PUT /profile/devices twice without a change in between (a change of the
 device at ABM, of its team, of a profile, a token, a fault, or an answer
-that was not SUCCESS).
+that was not SUCCESS).  A profile ABM refused (400 on POST /profile) and a
+token a 429 paused excuse their devices until the model's clock passes
+them; then they must hold their profile.  After the clock moves: every
+device whose FAILED or THROTTLED answer is due by the model's clock is
+really sent again in the runs that follow.  Beside an open run: no
+application statement fails; under CALL ade_sync_job() they finish while
+the run is held at ABM; a host the application deleted, whose device ABM
+had deleted before the run, stays deleted; the hosts it touched are in a
+team the model allows; then the syncs settle and all of the above holds.
+A dump/restore and an upgrade are followed by a settle: nothing lost,
+nothing sent again.  The last lines count what the new steps really did.
 
     model_test.py                 a bounded run with a fixed seed (make test)
     model_test.py --fuzz MINUTES  random seeds until the time is up (make fuzz)
@@ -80,9 +106,61 @@ FAULTS = (
     {"method": "PUT", "path": "/profile/devices", "status": 503, "body": "SERVICE_UNAVAILABLE", "times": -1},
     {"method": "PUT", "path": "/profile/devices", "cut_body": True, "times": 1},
     {"method": "POST", "path": "/profile", "status": 500, "body": "INTERNAL", "times": -1},
+    # 429 with a short Retry-After (waited out in the run) and a long one
+    # (the token is left for a later run)
+    {"path": "/devices/sync", "status": 429, "body": "", "headers": {"Retry-After": "1"}, "times": 1},
+    {"path": "/devices/sync", "status": 429, "body": "", "headers": {"Retry-After": "3600"}, "times": -1},
+    # a session ABM forgot (a new session, the page again); terms not signed
+    {"path": "/devices/sync", "status": 401, "body": "UNAUTHORIZED", "times": 1},
+    {"path": "/devices/sync", "skip": 1, "status": 403, "body": "T_C_NOT_SIGNED", "times": -1},
+    # a cursor ABM does not take: a full fetch in the run
+    {"path": "/devices/sync", "status": 400, "body": "INVALID_CURSOR", "times": 1},
+    # POST /profile refused with a 400: the profile is kept as refused
+    {"method": "POST", "path": "/profile", "status": 400, "body": "CONFIG_URL_REQUIRED", "times": -1},
+    # PUT /profile/devices refused: INVALID_PROFILE once (defined again),
+    # any 400 for the run, a 429 past ade.max_retry_wait (the token pauses)
+    {"method": "PUT", "path": "/profile/devices", "status": 400, "body": "INVALID_PROFILE", "times": 1},
+    {"method": "PUT", "path": "/profile/devices", "status": 400, "body": "MALFORMED_REQUEST_BODY", "times": -1},
+    {"method": "PUT", "path": "/profile/devices", "status": 429, "body": "", "headers": {"Retry-After": "3600"},
+     "times": 1},
 )
+INVALID_CURSOR = 13           # FAULTS index: a full fetch follows
+FAILED_RETRY = 3600           # ade.failed_retry_interval (the default)
+THROTTLE_RETRY = 7200         # the mock's retry_after_seconds of a THROTTLED answer
+PAUSE = 3600                  # the Retry-After of a 429 on PUT /profile/devices
+MARGIN = 300                  # real seconds an example may take: a due time this
+                              # close to the model's clock is neither due nor not
+# Where a run is held open (a request the mock holds until it is released)
+HOLDS = (
+    {"path": "/devices/sync"},
+    {"path": "/devices/sync"},        # twice: the one point every run of a synced token reaches
+    {"path": "/devices/sync", "skip": 1},
+    {"path": "/server/devices"},
+    {"method": "POST", "path": "/profile"},
+    {"method": "PUT", "path": "/profile/devices"},
+)
+# What the application does while a run is open
+APP_STEPS = ("delete", "delete_all", "truncate", "reserial", "move_team", "insert", "insert_future",
+             "edit_model", "edit_platform", "renumber")
+# Tolerations of ade defects found by this test: each OFF by default, so
+# that the failure shows; the report of issue 18 describes them.
+TOLERATE = set(filter(None, os.environ.get("ADE_MODEL_TOLERATE", "").split(",")))
 
 STEPS = {"n": 0}
+SEEN = {}                      # what the new steps really did, counted (printed at the end)
+
+
+def seen(what):
+    SEEN[what] = SEEN.get(what, 0) + 1
+DB = os.environ.get("ADE_TEST_DB", "ade_regress")
+PGBIN = os.environ.get("ADE_PGBIN", "/usr/lib/postgresql/15/bin")
+
+
+def connect_to(db, user=None):
+    conn = psycopg2.connect(dbname=db, user=user or os.environ.get("PGUSER"),
+                            host=os.environ.get("PGHOST"), port=os.environ.get("PGPORT"))
+    conn.autocommit = True
+    return conn
 
 
 def ctl(method, path, body=None):
@@ -126,18 +204,10 @@ class AdeMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        self.admin = connect()
-        self.app = connect(APP)
-        self.other = connect()
-        for conn in (self.admin, self.other):
-            for s in SESSION:
-                q(conn, s)
-        q(self.admin, "DROP EXTENSION IF EXISTS ade CASCADE")
-        q(self.admin, "CREATE EXTENSION ade")
-        q(self.admin, "SELECT ade_import_key(%s, %s)", (self.fixture.key, self.fixture.cert))
-        q(self.admin, "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON hosts TO %s" % APP)
-        q(self.admin, "GRANT USAGE ON SEQUENCE hosts_id_seq TO %s" % APP)
-        q(self.admin, "RESET ade.enroll_url")
+        self.db = DB
+        self.connect_all()
+        self.install()
+        self.restored = False
         ctl("POST", "/_mock/reset", {})
         self.tokens = {}          # name -> {"id": db id, "active": bool}
         self.abm = {}             # serial -> {"org": token name, "family": family}
@@ -166,9 +236,51 @@ class AdeMachine(RuleBasedStateMachine):
         self.unsynced_deletes = {}  # token -> serials it deleted since the last settle
         self.ghosts = {}            # token -> serials that may stay live with it
         self.expired = set()        # tokens whose cursor expired, not refetched yet
+        self.deleted_from = {}      # serial -> the token ABM deleted it from last
+        # time: the database's due times move back by what the model's
+        # clock moves forward (advance_clock)
+        self.mclock = 0
+        self.cooldown = {}          # serial -> when its FAILED/THROTTLED answer is due again
+        self.refused = {}           # (token, profile json) -> until when ABM's refusal holds
+        self.paused = {}            # token -> until when a 429 on PUT holds its assignments
+        self.plat_edited = set()    # serials whose host platform the application changed
+        self.future = []            # serials of hosts the application made before ABM has them
+        self.echo = {}              # token -> how ABM echoes assignments (now, late, never)
+
+    def connect_all(self):
+        """the sessions of the admin, the application, a second admin (two
+        runs at once) and the open runs, to self.db"""
+        for name in ("admin", "app", "other", "runner"):
+            old = getattr(self, name, None)
+            if old is not None:
+                try:
+                    old.close()
+                except Exception:
+                    pass
+        self.admin = connect_to(self.db)
+        self.app = connect_to(self.db, APP)
+        self.other = connect_to(self.db)
+        self.runner = connect_to(self.db)           # the open runs' session
+        for conn in (self.admin, self.other, self.runner):
+            for s in SESSION:
+                q(conn, s)
+        q(self.app, "SET statement_timeout = '20s'")   # a statement that hangs fails the test
+
+    def install(self, version=None):
+        q(self.admin, "DROP EXTENSION IF EXISTS ade CASCADE")
+        q(self.admin, "CREATE EXTENSION ade" + (" VERSION '%s'" % version if version else ""))
+        q(self.admin, "SELECT ade_import_key(%s, %s)", (self.fixture.key, self.fixture.cert))
+        q(self.admin, "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON hosts TO %s" % APP)
+        q(self.admin, "GRANT USAGE ON SEQUENCE hosts_id_seq TO %s" % APP)
+        q(self.admin, "RESET ade.enroll_url")
 
     def teardown(self):
-        for conn in (self.admin, self.app, self.other):
+        try:
+            ctl("POST", "/_mock/release", {})
+            ctl("POST", "/_mock/faults/clear", {})
+        except Exception:
+            pass
+        for conn in (self.admin, self.app, self.other, self.runner):
             try:
                 conn.close()
             except Exception:
@@ -232,6 +344,8 @@ class AdeMachine(RuleBasedStateMachine):
 
     def abm_put(self, token, add=None, modify=None, delete=None, op_date=None):
         body = {"consumer_key": self.ck(token), "op_date": op_date or self.tick()}
+        for rec in (add or []) + (modify or []):    # ABM's record puts ABM's platform back
+            self.plat_edited.discard(rec["serial_number"])
         if add:
             body["add"] = add
         if modify:
@@ -258,31 +372,54 @@ class AdeMachine(RuleBasedStateMachine):
         rows = q(conn or self.admin, "SELECT token_id, error FROM ade_sync()")
         return rows
 
-    def read_puts(self):
+    def read_puts(self, rolled_back=False, sent_to=None):
         """The PUT /profile/devices the mock got since the last look: no
         serial is sent twice without a change in between.  Returns how many
-        requests changed something at ABM (PUTs and POST /profile)."""
+        requests changed something at ABM (PUTs and POST /profile).  Keeps
+        what ABM answered (each serial's cooldown), which profiles it
+        refused, and which tokens a 429 paused.  rolled_back: the run's
+        transaction did not commit (what ABM answered was not stored).
+        sent_to: a set that gets every serial sent."""
         log = ctl("GET", "/_mock/log")["requests"]
         new = [r for r in log if r["seq"] > self.log_seq]
         if new:
             self.log_seq = max(r["seq"] for r in new)
         sent = 0
         for r in new:
+            org = (r.get("consumer_key") or "").replace("CK_model_", "")
+            if r["path"] == "/server/devices" and r.get("status") == 400 and r.get("fault") is None:
+                seen("EXHAUSTED_CURSOR answered")
             if r["method"] == "POST" and r["path"] == "/profile":
                 sent += 1
+                if r.get("status") == 400 and isinstance(r.get("body"), dict) and not rolled_back:
+                    seen("POST /profile refused (400)")
+                    self.refused[(org, json.dumps(r["body"], sort_keys=True))] = self.mclock + FAILED_RETRY
             if r["method"] != "PUT" or r["path"] != "/profile/devices" or not isinstance(r.get("body"), dict):
                 continue
             sent += 1
+            if r.get("status") == 429:
+                seen("429 on PUT /profile/devices")
+            if r.get("status") == 429 and not rolled_back:
+                self.paused[org] = self.mclock + PAUSE
             answered = r.get("status") == 200 and r.get("fault") is None
-            org = (r.get("consumer_key") or "").replace("CK_model_", "")
             for s in r["body"].get("devices") or []:
+                if sent_to is not None:
+                    sent_to.add(s)
                 key = (self.gen.get(s, 0), self.world)
                 prev = self.last_put.get(s)
                 assert not (prev and prev[:2] == key and prev[2]), \
                     "serial %s was sent in PUT /profile/devices again with no change since it was assigned" % s
-                success = answered and self.forced.get(s) in (None, "SUCCESS") \
+                success = answered and not rolled_back and self.forced.get(s) in (None, "SUCCESS") \
                     and s in self.abm and self.abm[s]["org"] == org
                 self.last_put[s] = key + (success,)
+                if rolled_back or not answered:
+                    self.cooldown[s] = None           # not known: never checked as due
+                elif self.forced.get(s) == "FAILED":
+                    self.cooldown[s] = self.mclock + FAILED_RETRY
+                elif self.forced.get(s) == "THROTTLED":
+                    self.cooldown[s] = self.mclock + THROTTLE_RETRY
+                else:
+                    self.cooldown.pop(s, None)
         return sent
 
     def adopt_new_hosts(self):
@@ -301,7 +438,7 @@ class AdeMachine(RuleBasedStateMachine):
             self.hosts[s] = team
             self.creators.pop(s, None)
 
-    def settle(self, conn=None):
+    def settle(self, conn=None, sent_to=None):
         """ade_sync() until a run sends nothing to ABM (at most 4 runs, and
         one more per serial forced to answer THROTTLED: such an answer ends
         its run's assignments, and the serial waits its retry time, so it
@@ -312,7 +449,7 @@ class AdeMachine(RuleBasedStateMachine):
             self.adopt_new_hosts()
             errors = [(t, e) for t, e in rows if e is not None]
             assert not errors, "a sync without a fault failed: %r" % errors
-            if self.read_puts() == 0:
+            if self.read_puts(sent_to=sent_to) == 0:
                 for name in self.active():    # every event of theirs is applied now
                     self.unsynced_deletes.pop(name, None)
                     self.expired.discard(name)
@@ -340,8 +477,16 @@ class AdeMachine(RuleBasedStateMachine):
         for name in self.active():
             st_ = ctl("GET", "/_mock/state?consumer_key=" + self.ck(name))
             states[name] = st_
+        plats = dict(q(self.admin, "SELECT hardware_serial, platform FROM hosts"))
+        flags = q(self.admin, "SELECT count(*) FILTER (WHERE terms_expired OR token_invalid) FROM abm_tokens")[0][0]
+        assert flags == 0, "a sync without a fault left terms_expired or token_invalid set"
         for s, ck in want.items():
             token = ck.replace("CK_model_", "")
+            if s not in self.plat_edited:
+                assert plats.get(s) == self.platform(s), "host %s has platform %r, ABM says %r" % (
+                    s, plats.get(s), self.platform(s))
+            else:
+                continue    # its profile's scope is the application's platform until ABM sends it again
             prof = self.expected_profile(token, self.hosts.get(s), self.platform(s))
             if prof is None:
                 continue
@@ -349,6 +494,10 @@ class AdeMachine(RuleBasedStateMachine):
             held = states[token]["profiles"].get(dev.get("profile_uuid") or "")
             if dev.get("profile_status") in ("assigned", "pushed") and held == prof:
                 continue
+            if self.refused.get((token, json.dumps(prof, sort_keys=True)), -1e9) > self.mclock - MARGIN:
+                continue    # ABM refused its profile, not long ago: it waits
+            if self.paused.get(token, -1e9) > self.mclock - MARGIN:
+                continue    # a 429 paused its token's assignments
             resp, due, needs = rows.get(s, (None, None, None))
             assert (resp in ("FAILED", "THROTTLED") and due) or (resp == "NOT_ACCESSIBLE" and not needs), \
                 "device %s of %s holds %r at ABM, not its profile %r, and its answer is %r (due %r)" % (
@@ -356,12 +505,30 @@ class AdeMachine(RuleBasedStateMachine):
 
     # ---- the start of every example: tokens with devices, synced
 
-    @initialize(n=st.integers(1, 3), families=st.lists(st.sampled_from(FAMILIES), max_size=8))
-    def start(self, n, families):
+    @initialize(n=st.integers(1, 3), families=st.lists(st.sampled_from(FAMILIES), max_size=8),
+                from_04=st.booleans())
+    def start(self, n, families, from_04):
+        """tokens with devices, synced; with from_04 the first sync runs
+        under ade 0.4 and the extension is upgraded (ALTER EXTENSION ade
+        UPDATE) before the first check: nothing is lost, nothing sent again"""
+        if from_04:
+            self.install("0.4")
         for name in TOKENS[:n]:
             self.add_token(name)
             if families:
                 self.abm_add_to(name, families)
+        if from_04:
+            q(self.admin, "SET ade.enroll_url = %s", (ENROLL,))
+            rows = self.sync_once()
+            assert not [r for r in rows if r[1] is not None], "a sync under ade 0.4 failed: %r" % rows
+            q(self.admin, "RESET ade.enroll_url")
+            self.read_puts()
+            self.adopt_new_hosts()
+            # the devices sent under 0.4 hold the built-in profile: with
+            # ade.enroll_url reset, none is sent again
+            q(self.admin, "ALTER EXTENSION ade UPDATE")
+            assert q(self.admin, "SELECT extversion FROM pg_extension WHERE extname = 'ade'")[0][0] == "0.5"
+            seen("upgrade from 0.4")
         self.sync()
 
     # ---- every step
@@ -384,6 +551,8 @@ class AdeMachine(RuleBasedStateMachine):
         tok, p7m = self.fixture.tokens[name]
         if name not in self.tokens:
             ctl("POST", "/_mock/tokens", dict(tok, org_name="Org " + name))
+            ctl("POST", "/_mock/assign_responses", {"consumer_key": self.ck(name), "responses": {},
+                                                      "retry_after_seconds": THROTTLE_RETRY})
         tid = q(self.admin, "SELECT ade_add_token(%s)", (psycopg2.Binary(p7m),))[0][0]
         t = self.tokens.get(name)
         if t and t["active"]:
@@ -392,6 +561,8 @@ class AdeMachine(RuleBasedStateMachine):
             # removed, added back: in place, with its profiles and default
             # teams (those whose team still exists)
             assert t["id"] == tid, "a token added back must get its id back"
+            for k in [k for k in self.refused if k[0] == name]:
+                del self.refused[k]               # its profiles are sent again
             kept = self.removed.pop(name, {})
             self.profiles.update(kept.get("profiles", {}))
             if kept.get("defaults") is not None:
@@ -426,14 +597,21 @@ class AdeMachine(RuleBasedStateMachine):
     # ---- ABM
 
     @precondition(lambda self: self.tokens)
-    @rule(data=st.data(), families=st.lists(st.sampled_from(FAMILIES), min_size=1, max_size=4))
-    def abm_add(self, data, families):
-        self.abm_add_to(data.draw(st.sampled_from(self.registered())), families)
+    @rule(data=st.data(), families=st.lists(st.sampled_from(FAMILIES), min_size=1, max_size=4),
+          future=st.booleans())
+    def abm_add(self, data, families, future):
+        """devices new to ABM; with future, first the serials the
+        application made hosts for before ABM had them (the sync matches
+        them: the host keeps its id and team, and gets ABM's platform)"""
+        self.abm_add_to(data.draw(st.sampled_from(self.registered())), families, future)
 
-    def abm_add_to(self, name, families):
+    def abm_add_to(self, name, families, future=False):
         recs = []
         for family in families:
-            s = self.new_serial()
+            if future and self.future:
+                s = self.future.pop(0)
+            else:
+                s = self.new_serial()
             self.abm[s] = {"org": name, "family": family}
             self.creators.setdefault(s, set()).add(name)
             self.touch(s)
@@ -459,6 +637,7 @@ class AdeMachine(RuleBasedStateMachine):
         self.unforce(s)
         del self.abm[s]
         self.touch(s)
+        self.deleted_from[s] = org
         self.abm_put(org, delete=[s])
         self.unsynced_delete(org, s)
 
@@ -506,14 +685,88 @@ class AdeMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.active())
     @rule(data=st.data())
     def expire_cursors(self, data):
-        name = data.draw(st.sampled_from(self.active()))
+        self.expire_cursors_of(data.draw(st.sampled_from(self.active())))
+
+    def expire_cursors_of(self, name):
         ctl("POST", "/_mock/tokens/state", {"consumer_key": self.ck(name), "expire_cursors": True})
+        self.full_fetch_coming(name)
+
+    def full_fetch_coming(self, name):
         for s, d in self.abm.items():       # the full fetch lists them again
             if d["org"] == name:
                 self.creators.setdefault(s, set()).add(name)
         # and misses the deletes it had not seen yet, or that come before it
         self.ghosts.setdefault(name, set()).update(self.unsynced_deletes.pop(name, set()))
         self.expired.add(name)
+
+    @precondition(lambda self: self.abm)
+    @rule(data=st.data(), other_mdm=st.booleans())
+    def abm_profile_status(self, data, other_mdm):
+        """ABM reports a device's profile pushed (our UUID: nothing to send,
+        and the serial is not touched, so that a send is caught), or
+        assigned with another MDM's profile UUID (ours goes back on)."""
+        s = data.draw(st.sampled_from(sorted(self.abm)))
+        org = self.abm[s]["org"]
+        dev = ctl("GET", "/_mock/state?consumer_key=" + self.ck(org))["devices"].get(s, {})
+        if other_mdm:
+            rec = {"serial_number": s, "profile_uuid": "OTHER-MDM-%d" % self.counter,
+                   "profile_status": "assigned"}
+            self.counter += 1
+            self.touch(s)
+        elif dev.get("profile_status") == "assigned" and dev.get("profile_uuid"):
+            rec = {"serial_number": s, "profile_uuid": dev["profile_uuid"], "profile_status": "pushed"}
+        else:
+            return
+        self.abm_put(org, modify=[rec])
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data(), mode=st.sampled_from(("now", "late", "never")), flush=st.booleans())
+    def abm_echoes(self, data, mode, flush):
+        """How ABM echoes a SUCCESS assignment back: at once, late (held
+        back until a flush, then with the op_date of the assignment), or
+        never.  An echo is ABM telling what ade did: no change, nothing to
+        send again."""
+        name = data.draw(st.sampled_from(self.registered()))
+        if ctl("POST", "/_mock/echoes", {"consumer_key": self.ck(name), "mode": mode, "flush": flush})["flushed"]:
+            seen("late echoes delivered")
+        self.echo[name] = mode
+
+    @rule(seconds=st.sampled_from((600, FAILED_RETRY + 2 * MARGIN, 86400 + 2 * MARGIN)))
+    def advance_clock(self, seconds):
+        """Time passes: every due time ade stored (an answer's retry_at, a
+        token's pause after a 429, a refused profile's definition time, a
+        kept record's retry_at) moves back by seconds.  Then the sync
+        settles, and each device whose FAILED or THROTTLED answer is now
+        due (by the model's own clock) must have been sent again: a due
+        retry happens, it is not only scheduled."""
+        for sql in ("UPDATE host_dep_assignments SET retry_at = retry_at - make_interval(secs => %s) "
+                    "WHERE retry_at IS NOT NULL",
+                    "UPDATE abm_tokens SET assign_not_before = assign_not_before - make_interval(secs => %s) "
+                    "WHERE assign_not_before IS NOT NULL",
+                    "UPDATE ade_profile_definitions SET defined_at = defined_at - make_interval(secs => %s) "
+                    "WHERE refusal IS NOT NULL",
+                    "UPDATE ade_rejected_records SET retry_at = retry_at - make_interval(secs => %s) "
+                    "WHERE retry_at IS NOT NULL"):
+            q(self.admin, sql, (seconds,))
+        self.mclock += seconds
+        due = set()
+        for s, when in self.cooldown.items():
+            if when is None or when > self.mclock - MARGIN or s not in self.abm or s in self.plat_edited:
+                continue
+            token = self.abm[s]["org"]
+            if not self.tokens.get(token, {}).get("active") or self.paused.get(token, -1e9) > self.mclock - MARGIN:
+                continue
+            prof = self.expected_profile(token, self.hosts.get(s), self.platform(s))
+            if prof is None or self.refused.get((token, json.dumps(prof, sort_keys=True)), -1e9) > self.mclock - MARGIN:
+                continue
+            due.add(s)
+        sent = set()
+        self.settle(sent_to=sent)
+        if due:
+            seen("due retries checked")
+        missing = due - sent
+        assert not missing, "devices whose FAILED/THROTTLED answer is due were not sent again: %r" % sorted(missing)
+        self.check_synced()
 
     # ---- the application
 
@@ -588,6 +841,246 @@ class AdeMachine(RuleBasedStateMachine):
         q(self.app, "INSERT INTO hosts (hardware_serial, platform) VALUES (%s, 'darwin')", (s,))
         self.hosts[s] = None
 
+    @rule(data=st.data())
+    def app_insert_future(self, data):
+        """a host the application makes before ABM reports its serial
+        (abm_add with future adds it to ABM later)"""
+        s = self.new_serial("F")
+        team = data.draw(st.sampled_from(sorted(self.teams) + [None]))
+        q(self.app, "INSERT INTO hosts (hardware_serial, platform, team_id) VALUES (%s, 'darwin', %s)",
+          (s, self.teams.get(team)))
+        self.hosts[s] = team
+        self.future.append(s)
+
+    @precondition(lambda self: self.serials)
+    @rule(data=st.data(), what=st.sampled_from(("model", "platform", "id")))
+    def app_edit(self, data, what):
+        """the application edits a host: its model, its platform (ABM's
+        next record of the device puts ABM's back), its id (the assignment
+        follows)"""
+        s = data.draw(st.sampled_from(self.serials))
+        self.app_edit_sql(what, s, data.draw(st.sampled_from(sorted(set(PLATFORM.values())))))
+
+    def app_edit_sql(self, what, s, platform="ios"):
+        if what == "model":
+            q(self.app, "UPDATE hosts SET hardware_model = 'edited by the application' WHERE hardware_serial = %s",
+              (s,))
+        elif what == "platform":
+            n = q(self.app, "UPDATE hosts SET platform = %s WHERE hardware_serial = %s RETURNING id",
+                  (platform, s))
+            if n:
+                self.plat_edited.add(s)
+        else:
+            q(self.app, "UPDATE hosts SET id = id + 1000000 WHERE hardware_serial = %s", (s,))
+
+    @precondition(lambda self: self.active())
+    @rule(data=st.data())
+    def exhausted_cursor(self, data):
+        """EXHAUSTED_CURSOR: a full fetch whose last page ABM served but ade
+        never got (cut on its way); the page again gets EXHAUSTED_CURSOR,
+        and the fetch must start again: no device skipped."""
+        name = data.draw(st.sampled_from(self.active()))
+        self.expire_cursors_of(name)
+        count = sum(1 for d in self.abm.values() if d["org"] == name)
+        pages = max(1, -(-count // 3))
+        ctl("POST", "/_mock/faults", {"rules": [{"path": "/server/devices", "consumer_key": self.ck(name),
+                                                  "skip": pages - 1, "cut_body": True, "times": 1}]})
+        try:
+            self.sync_once()
+        finally:
+            ctl("POST", "/_mock/faults/clear", {})
+        self.adopt_new_hosts()
+        self.read_puts()
+        self.settle()
+        self.check_synced()
+
+    @precondition(lambda self: self.active())
+    @rule(data=st.data(), job=st.booleans(), hold=st.sampled_from(range(len(HOLDS))),
+          ending=st.sampled_from(("release", "release", "cancel", "timeout", "terminate")),
+          steps=st.lists(st.sampled_from(APP_STEPS), min_size=1, max_size=3))
+    def open_run(self, data, job, hold, ending, steps):
+        """A run held open at a request (the mock holds it) while the
+        application deletes, truncates, re-serials, moves, inserts and
+        edits hosts; then the request goes on, or the run is cancelled,
+        times out or its backend is terminated.  CALL ade_sync_job()
+        commits each step: the application's statements finish while the
+        run is held (they never wait for a round trip to Apple).  SELECT
+        ade_sync() is one transaction: they wait for it.  No application
+        statement fails; hosts the application deleted whose device ABM
+        deleted before the run stay deleted; the next syncs settle."""
+        token = data.draw(st.sampled_from(self.active()))
+        rule_ = dict(HOLDS[hold], hold="open", times=1, consumer_key=self.ck(token))
+        ctl("POST", "/_mock/faults", {"rules": [rule_]})
+        q(self.runner, "SET ade.enroll_url = %s" % ("'%s'" % ENROLL if self.enroll else "DEFAULT"))
+        pid = q(self.runner, "SELECT pg_backend_pid()")[0][0]
+        if ending == "timeout":
+            q(self.runner, "SET statement_timeout = '1500ms'")
+        gone_before = {s for s in self.serials if s not in self.abm}   # deleted at ABM before the run
+        out = {}
+
+        def run():
+            try:
+                if job:
+                    q(self.runner, "CALL ade_sync_job()")
+                    out["rows"] = []
+                else:
+                    out["rows"] = q(self.runner, "SELECT token_id, error FROM ade_sync()")
+            except Exception as e:      # noqa: BLE001 - judged below
+                out["error"] = e
+        runner = threading.Thread(target=run)
+        runner.start()
+        end = time.time() + 5
+        held = False
+        while time.time() < end and runner.is_alive():
+            if ctl("GET", "/_mock/held")["held"].get("open"):
+                held = True
+                break
+            time.sleep(0.02)
+        # the application's statements, drawn now (a replay draws the same)
+        plan = []
+        for kind in steps:
+            s = data.draw(st.sampled_from(self.serials)) if self.serials else None
+            team = data.draw(st.sampled_from(sorted(self.teams) + [None]))
+            plat = data.draw(st.sampled_from(sorted(set(PLATFORM.values()))))
+            plan.append((kind, s, team, plat))
+        app_out = {"done": [], "touched": set(), "deleted": set()}
+
+        def app():
+            try:
+                for kind, s, team, plat in plan:
+                    self.open_app_step(kind, s, team, plat, app_out)
+                    app_out["done"].append(kind)
+            except Exception as e:      # noqa: BLE001 - judged below
+                app_out["error"] = e
+        appt = threading.Thread(target=app)
+        appt.start()
+        appt.join(3 if job else 0.5)
+        finished_while_held = not appt.is_alive() and held and runner.is_alive()
+        if ending == "cancel":
+            q(self.admin, "SELECT pg_cancel_backend(%s)", (pid,))
+        elif ending == "terminate":
+            q(self.admin, "SELECT pg_terminate_backend(%s)", (pid,))
+        if ending != "timeout":
+            ctl("POST", "/_mock/release", {"name": "open"})
+        runner.join(30)
+        ctl("POST", "/_mock/release", {})
+        assert not runner.is_alive(), "a run held open did not end"
+        appt.join(30)
+        assert not appt.is_alive(), "an application statement did not end after the run"
+        ctl("POST", "/_mock/faults/clear", {})
+        assert "error" not in app_out, "an application statement failed beside an open run (%s, %s): %s" % (
+            "CALL ade_sync_job()" if job else "SELECT ade_sync()", ending, app_out["error"])
+        seen("open run %s, %s%s" % ("job" if job else "ade_sync()", ending, "" if held else " (not held)"))
+        if app_out["done"]:
+            seen("application statements in an open run")
+        if job and held:
+            assert finished_while_held, \
+                "an application statement waited for CALL ade_sync_job() held at a request to ABM"
+        err = out.get("error")
+        if err is not None:
+            stopped = ending in ("cancel", "timeout", "terminate")
+            assert stopped, "the held run failed: %s" % err
+        if ending == "terminate" or self.runner.closed:
+            try:
+                self.runner.close()
+            except Exception:
+                pass
+            self.runner = connect_to(self.db)
+            for x in SESSION:
+                q(self.runner, x)
+        else:
+            q(self.runner, "RESET statement_timeout")
+        rows = out.get("rows") or []
+        bad = [(t, e) for t, e in rows if e is not None and e != "busy"]
+        assert ending != "release" or not bad, "a run held open and released failed: %r" % bad
+        self.read_puts(rolled_back=ending != "release" or bool(bad))
+        stay = set()
+        if held and HOLDS[hold]["path"].startswith("/profile") and (job or ending == "release") \
+                and token not in self.expired:
+            # the held request came after every page of its token: a device
+            # ABM deleted from it before the run is soft-deleted by then
+            stay = {s for s in app_out["deleted"] & gone_before
+                    if self.deleted_from.get(s) == token and s not in self.ghosts.get(token, set())}
+        self.adopt_open_run(app_out, stay)
+        self.settle()
+        self.check_synced()
+
+    def open_app_step(self, kind, s, team, plat, out):
+        """one application statement inside an open run; what it touched
+        goes to out (the model learns the outcome after the run)"""
+        tid = self.teams.get(team)
+        if kind == "delete" and s:
+            q(self.app, "DELETE FROM hosts WHERE hardware_serial = %s", (s,))
+            out["touched"].add(s)
+            out["deleted"].add(s)
+        elif kind == "delete_all":
+            gone = [r[0] for r in q(self.app, "DELETE FROM hosts RETURNING hardware_serial")]
+            out["touched"].update(gone)
+            out["deleted"].update(gone)
+        elif kind == "truncate":
+            out["touched"].update(self.hosts)
+            out["touched"].add("*")           # every host, also those the run made
+            q(self.app, "TRUNCATE hosts")
+        elif kind == "reserial" and s:
+            new = self.new_serial("R")
+            q(self.app, "UPDATE hosts SET hardware_serial = %s WHERE hardware_serial = %s", (new, s))
+            out["touched"].update((s, new))
+            out.setdefault("renamed", {})[new] = s
+        elif kind == "move_team" and s:
+            q(self.app, "UPDATE hosts SET team_id = %s WHERE hardware_serial = %s", (tid, s))
+            out["touched"].add(s)
+            out.setdefault("moved", {})[s] = team
+        elif kind == "insert":
+            m = self.new_serial("M")
+            q(self.app, "INSERT INTO hosts (hardware_serial, platform) VALUES (%s, 'darwin')", (m,))
+            out["touched"].add(m)
+            out.setdefault("moved", {})[m] = None
+        elif kind == "insert_future":
+            f = self.new_serial("F")
+            q(self.app, "INSERT INTO hosts (hardware_serial, platform, team_id) VALUES (%s, 'darwin', %s)",
+              (f, tid))
+            self.future.append(f)
+            out["touched"].add(f)
+            out.setdefault("moved", {})[f] = team
+        elif kind in ("edit_model", "edit_platform", "renumber") and s:
+            self.app_edit_sql({"edit_model": "model", "edit_platform": "platform", "renumber": "id"}[kind], s, plat)
+
+    def adopt_open_run(self, app_out, stay_deleted):
+        """After an open run: the hosts the application's statements touched
+        are what the database says, within what the model allows (a host
+        kept has its team from before or the one the application gave it; a
+        host made again by the sync is in a default team; a device ABM
+        deleted before the run, whose host the application deleted while
+        the run was held after its pages, has no host)."""
+        db = self.db_hosts()
+        back = sorted(stay_deleted & set(db))
+        assert not back, "hosts the application deleted while their device was soft-deleted came back: %r" % back
+        touched = set(app_out["touched"])
+        if "*" in touched:
+            touched |= set(db) | set(self.hosts)
+            touched.discard("*")
+        old = dict(self.hosts)          # the teams before the run, whatever this loop adopts
+        for s in sorted(touched):
+            before = old.get(s, "<none>")
+            if s in db:
+                was = app_out.get("renamed", {}).get(s)     # a re-serialed host keeps its team
+                allowed = {before, app_out.get("moved", {}).get(s, before), old.get(was, "<none>"),
+                           app_out.get("moved", {}).get(was, "<none>")}
+                for x in (s, was):          # a host the run made (and the application re-serialed)
+                    if x is None:
+                        continue
+                    allowed |= {self.default_team(t, PLATFORM[f]) for t in self.creators.get(x, set()) | (
+                        {self.abm[x]["org"]} if x in self.abm else set())
+                        for f in ([self.abm[x]["family"]] if x in self.abm else FAMILIES)}
+                assert db[s] in allowed, "host %s is in team %r after an open run; the model allows %r" % (
+                    s, db[s], allowed)
+                if db[s] != before:
+                    self.touch(s)
+                self.hosts[s] = db[s]
+                self.creators.pop(s, None)
+            else:
+                self.hosts.pop(s, None)
+        self.adopt_new_hosts()
     # ---- the admin
 
     @precondition(lambda self: len(self.teams) < 4)
@@ -651,6 +1144,9 @@ class AdeMachine(RuleBasedStateMachine):
             self.profiles.pop(scope, None)
         else:
             self.profiles[scope] = prof
+            key = json.dumps(prof, sort_keys=True)    # set again: sent again, whatever ABM said
+            for k in [k for k in self.refused if k[1] == key]:
+                del self.refused[k]
         self.world += 1
 
     @rule(on=st.booleans())
@@ -661,6 +1157,41 @@ class AdeMachine(RuleBasedStateMachine):
             q(self.admin, "RESET ade.enroll_url")
         self.enroll = on
         self.world += 1
+
+    @precondition(lambda self: not self.restored)
+    @rule()
+    def dump_restore(self):
+        """pg_dump of the database, pg_restore -1 into another one (without
+        pg_cron, which lives only in cron.database_name), and everything goes
+        on there: after a sync the tables are what the model says, and no
+        serial is sent again (once per example: it takes a second or two)"""
+        self.restored = True
+        target = DB + "_b" if self.db == DB else DB
+        d = tempfile.mkdtemp(prefix="ade-model-dump.")
+        dump, lst = os.path.join(d, "db.dump"), os.path.join(d, "list")
+        env = dict(os.environ, PGDATABASE=self.db)
+        subprocess.run([PGBIN + "/pg_dump", "-Fc", "-f", dump, self.db], check=True, env=env,
+                       capture_output=True)
+        toc = subprocess.run([PGBIN + "/pg_restore", "-l", dump], check=True, capture_output=True,
+                             text=True).stdout
+        with open(lst, "w") as fh:
+            fh.write("\n".join(line for line in toc.splitlines() if "pg_cron" not in line and " cron " not in line))
+        for conn in (self.admin, self.app, self.other, self.runner):
+            conn.close()
+        root = connect_to("postgres")
+        q(root, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % target)
+        q(root, 'CREATE DATABASE "%s"' % target)
+        root.close()
+        r = subprocess.run([PGBIN + "/pg_restore", "-1", "-L", lst, "-d", target, dump], env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, "pg_restore -1 failed: %s" % r.stderr
+        self.db = target
+        self.connect_all()
+        seen("dump/restore")
+        if self.enroll:
+            q(self.admin, "SET ade.enroll_url = %s", (ENROLL,))
+        self.settle()
+        self.check_synced()
 
     # ---- syncs
 
@@ -711,6 +1242,9 @@ class AdeMachine(RuleBasedStateMachine):
     def sync_through_fault(self, fault):
         """One run through a fault: it may fail; nothing may be lost."""
         ctl("POST", "/_mock/faults", {"rules": [FAULTS[fault]]})
+        if fault == INVALID_CURSOR:               # any token may meet it: a full fetch
+            for name in self.active():
+                self.full_fetch_coming(name)
         hang = FAULTS[fault].get("hang_seconds")
         if hang:
             q(self.admin, "SET ade.http_timeout = '300ms'")
@@ -773,6 +1307,7 @@ def main():
         print("%d passed, 1 failed" % STEPS["n"])
         sys.exit(1)
     print("model test: %d steps in %d batches, every invariant held" % (STEPS["n"], batch))
+    print("model test: seen: " + "; ".join("%s %d" % kv for kv in sorted(SEEN.items())))
     print("%d passed, 0 failed" % STEPS["n"])
 
 
