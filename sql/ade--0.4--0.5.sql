@@ -38,6 +38,13 @@ CREATE TRIGGER ade_profile_applied_old_rows BEFORE INSERT ON ade_profile_applied
 REVOKE ALL ON FUNCTION ade_profile_applied_old_row() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------
+-- the run lock: a table only the owner may lock, no longer an advisory
+-- lock any role could hold (issue 19)
+-- ---------------------------------------------------------------------
+CREATE TABLE ade_run_lock ();
+COMMENT ON TABLE ade_run_lock IS 'the lock of a sync run (one at a time): no rows';
+
+-- ---------------------------------------------------------------------
 -- ade beside the application that owns hosts (issue 18): one lock rule
 -- (src/coexist.c), delete triggers that read the assignments as they are
 -- now, and a scheduled run that commits each page

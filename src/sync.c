@@ -40,9 +40,12 @@
  *   other tokens still sync.  Cancels, statement timeouts and terminations
  *   are never swallowed: they abort the whole run, which then leaves no
  *   ade_sync_runs row (cron.job_run_details says why).
- * - One run at a time per database: a run takes an advisory lock (of the
- *   transaction, or of the session for the procedure, released however it
- *   ends), without waiting; a second
+ * - One run at a time per database: a run locks the table ade_run_lock
+ *   (of the transaction, or of the session for the procedure, released
+ *   however it ends), without waiting: no role but ade's owner may lock
+ *   it, where an advisory lock could be held by any role that can connect,
+ *   and one held by something that is not a run is an error that names
+ *   the session (attention); a second
  *   ade_sync() at the same time reports every token "busy" and returns at
  *   once.  Two runs over different tokens would each hold the rows of
  *   their pages until they commit, and a device moving between their
@@ -73,11 +76,14 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "utils/builtins.h"
+#include "storage/latch.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/guc.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
@@ -112,7 +118,7 @@ typedef struct TokenRun
 } TokenRun;
 
 /* the advisory lock of a run: two int4 keys, "ADE1" and 0 */
-#define ADE_RUN_LOCK "1094993969, 0"
+/* the advisory lock of a run under the SQL of a version before 0.5 */
 #define ADE_RUN_KEY1 1094993969
 
 #define OUT_OF_TIME "ade.max_sync_seconds reached; the next run goes on from the stored cursor"
@@ -881,24 +887,17 @@ notify_fetched(TokenRun *run)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/*
- * One run at a time in this database (see the header): true when this run
- * is the one.  Never waits.
- */
-static bool
-only_run(void)
-{
-	int			rc;
-	bool		isnull;
-
-	rc = SPI_execute("SELECT pg_catalog.pg_try_advisory_xact_lock(" ADE_RUN_LOCK ")", false, 1);
-	spi_check(rc, SPI_OK_SELECT, "taking the run lock");
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
 static void
-sync_token(TokenRun *run, bool alone)
+sync_token(TokenRun *run, bool alone, const char *holder)
 {
+	if (!alone && holder != NULL)
+	{
+		/* not another run: a failure the admin must see (attention) */
+		run->error = psprintf("the run lock is held by %s, which is not a sync run: end that session", holder);
+		run->error_kind = ABM_OTHER;
+		finish_run(run);
+		return;
+	}
 	if (!alone)
 	{
 		run->busy = true;
@@ -956,18 +955,108 @@ emit(ReturnSetInfo *rsinfo, TokenRun *run)
 }
 
 /*
- * The run lock of a procedure's run, of the session (it outlives the
- * steps' commits): taken without waiting, released however the run ends.
+ * The run lock (see the header): SHARE UPDATE EXCLUSIVE on the table
+ * ade_run_lock, which no role but its owner (and a superuser) may lock.
+ * The mode conflicts with itself, not with the ACCESS SHARE or ROW SHARE
+ * that any role's statement takes for a moment before it is refused the
+ * table.  Of the transaction for SELECT ade_sync(), of the session for the
+ * procedure (it outlives the steps' commits; released however the run
+ * ends).  The SQL of a version before 0.5 has no such table: the advisory
+ * lock of before.  Returns the table's oid, or InvalidOid.
  */
-static bool
-run_lock(bool take)
+static Oid
+run_lock_tag(LOCKTAG *tag, LOCKMODE *mode)
+{
+	Oid			relid = AdeSqlAtLeast(0, 5) ? get_relname_relid("ade_run_lock", AdeSchemaOid()) : InvalidOid;
+
+	if (OidIsValid(relid))
+	{
+		SET_LOCKTAG_RELATION(*tag, MyDatabaseId, relid);
+		*mode = ShareUpdateExclusiveLock;
+	}
+	else
+	{
+		SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) ADE_RUN_KEY1, 0, 2);
+		*mode = ExclusiveLock;
+	}
+	return relid;
+}
+
+static void
+run_unlock(void)
 {
 	LOCKTAG		tag;
+	LOCKMODE	mode;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) ADE_RUN_KEY1, 0, 2);
-	if (take)
-		return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
-	return LockRelease(&tag, ExclusiveLock, true);
+	(void) run_lock_tag(&tag, &mode);
+	LockRelease(&tag, mode, true);
+}
+
+/*
+ * Who holds the run lock when it is not a run ("pid N (role R, application
+ * A)"), or NULL: a run, or nobody any more.
+ */
+static char *
+lock_holder(Oid relid)
+{
+	Oid			argtypes[2] = {OIDOID, OIDOID};
+	Datum		args[2] = {ObjectIdGetDatum(MyDatabaseId), ObjectIdGetDatum(relid)};
+	char	   *who = NULL;
+	int			rc;
+
+	rc = SPI_execute_with_args("SELECT pg_catalog.format('pid %s (role %s, application %L)', l.pid, "
+							   "coalesce(a.usename::text, '?'), coalesce(a.application_name, '')), "
+							   "coalesce(a.query, '') OPERATOR(pg_catalog.~) 'ade_sync' "
+							   "FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid "
+							   "WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.database OPERATOR(pg_catalog.=) $1 "
+							   "AND l.relation OPERATOR(pg_catalog.=) $2 AND l.granted "
+							   "AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() "
+							   "AND l.mode OPERATOR(pg_catalog.<>) ALL ('{AccessShareLock,RowShareLock,RowExclusiveLock}') "
+							   "ORDER BY 2 DESC LIMIT 1",
+							   2, argtypes, args, NULL, true, 1);
+	spi_check(rc, SPI_OK_SELECT, "reading pg_locks");
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+			who = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return who;
+}
+
+/*
+ * Take the run lock without waiting for a run: true when this run is the
+ * one.  Held by something that is not a run (a moment's VACUUM of the
+ * table, say), tried again for up to a second; still held, *holder says
+ * by whom.
+ */
+#define RUN_LOCK_TRIES 10
+
+static bool
+run_lock(bool session, char **holder)
+{
+	LOCKTAG		tag;
+	LOCKMODE	mode;
+	Oid			relid = run_lock_tag(&tag, &mode);
+	int			i;
+
+	*holder = NULL;
+	for (i = 0;; i++)
+	{
+		if (LockAcquire(&tag, mode, session, true) != LOCKACQUIRE_NOT_AVAIL)
+		{
+			*holder = NULL;
+			return true;
+		}
+		if (!OidIsValid(relid) || (*holder = lock_holder(relid)) == NULL || i >= RUN_LOCK_TRIES)
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /*
@@ -985,6 +1074,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 	int			i;
 	TimestampTz run_deadline;
 	bool		alone;
+	char	   *holder;
 
 	run_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											   (int64) ade_max_sync_seconds * 1000);
@@ -1032,7 +1122,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 
-	alone = commit ? run_lock(true) : only_run();
+	alone = run_lock(commit, &holder);
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync token",
 								   ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
@@ -1058,7 +1148,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 			 */
 			if (rsinfo && by_cron())
 				add_note(&run, "pg_cron runs SELECT ade_sync(), one transaction: call ade_schedule() again to run CALL ade_sync_job()");
-			sync_token(&run, alone);
+			sync_token(&run, alone, holder);
 			if (rsinfo)
 				emit(rsinfo, &run);
 			MemoryContextSwitchTo(old);
@@ -1070,7 +1160,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 		AdeCommitSteps = false;
 		AdeLockDeadline = 0;
 		if (commit && alone)
-			(void) run_lock(false);
+			run_unlock();
 	}
 	PG_END_TRY();
 	SPI_finish();

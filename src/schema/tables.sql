@@ -29,7 +29,7 @@
  *   in ade_token_secrets and ade_keypair, sealed with AES-256-GCM under the
  *   data keys of ade_secret_keys (src/vault.c), readable by the extension
  *   owner only.
- * - Every table and sequence is registered with pg_extension_config_dump,
+ * - Every table and sequence with data is registered with pg_extension_config_dump,
  *   so that pg_dump carries the data.
  * - Nothing is granted to PUBLIC.  ade_reader (created once per cluster:
  *   roles are cluster-wide) reads hosts, host_dep_assignments,
@@ -334,6 +334,12 @@ CREATE UNLOGGED TABLE ade_truncated_hosts (
 	team_id			bigint
 );
 COMMENT ON TABLE ade_truncated_hosts IS 'internal: hosts taken away by a TRUNCATE, for the trigger that makes the live ones again';
+
+-- What a run locks, so that one runs at a time (src/sync.c): a table no
+-- role but its owner may lock, where an advisory lock could be taken (and
+-- held) by any role that can connect.  No rows, nothing to dump.
+CREATE TABLE ade_run_lock ();
+COMMENT ON TABLE ade_run_lock IS 'the lock of a sync run (one at a time): no rows';
 
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens_id_seq', '');
