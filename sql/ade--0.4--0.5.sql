@@ -44,6 +44,34 @@ REVOKE ALL ON FUNCTION ade_profile_applied_old_row() FROM PUBLIC;
 CREATE TABLE ade_run_lock ();
 COMMENT ON TABLE ade_run_lock IS 'the lock of a sync run (one at a time): no rows';
 
+-- A host id set by hand (inserted or updated) above 2^62 - 1 and past
+-- hosts_id_seq is refused: the sequence follows every id set by hand
+-- (ade_hosts_id_past()), and one near its end would leave the sync no id
+-- for a new host, for good.  2^62 leaves as many again.  Ids the sequence
+-- gave are taken, however large.  (A trigger with a WHEN: the sync's own
+-- inserts pay nothing until the sequence is past 2^62.)
+CREATE FUNCTION ade_hosts_id_refused() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.id <= coalesce(pg_catalog.pg_sequence_last_value('@extschema@.hosts_id_seq'), 0) THEN
+		RETURN NEW;
+	END IF;
+	RAISE EXCEPTION 'host id % is out of range', NEW.id
+		USING ERRCODE = 'numeric_value_out_of_range',
+			  DETAIL = 'ade refuses host ids set by hand above 4611686018427387903 (2^62 - 1): hosts_id_seq follows the ids set by hand, and one near its end would leave no id for the hosts of new devices.',
+			  HINT = 'Take ids from hosts_id_seq: nextval(''hosts_id_seq'').';
+END
+$$;
+COMMENT ON FUNCTION ade_hosts_id_refused() IS
+	'trigger: refuses host ids set by hand above 2^62 - 1 and past the sequence, which would leave it no room for new hosts';
+CREATE TRIGGER ade_hosts_id_in_range BEFORE INSERT OR UPDATE OF id ON hosts
+	FOR EACH ROW WHEN (NEW.id OPERATOR(pg_catalog.>) 4611686018427387903)
+	EXECUTE FUNCTION ade_hosts_id_refused();
+REVOKE ALL ON FUNCTION ade_hosts_id_refused() FROM PUBLIC;
+
 -- ---------------------------------------------------------------------
 -- ade beside the application that owns hosts (issue 18): one lock rule
 -- (src/coexist.c), delete triggers that read the assignments as they are
