@@ -192,6 +192,9 @@ extern void AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_w
 extern bool AdeClaimToken(int64 token_id, bool hosts);
 extern bool AdeTokenLive(int64 token_id);
 
+/* ---- HTTP (http.c) ---- */
+extern char *AdeRedact(const char *text);
+
 /* ---- sharing hosts with the application (coexist.c) ---- */
 extern TimestampTz AdeLockDeadline;
 extern void AdeLockHosts(void);

@@ -66,6 +66,124 @@ struct AdeHttp
 	char		errbuf[CURL_ERROR_SIZE];
 };
 
+/* replace every occurrence of needle in *text (a palloc'd string) */
+static void
+replace_all(char **text, const char *needle, const char *with)
+{
+	StringInfoData out;
+	const char *p = *text;
+	const char *hit;
+	size_t		n = strlen(needle);
+
+	if (n == 0 || strstr(p, needle) == NULL)
+		return;
+	initStringInfo(&out);
+	while ((hit = strstr(p, needle)) != NULL)
+	{
+		appendBinaryStringInfo(&out, p, hit - p);
+		appendStringInfoString(&out, with);
+		p = hit + n;
+	}
+	appendStringInfoString(&out, p);
+	*text = out.data;
+}
+
+/*
+ * The credentials of a setting that may carry them (ade.proxy, and
+ * ade.abm_url from a file, where a SET would refuse them): the whole value,
+ * and each piece of what lies between its scheme and the last "@" (split
+ * at ":" and "@", three characters or more), raw and percent-decoded, so
+ * that a quote of a part (a host parsed out of a malformed password) shows
+ * none of it.
+ */
+static void
+redact_setting(char **text, const char *value, const char *name)
+{
+	const char *from;
+	const char *at;
+	char	   *cred;
+	char	   *decoded;
+	char	   *tok;
+	char	   *save;
+	int			pass;
+
+	if (value == NULL || value[0] == '\0' || (at = strrchr(value, '@')) == NULL)
+		return;
+	replace_all(text, value, psprintf("[%s]", name));
+	from = strstr(value, "://");
+	from = (from && from < at) ? from + 3 : value;
+	cred = pnstrdup(from, at - from);
+	/* percent-decoded, as libcurl may quote it */
+	decoded = palloc(strlen(cred) + 1);
+	{
+		const char *r = cred;
+		char	   *w = decoded;
+
+		while (*r)
+		{
+			if (r[0] == '%' && isxdigit((unsigned char) r[1]) && isxdigit((unsigned char) r[2]))
+			{
+				char		hex[3] = {r[1], r[2], '\0'};
+
+				*w++ = (char) strtol(hex, NULL, 16);
+				r += 3;
+			}
+			else
+				*w++ = *r++;
+		}
+		*w = '\0';
+	}
+	for (pass = 0; pass < 2; pass++)
+	{
+		char	   *c = pstrdup(pass == 0 ? cred : decoded);
+
+		replace_all(text, c, "[redacted]");
+		for (tok = strtok_r(c, ":@", &save); tok; tok = strtok_r(NULL, ":@", &save))
+			if (strlen(tok) >= 3)
+				replace_all(text, tok, "[redacted]");
+	}
+}
+
+/*
+ * Text from libcurl or OpenSSL made fit for a table, a NOTIFY or a
+ * message: every such text goes through here.  ade.proxy and ade.abm_url,
+ * when they carry credentials, are replaced wherever they are quoted (whole
+ * or in part), and so is the user information of any URL in it: what lies
+ * between "://" and the last "@" of its authority.
+ */
+char *
+AdeRedact(const char *text)
+{
+	char	   *out = pstrdup(text ? text : "");
+	char	   *p;
+
+	redact_setting(&out, ade_proxy, "ade.proxy");
+	redact_setting(&out, ade_abm_url, "ade.abm_url");
+	p = out;
+	while ((p = strstr(p, "://")) != NULL)
+	{
+		char	   *auth = p + 3;
+		size_t		len = strcspn(auth, "/?#'\" \t\r\n)<>");
+		char	   *at = NULL;
+		char	   *q;
+
+		for (q = auth; q < auth + len; q++)
+			if (*q == '@')
+				at = q;
+		if (at != NULL)
+		{
+			char	   *rest = pstrdup(at);
+			size_t		head = auth - out;
+
+			out = psprintf("%.*s[redacted]%s", (int) head, out, rest);
+			p = out + head + strlen("[redacted]");
+		}
+		else
+			p = auth;
+	}
+	return out;
+}
+
 static void
 http_reset_response(AdeHttp *http)
 {
@@ -238,7 +356,7 @@ http_header_cb(char *data, size_t size, size_t nitems, void *arg)
 		if (_c != CURLE_OK) \
 			ereport(ERROR, \
 					(errcode(ERRCODE_INTERNAL_ERROR), \
-					 errmsg("could not set curl option %s: %s", #opt, curl_easy_strerror(_c)))); \
+					 errmsg("could not set curl option %s: %s", #opt, AdeRedact(curl_easy_strerror(_c))))); \
 	} while (0)
 
 /*
@@ -393,7 +511,7 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 		curl_easy_getinfo(http->easy, CURLINFO_CONNECT_TIME_T, &ct);
 		curl_easy_getinfo(http->easy, CURLINFO_PRETRANSFER_TIME_T, &pt);
 		res->connected = ct > 0 || pt > 0;
-		res->curl_error = pstrdup(http->errbuf[0] ? http->errbuf : curl_easy_strerror(code));
+		res->curl_error = AdeRedact(http->errbuf[0] ? http->errbuf : curl_easy_strerror(code));
 	}
 	res->len = http->len;
 	res->body = palloc(http->len + 1);

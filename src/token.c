@@ -116,7 +116,7 @@ ssl_fail(const char *what)
 	ereport(ERROR,
 			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 			 errmsg("could not %s", what),
-			 errdetail("OpenSSL: %s.", buf)));
+			 errdetail("OpenSSL: %s.", AdeRedact(buf))));
 }
 
 /* a self-signed certificate for pkey, valid for ten years */
