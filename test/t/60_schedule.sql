@@ -5,12 +5,14 @@
 \ir setup.psql
 \! test/add-token.sh Acme CK_acme
 \! python3 test/mockctl.py devices CK_acme --generate 20
-SELECT plan(23);
+SELECT plan(24);
 
 SELECT ade_schedule() AS jobid \gset
 SELECT is((SELECT format('%s | %s | %s | %s', jobname, schedule, command, database) FROM cron.job WHERE jobname = 'ade_sync'),
-  format('ade_sync | * * * * * | CALL public.ade_sync_job() | %s', current_database()),
+  format('ade_sync | * * * * * | %s | %s', ade_job_command(), current_database()),
   'ade_schedule() registers the job ade_sync, every minute, in this database');
+SELECT matches(ade_job_command(), '^DO .* IF EXISTS \(SELECT FROM pg_catalog.pg_extension .* THEN CALL public.ade_sync_job\(\); END IF; END \$ade\$$',
+  'its command calls public.ade_sync_job() only while ade is installed in public');
 SELECT is(ade_schedule(), :'jobid'::bigint, 'ade_schedule() again returns the same job');
 SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 1, 'and adds no second one');
 SELECT is(ade_schedule('*/5 * * * *'), :'jobid'::bigint, 'a new schedule updates the same job');
@@ -72,7 +74,7 @@ DROP EXTENSION ade CASCADE;
 CREATE EXTENSION ade VERSION '0.4';
 SELECT ade_schedule() \g /dev/null
 SELECT lives_ok('ALTER EXTENSION ade UPDATE', 'ALTER EXTENSION ade UPDATE works in a database where ade_schedule() was called');
-SELECT is((SELECT command FROM cron.job WHERE jobname = 'ade_sync'), 'CALL public.ade_sync_job()',
+SELECT is((SELECT command FROM cron.job WHERE jobname = 'ade_sync'), ade_job_command(),
   'the update points the job at ade_sync_job()');
 SELECT ok((SELECT prosrc LIKE '%pg_extension%' FROM pg_proc WHERE proname = 'ade_cron_cleanup'),
   'and makes the cleanup function one that looks for pg_cron first');
