@@ -357,7 +357,12 @@ void
 AdeAbmClose(AdeAbmClient *client)
 {
 	if (client)
+	{
 		AdeHttpDestroy(client->http);
+		/* nothing of the token stays in the backend's memory after the run */
+		AdeAbmWipeCreds(&client->creds);
+		wipe(client->session);
+	}
 }
 
 /* persist a new session so the next call and the next backend reuse it */

@@ -34,9 +34,13 @@
  *   O_CREAT | O_EXCL, fsynced, linked into place (never overwriting), and the
  *   data directory fsynced, so that after an OS crash committed rows never
  *   name a key whose file is gone.
- * - Unwrapped data keys are cached per backend; key material on the stack
- *   is wiped (explicit_bzero), and OpenSSL cipher contexts are freed before
- *   any ERROR is raised.  No message carries key material or a secret.
+ * - The KEK and unwrapped data keys are kept for one transaction at most:
+ *   wiped (explicit_bzero) when it ends, however it ends, so that an idle
+ *   backend holds none, whatever it did before.  Key material on the stack
+ *   is wiped too, and OpenSSL cipher contexts are freed (which cleanses
+ *   them) before any ERROR is raised.  ade_secret_status(), which
+ *   ade_reader calls through ade_status, reads no key: it looks at the
+ *   file.  No message carries key material or a secret.
  *
  * Copyright (c) 2026, the ade authors
  *
@@ -52,6 +56,7 @@
 #include <unistd.h>
 #include <openssl/evp.h>
 
+#include "access/xact.h"
 #include "ade.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
@@ -86,6 +91,34 @@ static int	nkeys = 0;
 
 static bool kek_loaded = false;
 static unsigned char kek[KEY_LEN];
+static bool wipe_registered = false;
+
+/* at the end of every transaction that loaded a key: none stays in memory */
+static void
+wipe_keys(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+	if (kek_loaded || nkeys > 0)
+	{
+		explicit_bzero(kek, sizeof(kek));
+		explicit_bzero(keys, sizeof(keys));
+		kek_loaded = false;
+		nkeys = 0;
+	}
+}
+
+static void
+keys_for_this_transaction(void)
+{
+	if (!wipe_registered)
+	{
+		RegisterXactCallback(wipe_keys, NULL);
+		wipe_registered = true;
+	}
+}
 
 static bool
 valid_id(const char *id)
@@ -188,6 +221,7 @@ load_kek(bool create)
 
 	if (kek_loaded)
 		return true;
+	keys_for_this_transaction();
 	if (!read_file(kek_path(), buf, KEY_LEN))
 	{
 		if (!create)
@@ -307,6 +341,7 @@ cache_key(const char *id, const unsigned char *key)
 		explicit_bzero(keys, sizeof(keys));
 		nkeys = 0;				/* a tiny cache: start over */
 	}
+	keys_for_this_transaction();
 	k = &keys[nkeys++];
 	strlcpy(k->id, id, sizeof(k->id));
 	memcpy(k->key, key, KEY_LEN);
@@ -351,7 +386,7 @@ load_key(const char *id)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("the ade data key %s does not open with the key-encryption key %s", id, KEK_FILE),
-				 errhint("%s was replaced or damaged; restore the one the data keys were sealed with.", KEK_FILE)));
+				 errhint("%s is not the one the stored keys were sealed with (made anew by a restore?): copy the right one over it (see Secrets at rest).", KEK_FILE)));
 	k = cache_key(id, key);
 	explicit_bzero(key, KEY_LEN);
 	return k;
@@ -788,46 +823,35 @@ ade_vault_upgrade(PG_FUNCTION_ARGS)
 /*
  * ade_secret_status() returns text: what is wrong with the keys, in words,
  * or NULL.  For ade_status.attention: SECURITY DEFINER, so that ade_reader
- * may call it; it says nothing of a key but whether its file is there.
+ * may call it.  It reads no key (the file's presence, size, readability and
+ * mode only): a session that reads the status never holds key material.  A
+ * file that is there but not the one the keys were sealed with is reported
+ * by the next run that opens a secret (load_key(): the token's last_error).
  */
 Datum
 ade_secret_status(PG_FUNCTION_ARGS)
 {
 	char	   *sql;
 	int			rc;
-	bool		isnull;
 	struct stat st;
-	char	   *id = NULL;
-	bytea	   *wrapped = NULL;
-	unsigned char *key;
-	int			len;
+	bool		keys_stored;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	sql = psprintf("SELECT id, wrapped FROM %s.ade_secret_keys ORDER BY current DESC LIMIT 1", AdeSchema());
+	sql = psprintf("SELECT 1 FROM %s.ade_secret_keys LIMIT 1", AdeSchema());
 	rc = SPI_execute(sql, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 1)
-	{
-		id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		wrapped = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	}
+	keys_stored = SPI_processed == 1;
 	SPI_finish();
-	if (id == NULL)
+	if (!keys_stored)
 		PG_RETURN_NULL();
 	if (stat(kek_path(), &st) != 0)
 		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " is missing from the data directory: "
 										 "no stored secret opens; copy it from the old server (see Secrets at rest)"));
-	if (st.st_size != KEY_LEN || access(kek_path(), R_OK) != 0 || !load_kek(false))
+	if (st.st_size != KEY_LEN || access(kek_path(), R_OK) != 0)
 		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " in the data directory cannot be read "
 										 "or is damaged: restore it (see Secrets at rest)"));
-	key = open_raw(kek, key_aad(id), (unsigned char *) VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped), &len);
-	if (key == NULL)
-		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " in the data directory is not the one "
-										 "the stored keys were sealed with (made anew by a restore?): copy the right one over it "
-										 "(see Secrets at rest)"));
-	explicit_bzero(key, len);
 	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
 		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " can be read by others than the "
 										 "server's user: chmod 600 it"));
