@@ -189,7 +189,24 @@ def main():
                                                           "LANGUAGE sql AS 'SELECT 1'") == "42501", "it could")
     check("nor set ade.* for itself", attempt(nobody, "ALTER ROLE hostile_nobody SET ade.abm_url = "
                                                       "'http://127.0.0.1:9/'") == "42501", "it could")
-    q(nobody, "NOTIFY ade_hosts, '{\"event\": \"deleted\", \"hosts\": [{\"id\": 1, \"serial\": \"HX00000\"}]}'")
+    listener = conn("hostile_app")
+    q(listener, "LISTEN ade_hosts")
+    live = q(w.su, "SELECT host_id, hardware_serial FROM host_dep_assignments WHERE deleted_at IS NULL "
+                   "ORDER BY host_id LIMIT 1")[0]
+    q(nobody, "SELECT pg_notify('ade_hosts', %s)",
+      ('{"event": "deleted", "hosts": [{"id": %d, "serial": "%s"}]}' % live,))
+    time.sleep(0.2)
+    listener.poll()
+    forged = [n for n in listener.notifies if n.pid == nobody.get_backend_pid()]
+    check("a role with no grant can forge a NOTIFY ade_hosts (what the README warns of)", len(forged) == 1,
+          "%d heard" % len(forged))
+    # the README's listener: what is true is what the tables say
+    rows = q(listener, "SELECT d.host_id, h.id IS NOT NULL AS present, d.deleted_at IS NOT NULL AS deleted "
+                       "FROM host_dep_assignments d LEFT JOIN hosts h ON h.id = d.host_id WHERE d.host_id = ANY(%s)",
+             ([live[0]],))
+    check("the README's listener query finds the host a forged payload calls deleted present and live",
+          rows == [(live[0], True, False)], rows)
+    listener.close()
     w.after("a role with no grant holding the advisory lock of 0.4, forging a NOTIFY")
     q(nobody, "SELECT pg_advisory_unlock_all()")
 
