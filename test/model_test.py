@@ -58,9 +58,26 @@ team the model allows; then the syncs settle and all of the above holds.
 A dump/restore and an upgrade are followed by a settle: nothing lost,
 nothing sent again.  The last lines count what the new steps really did.
 
+Most of the new steps find nothing to do once the syncs have settled
+(nothing is sent then), so they first make their target reachable: a due
+retry, a late echo and a refused POST /profile or PUT /profile/devices
+(refused_by_abm, and sync_through_fault when primed) first make a device
+ade must send (ABM reports another MDM's profile on it) or a profile ABM
+has never seen; an open run first gets what reaches its hold point (a
+second page of changes, an expired cursor, a new profile, a device to
+send).  A PUT answered INVALID_PROFILE defines the profile again when a
+device took its UUID; one no device took is kept as refused, like a 400 on
+POST /profile.  The bounded run fails when one of REQUIRED (the held open
+runs, each way and each ending; due retries checked; 429, 400 and
+INVALID_PROFILE on PUT; 400 on POST /profile; late echoes; dump/restore;
+upgrade from 0.4) never happened: coverage cannot rot silently.  --fuzz
+prints the counts of every batch and checks the totals at the end.
+
     model_test.py                 a bounded run with a fixed seed (make test)
     model_test.py --fuzz MINUTES  random seeds until the time is up (make fuzz)
     model_test.py --seed N        one batch with seed N (a replay)
+    ... --no-coverage             do not fail when a REQUIRED step never happened
+                                  (a short replay: --examples 3 --steps 10)
 
 Environment: PGHOST, PGPORT, PGUSER, ADE_TEST_DB (a database with pg_cron
 and the ade library installed), ADE_MOCK_URL (test/mock_abm.py).  The last
@@ -125,6 +142,10 @@ FAULTS = (
      "times": 1},
 )
 INVALID_CURSOR = 13           # FAULTS index: a full fetch follows
+INVALID_PROFILE = 15          # FAULTS index: PUT /profile/devices 400 INVALID_PROFILE once
+PRIMED = (14, 15, 16, 17)     # FAULTS of POST /profile and PUT /profile/devices refused
+FAULT_SEEN = {15: "PUT /profile/devices refused (400 INVALID_PROFILE)",
+              16: "PUT /profile/devices refused (400)"}
 FAILED_RETRY = 3600           # ade.failed_retry_interval (the default)
 THROTTLE_RETRY = 7200         # the mock's retry_after_seconds of a THROTTLED answer
 PAUSE = 3600                  # the Retry-After of a 429 on PUT /profile/devices
@@ -246,6 +267,7 @@ class AdeMachine(RuleBasedStateMachine):
         self.plat_edited = set()    # serials whose host platform the application changed
         self.future = []            # serials of hosts the application made before ABM has them
         self.echo = {}              # token -> how ABM echoes assignments (now, late, never)
+        self.late_sent = {}         # token -> serials whose echo ABM holds back
 
     def connect_all(self):
         """the sessions of the admin, the application, a second admin (two
@@ -368,6 +390,98 @@ class AdeMachine(RuleBasedStateMachine):
                                                       "responses": {s: None}})
             del self.forced[s]
 
+    # ---- helpers that make a step's target reachable (a due retry, a
+    # refused PUT or POST /profile, a late echo, a hold point): without them
+    # the step mostly finds nothing to do (nothing is sent once settled)
+
+    def db_paused(self):
+        """tokens whose assignments a 429 paused (ade's own record)"""
+        return {name for name in self.active() if q(self.admin,
+                "SELECT assign_not_before > now() FROM abm_tokens WHERE id = %s",
+                (self.tokens[name]["id"],))[0][0]}
+
+    def eligible(self, token=None, unforced=False):
+        """devices ade must send at once when something changes them: of an
+        active token not paused, their profile known and not refused"""
+        paused = self.db_paused()
+        out = []
+        for s in sorted(self.abm):
+            t = self.abm[s]["org"]
+            if (token and t != token) or not self.tokens.get(t, {}).get("active") or t in paused \
+                    or self.paused.get(t, -1e9) > self.mclock - MARGIN or s in self.plat_edited \
+                    or (unforced and (s in self.forced or s in self.cooldown)):
+                continue
+            prof = self.expected_profile(t, self.hosts.get(s), self.platform(s))
+            if prof is None or self.refused.get((t, json.dumps(prof, sort_keys=True)), -1e9) > self.mclock - MARGIN:
+                continue
+            out.append(s)
+        return out
+
+    def effective_scope(self, token, team, platform):
+        """the scope whose profile a device gets (tokplat when none has one)"""
+        if team is not None and ("team", team) in self.profiles:
+            return ("team", team)
+        for scope in (("tokplat", token, platform), ("tok", token), ("plat", platform), ("org",)):
+            if scope in self.profiles:
+                return scope
+        return ("tokplat", token, platform)
+
+    def put_profile(self, scope, prof):
+        """ade_set_profile() of a scope (prof None: removed), and the model"""
+        args = {}
+        if scope[0] == "plat":
+            args = {"platform": scope[1]}
+        elif scope[0] == "tok":
+            args = {"token_id": self.tokens[scope[1]]["id"]}
+        elif scope[0] == "tokplat":
+            args = {"token_id": self.tokens[scope[1]]["id"], "platform": scope[2]}
+        elif scope[0] == "team":
+            args = {"team_id": self.teams[scope[1]]}
+        named = "".join(", %s => %%(%s)s" % (k, k) for k in args)
+        args["profile"] = json.dumps(prof) if prof else None
+        q(self.admin, "SELECT ade_set_profile(%%(profile)s::jsonb%s)" % named, args)
+        if prof is None:
+            self.profiles.pop(scope, None)
+        else:
+            self.profiles[scope] = prof
+            key = json.dumps(prof, sort_keys=True)    # set again: sent again, whatever ABM said
+            for k in [k for k in self.refused if k[1] == key]:
+                del self.refused[k]
+        self.world += 1
+
+    def fresh_profile(self, s):
+        """a profile ABM has never seen for device s (its token must POST
+        /profile before it sends s), set where s takes its profile from"""
+        token = self.abm[s]["org"]
+        self.counter += 1
+        self.put_profile(self.effective_scope(token, self.hosts.get(s), self.platform(s)),
+                         {"profile_name": "H%d" % self.counter, "url": ENROLL})
+
+    def make_eligible(self, token, unforced=False):
+        """a device of token that ade sends when it changes (one is added,
+        or given a profile, when there is none); None when its assignments
+        are paused"""
+        if token in self.db_paused() or self.paused.get(token, -1e9) > self.mclock - MARGIN:
+            return None
+        cands = self.eligible(token, unforced)
+        if cands:
+            return cands[0]
+        mine = [s for s in sorted(self.abm) if self.abm[s]["org"] == token and s not in self.plat_edited
+                and not (unforced and s in self.forced)]
+        if not mine:
+            self.abm_add_to(token, ["iPhone"])
+            mine = [self.serials[-1]]
+        self.fresh_profile(mine[0])
+        return mine[0]
+
+    def need_assign(self, s):
+        """ABM reports another MDM's profile on device s: ade sends its own
+        again (unless s waits for a cooldown)"""
+        rec = {"serial_number": s, "profile_uuid": "OTHER-MDM-%d" % self.counter, "profile_status": "assigned"}
+        self.counter += 1
+        self.touch(s)
+        self.abm_put(self.abm[s]["org"], modify=[rec])
+
     def sync_once(self, conn=None):
         rows = q(conn or self.admin, "SELECT token_id, error FROM ade_sync()")
         return rows
@@ -384,6 +498,7 @@ class AdeMachine(RuleBasedStateMachine):
         new = [r for r in log if r["seq"] > self.log_seq]
         if new:
             self.log_seq = max(r["seq"] for r in new)
+        self.new_log = new
         sent = 0
         for r in new:
             org = (r.get("consumer_key") or "").replace("CK_model_", "")
@@ -412,6 +527,10 @@ class AdeMachine(RuleBasedStateMachine):
                 success = answered and not rolled_back and self.forced.get(s) in (None, "SUCCESS") \
                     and s in self.abm and self.abm[s]["org"] == org
                 self.last_put[s] = key + (success,)
+                if success and self.echo.get(org, "now") == "now":
+                    self.echo_record(s)
+                elif success and self.echo.get(org) == "late":
+                    self.late_sent.setdefault(org, set()).add(s)
                 if rolled_back or not answered:
                     self.cooldown[s] = None           # not known: never checked as due
                 elif self.forced.get(s) == "FAILED":
@@ -421,6 +540,23 @@ class AdeMachine(RuleBasedStateMachine):
                 else:
                     self.cooldown.pop(s, None)
         return sent
+
+    def echo_record(self, s):
+        """ABM's echo of an assignment is a record of the device: it puts
+        ABM's platform back on a host whose platform the application edited
+        (a change: its profile may change with it)"""
+        if s in self.plat_edited:
+            self.plat_edited.discard(s)
+            self.touch(s)
+
+    def flush_echoes(self, name, mode):
+        flushed = ctl("POST", "/_mock/echoes", {"consumer_key": self.ck(name), "mode": mode, "flush": True})["flushed"]
+        for s in sorted(self.late_sent.pop(name, set())):
+            if s in self.abm and self.abm[s]["org"] == name:
+                self.echo_record(s)
+        self.echo[name] = mode
+        if flushed:
+            seen("late echoes delivered")
 
     def adopt_new_hosts(self):
         """Hosts the sync made that the model did not know yet: each must be
@@ -727,9 +863,11 @@ class AdeMachine(RuleBasedStateMachine):
         never.  An echo is ABM telling what ade did: no change, nothing to
         send again."""
         name = data.draw(st.sampled_from(self.registered()))
-        if ctl("POST", "/_mock/echoes", {"consumer_key": self.ck(name), "mode": mode, "flush": flush})["flushed"]:
-            seen("late echoes delivered")
-        self.echo[name] = mode
+        if flush:
+            self.flush_echoes(name, mode)
+        else:
+            ctl("POST", "/_mock/echoes", {"consumer_key": self.ck(name), "mode": mode})
+            self.echo[name] = mode
 
     @rule(seconds=st.sampled_from((600, FAILED_RETRY + 2 * MARGIN, 86400 + 2 * MARGIN)))
     def advance_clock(self, seconds):
@@ -766,6 +904,46 @@ class AdeMachine(RuleBasedStateMachine):
             seen("due retries checked")
         missing = due - sent
         assert not missing, "devices whose FAILED/THROTTLED answer is due were not sent again: %r" % sorted(missing)
+        self.check_synced()
+
+    @precondition(lambda self: self.active())
+    @rule(data=st.data(), answer=st.sampled_from(("FAILED", "THROTTLED")),
+          seconds=st.sampled_from((FAILED_RETRY + 2 * MARGIN, 86400 + 2 * MARGIN)))
+    def due_retry(self, data, answer, seconds):
+        """A device ABM answers FAILED or THROTTLED (sent because ABM
+        reports another MDM's profile on it), then the clock passes its due
+        time: advance_clock checks that it is really sent again."""
+        s = self.make_eligible(data.draw(st.sampled_from(self.active())), unforced=True)
+        if s is None:
+            return
+        ctl("POST", "/_mock/assign_responses", {"consumer_key": self.ck(self.abm[s]["org"]),
+                                                  "responses": {s: answer}})
+        self.forced[s] = answer
+        self.need_assign(s)
+        self.settle()
+        self.check_synced()
+        if answer == "THROTTLED":
+            seconds = 86400 + 2 * MARGIN
+        self.advance_clock(seconds)
+
+    @precondition(lambda self: self.active())
+    @rule(data=st.data(), after=st.sampled_from(("now", "late", "never")))
+    def late_echo(self, data, after):
+        """ABM echoes an assignment late: a device is sent (another MDM's
+        profile at ABM) and answered SUCCESS while its token's echoes are
+        held back; the syncs settle; then the echo arrives, with the
+        assignment's op_date, and nothing is sent again."""
+        name = data.draw(st.sampled_from(self.active()))
+        s = self.make_eligible(name, unforced=True)
+        if s is None:
+            return
+        ctl("POST", "/_mock/echoes", {"consumer_key": self.ck(name), "mode": "late"})
+        self.echo[name] = "late"
+        self.need_assign(s)
+        self.settle()
+        self.check_synced()
+        self.flush_echoes(name, after)
+        self.settle()
         self.check_synced()
 
     # ---- the application
@@ -895,9 +1073,47 @@ class AdeMachine(RuleBasedStateMachine):
         self.check_synced()
 
     @precondition(lambda self: self.active())
-    @rule(data=st.data(), job=st.booleans(), hold=st.sampled_from(range(len(HOLDS))),
-          ending=st.sampled_from(("release", "release", "cancel", "timeout", "terminate")),
+    @rule(data=st.data(), hold=st.sampled_from(range(len(HOLDS))),
+          ending=st.sampled_from(("release", "cancel", "timeout", "terminate")),
           steps=st.lists(st.sampled_from(APP_STEPS), min_size=1, max_size=3))
+    def open_run_job(self, data, hold, ending, steps):
+        """open_run by CALL ade_sync_job()"""
+        self.open_run(data, True, hold, ending, steps)
+
+    @precondition(lambda self: self.active())
+    @rule(data=st.data(), hold=st.sampled_from(range(len(HOLDS))),
+          ending=st.sampled_from(("release", "cancel", "timeout", "terminate")),
+          steps=st.lists(st.sampled_from(APP_STEPS), min_size=1, max_size=3))
+    def open_run_select(self, data, hold, ending, steps):
+        """open_run by SELECT ade_sync()"""
+        self.open_run(data, False, hold, ending, steps)
+
+    def reach_hold(self, token, hold):
+        """make the run reach the hold point: a second page of changes, an
+        expired cursor (a full fetch), a profile ABM has never seen (POST
+        /profile), a device ade must send (PUT /profile/devices); a token
+        whose assignments a 429 paused is held at its first fetch instead"""
+        spec = HOLDS[hold]
+        if spec["path"] == "/devices/sync" and spec.get("skip"):
+            mine = [s for s in sorted(self.abm) if self.abm[s]["org"] == token][:4]
+            for s in mine:
+                self.touch(s)
+                self.counter += 1
+                self.abm_put(token, modify=[{"serial_number": s, "model": "paged %d" % self.counter}])
+            if len(mine) < 4:
+                self.abm_add_to(token, ["iPhone", "Mac", "iPad", "AppleTV"][len(mine):])
+        elif spec["path"] == "/server/devices":
+            self.expire_cursors_of(token)
+        elif spec["path"].startswith("/profile"):
+            s = self.make_eligible(token)
+            if s is None:
+                return 0
+            if spec["method"] == "POST":
+                self.fresh_profile(s)
+            else:
+                self.need_assign(s)
+        return hold
+
     def open_run(self, data, job, hold, ending, steps):
         """A run held open at a request (the mock holds it) while the
         application deletes, truncates, re-serials, moves, inserts and
@@ -909,12 +1125,13 @@ class AdeMachine(RuleBasedStateMachine):
         statement fails; hosts the application deleted whose device ABM
         deleted before the run stay deleted; the next syncs settle."""
         token = data.draw(st.sampled_from(self.active()))
+        hold = self.reach_hold(token, hold)
         rule_ = dict(HOLDS[hold], hold="open", times=1, consumer_key=self.ck(token))
         ctl("POST", "/_mock/faults", {"rules": [rule_]})
         q(self.runner, "SET ade.enroll_url = %s" % ("'%s'" % ENROLL if self.enroll else "DEFAULT"))
         pid = q(self.runner, "SELECT pg_backend_pid()")[0][0]
         if ending == "timeout":
-            q(self.runner, "SET statement_timeout = '1500ms'")
+            q(self.runner, "SET statement_timeout = '1s'")
         gone_before = {s for s in self.serials if s not in self.abm}   # deleted at ABM before the run
         out = {}
 
@@ -1120,34 +1337,18 @@ class AdeMachine(RuleBasedStateMachine):
     def set_profile(self, data, variant, clear):
         kinds = ["org", "plat"] + (["tok", "tokplat"] if self.active() else []) + (["team"] if self.teams else [])
         kind = data.draw(st.sampled_from(kinds))
-        args = {}
         if kind == "plat":
-            p = data.draw(st.sampled_from(sorted(set(PLATFORM.values()))))
-            scope, args = ("plat", p), {"platform": p}
+            scope = ("plat", data.draw(st.sampled_from(sorted(set(PLATFORM.values())))))
         elif kind == "tok":
-            t = data.draw(st.sampled_from(self.active()))
-            scope, args = ("tok", t), {"token_id": self.tokens[t]["id"]}
+            scope = ("tok", data.draw(st.sampled_from(self.active())))
         elif kind == "tokplat":
             t = data.draw(st.sampled_from(self.active()))
-            p = data.draw(st.sampled_from(sorted(set(PLATFORM.values()))))
-            scope, args = ("tokplat", t, p), {"token_id": self.tokens[t]["id"], "platform": p}
+            scope = ("tokplat", t, data.draw(st.sampled_from(sorted(set(PLATFORM.values())))))
         elif kind == "team":
-            t = data.draw(st.sampled_from(sorted(self.teams)))
-            scope, args = ("team", t), {"team_id": self.teams[t]}
+            scope = ("team", data.draw(st.sampled_from(sorted(self.teams))))
         else:
             scope = ("org",)
-        prof = None if clear else {"profile_name": "P%d" % variant, "url": ENROLL}
-        named = "".join(", %s => %%(%s)s" % (k, k) for k in args)
-        args["profile"] = json.dumps(prof) if prof else None
-        q(self.admin, "SELECT ade_set_profile(%%(profile)s::jsonb%s)" % named, args)
-        if prof is None:
-            self.profiles.pop(scope, None)
-        else:
-            self.profiles[scope] = prof
-            key = json.dumps(prof, sort_keys=True)    # set again: sent again, whatever ABM said
-            for k in [k for k in self.refused if k[1] == key]:
-                del self.refused[k]
-        self.world += 1
+        self.put_profile(scope, None if clear else {"profile_name": "P%d" % variant, "url": ENROLL})
 
     @rule(on=st.booleans())
     def enroll_url(self, on):
@@ -1238,14 +1439,35 @@ class AdeMachine(RuleBasedStateMachine):
         self.settle()
         self.check_synced()
 
-    @rule(fault=st.sampled_from(range(len(FAULTS))))
-    def sync_through_fault(self, fault):
-        """One run through a fault: it may fail; nothing may be lost."""
-        ctl("POST", "/_mock/faults", {"rules": [FAULTS[fault]]})
+    @rule(data=st.data(), fault=st.sampled_from(range(len(FAULTS))), primed=st.booleans())
+    def sync_through_fault(self, data, fault, primed):
+        """One run through a fault: it may fail; nothing may be lost.  With
+        primed, a fault of POST /profile or PUT /profile/devices first gets
+        a request to hit: a device of an active token that ade must send
+        (another MDM's profile at ABM), and for POST /profile a profile ABM
+        has never seen."""
+        self.through_fault(data, fault, primed)
+
+    @rule(data=st.data(), fault=st.sampled_from(PRIMED))
+    def refused_by_abm(self, data, fault):
+        """sync_through_fault, primed, of the faults of POST /profile and
+        PUT /profile/devices alone (400, INVALID_PROFILE, 429)"""
+        self.through_fault(data, fault, True)
+
+    def through_fault(self, data, fault, primed):
+        rule_ = FAULTS[fault]
+        if primed and rule_["path"].startswith("/profile") and self.active():
+            s = self.make_eligible(data.draw(st.sampled_from(self.active())))
+            if s is not None:
+                if rule_["path"] == "/profile":
+                    self.fresh_profile(s)
+                else:
+                    self.need_assign(s)
+        ctl("POST", "/_mock/faults", {"rules": [rule_]})
         if fault == INVALID_CURSOR:               # any token may meet it: a full fetch
             for name in self.active():
                 self.full_fetch_coming(name)
-        hang = FAULTS[fault].get("hang_seconds")
+        hang = rule_.get("hang_seconds")
         if hang:
             q(self.admin, "SET ade.http_timeout = '300ms'")
         try:
@@ -1256,6 +1478,37 @@ class AdeMachine(RuleBasedStateMachine):
                 q(self.admin, "RESET ade.http_timeout")
         self.adopt_new_hosts()
         self.read_puts()
+        log = self.new_log
+        if any(r.get("fault") is not None for r in log) and fault in FAULT_SEEN:
+            seen(FAULT_SEEN[fault])
+        for i, r in enumerate(log):
+            if fault != INVALID_PROFILE or r.get("fault") is None or r["method"] != "PUT":
+                continue
+            # ABM no longer knows the UUID: defined again in the run when a
+            # device took it; a UUID no device took is kept as refused (as a
+            # 400 on POST /profile), defined again after failed_retry_interval
+            org = (r.get("consumer_key") or "").replace("CK_model_", "")
+            again = any(x["method"] == "POST" and x["path"] == "/profile" and x.get("status") == 200
+                        and x.get("consumer_key") == r.get("consumer_key") for x in log[i + 1:])
+            seen("INVALID_PROFILE: %s" % ("defined again" if again else "kept as refused"))
+            if not again:
+                prof = ctl("GET", "/_mock/state?consumer_key=" + self.ck(org))["profiles"].get(
+                    (r.get("body") or {}).get("profile_uuid") or "")
+                if prof is not None:
+                    self.refused[(org, json.dumps(prof, sort_keys=True))] = self.mclock + FAILED_RETRY
+
+
+# What the bounded run (and a whole --fuzz) must have seen at least once: a
+# step that never does what it is for is a hole in the test, not a pass.
+REQUIRED = tuple("open run %s, %s" % (how, end) for how in ("job", "ade_sync()")
+                 for end in ("release", "cancel", "timeout", "terminate")) + (
+    "application statements in an open run", "due retries checked", "429 on PUT /profile/devices",
+    "POST /profile refused (400)", "PUT /profile/devices refused (400 INVALID_PROFILE)",
+    "late echoes delivered", "dump/restore", "upgrade from 0.4")
+
+
+def seen_line(counts):
+    return "; ".join("%s %d" % kv for kv in sorted(counts.items()))
 
 
 def run(seed, examples, steps):
@@ -1273,6 +1526,8 @@ def main():
     ap.add_argument("--seed", type=int, help="one batch with this seed (a replay)")
     ap.add_argument("--examples", type=int, default=40)
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--no-coverage", action="store_true",
+                    help="do not fail when a required step never happened (short replays)")
     a = ap.parse_args()
     if not MOCK:
         sys.exit("model_test: ADE_MOCK_URL is not set")
@@ -1296,7 +1551,11 @@ def main():
             print("== model test: seed %d, %d examples of up to %d steps (replay: test/model_test.py --seed %d "
                   "--examples %d --steps %d, or make fuzz ADE_FUZZ_SEED=%d)" % (
                       seed, a.examples, a.steps, seed, a.examples, a.steps, seed), flush=True)
+            before = dict(SEEN)
             run(seed, a.examples, a.steps)
+            if end:
+                print("model test: seed %d seen: %s" % (seed, seen_line(
+                    {k: v - before.get(k, 0) for k, v in SEEN.items() if v > before.get(k, 0)})), flush=True)
             if a.seed is not None and end:
                 break
     except Exception as e:
@@ -1307,7 +1566,13 @@ def main():
         print("%d passed, 1 failed" % STEPS["n"])
         sys.exit(1)
     print("model test: %d steps in %d batches, every invariant held" % (STEPS["n"], batch))
-    print("model test: seen: " + "; ".join("%s %d" % kv for kv in sorted(SEEN.items())))
+    print("model test: seen: " + seen_line(SEEN))
+    never = [k for k in REQUIRED if not SEEN.get(k)]
+    if never and not a.no_coverage:
+        print("model test FAILED: these steps never did what they are for (the test no longer "
+              "covers them): %s" % "; ".join(never), flush=True)
+        print("%d passed, 1 failed" % STEPS["n"])
+        sys.exit(1)
     print("%d passed, 0 failed" % STEPS["n"])
 
 
