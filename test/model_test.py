@@ -1049,7 +1049,11 @@ class AdeMachine(RuleBasedStateMachine):
             if n:
                 self.plat_edited.add(s)
         else:
-            q(self.app, "UPDATE hosts SET id = id + 1000000 WHERE hardware_serial = %s", (s,))
+            # an id from the sequence, as the README says: an id of the
+            # application's own making (id + 1000000) can be one the sequence
+            # handed out since a renumbering moved it past (the application's
+            # own collision, not ade's)
+            q(self.app, "UPDATE hosts SET id = nextval('hosts_id_seq') WHERE hardware_serial = %s", (s,))
 
     @precondition(lambda self: self.active())
     @rule(data=st.data())
