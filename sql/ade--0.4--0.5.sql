@@ -37,13 +37,7 @@ CREATE TRIGGER ade_profile_applied_old_rows BEFORE INSERT ON ade_profile_applied
 	EXECUTE FUNCTION ade_profile_applied_old_row();
 REVOKE ALL ON FUNCTION ade_profile_applied_old_row() FROM PUBLIC;
 
--- ---------------------------------------------------------------------
--- the run lock: a table only the owner may lock, no longer an advisory
--- lock any role could hold (issue 19)
--- ---------------------------------------------------------------------
-CREATE TABLE ade_run_lock ();
-COMMENT ON TABLE ade_run_lock IS 'the lock of a sync run (one at a time): no rows';
-
+-- host ids set by hand above 2^62 - 1 (issue 19)
 -- A host id set by hand (inserted or updated) above 2^62 - 1 and past
 -- hosts_id_seq is refused: the sequence follows every id set by hand
 -- (ade_hosts_id_past()), and one near its end would leave the sync no id
@@ -189,7 +183,7 @@ BEGIN
 		SELECT @extschema@.ade_notify_hosts(pg_catalog.array_agg('restored'::text), pg_catalog.array_agg(m.id),
 											pg_catalog.array_agg(m.hardware_serial), pg_catalog.array_agg(m.abm_token_id))
 		  FROM moved m, (SELECT pg_catalog.count(*) FROM freed) f
-		$q$, pg_catalog.jsonb_build_object('serial', OLD.hardware_serial, 'id', OLD.id,
+		$q$::text, pg_catalog.jsonb_build_object('serial', OLD.hardware_serial, 'id', OLD.id,
 										   'model', OLD.hardware_model, 'platform', OLD.platform,
 										   'team_id', OLD.team_id));
 	RETURN NULL;
@@ -210,12 +204,12 @@ BEGIN
 		   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = pg_catalog.now()
 		 WHERE d.host_id = ($1->>'new_id')::bigint AND d.hardware_serial <> $1->>'serial'
 		   AND d.deleted_at IS NOT NULL
-		$q$, pg_catalog.jsonb_build_object('new_id', NEW.id, 'serial', NEW.hardware_serial));
+		$q$::text, pg_catalog.jsonb_build_object('new_id', NEW.id, 'serial', NEW.hardware_serial));
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.host_dep_assignments d
 		   SET host_id = ($1->>'new_id')::bigint, updated_at = pg_catalog.now()
 		 WHERE d.host_id = ($1->>'old_id')::bigint AND d.hardware_serial = $1->>'serial'
-		$q$, pg_catalog.jsonb_build_object('new_id', NEW.id, 'old_id', OLD.id, 'serial', NEW.hardware_serial));
+		$q$::text, pg_catalog.jsonb_build_object('new_id', NEW.id, 'old_id', OLD.id, 'serial', NEW.hardware_serial));
 	PERFORM @extschema@.ade_hosts_id_past();
 	RETURN NULL;
 END
@@ -234,7 +228,7 @@ BEGIN
 		   SET needs_assign = true, updated_at = pg_catalog.now()
 		 WHERE d.host_id = ($1->>'id')::bigint AND d.deleted_at IS NULL AND NOT d.needs_assign
 		   AND d.assign_profile_response IS DISTINCT FROM 'NOT_ACCESSIBLE'
-		$q$, pg_catalog.jsonb_build_object('id', NEW.id));
+		$q$::text, pg_catalog.jsonb_build_object('id', NEW.id));
 	RETURN NULL;
 END
 $$;
@@ -259,7 +253,7 @@ BEGIN
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = pg_catalog.now()
 		 WHERE h.team_id IN (SELECT e::bigint FROM pg_catalog.jsonb_array_elements_text($1) e)
-		$q$, v_ids);
+		$q$::text, v_ids);
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.abm_tokens t
 		   SET macos_team_id = CASE WHEN t.macos_team_id = ANY (x.ids) THEN NULL ELSE t.macos_team_id END,
@@ -268,7 +262,7 @@ BEGIN
 			   updated_at = pg_catalog.now()
 		  FROM (SELECT pg_catalog.array_agg(e::bigint) AS ids FROM pg_catalog.jsonb_array_elements_text($1) e) x
 		 WHERE t.macos_team_id = ANY (x.ids) OR t.ios_team_id = ANY (x.ids) OR t.ipados_team_id = ANY (x.ids)
-		$q$, v_ids);
+		$q$::text, v_ids);
 	RETURN NULL;
 END
 $$;
@@ -322,7 +316,7 @@ BEGIN
 			   ipados_team_id = CASE WHEN t.ipados_team_id = ($1->>'old')::bigint THEN ($1->>'new')::bigint ELSE t.ipados_team_id END,
 			   updated_at = pg_catalog.now()
 		 WHERE ($1->>'old')::bigint IN (t.macos_team_id, t.ios_team_id, t.ipados_team_id)
-		$q$, pg_catalog.jsonb_build_object('old', OLD.id, 'new', NEW.id));
+		$q$::text, pg_catalog.jsonb_build_object('old', OLD.id, 'new', NEW.id));
 	RETURN NULL;
 END
 $$;
@@ -343,12 +337,12 @@ BEGIN
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = pg_catalog.now()
 		 WHERE h.team_id IS NOT NULL
-		$q$, NULL);
+		$q$::text, NULL::jsonb);
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.abm_tokens t
 		   SET macos_team_id = NULL, ios_team_id = NULL, ipados_team_id = NULL, updated_at = pg_catalog.now()
 		 WHERE t.macos_team_id IS NOT NULL OR t.ios_team_id IS NOT NULL OR t.ipados_team_id IS NOT NULL
-		$q$, NULL);
+		$q$::text, NULL::jsonb);
 	RETURN NULL;
 END
 $$;

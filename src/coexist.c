@@ -142,6 +142,40 @@ queue_for(Oid relid, int ms)
 }
 
 /*
+ * Who holds hosts in a mode that keeps ade out, for the error that says
+ * so (attention shows it): "pid N (role R, application A)", a few of them.
+ */
+static char *
+hosts_holders(Oid relid)
+{
+	Oid			argtypes[2] = {OIDOID, OIDOID};
+	Datum		args[2] = {ObjectIdGetDatum(MyDatabaseId), ObjectIdGetDatum(relid)};
+	char	   *who = "no session holds it any more";
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		return who;
+	rc = SPI_execute_with_args("SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (role %s, application %L)', x.pid, "
+							   "coalesce(a.usename::text, '?'), coalesce(a.application_name, '')), ', ') "
+							   "FROM (SELECT DISTINCT l.pid FROM pg_catalog.pg_locks l "
+							   "WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.database OPERATOR(pg_catalog.=) $1 "
+							   "AND l.relation OPERATOR(pg_catalog.=) $2 AND l.granted "
+							   "AND l.mode OPERATOR(pg_catalog.<>) 'AccessShareLock' "
+							   "AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() LIMIT 3) x "
+							   "LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) x.pid",
+							   2, argtypes, args, NULL, true, 1);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (v != NULL)
+			who = MemoryContextStrdup(CurTransactionContext, v);
+	}
+	SPI_finish();
+	return who;
+}
+
+/*
  * ade_lock_hosts() returns void: takes hosts in EXCLUSIVE mode for the
  * rest of the transaction (see the header for how).  Gives up after
  * lock_timeout, or at the end of the token's share of the run, with
@@ -180,7 +214,8 @@ AdeLockHosts(void)
 			if (left <= 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-						 errmsg("could not write hosts within lock_timeout or the run's time: application transactions kept it"),
+						 errmsg("could not write hosts within lock_timeout or the run's time: application transactions kept it (%s)",
+								hosts_holders(relid)),
 						 errdetail("ade writes hosts only while no application transaction holds it, and never makes an application statement wait long behind it."),
 						 errhint("An application transaction that holds hosts (a write, or SELECT ... FOR UPDATE) and stays open holds ade off; the next run goes on.")));
 			left = Min(left, QUEUE_MS);

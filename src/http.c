@@ -89,6 +89,24 @@ replace_all(char **text, const char *needle, const char *with)
 }
 
 /*
+ * A text that ends with the start of needle (three characters or more: a
+ * quote of it that libcurl's error buffer cut short) loses that end.
+ */
+static void
+redact_cut_tail(char **text, const char *needle)
+{
+	size_t		tl = strlen(*text);
+	size_t		k = Min(tl, strlen(needle));
+
+	for (; k >= 3; k--)
+		if (strncmp(*text + tl - k, needle, k) == 0)
+		{
+			*text = psprintf("%.*s[redacted]", (int) (tl - k), *text);
+			return;
+		}
+}
+
+/*
  * The credentials of a setting that may carry them (ade.proxy, and
  * ade.abm_url from a file, where a SET would refuse them): the whole value,
  * and each piece of what lies between its scheme and the last "@" (split
@@ -110,6 +128,7 @@ redact_setting(char **text, const char *value, const char *name)
 	if (value == NULL || value[0] == '\0' || (at = strrchr(value, '@')) == NULL)
 		return;
 	replace_all(text, value, psprintf("[%s]", name));
+	redact_cut_tail(text, value);
 	from = strstr(value, "://");
 	from = (from && from < at) ? from + 3 : value;
 	cred = pnstrdup(from, at - from);
@@ -138,9 +157,13 @@ redact_setting(char **text, const char *value, const char *name)
 		char	   *c = pstrdup(pass == 0 ? cred : decoded);
 
 		replace_all(text, c, "[redacted]");
+		redact_cut_tail(text, c);
 		for (tok = strtok_r(c, ":@", &save); tok; tok = strtok_r(NULL, ":@", &save))
 			if (strlen(tok) >= 3)
+			{
 				replace_all(text, tok, "[redacted]");
+				redact_cut_tail(text, tok);
+			}
 	}
 }
 
@@ -511,6 +534,17 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 		curl_easy_getinfo(http->easy, CURLINFO_CONNECT_TIME_T, &ct);
 		curl_easy_getinfo(http->easy, CURLINFO_PRETRANSFER_TIME_T, &pt);
 		res->connected = ct > 0 || pt > 0;
+		/*
+		 * A full error buffer was cut short: what it quoted (a URL, the
+		 * proxy) may end in the middle of a credential no pattern can
+		 * recognise, so the quote goes from its opening mark on
+		 */
+		if (strlen(http->errbuf) >= CURL_ERROR_SIZE - 1 && strchr(http->errbuf, '\'') != NULL)
+		{
+			char	   *q = strchr(http->errbuf, '\'');
+
+			strlcpy(q, "'...'", CURL_ERROR_SIZE - (q - http->errbuf));
+		}
 		res->curl_error = AdeRedact(http->errbuf[0] ? http->errbuf : curl_easy_strerror(code));
 	}
 	res->len = http->len;

@@ -40,12 +40,11 @@
  *   other tokens still sync.  Cancels, statement timeouts and terminations
  *   are never swallowed: they abort the whole run, which then leaves no
  *   ade_sync_runs row (cron.job_run_details says why).
- * - One run at a time per database: a run locks the table ade_run_lock
- *   (of the transaction, or of the session for the procedure, released
- *   however it ends), without waiting: no role but ade's owner may lock
- *   it, where an advisory lock could be held by any role that can connect,
- *   and one held by something that is not a run is an error that names
- *   the session (attention); a second
+ * - One run at a time per database: a run takes a lock that only a run can
+ *   take (run_lock(): an advisory lock with a key no SQL function makes;
+ *   0.4's could be held by any role that can connect), of the transaction,
+ *   or of the session for the procedure (released however it ends),
+ *   without waiting; a second
  *   ade_sync() at the same time reports every token "busy" and returns at
  *   once.  Two runs over different tokens would each hold the rows of
  *   their pages until they commit, and a device moving between their
@@ -76,14 +75,11 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "utils/builtins.h"
-#include "storage/latch.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/guc.h"
 #include "utils/json.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
@@ -888,12 +884,13 @@ notify_fetched(TokenRun *run)
 }
 
 static void
-sync_token(TokenRun *run, bool alone, const char *holder)
+sync_token(TokenRun *run, bool alone, const char *holder, bool prepared)
 {
-	if (!alone && holder != NULL)
+	if (!alone && prepared)
 	{
-		/* not another run: a failure the admin must see (attention) */
-		run->error = psprintf("the run lock is held by %s, which is not a sync run: end that session", holder);
+		/* no run will ever let go of it: a failure the admin must see */
+		run->error = "the run lock is held by a prepared transaction that ran SELECT ade_sync(): "
+			"end it with COMMIT PREPARED or ROLLBACK PREPARED (pg_prepared_xacts)";
 		run->error_kind = ABM_OTHER;
 		finish_run(run);
 		return;
@@ -902,6 +899,8 @@ sync_token(TokenRun *run, bool alone, const char *holder)
 	{
 		run->busy = true;
 		run->error = "busy";
+		if (holder)
+			add_note(run, psprintf("%s is in progress", holder));
 		finish_run(run);
 		return;
 	}
@@ -955,108 +954,72 @@ emit(ReturnSetInfo *rsinfo, TokenRun *run)
 }
 
 /*
- * The run lock (see the header): SHARE UPDATE EXCLUSIVE on the table
- * ade_run_lock, which no role but its owner (and a superuser) may lock.
- * The mode conflicts with itself, not with the ACCESS SHARE or ROW SHARE
- * that any role's statement takes for a moment before it is refused the
- * table.  Of the transaction for SELECT ade_sync(), of the session for the
- * procedure (it outlives the steps' commits; released however the run
- * ends).  The SQL of a version before 0.5 has no such table: the advisory
- * lock of before.  Returns the table's oid, or InvalidOid.
+ * The run lock (see the header): an advisory lock of the database whose
+ * fourth key field is ADE_RUN_FIELD4, which no SQL function can take
+ * (pg_advisory_lock() and its kind use 1 and 2): only a run holds it, so
+ * no role, a database owner or the table owner included, can hold every
+ * run off (0.4 took (1094993969, 0), which any role could).  Of the
+ * transaction for SELECT ade_sync(), of the session for the procedure (it
+ * outlives the steps' commits; released however the run ends).
  */
-static Oid
-run_lock_tag(LOCKTAG *tag, LOCKMODE *mode)
-{
-	Oid			relid = AdeSqlAtLeast(0, 5) ? get_relname_relid("ade_run_lock", AdeSchemaOid()) : InvalidOid;
+#define ADE_RUN_FIELD4 7
 
-	if (OidIsValid(relid))
-	{
-		SET_LOCKTAG_RELATION(*tag, MyDatabaseId, relid);
-		*mode = ShareUpdateExclusiveLock;
-	}
-	else
-	{
-		SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) ADE_RUN_KEY1, 0, 2);
-		*mode = ExclusiveLock;
-	}
-	return relid;
+static void
+run_lock_tag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) ADE_RUN_KEY1, 0, ADE_RUN_FIELD4);
 }
 
 static void
 run_unlock(void)
 {
 	LOCKTAG		tag;
-	LOCKMODE	mode;
 
-	(void) run_lock_tag(&tag, &mode);
-	LockRelease(&tag, mode, true);
+	run_lock_tag(&tag);
+	LockRelease(&tag, ExclusiveLock, true);
 }
 
 /*
- * Who holds the run lock when it is not a run ("pid N (role R, application
- * A)"), or NULL: a run, or nobody any more.
+ * Who holds the run lock: "a run (pid N)", or, when a prepared transaction
+ * that ran SELECT ade_sync() holds it, NULL with *prepared set.
  */
-static char *
-lock_holder(Oid relid)
+pg_noinline static char *
+lock_holder(bool *prepared)
 {
 	Oid			argtypes[2] = {OIDOID, OIDOID};
-	Datum		args[2] = {ObjectIdGetDatum(MyDatabaseId), ObjectIdGetDatum(relid)};
+	Datum		args[2] = {ObjectIdGetDatum(MyDatabaseId), ObjectIdGetDatum((Oid) ADE_RUN_KEY1)};
 	char	   *who = NULL;
 	int			rc;
 
-	rc = SPI_execute_with_args("SELECT pg_catalog.format('pid %s (role %s, application %L)', l.pid, "
-							   "coalesce(a.usename::text, '?'), coalesce(a.application_name, '')), "
-							   "coalesce(a.query, '') OPERATOR(pg_catalog.~) 'ade_sync' "
-							   "FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid "
-							   "WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.database OPERATOR(pg_catalog.=) $1 "
-							   "AND l.relation OPERATOR(pg_catalog.=) $2 AND l.granted "
-							   "AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() "
-							   "AND l.mode OPERATOR(pg_catalog.<>) ALL ('{AccessShareLock,RowShareLock,RowExclusiveLock}') "
-							   "ORDER BY 2 DESC LIMIT 1",
+	*prepared = false;
+	rc = SPI_execute_with_args("SELECT l.pid FROM pg_catalog.pg_locks l "
+							   "WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.database OPERATOR(pg_catalog.=) $1 "
+							   "AND l.classid OPERATOR(pg_catalog.=) $2 AND l.objid OPERATOR(pg_catalog.=) 0 "
+							   "AND l.objsubid OPERATOR(pg_catalog.=) " CppAsString2(ADE_RUN_FIELD4) " AND l.granted LIMIT 1",
 							   2, argtypes, args, NULL, true, 1);
 	spi_check(rc, SPI_OK_SELECT, "reading pg_locks");
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
+		Datum		pid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
-		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-			who = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (isnull)
+			*prepared = true;
+		else
+			who = psprintf("a run (pid %d)", DatumGetInt32(pid));
 	}
 	SPI_freetuptable(SPI_tuptable);
 	return who;
 }
 
-/*
- * Take the run lock without waiting for a run: true when this run is the
- * one.  Held by something that is not a run (a moment's VACUUM of the
- * table, say), tried again for up to a second; still held, *holder says
- * by whom.
- */
-#define RUN_LOCK_TRIES 10
-
+/* Take the run lock without waiting: true when this run is the one. */
 static bool
-run_lock(bool session, char **holder)
+run_lock(bool session)
 {
 	LOCKTAG		tag;
-	LOCKMODE	mode;
-	Oid			relid = run_lock_tag(&tag, &mode);
-	int			i;
 
-	*holder = NULL;
-	for (i = 0;; i++)
-	{
-		if (LockAcquire(&tag, mode, session, true) != LOCKACQUIRE_NOT_AVAIL)
-		{
-			*holder = NULL;
-			return true;
-		}
-		if (!OidIsValid(relid) || (*holder = lock_holder(relid)) == NULL || i >= RUN_LOCK_TRIES)
-			return false;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	run_lock_tag(&tag);
+	return LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
 /*
@@ -1075,6 +1038,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 	TimestampTz run_deadline;
 	bool		alone;
 	char	   *holder;
+	bool		prepared = false;
 
 	run_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											   (int64) ade_max_sync_seconds * 1000);
@@ -1122,7 +1086,8 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 
-	alone = run_lock(commit, &holder);
+	alone = run_lock(commit);
+	holder = alone ? NULL : lock_holder(&prepared);
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync token",
 								   ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
@@ -1148,7 +1113,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 			 */
 			if (rsinfo && by_cron())
 				add_note(&run, "pg_cron runs SELECT ade_sync(), one transaction: call ade_schedule() again to run CALL ade_sync_job()");
-			sync_token(&run, alone, holder);
+			sync_token(&run, alone, holder, prepared);
 			if (rsinfo)
 				emit(rsinfo, &run);
 			MemoryContextSwitchTo(old);

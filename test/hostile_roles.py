@@ -74,7 +74,7 @@ def attempt(c, sql, args=None):
 class World:
     def __init__(self):
         pg = conn(db="postgres")
-        for sql in ("DROP DATABASE IF EXISTS %s" % DB,) + tuple("DROP ROLE IF EXISTS %s" % r for r in ROLES):
+        for sql in ("DROP DATABASE IF EXISTS %s WITH (FORCE)" % DB,) + tuple("DROP ROLE IF EXISTS %s" % r for r in ROLES):
             q(pg, sql)
         for r in ROLES:
             q(pg, "CREATE ROLE %s LOGIN" % r)
@@ -158,6 +158,13 @@ def main():
                 "CREATE TABLE public.ade_run_lock_x (x int)"):
         attempt(own, sql)
     w.after("look-alikes made in public by the database owner after the install")
+    # the triggers on teams call ade_run_latest() with literals: typed, so an
+    # overload (text, text) of the owner's never wins (it did for NULL)
+    q(w.su, "INSERT INTO teams (name) VALUES ('h1'), ('h2')")
+    q(w.su, "UPDATE teams SET id = id + 100 WHERE name = 'h1'")
+    q(w.su, "DELETE FROM teams WHERE name = 'h2'")
+    q(w.su, "TRUNCATE teams CASCADE")
+    w.after("the admin renumbering, deleting and truncating teams beside the owner's overloads")
     check("the owner cannot set ade.abm_url for the database",
           attempt(own, "ALTER DATABASE %s SET ade.abm_url = 'http://127.0.0.1:9/'" % DB) == "42501", "it could")
     check("nor ade.* for itself", attempt(own, "ALTER ROLE hostile_owner SET ade.page_size = 1") == "42501",
@@ -176,13 +183,20 @@ def main():
     q(w.su, "SET search_path = public")
     w.after("the owner's search_path for the database")
     attempt(own, "ALTER DATABASE %s RESET search_path" % DB)
-    attempt(own, "VACUUM FULL ade_run_lock")
+    # the owner may ANALYZE every table, in a transaction that stays open:
+    # the run's own lock is none a statement can take (0.5 in development
+    # locked a table, which this held)
+    q(own, "BEGIN")
+    q(own, "ANALYZE abm_tokens, ade_sync_runs, host_dep_assignments, ade_profiles")
+    w.after("the owner's ANALYZE of ade's tables, held open")
+    q(own, "ROLLBACK")
+    attempt(own, "VACUUM FULL ade_sync_runs")
     w.after("the owner's VACUUM FULL of ade's tables")
 
     # the role with no grant
     q(nobody, "SELECT pg_advisory_lock(1094993969, 0)")
-    check("a role with no grant cannot lock the run lock",
-          attempt(nobody, "BEGIN; LOCK TABLE ade_run_lock; COMMIT") == "42501", "it could")
+    check("a role with no grant cannot lock ade's tables",
+          attempt(nobody, "BEGIN; LOCK TABLE abm_tokens; COMMIT") == "42501", "it could")
     attempt(nobody, "ROLLBACK")
     check("nor read the tokens", attempt(nobody, "SELECT * FROM abm_tokens FOR UPDATE") == "42501", "it could")
     check("nor make functions in public", attempt(nobody, "CREATE FUNCTION public.ade_x() RETURNS int "
@@ -247,11 +261,28 @@ def main():
     q(w.su, "RESET ade.max_sync_seconds")
     w.after("an application transaction holding a host row, ended")
 
+    # the application locks hosts itself and holds it: the run cannot write,
+    # and says who keeps it (attention); once it lets go, the next run applies
+    q(app, "BEGIN")
+    q(app, "LOCK TABLE hosts IN ACCESS EXCLUSIVE MODE")
+    q(w.su, "SET ade.max_sync_seconds = 2")
+    w.add_devices(1)
+    q(w.su, "CALL ade_sync_job()")
+    err = q(w.su, "SELECT error FROM ade_sync_runs ORDER BY id DESC LIMIT 1")[0][0] or ""
+    check("a run beside an application that locks hosts names the session that keeps it",
+          "pid %d (role hostile_app" % app.get_backend_pid() in err, err)
+    pid = app.get_backend_pid()
+    q(app, "ROLLBACK")
+    att = q(w.su, "SELECT attention FROM ade_status")[0][0] or ""
+    check("and ade_status.attention shows it (once hosts can be read again)", "pid %d" % pid in att, att)
+    q(w.su, "RESET ade.max_sync_seconds")
+    w.after("an application that locked hosts, and let go")
+
     w.secrets_refused()
     for c in list(w.c.values()) + [w.su]:
         c.close()
     pg = conn(db="postgres")
-    q(pg, "DROP DATABASE %s" % DB)
+    q(pg, "DROP DATABASE %s WITH (FORCE)" % DB)
     for r in ROLES:
         q(pg, "DROP ROLE %s" % r)
     pg.close()

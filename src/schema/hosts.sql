@@ -250,7 +250,7 @@ BEGIN
 		SELECT @extschema@.ade_notify_hosts(pg_catalog.array_agg('restored'::text), pg_catalog.array_agg(m.id),
 											pg_catalog.array_agg(m.hardware_serial), pg_catalog.array_agg(m.abm_token_id))
 		  FROM moved m, (SELECT pg_catalog.count(*) FROM freed) f
-		$q$, pg_catalog.jsonb_build_object('serial', OLD.hardware_serial, 'id', OLD.id,
+		$q$::text, pg_catalog.jsonb_build_object('serial', OLD.hardware_serial, 'id', OLD.id,
 										   'model', OLD.hardware_model, 'platform', OLD.platform,
 										   'team_id', OLD.team_id));
 	RETURN NULL;
@@ -281,12 +281,12 @@ BEGIN
 		   SET host_id = pg_catalog.nextval('@extschema@.hosts_id_seq'), updated_at = pg_catalog.now()
 		 WHERE d.host_id = ($1->>'new_id')::bigint AND d.hardware_serial <> $1->>'serial'
 		   AND d.deleted_at IS NOT NULL
-		$q$, pg_catalog.jsonb_build_object('new_id', NEW.id, 'serial', NEW.hardware_serial));
+		$q$::text, pg_catalog.jsonb_build_object('new_id', NEW.id, 'serial', NEW.hardware_serial));
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.host_dep_assignments d
 		   SET host_id = ($1->>'new_id')::bigint, updated_at = pg_catalog.now()
 		 WHERE d.host_id = ($1->>'old_id')::bigint AND d.hardware_serial = $1->>'serial'
-		$q$, pg_catalog.jsonb_build_object('new_id', NEW.id, 'old_id', OLD.id, 'serial', NEW.hardware_serial));
+		$q$::text, pg_catalog.jsonb_build_object('new_id', NEW.id, 'old_id', OLD.id, 'serial', NEW.hardware_serial));
 	PERFORM @extschema@.ade_hosts_id_past();
 	RETURN NULL;
 END

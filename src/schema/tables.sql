@@ -335,12 +335,6 @@ CREATE UNLOGGED TABLE ade_truncated_hosts (
 );
 COMMENT ON TABLE ade_truncated_hosts IS 'internal: hosts taken away by a TRUNCATE, for the trigger that makes the live ones again';
 
--- What a run locks, so that one runs at a time (src/sync.c): a table no
--- role but its owner may lock, where an advisory lock could be taken (and
--- held) by any role that can connect.  No rows, nothing to dump.
-CREATE TABLE ade_run_lock ();
-COMMENT ON TABLE ade_run_lock IS 'the lock of a sync run (one at a time): no rows';
-
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_token_secrets', '');

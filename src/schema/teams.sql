@@ -58,7 +58,7 @@ BEGIN
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = pg_catalog.now()
 		 WHERE h.team_id IN (SELECT e::bigint FROM pg_catalog.jsonb_array_elements_text($1) e)
-		$q$, v_ids);
+		$q$::text, v_ids);
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.abm_tokens t
 		   SET macos_team_id = CASE WHEN t.macos_team_id = ANY (x.ids) THEN NULL ELSE t.macos_team_id END,
@@ -67,7 +67,7 @@ BEGIN
 			   updated_at = pg_catalog.now()
 		  FROM (SELECT pg_catalog.array_agg(e::bigint) AS ids FROM pg_catalog.jsonb_array_elements_text($1) e) x
 		 WHERE t.macos_team_id = ANY (x.ids) OR t.ios_team_id = ANY (x.ids) OR t.ipados_team_id = ANY (x.ids)
-		$q$, v_ids);
+		$q$::text, v_ids);
 	RETURN NULL;
 END
 $$;
@@ -88,12 +88,12 @@ BEGIN
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.hosts h SET team_id = NULL, updated_at = pg_catalog.now()
 		 WHERE h.team_id IS NOT NULL
-		$q$, NULL);
+		$q$::text, NULL::jsonb);
 	PERFORM @extschema@.ade_run_latest($q$
 		UPDATE @extschema@.abm_tokens t
 		   SET macos_team_id = NULL, ios_team_id = NULL, ipados_team_id = NULL, updated_at = pg_catalog.now()
 		 WHERE t.macos_team_id IS NOT NULL OR t.ios_team_id IS NOT NULL OR t.ipados_team_id IS NOT NULL
-		$q$, NULL);
+		$q$::text, NULL::jsonb);
 	RETURN NULL;
 END
 $$;
@@ -117,7 +117,7 @@ BEGIN
 			   ipados_team_id = CASE WHEN t.ipados_team_id = ($1->>'old')::bigint THEN ($1->>'new')::bigint ELSE t.ipados_team_id END,
 			   updated_at = pg_catalog.now()
 		 WHERE ($1->>'old')::bigint IN (t.macos_team_id, t.ios_team_id, t.ipados_team_id)
-		$q$, pg_catalog.jsonb_build_object('old', OLD.id, 'new', NEW.id));
+		$q$::text, pg_catalog.jsonb_build_object('old', OLD.id, 'new', NEW.id));
 	RETURN NULL;
 END
 $$;
@@ -201,7 +201,7 @@ BEGIN
 		   SET needs_assign = true, updated_at = pg_catalog.now()
 		 WHERE d.host_id = ($1->>'id')::bigint AND d.deleted_at IS NULL AND NOT d.needs_assign
 		   AND d.assign_profile_response IS DISTINCT FROM 'NOT_ACCESSIBLE'
-		$q$, pg_catalog.jsonb_build_object('id', NEW.id));
+		$q$::text, pg_catalog.jsonb_build_object('id', NEW.id));
 	RETURN NULL;
 END
 $$;

@@ -23,7 +23,10 @@ INSERT INTO forms VALUES
   ('http://user:s3cr3tPW@[::1'),                 -- a bracket never closed
   ('http://user:s3cr3t%40PW@127.0.0.1:99999'),   -- percent-encoded, a port out of range
   ('http://us3r:s3cr3tPW@127.0.0.1:9:9'),
-  ('http://user:s3cr3tPW@');
+  ('http://user:s3cr3tPW@'),
+  ('foo://user:s3cr3tPW' || repeat('Zq7Xw9Kp', 40) || '@127.0.0.1:9'),   -- longer than libcurl's error buffer
+  ('foo://' || repeat('u', 200) || ':s3cr3tPW' || repeat('x', 30) || '@127.0.0.1:9'), -- cut inside the password
+  ('foo://u:' || repeat('s3cr3t', 60) || '@h');
 CREATE TEMP TABLE seen (proxy text, error text);
 DO $$
 DECLARE f record;
@@ -36,10 +39,10 @@ END $$;
 RESET ade.proxy;
 RESET ade.abm_url;
 
-SELECT is((SELECT count(*)::int FROM seen WHERE error IS NOT NULL), 9, 'every form made the run fail');
+SELECT is((SELECT count(*)::int FROM seen WHERE error IS NOT NULL), 12, 'every form made the run fail');
 SELECT ok((SELECT count(*) FROM seen WHERE error LIKE '%proxy%' OR error LIKE '%ade.proxy%' OR error LIKE '%connect%') > 0,
   'and the errors still say what went wrong');
-SELECT is((SELECT count(*)::int FROM seen WHERE error ~ 's3cr3t|PW@|%40PW'), 0,
+SELECT is((SELECT count(*)::int FROM seen WHERE error ~ 's3cr|3tPW|PW@|%40PW|Zq7X|Xw9K'), 0,
   'no error ade_sync() returns quotes the password');
 SELECT is((SELECT count(*)::int FROM ade_sync_runs WHERE error ~ 's3cr3t'), 0, 'no ade_sync_runs row holds it');
 SELECT is((SELECT count(*)::int FROM abm_tokens WHERE last_error ~ 's3cr3t'), 0, 'nor abm_tokens.last_error');
