@@ -903,6 +903,128 @@ BEGIN
 END
 $$;
 
+-- What is wrong with the pg_cron job, in words, or NULL: its last run
+-- failed (a setting of the database that breaks it, a role it runs as
+-- that may not use ade, a timeout), so no run leaves a history row and
+-- only cron.job_run_details says why.  For ade_status.attention, which
+-- ade_reader reads: SECURITY DEFINER (pg_cron shows a role only its own
+-- jobs' runs).
+CREATE FUNCTION ade_job_problem() RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_status text;
+	v_message text;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')
+	   OR to_regclass('cron.job_run_details') IS NULL THEN
+		RETURN NULL;
+	END IF;
+	EXECUTE 'SELECT d.status, d.return_message FROM cron.job j JOIN cron.job_run_details d ON d.jobid = j.jobid
+			  WHERE j.jobname = $1 AND j.database = current_database() AND d.status IN ($2, $3)
+			  ORDER BY d.start_time DESC NULLS LAST LIMIT 1'
+		INTO v_status, v_message USING 'ade_sync', 'succeeded', 'failed';
+	IF v_status = 'failed' THEN
+		RETURN format('the pg_cron job ade_sync fails: %s (cron.job_run_details)',
+					  left(coalesce(v_message, 'no message'), 300));
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_job_problem() IS
+	'internal: why the last run of the pg_cron job ade_sync failed, or null';
+
+REVOKE ALL ON FUNCTION ade_job_problem() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ade_job_problem() TO ade_reader;
+
+-- attention says why the pg_cron job fails
+CREATE OR REPLACE VIEW ade_status AS
+SELECT t.id AS token_id,
+	   t.org_name,
+	   t.apple_id,
+	   t.server_name,
+	   t.mode,
+	   t.last_sync_at,
+	   pg_catalog.now() OPERATOR(pg_catalog.-) t.last_sync_at AS last_sync_age,
+	   t.last_error,
+	   t.terms_expired,
+	   t.token_invalid,
+	   t.renew_at,
+	   (t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now()) AS token_expired,
+	   pg_catalog.floor(pg_catalog.date_part('epoch',
+			t.renew_at OPERATOR(pg_catalog.-) pg_catalog.now())
+			OPERATOR(pg_catalog./) 86400)::int AS days_until_expiry,
+	   t.assign_profiles,
+	   coalesce(a.live, 0) AS devices_live,
+	   coalesce(a.soft_deleted, 0) AS devices_deleted,
+	   coalesce(a.darwin, 0) AS darwin,
+	   coalesce(a.ios, 0) AS ios,
+	   coalesce(a.ipados, 0) AS ipados,
+	   coalesce(a.tvos, 0) AS tvos,
+	   coalesce(a.visionos, 0) AS visionos,
+	   coalesce(a.assigned, 0) AS assigned,
+	   coalesce(a.pending, 0) AS pending,
+	   coalesce(a.failed, 0) AS failed,
+	   coalesce(a.throttled, 0) AS throttled,
+	   coalesce(a.not_accessible, 0) AS not_accessible,
+	   t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days') AS expires_within_30_days,
+	   CASE
+		 WHEN k.problem IS NOT NULL THEN k.problem
+		 WHEN t.token_invalid THEN 'Apple rejects the token: download a new one from ABM and call ade_add_token()'
+		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
+		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
+		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
+		 WHEN @extschema@.ade_job_problem() IS NOT NULL THEN @extschema@.ade_job_problem()
+		 WHEN @extschema@.ade_profile_problem(t.id) IS NOT NULL THEN @extschema@.ade_profile_problem(t.id)
+		 WHEN t.last_sync_at IS NULL THEN 'never synced: run SELECT * FROM ade_sync() or ade_schedule()'
+		 WHEN t.last_sync_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '10 minutes')
+		   THEN 'no sync for 10 minutes: is the pg_cron job (ade_schedule()) running?'
+		 WHEN t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days')
+		   THEN 'the token expires within 30 days: renew it in ABM and call ade_add_token()'
+		 WHEN r.rejected OPERATOR(pg_catalog.>) 0
+		   THEN pg_catalog.format('%s device records from ABM could not be applied: see ade_rejected_records (reason), fix the cause; they are tried again', r.rejected)
+		 WHEN coalesce(a.pending, 0) OPERATOR(pg_catalog.>) 0
+			  AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_profiles x
+							   WHERE x.token_id OPERATOR(pg_catalog.=) t.id OR x.token_id IS NULL)
+			  AND coalesce(pg_catalog.current_setting('ade.enroll_url', true), '') OPERATOR(pg_catalog.=) ''
+		   THEN 'no enrollment profile: set ade.enroll_url or call ade_set_profile()'
+		 ELSE 'ok'
+	   END AS attention,
+	   (SELECT pg_catalog.jsonb_object_agg(coalesce(tm.name, '(no team)'), c.n)
+		  FROM (SELECT h.team_id, pg_catalog.count(*) AS n
+				  FROM @extschema@.host_dep_assignments d
+				  JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
+				 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id AND d.deleted_at IS NULL
+				 GROUP BY h.team_id) c
+		  LEFT JOIN @extschema@.teams tm ON tm.id OPERATOR(pg_catalog.=) c.team_id) AS teams,
+	   r.rejected
+  FROM @extschema@.abm_tokens t
+  LEFT JOIN LATERAL (
+	SELECT pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NOT NULL) AS soft_deleted,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'darwin') AS darwin,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ios') AS ios,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'ipados') AS ipados,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'tvos') AS tvos,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND h.platform OPERATOR(pg_catalog.=) 'visionos') AS visionos,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'SUCCESS') AS assigned,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.needs_assign) AS pending,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'FAILED') AS failed,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'THROTTLED') AS throttled,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'NOT_ACCESSIBLE') AS not_accessible
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
+	 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id
+  ) a ON true
+  CROSS JOIN LATERAL (
+	SELECT pg_catalog.count(*) AS rejected
+	  FROM @extschema@.ade_rejected_records x
+	 WHERE x.token_id OPERATOR(pg_catalog.=) t.id
+  ) r
+  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k;
+
 -- The job's command.  It names ade's schema (quoted), and calls
 -- ade_sync_job() there only while ade is installed in that very schema (its
 -- oid, and its name still naming it): a role that owns the schema (the

@@ -53,6 +53,42 @@ $$;
 COMMENT ON FUNCTION ade_notify_hosts(text[], bigint[], text[], bigint[]) IS
 	'internal: NOTIFY ade_hosts, batched under the 8000-byte payload limit';
 
+-- What is wrong with the pg_cron job, in words, or NULL: its last run
+-- failed (a setting of the database that breaks it, a role it runs as
+-- that may not use ade, a timeout), so no run leaves a history row and
+-- only cron.job_run_details says why.  For ade_status.attention, which
+-- ade_reader reads: SECURITY DEFINER (pg_cron shows a role only its own
+-- jobs' runs).
+CREATE FUNCTION ade_job_problem() RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_status text;
+	v_message text;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')
+	   OR to_regclass('cron.job_run_details') IS NULL THEN
+		RETURN NULL;
+	END IF;
+	EXECUTE 'SELECT d.status, d.return_message FROM cron.job j JOIN cron.job_run_details d ON d.jobid = j.jobid
+			  WHERE j.jobname = $1 AND j.database = current_database() AND d.status IN ($2, $3)
+			  ORDER BY d.start_time DESC NULLS LAST LIMIT 1'
+		INTO v_status, v_message USING 'ade_sync', 'succeeded', 'failed';
+	IF v_status = 'failed' THEN
+		RETURN format('the pg_cron job ade_sync fails: %s (cron.job_run_details)',
+					  left(coalesce(v_message, 'no message'), 300));
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_job_problem() IS
+	'internal: why the last run of the pg_cron job ade_sync failed, or null';
+
+REVOKE ALL ON FUNCTION ade_job_problem() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ade_job_problem() TO ade_reader;
+
 -- One row per token, no secret.  ade_reader reads it (SELECT *): the only
 -- function of the extension's it calls is ade_secret_status(), granted to
 -- ade_reader.
@@ -92,6 +128,7 @@ SELECT t.id AS token_id,
 		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
 		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
+		 WHEN @extschema@.ade_job_problem() IS NOT NULL THEN @extschema@.ade_job_problem()
 		 WHEN @extschema@.ade_profile_problem(t.id) IS NOT NULL THEN @extschema@.ade_profile_problem(t.id)
 		 WHEN t.last_sync_at IS NULL THEN 'never synced: run SELECT * FROM ade_sync() or ade_schedule()'
 		 WHEN t.last_sync_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) interval '10 minutes')

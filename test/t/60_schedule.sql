@@ -5,7 +5,7 @@
 \ir setup.psql
 \! test/add-token.sh Acme CK_acme
 \! python3 test/mockctl.py devices CK_acme --generate 20
-SELECT plan(24);
+SELECT plan(26);
 
 SELECT ade_schedule() AS jobid \gset
 SELECT is((SELECT format('%s | %s | %s | %s', jobname, schedule, command, database) FROM cron.job WHERE jobname = 'ade_sync'),
@@ -65,6 +65,21 @@ SELECT is((SELECT status FROM cron.job_run_details d JOIN cron.job j USING (jobi
 SELECT is((SELECT added FROM ade_sync_runs ORDER BY id LIMIT 1), 20, 'and ade_sync_runs holds the run, with the devices it added');
 \set cronlog `grep -c 'LOG:  ade: fetching "Acme": page 1, 20 devices so far' "$ADE_SERVER_LOG" || true`
 SELECT cmp_ok(:'cronlog'::int, '>=', 1, 'a pg_cron run reports its fetch progress as LOG lines in the server log');
+-- a job run that failed (a database setting that breaks it, say: it leaves
+-- no ade_sync_runs row) shows in attention, for ade_reader too, until a
+-- later one succeeds (review of issue 19, finding 4)
+INSERT INTO cron.job_run_details (jobid, job_pid, database, username, command, status, return_message, start_time, end_time)
+SELECT jobid, 0, current_database(), 'dbo', command, 'failed', 'ERROR:  permission denied for schema mdm', now(), now()
+  FROM cron.job WHERE jobname = 'ade_sync';
+SET ROLE ade_reader;
+SELECT is((SELECT attention FROM ade_status LIMIT 1),
+  'the pg_cron job ade_sync fails: ERROR:  permission denied for schema mdm (cron.job_run_details)',
+  'a failing run of the pg_cron job shows in attention, for ade_reader');
+RESET ROLE;
+INSERT INTO cron.job_run_details (jobid, job_pid, database, username, command, status, return_message, start_time, end_time)
+SELECT jobid, 0, current_database(), current_user, command, 'succeeded', 'CALL', now() + interval '1 second', now() + interval '2 seconds'
+  FROM cron.job WHERE jobname = 'ade_sync';
+SELECT isnt((SELECT attention FROM ade_status LIMIT 1) LIKE 'the pg_cron job%', true, 'and no more once a later run succeeds');
 SELECT ade_unschedule() \g /dev/null
 
 -- a database scheduled under 0.4 updates to 0.5 (review of issue 18,
