@@ -117,7 +117,8 @@ PROFILE_T2 = {"profile_name": "stress: team T2's", "url": ENROLL, "is_supervised
 RUNNER = "stress-runner"
 ADE_TRIGGERS = ("ade_hosts_reserialed", "ade_hosts_renumbered", "ade_hosts_team_moved",
                 "ade_restore_hosts", "ade_hosts_after_delete", "ade_hosts_after_truncate",
-                "ade_hosts_before_truncate", "ade_live_hosts", "ade_hosts_check_team")
+                "ade_hosts_before_truncate", "ade_live_hosts", "ade_hosts_check_team",
+                "ade_teams_after_delete", "ade_teams_lock_hosts", "ade_teams_renumbered")
 
 
 def ctl(method, path, body=None):
@@ -839,6 +840,13 @@ class Stress:
             why = None
             if st == "0A000" and rec["op"] == "truncate" and iso in ("REPEATABLE READ", "SERIALIZABLE"):
                 why = "TRUNCATE refused under %s (by design)" % iso
+            elif (st == "40001" and rec["op"] == "team delete" and iso in ("REPEATABLE READ", "SERIALIZABLE")
+                  and "concurrent delete" in (rec.get("error") or "")
+                  and not any(f in (rec.get("context") or "") for f in ADE_TRIGGERS)):
+                # the churned team's row itself, deleted since the snapshot:
+                # only the application connections delete teams (ade never
+                # does), and the error is on the statement's own row
+                why = "40001 on a team row another application connection deleted after the snapshot"
             elif st == "40001" and iso in ("REPEATABLE READ", "SERIALIZABLE") and tx and tx["snapshot"]:
                 why = self.blame_40001(rec)
             elif st == "40P01":
