@@ -367,6 +367,35 @@ unknown_step(void *arg)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 }
 
+/*
+ * The devices that hold a UUID ABM no longer knows, once the profile is
+ * defined again: due, to get the new one (ABM lost what they hold).
+ */
+typedef struct OrphansStep
+{
+	int64		token_id;
+	const char *uuid;			/* the UUID ABM lost */
+} OrphansStep;
+
+static void
+orphans_step(void *arg)
+{
+	OrphansStep *o = (OrphansStep *) arg;
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		args[2];
+	int			rc;
+
+	claim_or_fail(o->token_id, true, true);
+	args[0] = Int64GetDatum(o->token_id);
+	args[1] = CStringGetTextDatum(o->uuid);
+	rc = SPI_execute_with_args(psprintf("UPDATE %s.host_dep_assignments SET needs_assign = true, retry_at = NULL, "
+										"updated_at = now() WHERE abm_token_id = $1 AND profile_uuid = $2 "
+										"AND deleted_at IS NULL AND NOT needs_assign", AdeSchema()),
+							   2, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+}
+
 /* the first failure of the run is the one to report; the deadline is none */
 static void
 keep_error(AdeAssignResult *out, ErrorData *error, AdeAbmKind kind)
@@ -628,6 +657,10 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 							cands[i].uuid, token_id)));
 			if (AdeTrySubxact(define_step, &d, &error, &kind) && d.uuid != NULL)
 			{
+				OrphansStep o = {token_id, cands[i].uuid};
+
+				/* a failure here leaves them for the next full fetch */
+				(void) AdeTrySubxact(orphans_step, &o, &error, &kind);
 				for (j = i; j < n; j++)
 					if (strcmp(cands[j].key, cands[i].key) == 0)
 						cands[j].uuid = d.uuid;

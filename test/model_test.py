@@ -1495,6 +1495,10 @@ class AdeMachine(RuleBasedStateMachine):
             again = any(x["method"] == "POST" and x["path"] == "/profile" and x.get("status") == 200
                         and x.get("consumer_key") == r.get("consumer_key") for x in log[i + 1:])
             seen("INVALID_PROFILE: %s" % ("defined again" if again else "kept as refused"))
+            if again:
+                # a new UUID for the profile: the devices that held the lost
+                # one get it (a change for each of them)
+                self.world += 1
             if not again:
                 prof = ctl("GET", "/_mock/state?consumer_key=" + self.ck(org))["profiles"].get(
                     (r.get("body") or {}).get("profile_uuid") or "")

@@ -7,7 +7,7 @@
 --     longer knows the stored profile UUID: the profile is defined again,
 --     once per run, and the batch sent again.
 \ir setup.psql
-SELECT plan(12);
+SELECT plan(14);
 
 -- (a) ten devices in two pages; the last page is served and cut on its
 -- way: ABM takes the fetch as finished, ade never applied that page
@@ -51,6 +51,12 @@ SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE hardware_serial 
   'and the batch is sent again with it: the new devices hold the profile');
 SELECT is((SELECT error FROM ade_sync_runs WHERE token_id = :pr ORDER BY id DESC LIMIT 1), NULL,
   'the run has no error');
+SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE hardware_serial LIKE 'P%' AND needs_assign), 3,
+  'the devices that held the lost UUID are due again (ABM lost what they hold)');
+CALL ade_sync_job(:pr);
+SELECT is((SELECT count(*)::int FROM host_dep_assignments d JOIN ade_profile_definitions p ON p.token_id = d.abm_token_id
+            WHERE d.hardware_serial LIKE 'P%' AND d.profile_uuid = p.profile_uuid AND NOT d.needs_assign), 3,
+  'and the next run gives them the new one');
 
 -- ABM refuses the new UUID too: defined again once, then kept as refused
 -- (a UUID no device ever held), and not defined again every run
