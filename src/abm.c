@@ -569,6 +569,61 @@ valid_session(const char *s)
 	return true;
 }
 
+/*
+ * The token of an answer of the shape Apple gives, {"auth_session_token":
+ * "<visible ASCII, no quote or backslash>"} (spaces around the parts
+ * allowed), copied once into cxt; NULL for any other shape.  No JSON
+ * parser's copy of it is made (they are freed, never wiped): this one is
+ * wiped when the run is done (AdeAbmClose()).
+ */
+static char *
+plain_session_answer(const char *body, size_t len, MemoryContext cxt)
+{
+	const char *p = body;
+	const char *end = body + len;
+	const char *tok;
+	const char *key = "\"auth_session_token\"";
+	char	   *out;
+
+#define SKIP_SPACE() while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++
+	SKIP_SPACE();
+	if (p >= end || *p++ != '{')
+		return NULL;
+	SKIP_SPACE();
+	if ((size_t) (end - p) < strlen(key) || strncmp(p, key, strlen(key)) != 0)
+		return NULL;
+	p += strlen(key);
+	SKIP_SPACE();
+	if (p >= end || *p++ != ':')
+		return NULL;
+	SKIP_SPACE();
+	if (p >= end || *p++ != '"')
+		return NULL;
+	tok = p;
+	while (p < end && *p > ' ' && *p < 127 && *p != '"' && *p != '\\')
+		p++;
+	if (p >= end || *p != '"' || p == tok || p - tok > 4096)
+		return NULL;
+	out = MemoryContextAlloc(cxt, p - tok + 1);
+	memcpy(out, tok, p - tok);
+	out[p - tok] = '\0';
+	p++;
+	SKIP_SPACE();
+	if (p >= end || *p++ != '}')
+	{
+		wipe(out);
+		return NULL;
+	}
+	SKIP_SPACE();
+	if (p != end)
+	{
+		wipe(out);
+		return NULL;
+	}
+#undef SKIP_SPACE
+	return out;
+}
+
 static void
 abm_new_session(AdeAbmClient *client)
 {
@@ -596,6 +651,15 @@ abm_new_session(AdeAbmClient *client)
 	if (resp.kind != ABM_OK)
 		AdeAbmRaise(&resp, "GET /session");
 
+	/* the answer Apple gives, read without a parser's copies */
+	tok = plain_session_answer(res.body, res.len, client->cxt);
+	if (tok != NULL)
+	{
+		explicit_bzero(res.body, res.len);
+		client->session = tok;
+		client->session_dirty = true;
+		return;
+	}
 	jb = AdeAbmParseSecretJson(&resp, "the answer of GET /session", true);
 	tok = AdeJsonGetText(jb, "auth_session_token");
 	if (tok == NULL || tok[0] == '\0')
@@ -609,6 +673,10 @@ abm_new_session(AdeAbmClient *client)
 				 errdetail("It is empty, over 4096 bytes, or has spaces or control characters; it is not shown.")));
 	client->session = MemoryContextStrdup(client->cxt, tok);
 	client->session_dirty = true;
+	/* its other copies: the value, the parsed answer, the answer itself */
+	wipe(tok);
+	explicit_bzero(VARDATA(jb), VARSIZE(jb) - VARHDRSZ);
+	explicit_bzero(res.body, res.len);
 }
 
 /*
@@ -638,9 +706,11 @@ AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 		if (res.session_header && valid_session(res.session_header) &&
 			strcmp(res.session_header, client->session) != 0)
 		{
+			wipe(client->session);
 			client->session = MemoryContextStrdup(client->cxt, res.session_header);
 			client->session_dirty = true;
 		}
+		wipe(res.session_header);
 
 		resp->status = res.status;
 		resp->body = res.body;
@@ -650,6 +720,7 @@ AdeAbmCall(AdeAbmClient *client, const char *method, const char *path,
 
 		if (resp->kind == ABM_UNAUTHORIZED && tries == 0)
 		{
+			wipe(client->session);
 			client->session = NULL;
 			continue;
 		}

@@ -155,14 +155,19 @@ hosts_holders(Oid relid)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		return who;
-	rc = SPI_execute_with_args("SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (role %s, application %L)', x.pid, "
-							   "coalesce(a.usename::text, '?'), coalesce(a.application_name, '')), ', ') "
-							   "FROM (SELECT DISTINCT l.pid FROM pg_catalog.pg_locks l "
+	rc = SPI_execute_with_args("SELECT pg_catalog.string_agg(CASE WHEN x.pid IS NULL "
+							   "THEN pg_catalog.format('prepared transaction %L (role %s): COMMIT PREPARED or ROLLBACK PREPARED it', "
+							   "p.gid, coalesce(p.owner::text, '?')) "
+							   "ELSE pg_catalog.format('pid %s (role %s, application %L)', x.pid, "
+							   "coalesce(a.usename::text, '?'), coalesce(a.application_name, '')) END, ', ') "
+							   "FROM (SELECT DISTINCT l.pid, l.virtualtransaction FROM pg_catalog.pg_locks l "
 							   "WHERE l.locktype OPERATOR(pg_catalog.=) 'relation' AND l.database OPERATOR(pg_catalog.=) $1 "
 							   "AND l.relation OPERATOR(pg_catalog.=) $2 AND l.granted "
 							   "AND l.mode OPERATOR(pg_catalog.<>) 'AccessShareLock' "
-							   "AND l.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid() LIMIT 3) x "
-							   "LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) x.pid",
+							   "AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid() LIMIT 3) x "
+							   "LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) x.pid "
+							   "LEFT JOIN pg_catalog.pg_prepared_xacts p ON x.pid IS NULL "
+							   "AND x.virtualtransaction OPERATOR(pg_catalog.=) ('-1/' OPERATOR(pg_catalog.||) p.transaction::text)",
 							   2, argtypes, args, NULL, true, 1);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 	{
@@ -214,7 +219,7 @@ AdeLockHosts(void)
 			if (left <= 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-						 errmsg("could not write hosts within lock_timeout or the run's time: application transactions kept it (%s)",
+						 errmsg("could not write hosts within lock_timeout or the run's time: other sessions kept it (%s)",
 								hosts_holders(relid)),
 						 errdetail("ade writes hosts only while no application transaction holds it, and never makes an application statement wait long behind it."),
 						 errhint("An application transaction that holds hosts (a write, or SELECT ... FOR UPDATE) and stays open holds ade off; the next run goes on.")));

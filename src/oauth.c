@@ -70,6 +70,8 @@ AdeOAuthSignature(const char *method, const char *url,
 	StringInfoData params;
 	StringInfoData base;
 	char	   *key;
+	char	   *cs;
+	char	   *ts;
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	unsigned int maclen = 0;
 	char	   *sig;
@@ -88,7 +90,12 @@ AdeOAuthSignature(const char *method, const char *url,
 	appendStringInfo(&base, "%s&%s&%s", method, AdeOAuthEncode(url),
 					 AdeOAuthEncode(params.data));
 
-	key = psprintf("%s&%s", AdeOAuthEncode(consumer_secret), AdeOAuthEncode(token_secret));
+	cs = AdeOAuthEncode(consumer_secret);
+	ts = AdeOAuthEncode(token_secret);
+	key = psprintf("%s&%s", cs, ts);
+	/* no copy of a secret outlives the signature */
+	explicit_bzero(cs, strlen(cs));
+	explicit_bzero(ts, strlen(ts));
 
 	/* one-shot HMAC: nothing is left allocated, whatever happens */
 	if (HMAC(EVP_sha1(), key, (int) strlen(key),

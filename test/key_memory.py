@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from testdb import connect, q  # noqa: E402
 
@@ -51,6 +52,28 @@ def memory_has(pid, needles):
     return found
 
 
+def sessions_outside_curl(pid, tokens):
+    """how many copies of tokens in pid's writable memory are not libcurl's
+    copy of a request header (preceded by "X-ADM-Auth-Session: ")"""
+    n = 0
+    with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
+        for line in maps:
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+)", line)
+            if not m or "w" not in m.group(3):
+                continue
+            lo, hi = int(m.group(1), 16), int(m.group(2), 16)
+            try:
+                mem.seek(lo)
+                chunk = mem.read(hi - lo)
+            except (OSError, ValueError, OverflowError):
+                continue
+            for t in tokens:
+                for x in re.finditer(re.escape(t), chunk):
+                    if not chunk[max(0, x.start() - 20):x.start()].endswith(b"X-ADM-Auth-Session: "):
+                        n += 1
+    return n
+
+
 def check(name, ok, why=""):
     print(("ok %s" % name) if ok else ("not ok %s: %s" % (name, why)))
 
@@ -70,7 +93,11 @@ def main():
                "the consumer secret": tok["consumer_secret"].encode(),
                "the access secret": tok["access_secret"].encode()}
 
-    # 1. a session that ran a sync, idle
+    # 1. a session that ran a sync, idle; ABM made it take a new session
+    # token first (GET /session), which a run rotates and stores
+    mock = os.environ["ADE_MOCK_URL"]
+    subprocess.run([sys.executable, os.path.join(HERE, "mockctl.py"), "--url", mock, "tokstate",
+                    tok["consumer_key"], "--expire-sessions"], check=True, stdout=subprocess.DEVNULL)
     s = connect()
     q(s, "SET client_min_messages = warning")
     err = q(s, "SELECT string_agg(coalesce(error, 'ok'), ',') FROM ade_sync()")[0][0]
@@ -79,6 +106,16 @@ def main():
     found = memory_has(s.get_backend_pid(), list(secrets.values()))
     for what, needle in secrets.items():
         check("after a sync, the idle backend holds no copy of %s" % what, needle not in found, "it does")
+    # the session tokens ABM gave out: in ade's memory no more; libcurl's
+    # copy of a request ("X-ADM-Auth-Session: <token>"), freed unwiped, is
+    # what the README says remains
+    sessions = [x.encode() for x in subprocess.run(
+        [sys.executable, os.path.join(HERE, "mockctl.py"), "--url", mock, "secrets"],
+        check=True, capture_output=True, text=True).stdout.split() if x.startswith("SESSION") or "|" in x]
+    outside = sessions_outside_curl(s.get_backend_pid(), sessions)
+    check("ABM gave the run a session token (the check looks for something)", len(sessions) > 0, "none")
+    check("after a sync, ade's own memory holds no copy of a session token", not outside,
+          "%d copies not in a request's header" % outside)
 
     # 2. a session that reads the status as ade_reader
     if not q(admin, "SELECT 1 FROM pg_roles WHERE rolname = 'ade_key_reader'"):

@@ -56,7 +56,8 @@ COMMENT ON FUNCTION ade_notify_hosts(text[], bigint[], text[], bigint[]) IS
 -- What is wrong with the pg_cron job, in words, or NULL: its last run
 -- failed (a setting of the database that breaks it, a role it runs as
 -- that may not use ade, a timeout), so no run leaves a history row and
--- only cron.job_run_details says why.  For ade_status.attention, which
+-- only cron.job_run_details says why (the job ade_schedule() made: its
+-- command, not only its name).  For ade_status.attention, which
 -- ade_reader reads: SECURITY DEFINER (pg_cron shows a role only its own
 -- jobs' runs).
 CREATE FUNCTION ade_job_problem() RETURNS text
@@ -74,8 +75,9 @@ BEGIN
 	END IF;
 	EXECUTE 'SELECT d.status, d.return_message FROM cron.job j JOIN cron.job_run_details d ON d.jobid = j.jobid
 			  WHERE j.jobname = $1 AND j.database = current_database() AND d.status IN ($2, $3)
+				AND j.command = $4 AND d.command = $4
 			  ORDER BY d.start_time DESC NULLS LAST LIMIT 1'
-		INTO v_status, v_message USING 'ade_sync', 'succeeded', 'failed';
+		INTO v_status, v_message USING 'ade_sync', 'succeeded', 'failed', @extschema@.ade_job_command();
 	IF v_status = 'failed' THEN
 		RETURN format('the pg_cron job ade_sync fails: %s (cron.job_run_details)',
 					  left(coalesce(v_message, 'no message'), 300));

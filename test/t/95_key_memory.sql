@@ -15,6 +15,6 @@ SELECT CASE WHEN (SELECT l FROM lines LIMIT 1) LIKE 'skip:%' THEN 1
             ELSE (SELECT count(*)::int + 1 FROM lines) END AS n \gset
 SELECT plan(:n);
 SELECT CASE WHEN (SELECT l FROM lines LIMIT 1) LIKE 'skip:%' THEN skip((SELECT l FROM lines LIMIT 1), 1)
-            ELSE is((SELECT count(*)::int FROM lines), 8, 'key_memory.py made every check') END;
+            ELSE is((SELECT count(*)::int FROM lines), 10, 'key_memory.py made every check') END;
 SELECT ok(l LIKE 'ok %', regexp_replace(l, '^(not )?ok ', '')) FROM lines WHERE l NOT LIKE 'skip:%';
 SELECT * FROM finish();
