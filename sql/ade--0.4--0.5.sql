@@ -102,14 +102,21 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n int;
+	v_teams bigint[];
 BEGIN
+	-- their teams, locked as the team check will lock them (KEY SHARE) but
+	-- never waited for: a team another session is deleting leaves the host
+	-- with no team (as that delete will), where a wait would close a circle
+	-- with that session, which waits for a host row this statement holds
+	v_teams := ARRAY(SELECT t.id FROM @extschema@.teams t WHERE t.id = ANY (p_teams)
+					  FOR KEY SHARE SKIP LOCKED);
 	WITH restored AS (
 		INSERT INTO @extschema@.hosts (id, hardware_serial, hardware_model, platform,
 									   team_id, created_at, updated_at)
 		SELECT o.id, d.hardware_serial,
 			   coalesce(d.model, o.model),
 			   coalesce(d.platform, o.platform, 'darwin'),
-			   o.team_id, now(), now()
+			   CASE WHEN o.team_id = ANY (v_teams) THEN o.team_id END, now(), now()
 		  FROM unnest(p_ids, p_models, p_platforms, p_teams) AS o(id, model, platform, team_id)
 		  -- live now, not as of the snapshot of a REPEATABLE READ
 		  -- transaction (src/coexist.c)
@@ -163,12 +170,16 @@ BEGIN
 			 WHERE d.hardware_serial = $1->>'serial' AND d.host_id = ($1->>'id')::bigint
 			   AND d.deleted_at IS NOT NULL
 			RETURNING 1
+		), tm AS (
+			-- its team, not waited for (as in ade_restore_hosts())
+			SELECT t.id FROM @extschema@.teams t WHERE t.id = ($1->>'team_id')::bigint
+			   FOR KEY SHARE SKIP LOCKED
 		), made AS (
 			-- the live device gets a host of its own again
 			INSERT INTO @extschema@.hosts (hardware_serial, hardware_model, platform, team_id)
 			SELECT d.hardware_serial, coalesce(d.device->>'model', $1->>'model'),
 				   coalesce(@extschema@.ade_platform(d.device->>'device_family'), $1->>'platform'),
-				   ($1->>'team_id')::bigint
+				   (SELECT tm.id FROM tm)
 			  FROM @extschema@.host_dep_assignments d
 			 WHERE d.hardware_serial = $1->>'serial' AND d.host_id = ($1->>'id')::bigint
 			   AND d.deleted_at IS NULL
@@ -906,7 +917,8 @@ $$;
 -- What is wrong with the pg_cron job, in words, or NULL: its last run
 -- failed (a setting of the database that breaks it, a role it runs as
 -- that may not use ade, a timeout), so no run leaves a history row and
--- only cron.job_run_details says why.  For ade_status.attention, which
+-- only cron.job_run_details says why (the job ade_schedule() made: its
+-- command, not only its name).  For ade_status.attention, which
 -- ade_reader reads: SECURITY DEFINER (pg_cron shows a role only its own
 -- jobs' runs).
 CREATE FUNCTION ade_job_problem() RETURNS text
@@ -924,8 +936,9 @@ BEGIN
 	END IF;
 	EXECUTE 'SELECT d.status, d.return_message FROM cron.job j JOIN cron.job_run_details d ON d.jobid = j.jobid
 			  WHERE j.jobname = $1 AND j.database = current_database() AND d.status IN ($2, $3)
+				AND j.command = $4 AND d.command = $4
 			  ORDER BY d.start_time DESC NULLS LAST LIMIT 1'
-		INTO v_status, v_message USING 'ade_sync', 'succeeded', 'failed';
+		INTO v_status, v_message USING 'ade_sync', 'succeeded', 'failed', @extschema@.ade_job_command();
 	IF v_status = 'failed' THEN
 		RETURN format('the pg_cron job ade_sync fails: %s (cron.job_run_details)',
 					  left(coalesce(v_message, 'no message'), 300));

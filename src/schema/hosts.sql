@@ -98,14 +98,21 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n int;
+	v_teams bigint[];
 BEGIN
+	-- their teams, locked as the team check will lock them (KEY SHARE) but
+	-- never waited for: a team another session is deleting leaves the host
+	-- with no team (as that delete will), where a wait would close a circle
+	-- with that session, which waits for a host row this statement holds
+	v_teams := ARRAY(SELECT t.id FROM @extschema@.teams t WHERE t.id = ANY (p_teams)
+					  FOR KEY SHARE SKIP LOCKED);
 	WITH restored AS (
 		INSERT INTO @extschema@.hosts (id, hardware_serial, hardware_model, platform,
 									   team_id, created_at, updated_at)
 		SELECT o.id, d.hardware_serial,
 			   coalesce(d.model, o.model),
 			   coalesce(d.platform, o.platform, 'darwin'),
-			   o.team_id, now(), now()
+			   CASE WHEN o.team_id = ANY (v_teams) THEN o.team_id END, now(), now()
 		  FROM unnest(p_ids, p_models, p_platforms, p_teams) AS o(id, model, platform, team_id)
 		  -- live now, not as of the snapshot of a REPEATABLE READ
 		  -- transaction (src/coexist.c)
@@ -230,12 +237,16 @@ BEGIN
 			 WHERE d.hardware_serial = $1->>'serial' AND d.host_id = ($1->>'id')::bigint
 			   AND d.deleted_at IS NOT NULL
 			RETURNING 1
+		), tm AS (
+			-- its team, not waited for (as in ade_restore_hosts())
+			SELECT t.id FROM @extschema@.teams t WHERE t.id = ($1->>'team_id')::bigint
+			   FOR KEY SHARE SKIP LOCKED
 		), made AS (
 			-- the live device gets a host of its own again
 			INSERT INTO @extschema@.hosts (hardware_serial, hardware_model, platform, team_id)
 			SELECT d.hardware_serial, coalesce(d.device->>'model', $1->>'model'),
 				   coalesce(@extschema@.ade_platform(d.device->>'device_family'), $1->>'platform'),
-				   ($1->>'team_id')::bigint
+				   (SELECT tm.id FROM tm)
 			  FROM @extschema@.host_dep_assignments d
 			 WHERE d.hardware_serial = $1->>'serial' AND d.host_id = ($1->>'id')::bigint
 			   AND d.deleted_at IS NULL

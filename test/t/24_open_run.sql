@@ -64,7 +64,7 @@ SELECT id AS acme FROM abm_tokens WHERE consumer_key = 'CK_acme' \gset
 \! python3 test/mockctl.py devices CK_acme --generate 20 --prefix A >/dev/null
 CALL ade_sync_job();
 CALL ade_sync_job();
-SELECT plan(75);
+SELECT plan(78);
 
 SELECT is((SELECT count(*)::int FROM hosts), 20, 'CALL ade_sync_job() fetched the 20 devices');
 
@@ -386,6 +386,25 @@ SELECT is((SELECT macos_team_id FROM abm_tokens WHERE id = :acme), :t16 + 1000::
 SELECT throws_ok(format('SELECT ade_set_default_teams(%s, %s, NULL, NULL)', :acme, :t16), '23503',
   format('team %s does not exist', :t16), 'and its old id is no team');
 SELECT ade_set_default_teams(:acme, NULL, NULL, NULL) \g /dev/null
+
+-- 17. One application connection deletes a live host of a team (a bulk
+-- statement, still going), another deletes that team meanwhile: the delete
+-- trigger makes the host again without waiting for the team's row (the team
+-- being deleted, the host gets none), where a wait closed a circle with the
+-- team's delete, which waits for the host's row (stress test: deadlock)
+INSERT INTO teams (name) VALUES ('Doomed 17') RETURNING id AS t17 \gset
+SELECT h.hardware_serial AS h17 FROM hosts h JOIN host_dep_assignments d ON d.host_id = h.id AND d.deleted_at IS NULL
+ ORDER BY h.ctid LIMIT 1 \gset
+SELECT hardware_serial AS later17 FROM hosts ORDER BY ctid DESC LIMIT 1 \gset
+UPDATE hosts SET team_id = :t17 WHERE hardware_serial = :'h17';
+SELECT dblink_send_query('app', format($$DELETE FROM hosts WHERE hardware_serial = %L
+                                          OR (hardware_serial = %L AND pg_sleep(1.5)::text = 'never')$$, :'h17', :'later17')) \g /dev/null
+SELECT pg_sleep(0.4);
+SELECT cmp_ok(pg_temp.app_ms(format('DELETE FROM teams WHERE id = %s', :t17), 'app2'), '<', 5000,
+  'deleting the team while another connection deletes its host does not fail');
+SELECT lives_ok($$SELECT pg_temp.result('app')$$, 'nor does the delete of the host (no deadlock)');
+SELECT is((SELECT count(*)::int FROM hosts WHERE hardware_serial = :'h17' AND team_id IS NULL), 1,
+  'the live host is back, with no team (its team is gone)');
 
 \! python3 test/mockctl.py faults-clear >/dev/null
 SELECT dblink_disconnect('run'), dblink_disconnect('app'), dblink_disconnect('app2') \g /dev/null
