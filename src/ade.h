@@ -189,6 +189,11 @@ extern void AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_w
 							  TimestampTz deadline, AdeAssignResult *out);
 
 /* ---- the sync loop (sync.c) ---- */
+
+/* ---- the run lock and a token's claim (claim.c) ---- */
+extern bool AdeRunLock(bool session);
+extern void AdeRunUnlock(void);
+extern char *AdeRunLockHolder(bool *prepared);
 extern bool AdeClaimToken(int64 token_id, bool hosts);
 extern bool AdeTokenLive(int64 token_id);
 

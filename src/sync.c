@@ -41,15 +41,13 @@
  *   are never swallowed: they abort the whole run, which then leaves no
  *   ade_sync_runs row (cron.job_run_details says why).
  * - One run at a time per database: a run takes a lock that only a run can
- *   take (run_lock(): an advisory lock with a key no SQL function makes;
- *   0.4's could be held by any role that can connect), of the transaction,
- *   or of the session for the procedure (released however it ends),
- *   without waiting; a second
+ *   take (claim.c), of the transaction, or of the session for the
+ *   procedure (released however it ends), without waiting; a second
  *   ade_sync() at the same time reports every token "busy" and returns at
  *   once.  Two runs over different tokens would each hold the rows of
  *   their pages until they commit, and a device moving between their
  *   tokens would make them deadlock.
- * - A token is claimed with SELECT ... FOR UPDATE SKIP LOCKED on its
+ * - A token is claimed (claim.c) with SELECT ... FOR UPDATE SKIP LOCKED on its
  *   abm_tokens row: a session that holds it (ade_add_token() renewing it,
  *   say) makes the run skip it and report it "busy", never wait for it.
  *   In one transaction the claim is held to the end, and taken after hosts
@@ -113,9 +111,6 @@ typedef struct TokenRun
 	char	   *note;
 } TokenRun;
 
-/* the advisory lock of a run: two int4 keys, "ADE1" and 0 */
-/* the advisory lock of a run under the SQL of a version before 0.5 */
-#define ADE_RUN_KEY1 1094993969
 
 #define OUT_OF_TIME "ade.max_sync_seconds reached; the next run goes on from the stored cursor"
 
@@ -239,54 +234,6 @@ apply_page(TokenRun *run, Jsonb *devices, bool fetch, const char *cursor,
 	run->cursor = cursor ? MemoryContextStrdup(run->cxt, cursor) : NULL;
 	run->mode = MemoryContextStrdup(run->cxt, mode);
 	return true;
-}
-
-/*
- * Claim the token for the rest of the transaction (FOR UPDATE SKIP
- * LOCKED): false when it is gone or another session holds it.  With hosts,
- * hosts is taken first (AdeLockHosts()), for a step that writes what the
- * application's statements reach (the lock order of coexist.c).  A run that
- * commits its steps (CALL ade_sync_job()) holds the token only within a
- * step: each step that writes for it claims it first, so that a removal
- * committed between two steps is never undone.  In one transaction, which
- * holds both from the start, a no-op.
- */
-bool
-AdeClaimToken(int64 token_id, bool hosts)
-{
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(token_id)};
-	int			rc;
-
-	if (hosts)
-		AdeLockHosts();
-	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.abm_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED",
-										AdeSchema()),
-							   1, argtypes, args, NULL, false, 1);
-	spi_check(rc, SPI_OK_SELECT, "claiming the token");
-	rc = (int) SPI_processed;
-	SPI_freetuptable(SPI_tuptable);
-	return rc == 1;
-}
-
-/*
- * Whether the token is still there, locking nothing: before a request to
- * ABM on its behalf, in a step that claims it (AdeClaimToken()) once the
- * answer is in, so that nothing is held while Apple answers.
- */
-bool
-AdeTokenLive(int64 token_id)
-{
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(token_id)};
-	int			rc;
-
-	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.abm_tokens WHERE id = $1", AdeSchema()),
-							   1, argtypes, args, NULL, false, 1);
-	spi_check(rc, SPI_OK_SELECT, "reading the token");
-	rc = (int) SPI_processed;
-	SPI_freetuptable(SPI_tuptable);
-	return rc == 1;
 }
 
 /*
@@ -954,75 +901,6 @@ emit(ReturnSetInfo *rsinfo, TokenRun *run)
 }
 
 /*
- * The run lock (see the header): an advisory lock of the database whose
- * fourth key field is ADE_RUN_FIELD4, which no SQL function can take
- * (pg_advisory_lock() and its kind use 1 and 2): only a run holds it, so
- * no role, a database owner or the table owner included, can hold every
- * run off (0.4 took (1094993969, 0), which any role could).  Of the
- * transaction for SELECT ade_sync(), of the session for the procedure (it
- * outlives the steps' commits; released however the run ends).
- */
-#define ADE_RUN_FIELD4 7
-
-static void
-run_lock_tag(LOCKTAG *tag)
-{
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) ADE_RUN_KEY1, 0, ADE_RUN_FIELD4);
-}
-
-static void
-run_unlock(void)
-{
-	LOCKTAG		tag;
-
-	run_lock_tag(&tag);
-	LockRelease(&tag, ExclusiveLock, true);
-}
-
-/*
- * Who holds the run lock: "a run (pid N)", or, when a prepared transaction
- * that ran SELECT ade_sync() holds it, NULL with *prepared set.
- */
-pg_noinline static char *
-lock_holder(bool *prepared)
-{
-	Oid			argtypes[2] = {OIDOID, OIDOID};
-	Datum		args[2] = {ObjectIdGetDatum(MyDatabaseId), ObjectIdGetDatum((Oid) ADE_RUN_KEY1)};
-	char	   *who = NULL;
-	int			rc;
-
-	*prepared = false;
-	rc = SPI_execute_with_args("SELECT l.pid FROM pg_catalog.pg_locks l "
-							   "WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.database OPERATOR(pg_catalog.=) $1 "
-							   "AND l.classid OPERATOR(pg_catalog.=) $2 AND l.objid OPERATOR(pg_catalog.=) 0 "
-							   "AND l.objsubid OPERATOR(pg_catalog.=) " CppAsString2(ADE_RUN_FIELD4) " AND l.granted LIMIT 1",
-							   2, argtypes, args, NULL, true, 1);
-	spi_check(rc, SPI_OK_SELECT, "reading pg_locks");
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		pid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (isnull)
-			*prepared = true;
-		else
-			who = psprintf("a run (pid %d)", DatumGetInt32(pid));
-	}
-	SPI_freetuptable(SPI_tuptable);
-	return who;
-}
-
-/* Take the run lock without waiting: true when this run is the one. */
-static bool
-run_lock(bool session)
-{
-	LOCKTAG		tag;
-
-	run_lock_tag(&tag);
-	return LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
-}
-
-/*
  * The run: every token (or only), one after another.  rsinfo NULL: a
  * procedure's run (commit), which returns nothing (ade_sync_runs has it).
  */
@@ -1086,8 +964,8 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 
-	alone = run_lock(commit);
-	holder = alone ? NULL : lock_holder(&prepared);
+	alone = AdeRunLock(commit);
+	holder = alone ? NULL : AdeRunLockHolder(&prepared);
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync token",
 								   ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
@@ -1125,7 +1003,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 		AdeCommitSteps = false;
 		AdeLockDeadline = 0;
 		if (commit && alone)
-			run_unlock();
+			AdeRunUnlock();
 	}
 	PG_END_TRY();
 	SPI_finish();

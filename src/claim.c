@@ -1,0 +1,158 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.c
+ *		Who may write for a run: the run lock and a token's claim.
+ *
+ * Owns the two locks a run takes besides hosts (coexist.c):
+ *
+ * - the run lock, one run at a time per database: an advisory lock whose
+ *   fourth key field no SQL function makes, so that only a run can hold it
+ *   (0.4 took (1094993969, 0), which any role that can connect could hold
+ *   and so stop every sync); of the transaction for SELECT ade_sync(), of
+ *   the session for CALL ade_sync_job(), whose steps commit;
+ * - a token's claim: its abm_tokens row FOR UPDATE SKIP LOCKED, never
+ *   waited for, taken after hosts by a step that writes what the
+ *   application's statements reach (the lock order of coexist.c).
+ *
+ * Copyright (c) 2026, the ade authors
+ *
+ * IDENTIFICATION
+ *	  src/claim.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "ade.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+
+/* the advisory lock of a run: its first key, "ADE1" */
+#define ADE_RUN_KEY1 1094993969
+
+static void
+spi_check(int rc, int expected, const char *what)
+{
+	if (rc != expected)
+		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
+}
+
+/*
+ * The run lock (see the header): an advisory lock of the database whose
+ * fourth key field is ADE_RUN_FIELD4, which no SQL function can take
+ * (pg_advisory_lock() and its kind use 1 and 2): only a run holds it, so
+ * no role, a database owner or the table owner included, can hold every
+ * run off (0.4 took (1094993969, 0), which any role could).  Of the
+ * transaction for SELECT ade_sync(), of the session for the procedure (it
+ * outlives the steps' commits; released however the run ends).
+ */
+#define ADE_RUN_FIELD4 7
+
+static void
+run_lock_tag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) ADE_RUN_KEY1, 0, ADE_RUN_FIELD4);
+}
+
+void
+AdeRunUnlock(void)
+{
+	LOCKTAG		tag;
+
+	run_lock_tag(&tag);
+	LockRelease(&tag, ExclusiveLock, true);
+}
+
+/*
+ * Who holds the run lock: "a run (pid N)", or, when a prepared transaction
+ * that ran SELECT ade_sync() holds it, NULL with *prepared set.
+ */
+char *
+AdeRunLockHolder(bool *prepared)
+{
+	Oid			argtypes[2] = {OIDOID, OIDOID};
+	Datum		args[2] = {ObjectIdGetDatum(MyDatabaseId), ObjectIdGetDatum((Oid) ADE_RUN_KEY1)};
+	char	   *who = NULL;
+	int			rc;
+
+	*prepared = false;
+	rc = SPI_execute_with_args("SELECT l.pid FROM pg_catalog.pg_locks l "
+							   "WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.database OPERATOR(pg_catalog.=) $1 "
+							   "AND l.classid OPERATOR(pg_catalog.=) $2 AND l.objid OPERATOR(pg_catalog.=) 0 "
+							   "AND l.objsubid OPERATOR(pg_catalog.=) " CppAsString2(ADE_RUN_FIELD4) " AND l.granted LIMIT 1",
+							   2, argtypes, args, NULL, true, 1);
+	spi_check(rc, SPI_OK_SELECT, "reading pg_locks");
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		pid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (isnull)
+			*prepared = true;
+		else
+			who = psprintf("a run (pid %d)", DatumGetInt32(pid));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return who;
+}
+
+/* Take the run lock without waiting: true when this run is the one. */
+bool
+AdeRunLock(bool session)
+{
+	LOCKTAG		tag;
+
+	run_lock_tag(&tag);
+	return LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Claim the token for the rest of the transaction (FOR UPDATE SKIP
+ * LOCKED): false when it is gone or another session holds it.  With hosts,
+ * hosts is taken first (AdeLockHosts()), for a step that writes what the
+ * application's statements reach (the lock order of coexist.c).  A run that
+ * commits its steps (CALL ade_sync_job()) holds the token only within a
+ * step: each step that writes for it claims it first, so that a removal
+ * committed between two steps is never undone.  In one transaction, which
+ * holds both from the start, a no-op.
+ */
+bool
+AdeClaimToken(int64 token_id, bool hosts)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(token_id)};
+	int			rc;
+
+	if (hosts)
+		AdeLockHosts();
+	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.abm_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED",
+										AdeSchema()),
+							   1, argtypes, args, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "claiming the token");
+	rc = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return rc == 1;
+}
+
+/*
+ * Whether the token is still there, locking nothing: before a request to
+ * ABM on its behalf, in a step that claims it (AdeClaimToken()) once the
+ * answer is in, so that nothing is held while Apple answers.
+ */
+bool
+AdeTokenLive(int64 token_id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(token_id)};
+	int			rc;
+
+	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.abm_tokens WHERE id = $1", AdeSchema()),
+							   1, argtypes, args, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "reading the token");
+	rc = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return rc == 1;
+}
