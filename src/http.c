@@ -164,7 +164,12 @@ redact_setting(char **text, const char *value, const char *name)
 				replace_all(text, tok, "[redacted]");
 				redact_cut_tail(text, tok);
 			}
+		/* strtok_r cut c at its separators: its whole length is wiped */
+		explicit_bzero(c, strlen(pass == 0 ? cred : decoded));
 	}
+	/* no copy of the credentials stays in the backend's memory */
+	explicit_bzero(decoded, strlen(decoded));
+	explicit_bzero(cred, strlen(cred));
 }
 
 /*
