@@ -4,7 +4,9 @@
 -- X-ADM-Auth-Session; ABM's error codes are classified (T_C_NOT_SIGNED,
 -- token_rejected, signature_invalid) into clear errors.
 SET client_min_messages = warning;
+SET ade.allow_drop = on;
 DROP EXTENSION IF EXISTS ade CASCADE;
+RESET ade.allow_drop;
 CREATE EXTENSION ade;
 RESET client_min_messages;
 \! python3 test/mockctl.py reset

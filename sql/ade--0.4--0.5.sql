@@ -814,63 +814,32 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	jid bigint;
-	v_fn regprocedure;
-	-- its name, not @extschema@: %I quotes it once
-	v_schema name := (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-					   WHERE e.extname = 'ade');
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
 		RAISE EXCEPTION 'pg_cron is not installed in this database'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron.';
 	END IF;
-	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jid
-		USING 'ade_sync', schedule, @extschema@.ade_job_command();
-
-	-- The cleanup function is made here, outside the extension (an event
-	-- trigger of the extension's own would not fire when it is dropped).
-	-- A role with CREATE on the schema could have made one of that name
-	-- first, to run its body as whoever next drops anything: one that
-	-- belongs to neither the extension's owner nor a superuser is refused,
-	-- never taken over.
-	v_fn := to_regprocedure(format('%I.ade_cron_cleanup()', v_schema));
-	IF v_fn IS NOT NULL AND NOT EXISTS (
-		SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
-		 WHERE p.oid = v_fn
-		   AND (r.rolsuper OR p.proowner = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ade')))
-	THEN
-		RAISE EXCEPTION 'function %.ade_cron_cleanup() exists and belongs to %, not to the extension''s owner',
-			quote_ident(v_schema), (SELECT p.proowner::regrole FROM pg_proc p WHERE p.oid = v_fn)
-			USING ERRCODE = 'insufficient_privilege',
-				  HINT = 'A role with CREATE on the schema made it; ade_schedule() does not take it over. Check it, drop it, and call ade_schedule() again.';
+	IF schedule IS NULL OR btrim(schedule) = '' THEN
+		RAISE EXCEPTION 'schedule is %', CASE WHEN schedule IS NULL THEN 'null' ELSE 'empty' END
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Omit it for every minute, or pass a cron expression such as ''*/5 * * * *''.';
 	END IF;
-	EXECUTE format($f$
-		CREATE %s FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
-		LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
-		BEGIN
-			IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
-						WHERE object_type = 'extension' AND object_identity = 'ade') THEN
-				-- a dump restored where pg_cron is not installed brings
-				-- this trigger along, and no job
-				IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
-					EXECUTE 'SELECT count(cron.unschedule(j.jobid)) FROM cron.job j WHERE j.jobname = $1'
-						USING 'ade_sync';
-				END IF;
-				DROP EVENT TRIGGER ade_cron_cleanup;
-				DROP FUNCTION %I.ade_cron_cleanup();
-			END IF;
-		END
-		$body$ $f$, CASE WHEN v_fn IS NULL THEN '' ELSE 'OR REPLACE' END, v_schema, v_schema);
-	EXECUTE format('REVOKE ALL ON FUNCTION %I.ade_cron_cleanup() FROM PUBLIC', v_schema);
-	IF NOT EXISTS (SELECT 1 FROM pg_event_trigger
-					WHERE evtname = 'ade_cron_cleanup'
-					  AND evtfoid = to_regprocedure(format('%I.ade_cron_cleanup()', v_schema))) THEN
-		IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
-			EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
+	BEGIN
+		EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jid
+			USING 'ade_sync', schedule, @extschema@.ade_job_command();
+	EXCEPTION WHEN others THEN
+		-- only pg_cron's refusal of the expression is reworded (OTHERS
+		-- never catches a cancel or a timeout)
+		IF SQLERRM NOT LIKE 'invalid schedule%' THEN
+			RAISE;
 		END IF;
-		EXECUTE format('CREATE EVENT TRIGGER ade_cron_cleanup ON sql_drop EXECUTE FUNCTION %I.ade_cron_cleanup()',
-					   v_schema);
-	END IF;
+		RAISE EXCEPTION 'invalid schedule "%"', schedule
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'pg_cron takes five fields: minute, hour, day of the month, month, day of the week (or ''N seconds'', N from 1 to 59).',
+				  HINT = 'For example ''* * * * *'' (every minute, the default), ''*/5 * * * *'' (every five minutes), ''0 * * * *'' (hourly).';
+	END;
+	PERFORM @extschema@.ade_drop_cron_cleanup();
 	RETURN jid;
 END
 $$;
@@ -897,19 +866,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	found_job boolean := false;
-	v_schema name := (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-					   WHERE e.extname = 'ade');
 BEGIN
 	IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
 		EXECUTE 'SELECT count(cron.unschedule(j.jobid)) > 0 FROM cron.job j WHERE j.jobname = $1'
 			INTO found_job USING 'ade_sync';
 	END IF;
-	IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
-		EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
-	END IF;
-	IF to_regprocedure(format('%I.ade_cron_cleanup()', v_schema)) IS NOT NULL THEN
-		EXECUTE format('DROP FUNCTION %I.ade_cron_cleanup()', v_schema);
-	END IF;
+	PERFORM @extschema@.ade_drop_cron_cleanup();
 	RETURN found_job;
 END
 $$;
@@ -1081,8 +1043,7 @@ CREATE EVENT TRIGGER ade_schema_guard ON ddl_command_end WHEN TAG IN ('ALTER SCH
 REVOKE ALL ON FUNCTION ade_job_command(), ade_schema_guard() FROM PUBLIC;
 
 -- A job ade_schedule() made runs ade_sync_job() from now on, through
--- ade_job_command() (its schedule and owner kept); the cleanup function it
--- made no longer fails where pg_cron is not installed (a restored dump).
+-- ade_job_command() (its schedule and owner kept).
 -- (every name qualified: the script runs with the extension's schema first
 -- in search_path, where look-alikes may wait; the schema by its name, not
 -- @extschema@, which is quoted already)
@@ -1099,29 +1060,156 @@ BEGIN
 						pg_catalog.format('CALL %I.ade_sync_job()', v_schema),
 						pg_catalog.format('SELECT %I.ade_sync()', '@extschema@')];
 	END IF;
-	IF pg_catalog.to_regprocedure(pg_catalog.format('%I.ade_cron_cleanup()', v_schema)) IS NOT NULL THEN
-		-- an extension's script may replace only its own objects: the
-		-- function is taken in for the replacement, and let go again (it
-		-- must outlive the extension)
-		EXECUTE pg_catalog.format('ALTER EXTENSION ade ADD FUNCTION %I.ade_cron_cleanup()', v_schema);
-		EXECUTE pg_catalog.format($f$
-			CREATE OR REPLACE FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
-			LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
-			BEGIN
-				IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
-							WHERE object_type = 'extension' AND object_identity = 'ade') THEN
-					-- a dump restored where pg_cron is not installed brings
-					-- this trigger along, and no job
-					IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
-						EXECUTE 'SELECT count(cron.unschedule(j.jobid)) FROM cron.job j WHERE j.jobname = $1'
-							USING 'ade_sync';
-					END IF;
-					DROP EVENT TRIGGER ade_cron_cleanup;
-					DROP FUNCTION %I.ade_cron_cleanup();
-				END IF;
-			END
-			$body$ $f$, v_schema, v_schema);
-		EXECUTE pg_catalog.format('ALTER EXTENSION ade DROP FUNCTION %I.ade_cron_cleanup()', v_schema);
+END
+$$;
+
+-- 0.5, issue 20: a NULL profile is an error, clearing is ade_clear_profile();
+-- macos is darwin in a scope
+CREATE FUNCTION ade_profile_scope(p_token bigint, p_platform text, p_team bigint,
+	OUT token_id bigint, OUT platform text, OUT team_id bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_token IS NULL OR p_platform IS NULL OR p_team IS NULL THEN
+		RAISE EXCEPTION '% is NULL: a scope argument passed as NULL never means "any"',
+			CASE WHEN p_token IS NULL THEN 'token_id' WHEN p_platform IS NULL THEN 'platform' ELSE 'team_id' END
+			USING ERRCODE = 'null_value_not_allowed',
+				  DETAIL = 'A NULL usually comes from a lookup that found nothing (a misspelt name, say).',
+				  HINT = 'Omit the argument for "any" (or pass 0, or ''any'' for platform); SELECT id, org_name FROM abm_tokens and SELECT id, name FROM teams list what exists.';
+	END IF;
+	token_id := nullif(p_token, 0);
+	platform := nullif(lower(p_platform), 'any');
+	IF platform = 'macos' THEN
+		platform := 'darwin';
+	END IF;
+	team_id := nullif(p_team, 0);
+	IF team_id IS NOT NULL THEN
+		IF token_id IS NOT NULL OR platform IS NOT NULL THEN
+			RAISE EXCEPTION 'a team profile applies to every token and platform of the team'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Name the team alone: team_id => ...';
+		END IF;
+		IF NOT EXISTS (SELECT 1 FROM @extschema@.teams tm WHERE tm.id = team_id) THEN
+			RAISE EXCEPTION 'team % does not exist', team_id USING ERRCODE = 'no_data_found',
+				HINT = 'SELECT id, name FROM teams lists the teams.';
+		END IF;
+	END IF;
+	IF platform IS NOT NULL AND platform NOT IN ('darwin', 'ios', 'ipados', 'tvos', 'visionos') THEN
+		RAISE EXCEPTION 'unknown platform "%"', p_platform
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use darwin (or macos), ios, ipados, tvos or visionos, or omit it for any.';
+	END IF;
+	IF token_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.abm_tokens t WHERE t.id = ade_profile_scope.token_id) THEN
+		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
 	END IF;
 END
 $$;
+COMMENT ON FUNCTION ade_profile_scope(bigint, text, bigint) IS
+	'internal: the scope of ade_set_profile() and ade_clear_profile(), checked (a NULL is an error, never any)';
+
+CREATE OR REPLACE FUNCTION ade_set_profile(profile jsonb, token_id bigint DEFAULT 0,
+	platform text DEFAULT 'any', team_id bigint DEFAULT 0) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v record;
+BEGIN
+	v := @extschema@.ade_profile_scope(token_id, platform, team_id);
+	IF profile IS NULL THEN
+		RAISE EXCEPTION 'profile is NULL' USING ERRCODE = 'null_value_not_allowed',
+			DETAIL = 'A NULL usually comes from a lookup that found nothing; it never clears a scope.',
+			HINT = 'To clear the scope''s profile, call ade_clear_profile() with the same scope arguments.';
+	END IF;
+	PERFORM @extschema@.ade_check_profile(profile);
+	INSERT INTO @extschema@.ade_profiles AS x (token_id, platform, team_id, profile)
+	VALUES (v.token_id, v.platform, v.team_id, ade_set_profile.profile)
+	ON CONFLICT ON CONSTRAINT ade_profiles_scope
+	DO UPDATE SET profile = excluded.profile, updated_at = now();
+	-- a profile ABM refused, set again: the next sync sends it again
+	DELETE FROM @extschema@.ade_profile_definitions d
+	 WHERE d.profile_key = md5(ade_set_profile.profile::text) AND d.refusal IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint) IS
+	'sets the enrollment profile of a scope; an omitted scope argument means any; a NULL scope argument or profile is an error';
+
+CREATE FUNCTION ade_clear_profile(token_id bigint DEFAULT 0, platform text DEFAULT 'any',
+	team_id bigint DEFAULT 0) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v record;
+BEGIN
+	v := @extschema@.ade_profile_scope(token_id, platform, team_id);
+	DELETE FROM @extschema@.ade_profiles x
+	 WHERE x.token_id IS NOT DISTINCT FROM v.token_id
+	   AND x.platform IS NOT DISTINCT FROM v.platform
+	   AND x.team_id IS NOT DISTINCT FROM v.team_id;
+	IF NOT FOUND THEN
+		RAISE NOTICE 'no profile is set for that scope: nothing cleared'
+			USING HINT = 'SELECT token_id, platform, team_id, profile->>''profile_name'' FROM ade_profiles lists the scopes that have one.';
+		RETURN false;
+	END IF;
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION ade_clear_profile(bigint, text, bigint) IS
+	'clears the enrollment profile of a scope (no argument: the organisation default); false, with a NOTICE, when there was none';
+REVOKE ALL ON FUNCTION ade_profile_scope(bigint, text, bigint), ade_clear_profile(bigint, text, bigint) FROM PUBLIC;
+
+-- the backups to take before uninstalling
+CREATE FUNCTION ade_export_key() RETURNS bytea
+	AS 'MODULE_PATHNAME', 'ade_export_key' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_export_key() IS
+	'the MDM server key pair as one PEM file (private key, then certificate), for a backup that ade_import_key() takes back';
+
+CREATE FUNCTION ade_export_tokens(OUT token_id bigint, OUT org_name text, OUT consumer_key text,
+	OUT renew_at timestamptz, OUT token bytea) RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ade_export_tokens' LANGUAGE C STRICT VOLATILE ROWS 10
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_export_tokens() IS
+	'each stored ABM token as the .p7m ABM would hand out for this server''s key pair, which ade_add_token() takes back';
+REVOKE ALL ON FUNCTION ade_export_key(), ade_export_tokens() FROM PUBLIC;
+
+-- DROP EXTENSION ade: the guard, which also unschedules the job; 0.4's
+-- cleanup trigger and function, made outside the extension, go
+CREATE FUNCTION ade_drop_cron_cleanup() RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_fn regprocedure := to_regprocedure(format('%I.ade_cron_cleanup()',
+		(SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+		  WHERE e.extname = 'ade')));
+BEGIN
+	IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup' AND evtfoid = v_fn) THEN
+		EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
+	END IF;
+	IF v_fn IS NOT NULL AND EXISTS (
+		SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+		 WHERE p.oid = v_fn
+		   AND (r.rolsuper OR p.proowner = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ade')))
+	   AND NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtfoid = v_fn) THEN
+		EXECUTE format('DROP FUNCTION %s', v_fn);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_drop_cron_cleanup() IS
+	'internal: removes the event trigger ade_cron_cleanup and its function that 0.4''s ade_schedule() made';
+REVOKE ALL ON FUNCTION ade_drop_cron_cleanup() FROM PUBLIC;
+SELECT @extschema@.ade_drop_cron_cleanup();
+CREATE FUNCTION ade_drop_guard() RETURNS event_trigger
+	AS 'MODULE_PATHNAME', 'ade_drop_guard' LANGUAGE C
+	SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_drop_guard() IS
+	'event trigger: refuses a drop that would lose ade''s tokens, key pair or hosts unless ade.allow_drop is on; unschedules the job';
+REVOKE ALL ON FUNCTION ade_drop_guard() FROM PUBLIC;
+CREATE EVENT TRIGGER ade_drop_guard ON ddl_command_start
+	WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+	EXECUTE FUNCTION ade_drop_guard();

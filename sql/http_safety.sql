@@ -5,7 +5,9 @@
 -- ade.max_response_bytes is a clear error; the backend is healthy after all
 -- of it and has leaked no connection.
 SET client_min_messages = warning;
+SET ade.allow_drop = on;
 DROP EXTENSION IF EXISTS ade CASCADE;
+RESET ade.allow_drop;
 CREATE EXTENSION ade;
 RESET client_min_messages;
 \! python3 test/mockctl.py reset

@@ -3,7 +3,9 @@
 -- reads hosts, host_dep_assignments, ade_status and ade_sync_runs only; every
 -- data table is registered with pg_extension_config_dump.
 SET client_min_messages = warning;
+SET ade.allow_drop = on;
 DROP EXTENSION IF EXISTS ade CASCADE;
+RESET ade.allow_drop;
 CREATE EXTENSION ade;
 RESET client_min_messages;
 

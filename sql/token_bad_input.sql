@@ -2,7 +2,9 @@
 -- and a decrypted token that lacks a field each get a clear error, and
 -- nothing is stored.
 SET client_min_messages = warning;
+SET ade.allow_drop = on;
 DROP EXTENSION IF EXISTS ade CASCADE;
+RESET ade.allow_drop;
 CREATE EXTENSION ade;
 RESET client_min_messages;
 \! python3 test/mockctl.py reset

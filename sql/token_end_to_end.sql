@@ -5,7 +5,9 @@
 -- token in place (same id, cursor kept).  ade_remove_token() deletes it with
 -- its secrets and soft-deletes its live assignments.
 SET client_min_messages = warning;
+SET ade.allow_drop = on;
 DROP EXTENSION IF EXISTS ade CASCADE;
+RESET ade.allow_drop;
 CREATE EXTENSION ade;
 RESET client_min_messages;
 \! python3 test/mockctl.py reset

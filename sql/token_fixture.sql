@@ -3,7 +3,9 @@
 -- fixture README comes out; the expired token is accepted with a WARNING.
 -- Skips (expected/token_fixture_1.out) when ../shared is absent.
 SET client_min_messages = warning;
+SET ade.allow_drop = on;
 DROP EXTENSION IF EXISTS ade CASCADE;
+RESET ade.allow_drop;
 CREATE EXTENSION ade;
 RESET client_min_messages;
 \getenv fixtures ADE_FIXTURES

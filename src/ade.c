@@ -61,6 +61,7 @@ char	   *ade_proxy = NULL;
 int			ade_max_retries = 3;
 int			ade_retry_backoff = 500;
 int			ade_max_retry_wait = 10;
+bool		ade_allow_drop = false;
 
 /* a value of ade.abm_url that was rejected while the library loaded */
 static char *rejected_abm_url = NULL;
@@ -286,7 +287,7 @@ AdeAbmBaseUrl(void)
  * ade UPDATE runs).
  */
 static void
-ade_extension(Oid *nsp, char **version)
+ade_extension(Oid *nsp, char **version, Oid *owner)
 {
 	Oid			ext = get_extension_oid("ade", true);
 	Relation	rel;
@@ -312,6 +313,8 @@ ade_extension(Oid *nsp, char **version)
 									 RelationGetDescr(rel), &isnull);
 
 		*nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+		if (owner != NULL)
+			*owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
 		if (!isnull)
 			*version = text_to_cstring(DatumGetTextPP(d));
 	}
@@ -332,7 +335,7 @@ AdeSchema(void)
 	Oid			nsp;
 	char	   *version;
 
-	ade_extension(&nsp, &version);
+	ade_extension(&nsp, &version, NULL);
 	return quote_identifier(get_namespace_name(nsp));
 }
 
@@ -343,8 +346,20 @@ AdeSchemaOid(void)
 	Oid			nsp;
 	char	   *version;
 
-	ade_extension(&nsp, &version);
+	ade_extension(&nsp, &version, NULL);
 	return nsp;
+}
+
+/* the role that owns the extension (who installed it) */
+Oid
+AdeExtensionOwner(void)
+{
+	Oid			nsp;
+	char	   *version;
+	Oid			owner = InvalidOid;
+
+	ade_extension(&nsp, &version, &owner);
+	return owner;
 }
 
 /*
@@ -361,7 +376,7 @@ AdeSqlAtLeast(int major, int minor)
 	int			ma = 0;
 	int			mi = 0;
 
-	ade_extension(&nsp, &version);
+	ade_extension(&nsp, &version, NULL);
 	if (version == NULL || sscanf(version, "%d.%d", &ma, &mi) != 2)
 		return false;
 	return ma > major || (ma == major && mi >= minor);
@@ -474,6 +489,12 @@ _PG_init(void)
 							"From 0 to 10 minutes; a longer one leaves the token for a later run.",
 							&ade_max_retry_wait, 10, 0, 600,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("ade.allow_drop",
+							 "Lets DROP EXTENSION ade (or a DROP that takes it along) delete its tokens, key pair and hosts.",
+							 "Off: such a drop is refused with what it would lose; set it in the session that drops.",
+							 &ade_allow_drop, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ade");
 }

@@ -42,11 +42,13 @@ extern char *ade_proxy;
 extern int	ade_max_retries;
 extern int	ade_retry_backoff;
 extern int	ade_max_retry_wait;
+extern bool ade_allow_drop;
 
 extern bool AdeUrlAllowed(const char *url, char **why);
 extern const char *AdeAbmBaseUrl(void);
 extern const char *AdeSchema(void);
 extern Oid	AdeSchemaOid(void);
+extern Oid	AdeExtensionOwner(void);
 extern bool AdeSqlAtLeast(int major, int minor);
 
 /* ---- HTTP transport (http.c) ---- */

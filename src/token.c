@@ -3,12 +3,17 @@
  * token.c
  *		The MDM server key pair and the ABM server token envelope (OpenSSL),
  *		and the SQL functions that use them: ade_public_key(),
- *		ade_import_key(), ade_add_token().
+ *		ade_import_key(), ade_add_token(), and the backups an admin takes
+ *		before uninstalling, ade_export_key() and ade_export_tokens().
  *
  * Owns: generating the RSA-2048 key pair and its self-signed certificate,
  * importing a key pair, decrypting the .p7m that ABM hands out (S/MIME, CMS
  * EnvelopedData, RSA key transport, AES content) into its five fields, and
- * storing a token (ade_keypair, abm_tokens, ade_token_secrets via SPI).
+ * storing a token (ade_keypair, abm_tokens, ade_token_secrets via SPI);
+ * and the way back: the key pair as one PEM file that ade_import_key()
+ * takes, each stored token as the .p7m ABM would hand out for this key pair
+ * (CMS EnvelopedData to our certificate, S/MIME), which ade_add_token()
+ * takes, after a reinstall with the key pair imported back.
  *
  * Every OpenSSL object of a call is held in a TokenScope that hangs from a
  * memory context with a reset callback: whether the call returns or an ERROR
@@ -35,7 +40,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -45,6 +52,8 @@ PG_FUNCTION_INFO_V1(ade_import_key);
 PG_FUNCTION_INFO_V1(ade_import_key_bytea);
 PG_FUNCTION_INFO_V1(ade_add_token);
 PG_FUNCTION_INFO_V1(ade_is_der_certificate);
+PG_FUNCTION_INFO_V1(ade_export_key);
+PG_FUNCTION_INFO_V1(ade_export_tokens);
 
 /* the OpenSSL objects of one call, freed by a memory-context reset callback */
 typedef struct TokenScope
@@ -56,6 +65,7 @@ typedef struct TokenScope
 	BIO		   *in;
 	BIO		   *out;
 	CMS_ContentInfo *cms;
+	STACK_OF(X509) *recipients; /* holds s->cert, does not own it */
 } TokenScope;
 
 static void
@@ -68,6 +78,8 @@ scope_release(void *arg)
 	BIO_free(s->in);
 	BIO_free(s->out);
 	CMS_ContentInfo_free(s->cms);
+	sk_X509_free(s->recipients);
+	s->recipients = NULL;
 	s->pkey = NULL;
 	s->cert = NULL;
 	s->in = s->out = NULL;
@@ -280,8 +292,10 @@ no_password(char *buf, int size, int rwflag, void *u)
 }
 
 /*
- * Replace the key pair with a PEM private key (and its certificate, else a
- * new self-signed one, which ABM then needs uploaded again); returns the
+ * Replace the key pair with a PEM private key (and its certificate, passed
+ * apart or following the key in the same file as ade_export_key() writes
+ * it; else a new self-signed one, which ABM then needs uploaded again);
+ * returns the
  * certificate.  The key never goes into a message.
  */
 static text *
@@ -306,6 +320,19 @@ import_key(const char *key, int keylen, const char *cert, int certlen)
 	BIO_free(s->in);
 	s->in = NULL;
 
+	/* a backup of ade_export_key(): the certificate follows the key */
+	if (cert == NULL)
+	{
+		s->in = BIO_new_mem_buf(key, keylen);
+		s->cert = s->in ? PEM_read_bio_X509(s->in, NULL, no_password, NULL) : NULL;
+		ERR_clear_error();
+		BIO_free(s->in);
+		s->in = NULL;
+		if (s->cert != NULL && X509_check_private_key(s->cert, s->pkey) != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the certificate in the private key's file does not belong to the key")));
+	}
 	if (cert != NULL)
 	{
 		s->in = BIO_new_mem_buf(cert, certlen);
@@ -321,7 +348,7 @@ import_key(const char *key, int keylen, const char *cert, int certlen)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("certificate does not belong to private_key")));
 	}
-	else
+	else if (s->cert == NULL)
 		make_certificate(s, s->pkey);
 
 	key_pem = pem_private_key(s, s->pkey);
@@ -379,7 +406,8 @@ ade_import_key_bytea(PG_FUNCTION_ARGS)
 Datum
 ade_import_key(PG_FUNCTION_ARGS)
 {
-	if (AdeSqlAtLeast(0, 4))
+	/* a NULL is a file that was not read: nothing was exposed */
+	if (!PG_ARGISNULL(0) && AdeSqlAtLeast(0, 4))
 		ereport(WARNING,
 				(errmsg("the private key was passed as statement text"),
 				 errdetail("The statement, key included, may be in pg_stat_activity, pg_stat_statements and the statement log."),
@@ -643,4 +671,161 @@ ade_is_der_certificate(PG_FUNCTION_ARGS)
 	X509_free(cert);
 	ERR_clear_error();
 	PG_RETURN_BOOL(ok);
+}
+
+/*
+ * ade_export_key() returns bytea: the key pair as one PEM file, the private
+ * key then its certificate: a backup that ade_import_key(file) takes back
+ * whole (the same certificate, so ABM's tokens still open).  It is the
+ * key that every token is encrypted to: the owner's only, kept like the
+ * database's own backups.
+ */
+Datum
+ade_export_key(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *key_pem;
+	char	   *cert_pem;
+	size_t		klen;
+	size_t		clen;
+	bytea	   *result;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!load_keypair(&key_pem, &cert_pem))
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("this server has no key pair yet"),
+				 errhint("ade_public_key() makes one; until then there is nothing to back up.")));
+	klen = strlen(key_pem);
+	clen = strlen(cert_pem);
+	result = MemoryContextAlloc(caller, VARHDRSZ + klen + clen);
+	SET_VARSIZE(result, VARHDRSZ + klen + clen);
+	memcpy(VARDATA(result), key_pem, klen);
+	memcpy(VARDATA(result) + klen, cert_pem, clen);
+	explicit_bzero(key_pem, klen);
+	SPI_finish();
+	PG_RETURN_BYTEA_P(result);
+}
+
+/*
+ * The .p7m ABM would hand out for this token JSON: the MIME entity Apple
+ * wraps it in, enveloped (CMS, AES-256) to the stored certificate, written
+ * as S/MIME.  palloc'd in the caller's context; the plaintext is the
+ * caller's to wipe.
+ */
+static bytea *
+token_envelope(TokenScope *s, const char *content, size_t len)
+{
+	char	   *data;
+	long		n;
+	bytea	   *out;
+
+	s->recipients = sk_X509_new_null();
+	if (s->recipients == NULL || !sk_X509_push(s->recipients, s->cert))
+		ssl_fail("list the certificate");
+	s->in = BIO_new_mem_buf(content, (int) len);
+	if (s->in == NULL)
+		ssl_fail("read the token");
+	s->cms = CMS_encrypt(s->recipients, s->in, EVP_aes_256_cbc(), CMS_BINARY);
+	if (s->cms == NULL)
+		ssl_fail("encrypt the token");
+	s->out = BIO_new(BIO_s_mem());
+	if (s->out == NULL || !SMIME_write_CMS(s->out, s->cms, NULL, CMS_BINARY))
+		ssl_fail("write the token");
+	n = BIO_get_mem_data(s->out, &data);
+	out = palloc(VARHDRSZ + n);
+	SET_VARSIZE(out, VARHDRSZ + n);
+	memcpy(VARDATA(out), data, n);
+	return out;
+}
+
+/*
+ * ade_export_tokens() returns table(token_id, org_name, consumer_key,
+ * renew_at, token bytea): each stored token as the file ABM would hand out
+ * for this server's key pair, which ade_add_token() takes back (once the
+ * same key pair is there: ade_export_key()).  Encrypted to that key, it
+ * opens for nobody without it.
+ */
+Datum
+ade_export_tokens(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *cert_pem;
+	char	   *sql;
+	int			rc;
+	uint64		i;
+	SPITupleTable *rows;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!load_keypair(NULL, &cert_pem))
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("this server has no key pair, so it holds no token")));
+	sql = psprintf("SELECT t.id, t.org_name, t.consumer_key, t.renew_at, "
+				   "pg_catalog.to_char(t.renew_at OPERATOR(pg_catalog.AT TIME ZONE) 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+				   "s.consumer_secret, s.access_token, s.access_secret "
+				   "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id OPERATOR(pg_catalog.=) t.id "
+				   "ORDER BY t.id", AdeSchema(), AdeSchema());
+	rc = SPI_execute(sql, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	rows = SPI_tuptable;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	row = rows->vals[i];
+		TupleDesc	desc = rows->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+		char	   *secret[3];
+		static const char *const column[3] = {"consumer_secret", "access_token", "access_secret"};
+		StringInfoData msg;
+		TokenScope *s;
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+		int			k;
+
+		for (k = 0; k < 3; k++)
+			secret[k] = AdeVaultOpen(SPI_getvalue(row, desc, 6 + k),
+									 AdeVaultPlace("ade_token_secrets", column[k], id));
+		initStringInfo(&msg);
+		appendStringInfoString(&msg, "Content-Type: text/plain;charset=UTF-8\r\n"
+							   "Content-Transfer-Encoding: 7bit\r\n\r\n"
+							   "-----BEGIN MESSAGE-----\n{\"consumer_key\":");
+		escape_json(&msg, SPI_getvalue(row, desc, 3));
+		appendStringInfoString(&msg, ",\"consumer_secret\":");
+		escape_json(&msg, secret[0]);
+		appendStringInfoString(&msg, ",\"access_token\":");
+		escape_json(&msg, secret[1]);
+		appendStringInfoString(&msg, ",\"access_secret\":");
+		escape_json(&msg, secret[2]);
+		appendStringInfoString(&msg, ",\"access_token_expiry\":");
+		escape_json(&msg, SPI_getvalue(row, desc, 5));
+		appendStringInfoString(&msg, "}\n-----END MESSAGE-----\n");
+		for (k = 0; k < 3; k++)
+			explicit_bzero(secret[k], strlen(secret[k]));
+
+		s = scope_begin();
+		s->in = BIO_new_mem_buf(cert_pem, -1);
+		s->cert = s->in ? PEM_read_bio_X509(s->in, NULL, no_password, NULL) : NULL;
+		if (s->cert == NULL)
+			ssl_fail("read the stored certificate");
+		BIO_free(s->in);
+		s->in = NULL;
+		values[4] = PointerGetDatum(token_envelope(s, msg.data, msg.len));
+		explicit_bzero(msg.data, msg.maxlen);
+		scope_end(s);
+
+		values[0] = Int64GetDatum(id);
+		values[1] = SPI_getbinval(row, desc, 2, &nulls[1]);
+		values[2] = SPI_getbinval(row, desc, 3, &nulls[2]);
+		values[3] = SPI_getbinval(row, desc, 4, &nulls[3]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	MemoryContextSwitchTo(caller);
+	return (Datum) 0;
 }

@@ -289,7 +289,7 @@ class AdeMachine(RuleBasedStateMachine):
         q(self.app, "SET statement_timeout = '20s'")   # a statement that hangs fails the test
 
     def install(self, version=None):
-        q(self.admin, "DROP EXTENSION IF EXISTS ade CASCADE")
+        q(self.admin, "SET ade.allow_drop = on; DROP EXTENSION IF EXISTS ade CASCADE; RESET ade.allow_drop")
         q(self.admin, "CREATE EXTENSION ade" + (" VERSION '%s'" % version if version else ""))
         q(self.admin, "SELECT ade_import_key(%s, %s)", (self.fixture.key, self.fixture.cert))
         q(self.admin, "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON hosts TO %s" % APP)

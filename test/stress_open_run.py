@@ -227,7 +227,7 @@ class Stress:
                        check=True, capture_output=True)
         admin = self.admin = self.connect("stress-admin")
         q(admin, "SET client_min_messages = error")
-        q(admin, "DROP EXTENSION IF EXISTS ade CASCADE")
+        q(admin, "SET ade.allow_drop = on; DROP EXTENSION IF EXISTS ade CASCADE; RESET ade.allow_drop")
         q(admin, "DROP TABLE IF EXISTS stress_audit")
         q(admin, "DROP FUNCTION IF EXISTS stress_audit_hosts(), stress_audit_asg()")
         q(admin, "CREATE EXTENSION ade")

@@ -171,60 +171,77 @@ $$;
 COMMENT ON FUNCTION ade_check_profile(jsonb) IS
 	'raises an error when a profile is not one Apple''s POST /profile takes; a WARNING for a key Apple does not define';
 
--- Sets (or clears) the profile of a scope.  An omitted scope argument means
--- "any" (0 and 'any' say the same explicitly); one passed as NULL is an
--- error, never "any": a NULL from a lookup that found nothing must not
--- widen the scope to every token or platform.
+-- The scope named by ade_set_profile()'s and ade_clear_profile()'s
+-- arguments, checked: an omitted scope argument means "any" (0 and 'any'
+-- say the same explicitly); one passed as NULL is an error, never "any": a
+-- NULL from a lookup that found nothing must not widen the scope to every
+-- token or platform.  The platform is hosts.platform's word (darwin, ios,
+-- ipados, tvos, visionos); macos is taken for darwin, as
+-- ade_set_default_teams() calls it.
+CREATE FUNCTION ade_profile_scope(p_token bigint, p_platform text, p_team bigint,
+	OUT token_id bigint, OUT platform text, OUT team_id bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_token IS NULL OR p_platform IS NULL OR p_team IS NULL THEN
+		RAISE EXCEPTION '% is NULL: a scope argument passed as NULL never means "any"',
+			CASE WHEN p_token IS NULL THEN 'token_id' WHEN p_platform IS NULL THEN 'platform' ELSE 'team_id' END
+			USING ERRCODE = 'null_value_not_allowed',
+				  DETAIL = 'A NULL usually comes from a lookup that found nothing (a misspelt name, say).',
+				  HINT = 'Omit the argument for "any" (or pass 0, or ''any'' for platform); SELECT id, org_name FROM abm_tokens and SELECT id, name FROM teams list what exists.';
+	END IF;
+	token_id := nullif(p_token, 0);
+	platform := nullif(lower(p_platform), 'any');
+	IF platform = 'macos' THEN
+		platform := 'darwin';
+	END IF;
+	team_id := nullif(p_team, 0);
+	IF team_id IS NOT NULL THEN
+		IF token_id IS NOT NULL OR platform IS NOT NULL THEN
+			RAISE EXCEPTION 'a team profile applies to every token and platform of the team'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Name the team alone: team_id => ...';
+		END IF;
+		IF NOT EXISTS (SELECT 1 FROM @extschema@.teams tm WHERE tm.id = team_id) THEN
+			RAISE EXCEPTION 'team % does not exist', team_id USING ERRCODE = 'no_data_found',
+				HINT = 'SELECT id, name FROM teams lists the teams.';
+		END IF;
+	END IF;
+	IF platform IS NOT NULL AND platform NOT IN ('darwin', 'ios', 'ipados', 'tvos', 'visionos') THEN
+		RAISE EXCEPTION 'unknown platform "%"', p_platform
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use darwin (or macos), ios, ipados, tvos or visionos, or omit it for any.';
+	END IF;
+	IF token_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.abm_tokens t WHERE t.id = ade_profile_scope.token_id) THEN
+		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_profile_scope(bigint, text, bigint) IS
+	'internal: the scope of ade_set_profile() and ade_clear_profile(), checked (a NULL is an error, never any)';
+
+-- Sets the profile of a scope.  A NULL profile is an error (from 0.5): a
+-- NULL from a lookup that found nothing must not clear a scope any more
+-- than widen one; ade_clear_profile() clears.
 CREATE FUNCTION ade_set_profile(profile jsonb, token_id bigint DEFAULT 0,
 	platform text DEFAULT 'any', team_id bigint DEFAULT 0) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_token bigint;
-	v_platform text;
-	v_team bigint;
+	v record;
 BEGIN
-	IF token_id IS NULL OR platform IS NULL OR team_id IS NULL THEN
-		RAISE EXCEPTION '% is NULL: a scope argument passed as NULL never means "any"',
-			CASE WHEN token_id IS NULL THEN 'token_id' WHEN platform IS NULL THEN 'platform' ELSE 'team_id' END
-			USING ERRCODE = 'null_value_not_allowed',
-				  DETAIL = 'A NULL usually comes from a lookup that found nothing (a misspelt name, say).',
-				  HINT = 'Omit the argument for "any" (or pass 0, or ''any'' for platform); SELECT id, org_name FROM abm_tokens and SELECT id, name FROM teams list what exists.';
-	END IF;
-	v_token := nullif(token_id, 0);
-	v_platform := nullif(platform, 'any');
-	v_team := nullif(team_id, 0);
-	IF v_team IS NOT NULL THEN
-		IF v_token IS NOT NULL OR v_platform IS NOT NULL THEN
-			RAISE EXCEPTION 'a team profile applies to every token and platform of the team'
-				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Call ade_set_profile(profile, team_id => ...) alone.';
-		END IF;
-		IF NOT EXISTS (SELECT 1 FROM @extschema@.teams tm WHERE tm.id = v_team) THEN
-			RAISE EXCEPTION 'team % does not exist', v_team USING ERRCODE = 'no_data_found',
-				HINT = 'SELECT id, name FROM teams lists the teams.';
-		END IF;
-	END IF;
-	IF v_platform IS NOT NULL AND v_platform NOT IN ('darwin', 'ios', 'ipados', 'tvos', 'visionos') THEN
-		RAISE EXCEPTION 'unknown platform "%"', v_platform
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use darwin, ios, ipados, tvos or visionos (or omit it for any).';
-	END IF;
-	IF v_token IS NOT NULL AND NOT EXISTS (SELECT 1 FROM @extschema@.abm_tokens t WHERE t.id = v_token) THEN
-		RAISE EXCEPTION 'abm token % does not exist', v_token USING ERRCODE = 'no_data_found',
-			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
-	END IF;
+	v := @extschema@.ade_profile_scope(token_id, platform, team_id);
 	IF profile IS NULL THEN
-		DELETE FROM @extschema@.ade_profiles x
-		 WHERE x.token_id IS NOT DISTINCT FROM v_token
-		   AND x.platform IS NOT DISTINCT FROM v_platform
-		   AND x.team_id IS NOT DISTINCT FROM v_team;
-		RETURN;
+		RAISE EXCEPTION 'profile is NULL' USING ERRCODE = 'null_value_not_allowed',
+			DETAIL = 'A NULL usually comes from a lookup that found nothing; it never clears a scope.',
+			HINT = 'To clear the scope''s profile, call ade_clear_profile() with the same scope arguments.';
 	END IF;
 	PERFORM @extschema@.ade_check_profile(profile);
 	INSERT INTO @extschema@.ade_profiles AS x (token_id, platform, team_id, profile)
-	VALUES (v_token, v_platform, v_team, ade_set_profile.profile)
+	VALUES (v.token_id, v.platform, v.team_id, ade_set_profile.profile)
 	ON CONFLICT ON CONSTRAINT ade_profiles_scope
 	DO UPDATE SET profile = excluded.profile, updated_at = now();
 	-- a profile ABM refused, set again: the next sync sends it again
@@ -233,7 +250,35 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint) IS
-	'sets (or with null clears) the enrollment profile of a scope; an omitted scope argument means any, a NULL one is an error';
+	'sets the enrollment profile of a scope; an omitted scope argument means any; a NULL scope argument or profile is an error';
+
+-- Clears the profile of a scope (the same arguments as ade_set_profile(),
+-- without the profile): its devices fall back to the next profile in the
+-- order on the next sync.  Returns whether there was one; a NOTICE says so
+-- when there was none.
+CREATE FUNCTION ade_clear_profile(token_id bigint DEFAULT 0, platform text DEFAULT 'any',
+	team_id bigint DEFAULT 0) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v record;
+BEGIN
+	v := @extschema@.ade_profile_scope(token_id, platform, team_id);
+	DELETE FROM @extschema@.ade_profiles x
+	 WHERE x.token_id IS NOT DISTINCT FROM v.token_id
+	   AND x.platform IS NOT DISTINCT FROM v.platform
+	   AND x.team_id IS NOT DISTINCT FROM v.team_id;
+	IF NOT FOUND THEN
+		RAISE NOTICE 'no profile is set for that scope: nothing cleared'
+			USING HINT = 'SELECT token_id, platform, team_id, profile->>''profile_name'' FROM ade_profiles lists the scopes that have one.';
+		RETURN false;
+	END IF;
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION ade_clear_profile(bigint, text, bigint) IS
+	'clears the enrollment profile of a scope (no argument: the organisation default); false, with a NOTICE, when there was none';
 
 -- The profile a device of this token gets, for every team (team_id 0: no
 -- team) and platform, with its key and, once defined at Apple for this
@@ -515,5 +560,6 @@ COMMENT ON FUNCTION ade_profile_problem(bigint) IS
 REVOKE ALL ON FUNCTION ade_set_profile(jsonb, bigint, text, bigint), ade_check_profile(jsonb), ade_profile_problem(bigint),
 	ade_device_profiles(bigint), ade_assign_candidates(bigint), ade_unassignable(bigint),
 	ade_store_answers(bigint, text, text[], jsonb, int, int),
-	ade_batch_unanswered(bigint, text[], int) FROM PUBLIC;
+	ade_batch_unanswered(bigint, text[], int), ade_profile_scope(bigint, text, bigint),
+	ade_clear_profile(bigint, text, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_profile_problem(bigint) TO ade_reader;

@@ -5,9 +5,10 @@
  *
  * Owns ade_schedule() and ade_unschedule(): the pg_cron job ade_sync that
  * runs CALL ade_sync_job() (every minute by default: ade_sync() committing
- * each page, sync.sql), and its removal when the extension is dropped,
- * also in a database restored where pg_cron is not installed.  pg_cron is optional at install time: only
- * these functions need it, and they say so with a hint when it is missing.
+ * each page, sync.sql); its removal when the extension is dropped is
+ * ade_drop_guard()'s (uninstall.sql).  pg_cron is optional at install
+ * time: only these functions need it, and they say so with a hint when it
+ * is missing.
  *
  * IDENTIFICATION
  *	  src/schema/schedule.sql
@@ -33,73 +34,72 @@ $fn$;
 COMMENT ON FUNCTION ade_job_command() IS
 	'internal: the pg_cron job''s command: CALL ade_sync_job() in ade''s schema, only while ade is installed there';
 
--- Registers (idempotently) the job ade_sync.  It also creates, outside the
--- extension, an sql_drop event trigger that unschedules the job when the
--- extension is dropped (an event trigger that belongs to the extension would
--- not fire then).
+-- 0.4's ade_schedule() made, outside the extension, an sql_drop event
+-- trigger ade_cron_cleanup and its function, to unschedule the job when the
+-- extension is dropped.  ade_drop_guard() (below) does that now, as a
+-- member of the extension, so nothing of ade's is left outside it for a
+-- dump to carry: ade_schedule(), ade_unschedule() and the update to 0.5
+-- remove what 0.4 left.  A function of that name that belongs to neither
+-- the extension's owner nor a superuser is not ade's: left alone.
+CREATE FUNCTION ade_drop_cron_cleanup() RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_fn regprocedure := to_regprocedure(format('%I.ade_cron_cleanup()',
+		(SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+		  WHERE e.extname = 'ade')));
+BEGIN
+	IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup' AND evtfoid = v_fn) THEN
+		EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
+	END IF;
+	IF v_fn IS NOT NULL AND EXISTS (
+		SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+		 WHERE p.oid = v_fn
+		   AND (r.rolsuper OR p.proowner = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ade')))
+	   AND NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtfoid = v_fn) THEN
+		EXECUTE format('DROP FUNCTION %s', v_fn);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_drop_cron_cleanup() IS
+	'internal: removes the event trigger ade_cron_cleanup and its function that 0.4''s ade_schedule() made';
+
+-- Registers (idempotently) the job ade_sync.  DROP EXTENSION ade removes
+-- it (ade_drop_guard()).  pg_cron's own error for a schedule it cannot
+-- read says only "invalid schedule": this one says what it takes.
 CREATE FUNCTION ade_schedule(schedule text DEFAULT '* * * * *') RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	jid bigint;
-	v_fn regprocedure;
-	-- its name, not @extschema@: %I quotes it once
-	v_schema name := (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-					   WHERE e.extname = 'ade');
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
 		RAISE EXCEPTION 'pg_cron is not installed in this database'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron.';
 	END IF;
-	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jid
-		USING 'ade_sync', schedule, @extschema@.ade_job_command();
-
-	-- The cleanup function is made here, outside the extension (an event
-	-- trigger of the extension's own would not fire when it is dropped).
-	-- A role with CREATE on the schema could have made one of that name
-	-- first, to run its body as whoever next drops anything: one that
-	-- belongs to neither the extension's owner nor a superuser is refused,
-	-- never taken over.
-	v_fn := to_regprocedure(format('%I.ade_cron_cleanup()', v_schema));
-	IF v_fn IS NOT NULL AND NOT EXISTS (
-		SELECT 1 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
-		 WHERE p.oid = v_fn
-		   AND (r.rolsuper OR p.proowner = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ade')))
-	THEN
-		RAISE EXCEPTION 'function %.ade_cron_cleanup() exists and belongs to %, not to the extension''s owner',
-			quote_ident(v_schema), (SELECT p.proowner::regrole FROM pg_proc p WHERE p.oid = v_fn)
-			USING ERRCODE = 'insufficient_privilege',
-				  HINT = 'A role with CREATE on the schema made it; ade_schedule() does not take it over. Check it, drop it, and call ade_schedule() again.';
+	IF schedule IS NULL OR btrim(schedule) = '' THEN
+		RAISE EXCEPTION 'schedule is %', CASE WHEN schedule IS NULL THEN 'null' ELSE 'empty' END
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Omit it for every minute, or pass a cron expression such as ''*/5 * * * *''.';
 	END IF;
-	EXECUTE format($f$
-		CREATE %s FUNCTION %I.ade_cron_cleanup() RETURNS event_trigger
-		LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $body$
-		BEGIN
-			IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
-						WHERE object_type = 'extension' AND object_identity = 'ade') THEN
-				-- a dump restored where pg_cron is not installed brings
-				-- this trigger along, and no job
-				IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
-					EXECUTE 'SELECT count(cron.unschedule(j.jobid)) FROM cron.job j WHERE j.jobname = $1'
-						USING 'ade_sync';
-				END IF;
-				DROP EVENT TRIGGER ade_cron_cleanup;
-				DROP FUNCTION %I.ade_cron_cleanup();
-			END IF;
-		END
-		$body$ $f$, CASE WHEN v_fn IS NULL THEN '' ELSE 'OR REPLACE' END, v_schema, v_schema);
-	EXECUTE format('REVOKE ALL ON FUNCTION %I.ade_cron_cleanup() FROM PUBLIC', v_schema);
-	IF NOT EXISTS (SELECT 1 FROM pg_event_trigger
-					WHERE evtname = 'ade_cron_cleanup'
-					  AND evtfoid = to_regprocedure(format('%I.ade_cron_cleanup()', v_schema))) THEN
-		IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
-			EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
+	BEGIN
+		EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jid
+			USING 'ade_sync', schedule, @extschema@.ade_job_command();
+	EXCEPTION WHEN others THEN
+		-- only pg_cron's refusal of the expression is reworded (OTHERS
+		-- never catches a cancel or a timeout)
+		IF SQLERRM NOT LIKE 'invalid schedule%' THEN
+			RAISE;
 		END IF;
-		EXECUTE format('CREATE EVENT TRIGGER ade_cron_cleanup ON sql_drop EXECUTE FUNCTION %I.ade_cron_cleanup()',
-					   v_schema);
-	END IF;
+		RAISE EXCEPTION 'invalid schedule "%"', schedule
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'pg_cron takes five fields: minute, hour, day of the month, month, day of the week (or ''N seconds'', N from 1 to 59).',
+				  HINT = 'For example ''* * * * *'' (every minute, the default), ''*/5 * * * *'' (every five minutes), ''0 * * * *'' (hourly).';
+	END;
+	PERFORM @extschema@.ade_drop_cron_cleanup();
 	RETURN jid;
 END
 $$;
@@ -112,19 +112,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	found_job boolean := false;
-	v_schema name := (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-					   WHERE e.extname = 'ade');
 BEGIN
 	IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
 		EXECUTE 'SELECT count(cron.unschedule(j.jobid)) > 0 FROM cron.job j WHERE j.jobname = $1'
 			INTO found_job USING 'ade_sync';
 	END IF;
-	IF EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'ade_cron_cleanup') THEN
-		EXECUTE 'DROP EVENT TRIGGER ade_cron_cleanup';
-	END IF;
-	IF to_regprocedure(format('%I.ade_cron_cleanup()', v_schema)) IS NOT NULL THEN
-		EXECUTE format('DROP FUNCTION %I.ade_cron_cleanup()', v_schema);
-	END IF;
+	PERFORM @extschema@.ade_drop_cron_cleanup();
 	RETURN found_job;
 END
 $$;
@@ -153,4 +146,5 @@ COMMENT ON FUNCTION ade_schema_guard() IS 'event trigger: refuses to rename the 
 CREATE EVENT TRIGGER ade_schema_guard ON ddl_command_end WHEN TAG IN ('ALTER SCHEMA')
 	EXECUTE FUNCTION ade_schema_guard();
 
-REVOKE ALL ON FUNCTION ade_schedule(text), ade_unschedule(), ade_job_command(), ade_schema_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ade_schedule(text), ade_unschedule(), ade_job_command(), ade_schema_guard(),
+	ade_drop_cron_cleanup() FROM PUBLIC;

@@ -48,6 +48,52 @@
  *-------------------------------------------------------------------------
  */
 
+-- ade makes its tables in the schema it is installed in, under plain names
+-- (hosts, teams: the names an MDM's own schema may use already).  A schema
+-- that has one of them is refused up front, with every name that is taken
+-- and what to do, rather than with PostgreSQL's bare "relation already
+-- exists" for the first one.  (The list is every relation ade makes:
+-- test/t/76_second_day.sql checks it against the installed extension.)
+DO $$
+DECLARE
+	v_taken text;
+BEGIN
+	SELECT pg_catalog.string_agg(pg_catalog.format('%s %I',
+			CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
+				WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index'
+				WHEN 'f' THEN 'foreign table' ELSE 'type' END, c.relname), ', ' ORDER BY c.relname)
+	  INTO v_taken
+	  FROM pg_catalog.pg_class c
+	 WHERE c.relnamespace OPERATOR(pg_catalog.=) $q$@extschema@$q$::pg_catalog.regnamespace
+	   AND c.relname OPERATOR(pg_catalog.=) ANY (ARRAY[
+			'abm_tokens', 'abm_tokens_id_seq', 'abm_tokens_pkey', 'abm_tokens_consumer_key_key',
+			'ade_keypair', 'ade_keypair_pkey',
+			'ade_profile_applied', 'ade_profile_applied_pkey',
+			'ade_profile_definitions', 'ade_profile_definitions_pkey',
+			'ade_profiles', 'ade_profiles_id_seq', 'ade_profiles_pkey', 'ade_profiles_scope',
+			'ade_rejected_records', 'ade_rejected_records_id_seq', 'ade_rejected_records_pkey',
+			'ade_rejected_records_key', 'ade_rejected_records_due_idx', 'ade_rejected_records_serial_idx',
+			'ade_removed_tokens', 'ade_removed_tokens_pkey', 'ade_removed_tokens_consumer_key_key',
+			'ade_secret_keys', 'ade_secret_keys_pkey', 'ade_secret_keys_current_idx',
+			'ade_sync_runs', 'ade_sync_runs_id_seq', 'ade_sync_runs_pkey', 'ade_sync_runs_started_idx',
+			'ade_sync_runs_token_idx',
+			'ade_tied_records', 'ade_tied_records_pkey',
+			'ade_token_secrets', 'ade_token_secrets_pkey',
+			'ade_truncated_hosts', 'ade_truncated_hosts_pkey',
+			'host_dep_assignments', 'host_dep_assignments_pkey', 'host_dep_assignments_due_idx',
+			'host_dep_assignments_hardware_serial_key',
+			'hosts', 'hosts_id_seq', 'hosts_pkey', 'hosts_hardware_serial_key', 'hosts_team_idx',
+			'teams', 'teams_id_seq', 'teams_pkey', 'teams_name_key',
+			'ade_secret_key_usage', 'ade_status', 'ade_team_status']::pg_catalog.name[]);
+	IF v_taken IS NOT NULL THEN
+		RAISE EXCEPTION 'schema % already has %', $q$@extschema@$q$, v_taken
+			USING ERRCODE = 'duplicate_table',
+				  DETAIL = 'ade makes these itself, and keeps its own rows in them.',
+				  HINT = 'Install ade into a schema of its own: CREATE SCHEMA mdm; CREATE EXTENSION ade SCHEMA mdm; (README, Installing by hand), or rename yours first.';
+	END IF;
+END
+$$;
+
 -- Teams of hosts; each token names a default team per platform.
 CREATE TABLE teams (
 	id				bigserial PRIMARY KEY,

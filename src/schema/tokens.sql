@@ -58,6 +58,24 @@ CREATE FUNCTION ade_add_token(token bytea) RETURNS bigint
 COMMENT ON FUNCTION ade_add_token(bytea) IS
 	'decrypts an ABM server token (.p7m), checks it with GET /account, stores it; the same consumer_key renews in place';
 
+-- The backups to take before DROP EXTENSION ade (README, Uninstalling):
+-- the key pair as one PEM file (ade_import_key() takes it back whole, the
+-- certificate ABM knows included), and each token as the .p7m ABM would
+-- hand out for that key pair (ade_add_token() takes it back).  The owner's
+-- only: the first is the key every token is encrypted to.
+CREATE FUNCTION ade_export_key() RETURNS bytea
+	AS 'MODULE_PATHNAME', 'ade_export_key' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_export_key() IS
+	'the MDM server key pair as one PEM file (private key, then certificate), for a backup that ade_import_key() takes back';
+
+CREATE FUNCTION ade_export_tokens(OUT token_id bigint, OUT org_name text, OUT consumer_key text,
+	OUT renew_at timestamptz, OUT token bytea) RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'ade_export_tokens' LANGUAGE C STRICT VOLATILE ROWS 10
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_export_tokens() IS
+	'each stored ABM token as the .p7m ABM would hand out for this server''s key pair, which ade_add_token() takes back';
+
 CREATE FUNCTION ade_refresh_account(token_id bigint) RETURNS void
 	AS 'MODULE_PATHNAME', 'ade_refresh_account' LANGUAGE C CALLED ON NULL INPUT VOLATILE
 	SET search_path = pg_catalog, pg_temp;
@@ -380,7 +398,7 @@ COMMENT ON FUNCTION ade_remove_token(bigint) IS
 REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(bytea, bytea), ade_import_key(text, text), ade_rotate_secret_key(),
 	ade_secret_keys_in_use(), ade_secret_keys_truncate(), ade_vault_init(),
 	ade_add_token(bytea), ade_refresh_account(bigint), ade_remove_token(bigint), ade_token_row(text, timestamptz),
-	ade_vault_upgrade(), ade_secret_status() FROM PUBLIC;
+	ade_vault_upgrade(), ade_secret_status(), ade_export_key(), ade_export_tokens() FROM PUBLIC;
 REVOKE ALL ON ade_secret_key_usage FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_secret_status() TO ade_reader;
 
