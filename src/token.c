@@ -766,7 +766,7 @@ ade_export_tokens(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("this server has no key pair, so it holds no token")));
 	sql = psprintf("SELECT t.id, t.org_name, t.consumer_key, t.renew_at, "
-				   "pg_catalog.to_char(t.renew_at OPERATOR(pg_catalog.AT TIME ZONE) 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+				   "pg_catalog.to_char(pg_catalog.timezone('UTC', t.renew_at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
 				   "s.consumer_secret, s.access_token, s.access_secret "
 				   "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id OPERATOR(pg_catalog.=) t.id "
 				   "ORDER BY t.id", AdeSchema(), AdeSchema());

@@ -1,0 +1,180 @@
+-- What an admin meets on the second day (issue 20), each failing on 0.4:
+-- DROP EXTENSION ade refused while it holds tokens, the key pair or hosts,
+-- with what would go and how to keep it; the backups (ade_export_key(),
+-- ade_export_tokens()) taken back by a new install without a new download;
+-- a NULL profile an error and clearing explicit (ade_clear_profile());
+-- one platform vocabulary (macos = darwin); errors that say what to do.
+\ir setup.psql
+SELECT plan(50);
+-- the hint of the error a statement raises
+CREATE FUNCTION pg_temp.hint_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE h text;
+BEGIN
+  EXECUTE q;
+  RETURN NULL;
+EXCEPTION WHEN others THEN
+  GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
+  RETURN h;
+END $$;
+
+-- ---- uninstalling ----------------------------------------------------
+SELECT lives_ok('DROP EXTENSION ade', 'a fresh install, holding nothing, drops without a word');
+CREATE EXTENSION ade;
+\! test/add-token.sh Uninstall CK_u76
+SELECT id AS tok FROM abm_tokens WHERE consumer_key = 'CK_u76' \gset
+\! python3 test/mockctl.py devices CK_u76 --generate 30 --families Mac,iPhone,iPad
+SET ade.enroll_url = 'https://mdm.example.com/enroll';
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT ade_schedule() \g /dev/null
+SELECT ade_public_key() AS cert \gset
+
+SELECT throws_ok('DROP EXTENSION ade', '2BP01',
+  'dropping extension ade would delete 1 ABM token, the MDM server''s key pair and 30 hosts and their ADE assignments',
+  'DROP EXTENSION ade is refused while ade holds a token, the key pair and hosts, and says what would go');
+SELECT throws_ok('DROP EXTENSION ade CASCADE', '2BP01', NULL, 'with CASCADE too');
+SELECT alike(pg_temp.hint_of('DROP EXTENSION ade'), '%ade_export_key()%ade_export_tokens()%SET ade.allow_drop = on%',
+  'its hint names the backups and the way through');
+SELECT throws_ok('DROP SCHEMA public CASCADE', '2BP01', NULL, 'a DROP SCHEMA ... CASCADE of ade''s schema is refused the same way');
+SELECT is((SELECT count(*)::int FROM hosts), 30, 'nothing went: the hosts are there');
+SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 1, 'and so is the job');
+-- a refused drop in a transaction that goes on: nothing changed either
+BEGIN;
+SAVEPOINT s;
+SELECT throws_ok('DROP EXTENSION ade', '2BP01', NULL, 'inside a transaction too');
+ROLLBACK TO s;
+COMMIT;
+-- only a superuser may let it through
+CREATE ROLE ade_t76_admin;
+SET ROLE ade_t76_admin;
+SELECT throws_ok('SET ade.allow_drop = on', '42501', NULL, 'ade.allow_drop is a superuser''s setting');
+RESET ROLE;
+DROP ROLE ade_t76_admin;
+
+-- the backups
+SELECT throws_ok('SELECT ade_export_key()', '42501', NULL, 'ade_reader may not export the key pair') FROM (SELECT set_config('role', 'ade_reader', false)) r;
+RESET ROLE;
+SELECT throws_ok('SET ROLE ade_reader; SELECT * FROM ade_export_tokens()', '42501', NULL, 'nor the tokens');
+RESET ROLE;
+DROP TABLE IF EXISTS public.t76_key, public.t76_tokens;
+CREATE TABLE public.t76_key AS SELECT ade_export_key() AS pem;
+CREATE TABLE public.t76_tokens AS SELECT * FROM ade_export_tokens();
+SELECT ok((SELECT convert_from(pem, 'UTF8') LIKE '-----BEGIN PRIVATE KEY-----%-----END PRIVATE KEY-----%-----BEGIN CERTIFICATE-----%' FROM t76_key),
+  'ade_export_key() gives the private key, then the certificate, as one PEM file');
+SELECT is((SELECT substr(convert_from(pem, 'UTF8'), strpos(convert_from(pem, 'UTF8'), '-----BEGIN CERTIFICATE-----')) FROM t76_key), :'cert',
+  'the certificate is the one ABM knows (ade_public_key())');
+SELECT is((SELECT (token_id, org_name, consumer_key) FROM t76_tokens), (:tok::bigint, 'Uninstall'::text, 'CK_u76'::text),
+  'ade_export_tokens() gives each token, with its org and consumer key');
+SELECT ok((SELECT convert_from(token, 'UTF8') LIKE '%application/%pkcs7-mime%' AND position('consumer_secret' IN convert_from(token, 'UTF8')) = 0 FROM t76_tokens),
+  'as an S/MIME encrypted file: no secret in the clear');
+
+-- a scripted teardown: SET ade.allow_drop = on, and the drop says what went
+\set drop_out `psql -d "$ADE_TEST_DB" -XAtq -c 'SET ade.allow_drop = on' -c 'DROP EXTENSION ade CASCADE' 2>&1`
+SELECT alike(:'drop_out'::text, '%NOTICE:  dropping extension ade, and with it 1 ABM token, the MDM server''s key pair, 30 hosts and their ADE assignments and the pg_cron job ade_sync%',
+  'with ade.allow_drop on the drop goes through, and a NOTICE says what went with it');
+SELECT is((SELECT count(*)::int FROM pg_extension WHERE extname = 'ade'), 0, 'ade is gone');
+SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 0, 'and its job with it');
+SELECT is((SELECT count(*)::int FROM pg_event_trigger) + (SELECT count(*)::int FROM pg_proc WHERE proname LIKE 'ade\_%'), 0,
+  'nothing of ade is left: no event trigger, no function');
+
+-- reinstall, and take the backups back: no new download from ABM
+CREATE EXTENSION ade;
+SELECT is((SELECT ade_import_key(pem) FROM t76_key), :'cert', 'ade_import_key() takes the backup whole, and keeps its certificate');
+SELECT is(ade_public_key(), :'cert', 'the certificate ABM knows is back');
+SELECT is((SELECT ade_add_token(token) FROM t76_tokens), 1::bigint, 'ade_add_token() takes an exported token back');
+SELECT is((SELECT org_name FROM abm_tokens), 'Uninstall', 'as the same organisation');
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT count(*)::int FROM hosts), 30, 'and the next sync brings its devices back');
+SELECT is((SELECT count(*)::int FROM ade_status WHERE attention = 'ok'), 1, 'the token is ok');
+DROP TABLE public.t76_key, public.t76_tokens;
+
+-- a key pair alone, or hosts alone, are worth a refusal too
+SET ade.allow_drop = on;
+DROP EXTENSION ade;
+RESET ade.allow_drop;
+CREATE EXTENSION ade;
+INSERT INTO hosts (hardware_serial, platform) VALUES ('APPHOST1', 'darwin');
+SELECT throws_ok('DROP EXTENSION ade', '2BP01', 'dropping extension ade would delete 1 host and its ADE assignment',
+  'hosts alone (the application''s rows) are not dropped unknowingly');
+DELETE FROM hosts;
+SELECT ade_public_key() \g /dev/null
+SELECT throws_ok('DROP EXTENSION ade', '2BP01', 'dropping extension ade would delete the MDM server''s key pair',
+  'nor is a key pair alone (its certificate is at ABM)');
+SELECT throws_ok('SELECT ade_import_key(NULL)', '22004', 'private_key must not be null',
+  'ade_import_key(NULL) is an error (a file that was not read)');
+\set null_key `psql -d "$ADE_TEST_DB" -XAtq -c 'SELECT ade_import_key(NULL)' 2>&1 | grep -c WARNING || true`
+SELECT is(:'null_key'::int, 0, 'with no WARNING that a key was exposed: none was');
+
+-- DROP OWNED BY the role that installed ade takes ade with it: refused too
+-- (a database of its own, installed by a superuser role made for it)
+DROP DATABASE IF EXISTS ade_t76;
+DROP ROLE IF EXISTS ade_t76_owner;
+CREATE ROLE ade_t76_owner SUPERUSER LOGIN;
+CREATE DATABASE ade_t76 OWNER ade_t76_owner;
+\set owned `psql -d ade_t76 -U ade_t76_owner -XAtq -c 'CREATE EXTENSION ade' -c 'SELECT ade_public_key()' -o /dev/null && psql -d ade_t76 -XAtq -c 'DROP OWNED BY ade_t76_owner' 2>&1; psql -d ade_t76 -XAtq -c "SELECT count(*) FROM pg_extension WHERE extname = 'ade'"`
+SELECT alike(:'owned'::text, 'ERROR:  dropping extension ade would delete the MDM server''s key pair%1',
+  'DROP OWNED BY the extension''s owner is refused while ade holds its key pair');
+DROP DATABASE ade_t76;
+DROP ROLE ade_t76_owner;
+
+-- ---- profiles: a NULL never clears, clearing is explicit ---------------
+SET ade.allow_drop = on;
+DROP EXTENSION ade;
+RESET ade.allow_drop;
+CREATE EXTENSION ade;
+\! test/add-token.sh Profiles CK_p76
+SELECT id AS ptok FROM abm_tokens WHERE consumer_key = 'CK_p76' \gset
+\! python3 test/mockctl.py devices CK_p76 --generate 12 --families Mac,iPhone,iPad
+SELECT ade_set_profile('{"profile_name": "Org", "url": "https://mdm.example.com/enroll"}') \g /dev/null
+SELECT ade_set_profile('{"profile_name": "Token", "url": "https://mdm.example.com/enroll"}', token_id => :ptok) \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT throws_ok('SELECT ade_set_profile(NULL)', '22004', 'profile is NULL', 'ade_set_profile(NULL) is an error');
+SELECT alike(pg_temp.hint_of('SELECT ade_set_profile(NULL)'), '%ade_clear_profile()%', 'whose hint says how to clear');
+SELECT throws_ok(format('SELECT ade_set_profile((SELECT profile FROM ade_profiles WHERE false), token_id => %s)', :ptok), '22004', 'profile is NULL',
+  'a lookup that found no profile clears nothing');
+SELECT is((SELECT count(*)::int FROM ade_profiles), 2, 'both profiles are still there');
+SELECT is(ade_clear_profile(token_id => :ptok), true, 'ade_clear_profile(token_id => ...) clears that scope');
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT array_agg(DISTINCT d.profile_uuid) FROM host_dep_assignments d WHERE d.deleted_at IS NULL),
+  (SELECT array_agg(x.profile_uuid) FROM ade_profile_definitions x WHERE x.profile_key = md5('{"profile_name": "Org", "url": "https://mdm.example.com/enroll"}'::jsonb::text)),
+  'and the next sync gives its devices the next profile in the order (the organisation''s)');
+SELECT is(ade_clear_profile(token_id => :ptok), false, 'clearing a scope that has no profile returns false');
+SELECT throws_ok('SELECT ade_clear_profile(token_id => NULL)', '22004', NULL, 'a NULL scope is an error for clearing too');
+SELECT is(ade_clear_profile(), true, 'ade_clear_profile() with no argument clears the organisation default');
+SELECT is((SELECT count(*)::int FROM ade_profiles), 0, 'no profile is left');
+\set notice `psql -d "$ADE_TEST_DB" -XAtq -c 'SELECT ade_clear_profile()' 2>&1`
+SELECT alike(:'notice'::text, '%NOTICE:  no profile is set for that scope: nothing cleared%f', 'a clear that finds nothing says so');
+
+-- one platform vocabulary: macos is darwin
+SELECT lives_ok($$SELECT ade_set_profile('{"profile_name": "Macs", "url": "https://mdm.example.com/enroll"}', platform => 'macos')$$,
+  'ade_set_profile(platform => ''macos'') is taken');
+SELECT is((SELECT platform FROM ade_profiles), 'darwin', 'as darwin, hosts.platform''s word');
+SELECT is(ade_clear_profile(platform => 'darwin'), true, 'and cleared by either name');
+SELECT throws_ok($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example.com/enroll"}', platform => 'windows')$$,
+  '22023', 'unknown platform "windows"', 'an unknown platform is an error');
+SELECT alike(pg_temp.hint_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example.com/enroll"}', platform => 'windows')$$),
+  '%darwin (or macos)%', 'whose hint gives both names');
+
+-- errors that say what to do
+SELECT alike(pg_temp.hint_of(format('SELECT ade_set_default_teams(%s, macos => 987654, ios => NULL, ipados => NULL)', :ptok)),
+  'SELECT id, name FROM teams%', 'an unknown default team says where the teams are');
+SET ade.allow_drop = on;
+DROP EXTENSION ade;
+RESET ade.allow_drop;
+CREATE TABLE public.hosts (id int);
+SELECT throws_ok('CREATE EXTENSION ade', '42P07', 'schema public already has table hosts',
+  'CREATE EXTENSION ade in a schema that has a hosts table names it');
+SELECT alike(pg_temp.hint_of('CREATE EXTENSION ade'), '%CREATE EXTENSION ade SCHEMA mdm%', 'and says to install into a schema of its own');
+DROP TABLE public.hosts;
+CREATE EXTENSION ade;
+-- the list of names that check looks for is every relation ade makes
+\set install_script `cat sql/ade--0.5.sql`
+SELECT is((SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class c
+            WHERE c.oid IN (SELECT d.objid FROM pg_depend d WHERE d.deptype = 'e' AND d.classid = 'pg_class'::regclass
+                              AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ade'))
+               OR c.oid IN (SELECT i.indexrelid FROM pg_index i JOIN pg_depend d ON d.objid = i.indrelid AND d.deptype = 'e'
+                              AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ade'))),
+          (SELECT array_agg(n ORDER BY n) FROM unnest(regexp_split_to_array(
+             regexp_replace(substring(:'install_script' FROM 'ARRAY\[(.*?)\]::pg_catalog.name'), '[''\s]', '', 'g'), ',')) n),
+  'the names CREATE EXTENSION checks first are exactly the relations it makes');
+
+SELECT * FROM finish();
