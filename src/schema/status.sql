@@ -180,6 +180,82 @@ SELECT t.id AS token_id,
   CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k;
 COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
 
+-- One row per problem, for alerting (README, Monitoring): what
+-- ade_status.attention says first, and everything else that is wrong at the
+-- same time, each with a stable code.  A pg_cron run that "succeeded" only
+-- says the job's command ran to its end: a token whose requests to ABM
+-- failed is a row here (last_run_failed) and in ade_sync_runs.  No row: all
+-- is well.  ade_reader may call it; it reads what ade_status shows.
+CREATE FUNCTION ade_problems(stale_after interval DEFAULT '10 minutes',
+	OUT token_id bigint, OUT org_name text, OUT problem text, OUT since timestamptz, OUT detail text)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH s AS (
+		SELECT x.*, ok.last_ok, f.failing_since
+		  FROM @extschema@.ade_status x
+		  LEFT JOIN LATERAL (
+			SELECT max(u.started_at) AS last_ok FROM @extschema@.ade_sync_runs u
+			 WHERE u.token_id = x.token_id AND u.error IS NULL) ok ON true
+		  LEFT JOIN LATERAL (
+			SELECT min(u.started_at) AS failing_since FROM @extschema@.ade_sync_runs u
+			 WHERE u.token_id = x.token_id AND u.error IS NOT NULL AND u.error <> 'busy'
+			   AND u.started_at > coalesce(ok.last_ok, '-infinity')) f ON true
+	)
+	SELECT NULL::bigint, NULL::text, 'key_file', NULL::timestamptz, k.problem
+	  FROM (SELECT @extschema@.ade_secret_status() AS problem) k WHERE k.problem IS NOT NULL
+	UNION ALL
+	SELECT NULL, NULL, 'job_failing', NULL, j.problem
+	  FROM (SELECT @extschema@.ade_job_problem() AS problem) j WHERE j.problem IS NOT NULL
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'token_invalid', NULL,
+		   'Apple rejects the token: download a new one from ABM and call ade_add_token()'
+	  FROM s WHERE s.token_invalid
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'terms_not_accepted', NULL,
+		   'terms not accepted: an ABM administrator must sign in and accept them'
+	  FROM s WHERE s.terms_expired
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'token_expired', s.renew_at,
+		   'the token has expired: renew it in ABM and call ade_add_token()'
+	  FROM s WHERE s.token_expired
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'token_expiring', s.renew_at - interval '30 days',
+		   format('the token expires on %s: renew it in ABM and call ade_add_token()', s.renew_at::date)
+	  FROM s WHERE s.expires_within_30_days AND NOT s.token_expired
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'last_run_failed', s.failing_since, s.last_error
+	  FROM s WHERE s.last_error IS NOT NULL
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'never_synced', NULL,
+		   'never synced: run SELECT * FROM ade_sync() or ade_schedule()'
+	  FROM s WHERE s.last_sync_at IS NULL
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'no_successful_run', s.last_ok,
+		   CASE WHEN s.last_ok IS NULL THEN format('no run has succeeded (none in ade_sync_runs for %s)', stale_after)
+				ELSE format('no run has succeeded for %s (the last one at %s)', stale_after, s.last_ok) END
+	  FROM s
+	 WHERE s.last_sync_at IS NOT NULL
+	   AND coalesce(s.last_ok, '-infinity') < now() - stale_after
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'profile_refused', NULL, p.problem
+	  FROM s CROSS JOIN LATERAL (SELECT @extschema@.ade_profile_problem(s.token_id) AS problem) p
+	 WHERE p.problem IS NOT NULL
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'records_rejected', NULL,
+		   format('%s device records from ABM could not be applied: see ade_rejected_records (reason)', s.rejected)
+	  FROM s WHERE s.rejected > 0
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'no_profile', NULL,
+		   format('%s devices wait for a profile: set ade.enroll_url or call ade_set_profile()', s.pending)
+	  FROM s WHERE s.attention LIKE 'no enrollment profile%'
+$$;
+COMMENT ON FUNCTION ade_problems(interval) IS
+	'one row per problem (a stable code, the token, since when, in words), for alerting; none when all is well';
+REVOKE ALL ON FUNCTION ade_problems(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ade_problems(interval) TO ade_reader;
+
 -- Hosts per team, and what each team's devices get.
 CREATE VIEW ade_team_status AS
 SELECT tm.id AS team_id,

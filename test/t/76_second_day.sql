@@ -5,7 +5,7 @@
 -- a NULL profile an error and clearing explicit (ade_clear_profile());
 -- one platform vocabulary (macos = darwin); errors that say what to do.
 \ir setup.psql
-SELECT plan(50);
+SELECT plan(58);
 -- the hint of the error a statement raises
 CREATE FUNCTION pg_temp.hint_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE h text;
@@ -176,5 +176,38 @@ SELECT is((SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class c
           (SELECT array_agg(n ORDER BY n) FROM unnest(regexp_split_to_array(
              regexp_replace(substring(:'install_script' FROM 'ARRAY\[(.*?)\]::pg_catalog.name'), '[''\s]', '', 'g'), ',')) n),
   'the names CREATE EXTENSION checks first are exactly the relations it makes');
+
+-- ---- monitoring: ade_problems(), one row per problem --------------------
+SET ade.allow_drop = on;
+DROP EXTENSION ade;
+RESET ade.allow_drop;
+CREATE EXTENSION ade;
+\! python3 test/mockctl.py reset
+\! test/add-token.sh Good CK_good76
+\! test/add-token.sh Bad CK_bad76
+SET ade.enroll_url = 'https://mdm.example.com/enroll';
+SELECT is((SELECT array_agg(problem ORDER BY org_name) FROM ade_problems()), '{never_synced,never_synced}',
+  'ade_problems(): each token never synced is a row');
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT count(*)::int FROM ade_problems()), 0, 'no row when all is well');
+\! python3 test/mockctl.py fault '{"path": "/devices/sync", "consumer_key": "CK_bad76", "status": 503, "times": -1}' >/dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT (org_name, problem) FROM ade_problems()), ('Bad'::text, 'last_run_failed'::text),
+  'a token whose runs fail at ABM is a row (while the call itself "succeeded")');
+SELECT ok((SELECT detail LIKE 'ABM failed POST /devices/sync (HTTP 503)%'
+                  AND since = (SELECT min(started_at) FROM ade_sync_runs r WHERE r.org_name = 'Bad' AND r.error IS NOT NULL)
+             FROM ade_problems()),
+  'with ABM''s error, since the first failed run');
+SELECT is((SELECT array_agg(problem ORDER BY problem) FROM ade_problems('0 seconds') WHERE org_name = 'Bad'),
+  '{last_run_failed,no_successful_run}', 'and no successful run for the time asked');
+SELECT is((SELECT count(*)::int FROM ade_problems('0 seconds') WHERE org_name = 'Good'), 1,
+  'the good token only once its last success is older than that');
+SET ROLE ade_reader;
+SELECT is((SELECT count(*)::int FROM ade_problems()), 1, 'ade_reader may call it (SELECT * of it)');
+RESET ROLE;
+\! python3 test/mockctl.py faults-clear >/dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT count(*)::int FROM ade_problems()), 0, 'the row goes with the next good run');
 
 SELECT * FROM finish();
