@@ -1290,3 +1290,32 @@ COMMENT ON FUNCTION ade_problems(interval) IS
 	'one row per problem (a stable code, the token, since when, in words), for alerting; none when all is well';
 REVOKE ALL ON FUNCTION ade_problems(interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_problems(interval) TO ade_reader;
+
+-- Turns a token's profile assignment off (its devices are stored, none is
+-- assigned: an organisation moving from another MDM) or on again (the
+-- waiting devices are assigned on the next sync).  UPDATE abm_tokens SET
+-- assign_profiles does the same, but says UPDATE 0 for a name that matched
+-- nothing; this says which token it could not find.
+CREATE FUNCTION ade_set_assign_profiles(token_id bigint, assign_profiles boolean) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF token_id IS NULL OR assign_profiles IS NULL THEN
+		RAISE EXCEPTION '% is null', CASE WHEN token_id IS NULL THEN 'token_id' ELSE 'assign_profiles' END
+			USING ERRCODE = 'null_value_not_allowed',
+				  DETAIL = 'A NULL token_id usually comes from a lookup that found nothing (a misspelt org_name, say).',
+				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	UPDATE @extschema@.abm_tokens t
+	   SET assign_profiles = ade_set_assign_profiles.assign_profiles, updated_at = now()
+	 WHERE t.id = ade_set_assign_profiles.token_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_set_assign_profiles(bigint, boolean) IS
+	'turns a token''s profile assignment off (devices stored, none assigned) or on; an unknown or NULL token is an error';
+REVOKE ALL ON FUNCTION ade_set_assign_profiles(bigint, boolean) FROM PUBLIC;

@@ -40,20 +40,22 @@ ade_build
 log "starting afresh in $dir"
 stop
 rm -rf "$dir"
-mkdir -p "$dir/tmp"
+mkdir -p "$dir/tmp" "$dir/abm"
 ade_start_mock "$dir"
-ade_create_cluster "$dir" "$port" ade
+# the README's names: database mdm (cron.database_name), org 'Example School'
+ade_create_cluster "$dir" "$port" mdm
 psql -qX -c 'CREATE EXTENSION ade'
 
 log "ABM: a sample organisation with $devices devices"
-"$PYTHON" test/mockctl.py token --org 'Example Schools' --consumer-key CK_demo \
-  --admin-id it@example.edu --server-name 'Example MDM' --json "$dir/tmp/token.json" >/dev/null
+"$PYTHON" test/mockctl.py token --org 'Example School' --consumer-key CK_demo \
+  --admin-id it@example.edu --server-name 'Example MDM' --json "$dir/abm/Example_Token.json" >/dev/null
 "$PYTHON" test/mockctl.py devices CK_demo --generate "$devices" --families Mac,iPhone,iPad,Mac,iPad,AppleTV
 log "the token: ABM encrypts it to ade_public_key(); ade_add_token() takes the file"
 psql -XAtq -c 'SELECT ade_public_key()' >"$dir/tmp/cert.pem"
-"$PYTHON" test/mockctl.py p7m --cert "$dir/tmp/cert.pem" --json "$dir/tmp/token.json" --out "$dir/tmp/token.p7m"
+"$PYTHON" test/mockctl.py p7m --cert "$dir/tmp/cert.pem" --json "$dir/abm/Example_Token.json" --out "$dir/abm/Example_Token.p7m"
+chmod 755 "$dir/abm"; chmod 644 "$dir/abm/Example_Token.p7m"
 echo "SELECT ade_add_token(decode(:'p7m', 'base64')) AS token_id" |
-  psql -qX -v p7m="$(base64 -w0 "$dir/tmp/token.p7m")"
+  psql -qX -v p7m="$(base64 -w0 "$dir/abm/Example_Token.p7m")"
 
 log "scheduling the sync every minute (pg_cron) and running it once now"
 psql -qX -c 'SELECT ade_schedule() AS cron_job_id'
@@ -69,8 +71,8 @@ psql -qX -c 'SELECT id, token_id, mode, pages, added, modified, deleted, round(d
 cat <<EOF
 
 The cluster and the mock ABM keep running; pg_cron runs CALL ade_sync_job() every minute.
-  connect:  psql "host=$dir/sock port=$port dbname=ade user=$PGUSER"
+  connect:  psql "host=$dir/sock port=$port dbname=mdm user=$PGUSER"
   mock ABM: $ADE_MOCK_URL (python3 test/mockctl.py --url $ADE_MOCK_URL devices CK_demo --generate 10 --start $devices)
-  token:    $dir/tmp/token.p7m (the file ade_add_token() took; its JSON: $dir/tmp/token.json)
+  token:    $dir/abm/Example_Token.p7m (the file ade_add_token() took; its JSON: Example_Token.json beside it)
   stop:     make demo-stop
 EOF

@@ -58,6 +58,34 @@ CREATE FUNCTION ade_add_token(token bytea) RETURNS bigint
 COMMENT ON FUNCTION ade_add_token(bytea) IS
 	'decrypts an ABM server token (.p7m), checks it with GET /account, stores it; the same consumer_key renews in place';
 
+-- Turns a token's profile assignment off (its devices are stored, none is
+-- assigned: an organisation moving from another MDM) or on again (the
+-- waiting devices are assigned on the next sync).  UPDATE abm_tokens SET
+-- assign_profiles does the same, but says UPDATE 0 for a name that matched
+-- nothing; this says which token it could not find.
+CREATE FUNCTION ade_set_assign_profiles(token_id bigint, assign_profiles boolean) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF token_id IS NULL OR assign_profiles IS NULL THEN
+		RAISE EXCEPTION '% is null', CASE WHEN token_id IS NULL THEN 'token_id' ELSE 'assign_profiles' END
+			USING ERRCODE = 'null_value_not_allowed',
+				  DETAIL = 'A NULL token_id usually comes from a lookup that found nothing (a misspelt org_name, say).',
+				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	UPDATE @extschema@.abm_tokens t
+	   SET assign_profiles = ade_set_assign_profiles.assign_profiles, updated_at = now()
+	 WHERE t.id = ade_set_assign_profiles.token_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_set_assign_profiles(bigint, boolean) IS
+	'turns a token''s profile assignment off (devices stored, none assigned) or on; an unknown or NULL token is an error';
+
 -- The backups to take before DROP EXTENSION ade (README, Uninstalling):
 -- the key pair as one PEM file (ade_import_key() takes it back whole, the
 -- certificate ABM knows included), and each token as the .p7m ABM would
@@ -398,7 +426,8 @@ COMMENT ON FUNCTION ade_remove_token(bigint) IS
 REVOKE ALL ON FUNCTION ade_public_key(), ade_import_key(bytea, bytea), ade_import_key(text, text), ade_rotate_secret_key(),
 	ade_secret_keys_in_use(), ade_secret_keys_truncate(), ade_vault_init(),
 	ade_add_token(bytea), ade_refresh_account(bigint), ade_remove_token(bigint), ade_token_row(text, timestamptz),
-	ade_vault_upgrade(), ade_secret_status(), ade_export_key(), ade_export_tokens() FROM PUBLIC;
+	ade_vault_upgrade(), ade_secret_status(), ade_export_key(), ade_export_tokens(),
+	ade_set_assign_profiles(bigint, boolean) FROM PUBLIC;
 REVOKE ALL ON ade_secret_key_usage FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_secret_status() TO ade_reader;
 
