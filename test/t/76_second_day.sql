@@ -5,7 +5,7 @@
 -- a NULL profile an error and clearing explicit (ade_clear_profile());
 -- one platform vocabulary (macos = darwin); errors that say what to do.
 \ir setup.psql
-SELECT plan(58);
+SELECT plan(62);
 -- the hint of the error a statement raises
 CREATE FUNCTION pg_temp.hint_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE h text;
@@ -153,6 +153,15 @@ SELECT throws_ok($$SELECT ade_set_profile('{"profile_name": "x", "url": "https:/
   '22023', 'unknown platform "windows"', 'an unknown platform is an error');
 SELECT alike(pg_temp.hint_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "https://mdm.example.com/enroll"}', platform => 'windows')$$),
   '%darwin (or macos)%', 'whose hint gives both names');
+
+-- ade_set_assign_profiles(): a lookup that finds nothing is an error, not UPDATE 0
+SELECT throws_ok($$SELECT ade_set_assign_profiles((SELECT id FROM abm_tokens WHERE org_name = 'Typo'), false)$$,
+  '22004', 'token_id is null', 'ade_set_assign_profiles() with a name that matched nothing is an error');
+SELECT throws_ok('SELECT ade_set_assign_profiles(987654, false)', 'P0002', 'abm token 987654 does not exist', 'and with an unknown id');
+SELECT ade_set_assign_profiles(:ptok, false) \g /dev/null
+SELECT is((SELECT assign_profiles FROM abm_tokens WHERE id = :ptok), false, 'it turns assignment off');
+SELECT ade_set_assign_profiles(:ptok, true) \g /dev/null
+SELECT is((SELECT assign_profiles FROM abm_tokens WHERE id = :ptok), true, 'and on again');
 
 -- errors that say what to do
 SELECT alike(pg_temp.hint_of(format('SELECT ade_set_default_teams(%s, macos => 987654, ios => NULL, ipados => NULL)', :ptok)),
