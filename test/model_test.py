@@ -427,7 +427,7 @@ class AdeMachine(RuleBasedStateMachine):
         return ("tokplat", token, platform)
 
     def put_profile(self, scope, prof):
-        """ade_set_profile() of a scope (prof None: removed), and the model"""
+        """ade_set_profile() of a scope (prof None: ade_clear_profile()), and the model"""
         args = {}
         if scope[0] == "plat":
             args = {"platform": scope[1]}
@@ -438,8 +438,11 @@ class AdeMachine(RuleBasedStateMachine):
         elif scope[0] == "team":
             args = {"team_id": self.teams[scope[1]]}
         named = "".join(", %s => %%(%s)s" % (k, k) for k in args)
-        args["profile"] = json.dumps(prof) if prof else None
-        q(self.admin, "SELECT ade_set_profile(%%(profile)s::jsonb%s)" % named, args)
+        if prof is None:
+            q(self.admin, "SELECT ade_clear_profile(%s)" % named[2:], args)
+        else:
+            args["profile"] = json.dumps(prof)
+            q(self.admin, "SELECT ade_set_profile(%%(profile)s::jsonb%s)" % named, args)
         if prof is None:
             self.profiles.pop(scope, None)
         else:

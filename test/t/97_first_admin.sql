@@ -43,7 +43,7 @@ SELECT throws_ok($$SELECT ade_set_profile('{"profile_name": "p", "url": "https:/
 SELECT lives_ok($$SELECT ade_set_profile('{"profile_name": "iPads", "url": "https://mdm.example.com/e"}', platform => 'ipados')$$,
   'every token''s iPads: the token_id left out');
 SELECT is((SELECT (token_id, platform) FROM ade_profiles), (NULL::bigint, 'ipados'::text), 'stored for every token');
-SELECT ade_set_profile(NULL, platform => 'ipados') \g /dev/null
+SELECT ade_clear_profile(platform => 'ipados') \g /dev/null
 
 -- 3. profiles Apple would refuse
 SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url": "not a url"}')$$),
@@ -85,7 +85,7 @@ SELECT is(pg_temp.error_of($$SELECT ade_set_profile('{"profile_name": "x", "url"
   '22023 the profile''s language "english" is not an ISO 639 code', 'a language that is not a code is refused');
 \set unknown `psql -d "$ADE_TEST_DB" -XAtqc "SELECT ade_set_profile('{\"profile_name\": \"x\", \"url\": \"https://mdm.example.com/e\", \"colour\": \"red\"}', platform => 'tvos')" 2>&1 | head -1`
 SELECT is(:'unknown'::text, 'WARNING:  the profile has a key Apple does not define: "colour"', 'a key Apple does not define is a WARNING, not silence');
-SELECT ade_set_profile(NULL, platform => 'tvos') \g /dev/null
+SELECT ade_clear_profile(platform => 'tvos') \g /dev/null
 
 -- 3b. a profile ABM refuses: attention quotes ABM, and it is not sent again
 -- until set again (or after ade.failed_retry_interval: 84_fourth_review)
