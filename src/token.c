@@ -756,6 +756,7 @@ ade_export_tokens(PG_FUNCTION_ARGS)
 	char	   *sql;
 	int			rc;
 	uint64		i;
+	uint64		n;
 	SPITupleTable *rows;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -773,8 +774,10 @@ ade_export_tokens(PG_FUNCTION_ARGS)
 	rc = SPI_execute(sql, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	/* kept apart: opening a secret runs queries of the vault's own */
 	rows = SPI_tuptable;
-	for (i = 0; i < SPI_processed; i++)
+	n = SPI_processed;
+	for (i = 0; i < n; i++)
 	{
 		HeapTuple	row = rows->vals[i];
 		TupleDesc	desc = rows->tupdesc;

@@ -22,6 +22,8 @@ SELECT lives_ok('DROP EXTENSION ade', 'a fresh install, holding nothing, drops w
 CREATE EXTENSION ade;
 \! test/add-token.sh Uninstall CK_u76
 SELECT id AS tok FROM abm_tokens WHERE consumer_key = 'CK_u76' \gset
+\! test/add-token.sh Uninstall2 CK_u76b
+\! test/add-token.sh Uninstall3 CK_u76c
 \! python3 test/mockctl.py devices CK_u76 --generate 30 --families Mac,iPhone,iPad
 SET ade.enroll_url = 'https://mdm.example.com/enroll';
 SELECT count(*) FROM ade_sync() \g /dev/null
@@ -29,8 +31,8 @@ SELECT ade_schedule() \g /dev/null
 SELECT ade_public_key() AS cert \gset
 
 SELECT throws_ok('DROP EXTENSION ade', '2BP01',
-  'dropping extension ade would delete 1 ABM token, the MDM server''s key pair and 30 hosts and their ADE assignments',
-  'DROP EXTENSION ade is refused while ade holds a token, the key pair and hosts, and says what would go');
+  'dropping extension ade would delete 3 ABM tokens, the MDM server''s key pair and 30 hosts and their ADE assignments',
+  'DROP EXTENSION ade is refused while ade holds tokens, the key pair and hosts, and says what would go');
 SELECT throws_ok('DROP EXTENSION ade CASCADE', '2BP01', NULL, 'with CASCADE too');
 SELECT alike(pg_temp.hint_of('DROP EXTENSION ade'), '%ade_export_key()%ade_export_tokens()%SET ade.allow_drop = on%',
   'its hint names the backups and the way through');
@@ -62,14 +64,15 @@ SELECT ok((SELECT convert_from(pem, 'UTF8') LIKE '-----BEGIN PRIVATE KEY-----%--
   'ade_export_key() gives the private key, then the certificate, as one PEM file');
 SELECT is((SELECT substr(convert_from(pem, 'UTF8'), strpos(convert_from(pem, 'UTF8'), '-----BEGIN CERTIFICATE-----')) FROM t76_key), :'cert',
   'the certificate is the one ABM knows (ade_public_key())');
-SELECT is((SELECT (token_id, org_name, consumer_key) FROM t76_tokens), (:tok::bigint, 'Uninstall'::text, 'CK_u76'::text),
+SELECT is((SELECT array_agg((token_id, org_name, consumer_key)::text ORDER BY token_id) FROM t76_tokens),
+  (SELECT array_agg((id, org_name, consumer_key)::text ORDER BY id) FROM abm_tokens),
   'ade_export_tokens() gives each token, with its org and consumer key');
-SELECT ok((SELECT convert_from(token, 'UTF8') LIKE '%application/%pkcs7-mime%' AND position('consumer_secret' IN convert_from(token, 'UTF8')) = 0 FROM t76_tokens),
-  'as an S/MIME encrypted file: no secret in the clear');
+SELECT ok((SELECT bool_and(convert_from(token, 'UTF8') LIKE '%application/%pkcs7-mime%' AND position('consumer_secret' IN convert_from(token, 'UTF8')) = 0) FROM t76_tokens),
+  'as S/MIME encrypted files: no secret in the clear');
 
 -- a scripted teardown: SET ade.allow_drop = on, and the drop says what went
 \set drop_out `psql -d "$ADE_TEST_DB" -XAtq -c 'SET ade.allow_drop = on' -c 'DROP EXTENSION ade CASCADE' 2>&1`
-SELECT alike(:'drop_out'::text, '%NOTICE:  dropping extension ade, and with it 1 ABM token, the MDM server''s key pair, 30 hosts and their ADE assignments and the pg_cron job ade_sync%',
+SELECT alike(:'drop_out'::text, '%NOTICE:  dropping extension ade, and with it 3 ABM tokens, the MDM server''s key pair, 30 hosts and their ADE assignments and the pg_cron job ade_sync%',
   'with ade.allow_drop on the drop goes through, and a NOTICE says what went with it');
 SELECT is((SELECT count(*)::int FROM pg_extension WHERE extname = 'ade'), 0, 'ade is gone');
 SELECT is((SELECT count(*)::int FROM cron.job WHERE jobname = 'ade_sync'), 0, 'and its job with it');
@@ -80,11 +83,11 @@ SELECT is((SELECT count(*)::int FROM pg_event_trigger) + (SELECT count(*)::int F
 CREATE EXTENSION ade;
 SELECT is((SELECT ade_import_key(pem) FROM t76_key), :'cert', 'ade_import_key() takes the backup whole, and keeps its certificate');
 SELECT is(ade_public_key(), :'cert', 'the certificate ABM knows is back');
-SELECT is((SELECT ade_add_token(token) FROM t76_tokens), 1::bigint, 'ade_add_token() takes an exported token back');
-SELECT is((SELECT org_name FROM abm_tokens), 'Uninstall', 'as the same organisation');
+SELECT is((SELECT count(ade_add_token(token))::int FROM t76_tokens), 3, 'ade_add_token() takes each exported token back');
+SELECT is((SELECT array_agg(org_name ORDER BY org_name) FROM abm_tokens), '{Uninstall,Uninstall2,Uninstall3}', 'as the same organisations');
 SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT is((SELECT count(*)::int FROM hosts), 30, 'and the next sync brings its devices back');
-SELECT is((SELECT count(*)::int FROM ade_status WHERE attention = 'ok'), 1, 'the token is ok');
+SELECT is((SELECT count(*)::int FROM ade_status WHERE attention = 'ok'), 3, 'every token is ok');
 DROP TABLE public.t76_key, public.t76_tokens;
 
 -- a key pair alone, or hosts alone, are worth a refusal too
