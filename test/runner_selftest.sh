@@ -20,7 +20,7 @@
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 d=$(mktemp -d /tmp/ade-selftest.XXXXXX)
 chmod 755 "$d"
 trap 'rm -rf "$d"' EXIT
@@ -99,7 +99,7 @@ check "the server log's tail follows the failures" grep -q '^---- server log of 
 
 if ((bad)); then
   echo "---- what the runner printed ----"
-  cat "$d/out"
+  sed 's/^/| /' "$d/out"
 fi
 echo "$((n - bad)) of $n checks of the runner's output passed"
 ((bad == 0))
