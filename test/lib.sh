@@ -9,7 +9,7 @@ PGBIN=${ADE_PGBIN:-/usr/lib/postgresql/$PGVER/bin}
 PYTHON=/usr/bin/python3
 ADE_PACKAGES="postgresql-$PGVER postgresql-client-$PGVER postgresql-server-dev-$PGVER
   postgresql-$PGVER-cron postgresql-$PGVER-pgtap libtap-parser-sourcehandler-pgtap-perl
-  libcurl4-openssl-dev libssl-dev python3 python3-hypothesis python3-psycopg2 openssl make gcc bc strace"
+  libcurl4-openssl-dev libssl-dev python3 python3-hypothesis python3-psycopg2 openssl make gcc bc strace procps"
 
 log() { printf '== %s\n' "$*"; }
 
@@ -41,7 +41,11 @@ ade_install_packages() {
 ade_build() {
   export PG_CONFIG=$PGBIN/pg_config
   log "building and installing the extension"
-  make -s PG_CONFIG="$PG_CONFIG" >/dev/null && make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+  # one build at a time (a lock on the Makefile): test/run-tests.sh's groups
+  # run a build of their own (make demo, the runner's self-test)
+  (
+    flock 9 && make -s PG_CONFIG="$PG_CONFIG" >/dev/null && make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+  ) 9<Makefile
 }
 
 # ade_start_mock DIR: the mock ABM on a free loopback port; sets ADE_MOCK_URL, mock_pid
@@ -111,4 +115,97 @@ ade_bare_cluster() {
     -o "-c listen_addresses='' -k $d/sock -p $port ${ADE_MOCK_URL:+-c ade.abm_url=$ADE_MOCK_URL} $*" start >/dev/null ||
     { cat "$d/server.log" >&2; return 1; }
   "$PGBIN/createdb" -h "$d/sock" -p "$port" -U "$user" ade
+}
+
+# ---- the runner's reporting (test/run-tests.sh) ----
+# Every suite's whole output (stdout and stderr) goes to $ADE_LOGS/NAME.log.
+# The terminal gets one line per suite: ok or FAILED, what it counted, its
+# seconds and the cluster it ran on ($ADE_CLUSTER); a failing suite's line
+# is followed, indented, by what it takes to debug it from the printed
+# output alone.  Each suite appends "NAME PASSED FAILED" to $ADE_RESULTS;
+# ade_tally adds them up.  The two clusters' suites end at any time: a line
+# and its block are printed at once, under a lock.
+
+# ade_report NAME PASSED FAILED SECONDS WHAT: record and print a suite's
+# result; when it failed, the details read from stdin follow its line
+ade_report() {
+  local name=$1 passed=$2 failed=$3 secs=$4 what=$5 block
+  echo "$name $passed $failed" >>"$ADE_RESULTS"
+  block=$(printf '%-7s %-30s %-24s %4d s  cluster %s' "$( ((failed)) && echo FAILED || echo ok)" \
+    "$name" "$what" "$secs" "${ADE_CLUSTER:-1}")
+  if ((failed)); then
+    block+=$'\n'$(sed 's/^/    /')$'\n'"    (all of it: $ADE_LOGS/$name.log)"
+  fi
+  {
+    flock 9
+    printf '%s\n' "$block"
+  } 9>>"$ADE_RESULTS.lock"
+}
+
+# ade_prove FILE: one pgTAP file (pg_prove); each assertion counts.  A file
+# that pg_prove fails with no failing assertion (it died mid-plan, ran
+# another number of tests than it planned, psql failed) counts one failure.
+ade_prove() {
+  local file=$1 name log t0=$SECONDS rc ok bad skipped plan what
+  name=$(basename "$file" .sql)
+  log=$ADE_LOGS/$name.log
+  pg_prove --verbose --nocolor --ext .sql -d "$ADE_TEST_DB" "$file" >"$log" 2>&1
+  rc=$?
+  ok=$(grep -cE '^ok [0-9]' "$log")
+  bad=$(grep -cE '^not ok [0-9]' "$log")
+  skipped=$(grep -ciE '^ok [0-9]+.*# skip' "$log")
+  plan=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' "$log" | head -1)
+  if ((rc != 0 && bad == 0)); then bad=1; fi
+  if ((bad)); then
+    what="$ok of ${plan:-no plan} passed"
+  else
+    what="$ok assertions"
+    ((skipped)) && what+=" ($skipped skipped)"
+  fi
+  # all but the passing assertions: the failures, pgTAP's diagnostics, psql's
+  # stderr (where the passing files' expected errors are), pg_prove's verdict
+  grep -vE '^ok [0-9]' "$log" | head -n 400 |
+    ade_report "$name" "$ok" "$bad" $((SECONDS - t0)) "$what"
+}
+
+# ade_regress: pg_regress (make installcheck); each test counts
+ade_regress() {
+  local log=$ADE_LOGS/pg_regress.log t0=$SECONDS ok bad
+  rm -f regression.diffs
+  make -s PG_CONFIG="$PG_CONFIG" installcheck >"$log" 2>&1
+  ok=$(grep -cE '\.\.\. ok( |$)' "$log")
+  bad=$(grep -cE '\.\.\. FAILED' "$log")
+  if ((ok + bad == 0)); then bad=1; fi
+  {
+    grep -vE '\.\.\. ok( |$)' "$log" | head -n 100
+    [[ -f regression.diffs ]] && { echo "---- regression.diffs (head) ----"; head -150 regression.diffs; }
+  } | ade_report pg_regress "$ok" "$bad" $((SECONDS - t0)) "$((ok + bad)) tests$( ((bad)) && echo ", $bad failed")"
+}
+
+# ade_counted_as_one NAME CMD...: a suite that counts as one test (its exit status)
+ade_counted_as_one() {
+  local name=$1 log=$ADE_LOGS/$1.log t0=$SECONDS rc
+  shift
+  "$@" >"$log" 2>&1
+  rc=$?
+  # its last lines, less its own "N passed, N failed" (the runner's is the only one)
+  tail -n 200 "$log" | grep -vE '^[0-9]+ passed, [0-9]+ failed$' |
+    ade_report "$name" $((rc == 0)) $((rc != 0)) $((SECONDS - t0)) "$( ((rc)) && echo "exit status $rc" || echo "1 suite")"
+}
+
+# ade_tally EXPECTED: sets passed and failed from $ADE_RESULTS; each suite
+# named in the file EXPECTED that never reported (its group crashed, was
+# killed) is printed and counts as one failure
+ade_tally() {
+  local name p f
+  passed=0 failed=0
+  while read -r name p f; do
+    passed=$((passed + p)) failed=$((failed + f))
+  done <"$ADE_RESULTS"
+  while read -r name; do
+    if ! grep -q "^$name " "$ADE_RESULTS"; then
+      printf '%-7s %-30s %s\n' FAILED "$name" "no result: its group stopped before it"
+      failed=$((failed + 1))
+    fi
+  done <"$1"
 }
