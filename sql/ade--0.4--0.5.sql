@@ -287,6 +287,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_missing bigint;
+	v_kept bigint;
 BEGIN
 	IF token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
@@ -308,6 +309,13 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found',
 			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	-- hosts keep their team: say so, rather than seem to have moved them
+	SELECT count(*) INTO v_kept FROM @extschema@.host_dep_assignments d
+	 WHERE d.abm_token_id = ade_set_default_teams.token_id AND d.deleted_at IS NULL;
+	IF v_kept > 0 THEN
+		RAISE NOTICE 'the % hosts this token has keep their teams: default teams apply to the hosts the sync creates from now on', v_kept
+			USING HINT = 'UPDATE hosts SET team_id = ... moves hosts that exist; their new team''s profile is assigned on the next sync.';
 	END IF;
 END
 $$;
@@ -836,7 +844,7 @@ BEGIN
 		END IF;
 		RAISE EXCEPTION 'invalid schedule "%"', schedule
 			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'pg_cron takes five fields: minute, hour, day of the month, month, day of the week (or ''N seconds'', N from 1 to 59).',
+				  DETAIL = 'pg_cron takes five fields: minute, hour, day of the month, month, day of the week.',
 				  HINT = 'For example ''* * * * *'' (every minute, the default), ''*/5 * * * *'' (every five minutes), ''0 * * * *'' (hourly).';
 	END;
 	PERFORM @extschema@.ade_drop_cron_cleanup();
@@ -1220,11 +1228,14 @@ CREATE EVENT TRIGGER ade_drop_guard ON ddl_command_start
 -- same time, each with a stable code.  A pg_cron run that "succeeded" only
 -- says the job's command ran to its end: a token whose requests to ABM
 -- failed is a row here (last_run_failed) and in ade_sync_runs.  No row: all
--- is well.  ade_reader may call it; it reads what ade_status shows.
+-- is well.  ade_reader may call it: SECURITY DEFINER, as it asks which
+-- waiting devices no profile scope covers (ade_unassignable(), which
+-- reads the profiles); it returns counts and words, never a secret.
 CREATE FUNCTION ade_problems(stale_after interval DEFAULT '10 minutes',
 	OUT token_id bigint, OUT org_name text, OUT problem text, OUT since timestamptz, OUT detail text)
 RETURNS SETOF record
 LANGUAGE sql STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH s AS (
@@ -1283,8 +1294,10 @@ AS $$
 	  FROM s WHERE s.rejected > 0
 	UNION ALL
 	SELECT s.token_id, s.org_name, 'no_profile', NULL,
-		   format('%s devices wait for a profile: set ade.enroll_url or call ade_set_profile()', s.pending)
-	  FROM s WHERE s.attention LIKE 'no enrollment profile%'
+		   format('%s devices wait for a profile none of the scopes gives them: set ade.enroll_url or call ade_set_profile()',
+				  CASE WHEN u.n < 0 THEN s.pending ELSE u.n END)
+	  FROM s CROSS JOIN LATERAL (SELECT @extschema@.ade_unassignable(s.token_id) AS n) u
+	 WHERE s.pending > 0 AND s.assign_profiles AND u.n <> 0
 $$;
 COMMENT ON FUNCTION ade_problems(interval) IS
 	'one row per problem (a stable code, the token, since when, in words), for alerting; none when all is well';

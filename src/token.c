@@ -328,10 +328,20 @@ import_key(const char *key, int keylen, const char *cert, int certlen)
 		ERR_clear_error();
 		BIO_free(s->in);
 		s->in = NULL;
+		if (s->cert == NULL && memmem(key, keylen, "-----BEGIN CERTIFICATE-----", 27) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the certificate in the private key's file cannot be read"),
+					 errdetail("A new certificate would not be the one Apple Business Manager has: its tokens would not open."),
+					 errhint("Use an intact copy of the file ade_export_key() wrote.")));
 		if (s->cert != NULL && X509_check_private_key(s->cert, s->pkey) != 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("the certificate in the private key's file does not belong to the key")));
+		if (s->cert == NULL)
+			ereport(NOTICE,
+					(errmsg("no certificate came with the key: a new self-signed one is made"),
+					 errhint("Upload ade_public_key() to the MDM server in Apple Business Manager and download its tokens again.")));
 	}
 	if (cert != NULL)
 	{
@@ -587,6 +597,11 @@ ade_add_token(PG_FUNCTION_ARGS)
 													 CStringGetDatum(tok.expiry),
 													 ObjectIdGetDatum(InvalidOid),
 													 Int32GetDatum(-1)));
+	if (TIMESTAMP_NOT_FINITE(expiry))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the token's access_token_expiry is not a date: %s", tok.expiry),
+				 errhint("ABM's tokens expire a year after they are made; download the token again.")));
 	if (expiry < GetCurrentTimestamp())
 		ereport(WARNING,
 				(errmsg("the ABM server token expired on %s", timestamptz_to_str(expiry)),
@@ -791,6 +806,12 @@ ade_export_tokens(PG_FUNCTION_ARGS)
 		bool		nulls[5] = {false, false, false, false, false};
 		int			k;
 
+		/* ade_add_token() stores a finite expiry only; a row edited by hand may hold none */
+		if (SPI_getvalue(row, desc, 5) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("abm token " INT64_FORMAT " has no expiry (renew_at), so it cannot be written as ABM's token file", id),
+					 errhint("Set abm_tokens.renew_at to the expiry ABM shows for it, or download the token again.")));
 		for (k = 0; k < 3; k++)
 			secret[k] = AdeVaultOpen(SPI_getvalue(row, desc, 6 + k),
 									 AdeVaultPlace("ade_token_secrets", column[k], id));

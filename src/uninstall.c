@@ -5,8 +5,9 @@
  *
  * Owns ade_drop_guard(), the event trigger (a member of the extension) that
  * runs at the start of DROP EXTENSION, DROP SCHEMA and DROP OWNED.  When the
- * command would drop ade (DROP EXTENSION ade; DROP SCHEMA ... CASCADE of
- * ade's schema; DROP OWNED BY the extension's owner) while ade holds ABM
+ * command would drop ade (DROP EXTENSION ade; DROP EXTENSION or DROP SCHEMA
+ * ... CASCADE of something ade depends on, its schema or plpgsql; DROP
+ * OWNED BY the role that owns ade or its schema) while ade holds ABM
  * tokens, the MDM server's key pair or hosts, it refuses, with an error that
  * says what would be lost and how to keep it (ade_export_key(),
  * ade_export_tokens(): README, Uninstalling), unless ade.allow_drop is on
@@ -33,7 +34,10 @@
 #include "postgres.h"
 
 #include "ade.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -42,11 +46,53 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(ade_drop_guard);
 
 
-/* does this DROP statement drop the extension ade? */
+/*
+ * Would dropping this extension or schema with CASCADE reach ade: ade
+ * itself, or one of its members (dropping a member drops the extension)?
+ * The objects that depend on it, followed through pg_depend: DROP
+ * EXTENSION plpgsql CASCADE reaches ade's functions through the language.
+ * SPI connected.
+ */
+static bool
+cascade_reaches_ade(Oid classid, Oid objid, Oid ade)
+{
+	Oid			argtypes[3] = {OIDOID, OIDOID, OIDOID};
+	Datum		args[3] = {ObjectIdGetDatum(classid), ObjectIdGetDatum(objid), ObjectIdGetDatum(ade)};
+	bool		isnull;
+	int			rc;
+
+	rc = SPI_execute_with_args(
+		"WITH RECURSIVE dep(classid, objid) AS ("
+		"  SELECT $1, $2"
+		"  UNION"
+		"  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d JOIN dep"
+		"      ON d.refclassid OPERATOR(pg_catalog.=) dep.classid AND d.refobjid OPERATOR(pg_catalog.=) dep.objid"
+		"   WHERE d.deptype OPERATOR(pg_catalog.=) ANY ('{n,a,e}'::pg_catalog.\"char\"[]))"
+		"SELECT EXISTS (SELECT FROM dep"
+		"                WHERE dep.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass"
+		"                  AND dep.objid OPERATOR(pg_catalog.=) $3)"
+		"    OR EXISTS (SELECT FROM dep JOIN pg_catalog.pg_depend e"
+		"                 ON e.classid OPERATOR(pg_catalog.=) dep.classid AND e.objid OPERATOR(pg_catalog.=) dep.objid"
+		"                WHERE e.deptype OPERATOR(pg_catalog.=) 'e'"
+		"                  AND e.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass"
+		"                  AND e.refobjid OPERATOR(pg_catalog.=) $3)",
+		3, argtypes, args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Does this DROP statement drop the extension ade?  DROP EXTENSION ade;
+ * DROP EXTENSION or DROP SCHEMA ... CASCADE of anything ade depends on
+ * (its schema, plpgsql); DROP OWNED BY the role that owns ade or its
+ * schema.  SPI connected.
+ */
 static bool
 drops_ade(Node *tree)
 {
@@ -58,32 +104,47 @@ drops_ade(Node *tree)
 	if (IsA(tree, DropStmt))
 	{
 		DropStmt   *d = (DropStmt *) tree;
-		char	   *schema;
 
 		if (d->removeType == OBJECT_EXTENSION)
 		{
 			foreach(lc, d->objects)
-				if (strcmp(strVal(lfirst(lc)), "ade") == 0)
+			{
+				Oid			target = get_extension_oid(strVal(lfirst(lc)), true);
+
+				if (target == ext ||
+					(OidIsValid(target) && d->behavior == DROP_CASCADE &&
+					 cascade_reaches_ade(ExtensionRelationId, target, ext)))
 					return true;
+			}
 		}
 		else if (d->removeType == OBJECT_SCHEMA && d->behavior == DROP_CASCADE)
 		{
-			schema = get_namespace_name(AdeSchemaOid());
 			foreach(lc, d->objects)
-				if (schema != NULL && strcmp(strVal(lfirst(lc)), schema) == 0)
+			{
+				Oid			target = get_namespace_oid(strVal(lfirst(lc)), true);
+
+				if (OidIsValid(target) && cascade_reaches_ade(NamespaceRelationId, target, ext))
 					return true;
+			}
 		}
 	}
 	else if (IsA(tree, DropOwnedStmt))
 	{
 		DropOwnedStmt *d = (DropOwnedStmt *) tree;
 		Oid			owner = AdeExtensionOwner();
+		HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(AdeSchemaOid()));
+		Oid			schema_owner = InvalidOid;
 
+		if (HeapTupleIsValid(tup))
+		{
+			schema_owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+			ReleaseSysCache(tup);
+		}
 		foreach(lc, d->roles)
 		{
-			RoleSpec   *r = lfirst(lc);
+			Oid			role = get_rolespec_oid(lfirst(lc), true);
 
-			if (get_rolespec_oid(r, true) == owner)
+			if (role == owner || role == schema_owner)
 				return true;
 		}
 	}
@@ -156,11 +217,15 @@ ade_drop_guard(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ade_drop_guard() must be called as an event trigger")));
 	trig = (EventTriggerData *) fcinfo->context;
-	if (trig->parsetree == NULL || !drops_ade(trig->parsetree))
+	if (trig->parsetree == NULL)
 		PG_RETURN_VOID();
-
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	if (!drops_ade(trig->parsetree))
+	{
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
 	s = AdeSchema();
 	tokens = count_of(psprintf("SELECT pg_catalog.count(*) FROM %s.abm_tokens", s));
 	keypair = count_of(psprintf("SELECT pg_catalog.count(*) FROM %s.ade_keypair", s));

@@ -96,7 +96,7 @@ BEGIN
 		END IF;
 		RAISE EXCEPTION 'invalid schedule "%"', schedule
 			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'pg_cron takes five fields: minute, hour, day of the month, month, day of the week (or ''N seconds'', N from 1 to 59).',
+				  DETAIL = 'pg_cron takes five fields: minute, hour, day of the month, month, day of the week.',
 				  HINT = 'For example ''* * * * *'' (every minute, the default), ''*/5 * * * *'' (every five minutes), ''0 * * * *'' (hourly).';
 	END;
 	PERFORM @extschema@.ade_drop_cron_cleanup();

@@ -185,11 +185,14 @@ COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device count
 -- same time, each with a stable code.  A pg_cron run that "succeeded" only
 -- says the job's command ran to its end: a token whose requests to ABM
 -- failed is a row here (last_run_failed) and in ade_sync_runs.  No row: all
--- is well.  ade_reader may call it; it reads what ade_status shows.
+-- is well.  ade_reader may call it: SECURITY DEFINER, as it asks which
+-- waiting devices no profile scope covers (ade_unassignable(), which
+-- reads the profiles); it returns counts and words, never a secret.
 CREATE FUNCTION ade_problems(stale_after interval DEFAULT '10 minutes',
 	OUT token_id bigint, OUT org_name text, OUT problem text, OUT since timestamptz, OUT detail text)
 RETURNS SETOF record
 LANGUAGE sql STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH s AS (
@@ -248,8 +251,10 @@ AS $$
 	  FROM s WHERE s.rejected > 0
 	UNION ALL
 	SELECT s.token_id, s.org_name, 'no_profile', NULL,
-		   format('%s devices wait for a profile: set ade.enroll_url or call ade_set_profile()', s.pending)
-	  FROM s WHERE s.attention LIKE 'no enrollment profile%'
+		   format('%s devices wait for a profile none of the scopes gives them: set ade.enroll_url or call ade_set_profile()',
+				  CASE WHEN u.n < 0 THEN s.pending ELSE u.n END)
+	  FROM s CROSS JOIN LATERAL (SELECT @extschema@.ade_unassignable(s.token_id) AS n) u
+	 WHERE s.pending > 0 AND s.assign_profiles AND u.n <> 0
 $$;
 COMMENT ON FUNCTION ade_problems(interval) IS
 	'one row per problem (a stable code, the token, since when, in words), for alerting; none when all is well';

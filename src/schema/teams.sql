@@ -154,6 +154,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_missing bigint;
+	v_kept bigint;
 BEGIN
 	IF token_id IS NULL THEN
 		RAISE EXCEPTION 'token_id is null' USING ERRCODE = 'null_value_not_allowed',
@@ -175,6 +176,13 @@ BEGIN
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'abm token % does not exist', token_id USING ERRCODE = 'no_data_found',
 			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	-- hosts keep their team: say so, rather than seem to have moved them
+	SELECT count(*) INTO v_kept FROM @extschema@.host_dep_assignments d
+	 WHERE d.abm_token_id = ade_set_default_teams.token_id AND d.deleted_at IS NULL;
+	IF v_kept > 0 THEN
+		RAISE NOTICE 'the % hosts this token has keep their teams: default teams apply to the hosts the sync creates from now on', v_kept
+			USING HINT = 'UPDATE hosts SET team_id = ... moves hosts that exist; their new team''s profile is assigned on the next sync.';
 	END IF;
 END
 $$;

@@ -5,7 +5,7 @@
 -- a NULL profile an error and clearing explicit (ade_clear_profile());
 -- one platform vocabulary (macos = darwin); errors that say what to do.
 \ir setup.psql
-SELECT plan(62);
+SELECT plan(75);
 -- the hint of the error a statement raises
 CREATE FUNCTION pg_temp.hint_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE h text;
@@ -119,6 +119,47 @@ SELECT alike(:'owned'::text, 'ERROR:  dropping extension ade would delete the MD
 DROP DATABASE ade_t76;
 DROP ROLE ade_t76_owner;
 
+-- found by the review of this issue, each failing before its fix
+-- the drop also reached through what ade depends on, or whoever owns its schema
+BEGIN;
+SAVEPOINT s;
+SELECT throws_ok('DROP EXTENSION plpgsql CASCADE', '2BP01', NULL,
+  'DROP EXTENSION plpgsql CASCADE (ade''s functions go with the language) is refused too');
+ROLLBACK TO s;
+COMMIT;
+SELECT is((SELECT count(*)::int FROM pg_extension WHERE extname IN ('ade', 'plpgsql')), 2, 'both are still there');
+CREATE ROLE ade_t76_schema_owner;
+ALTER SCHEMA public OWNER TO ade_t76_schema_owner;
+BEGIN;
+SAVEPOINT s;
+SELECT throws_ok('DROP OWNED BY ade_t76_schema_owner CASCADE', '2BP01', NULL,
+  'DROP OWNED BY the owner of ade''s schema is refused too');
+ROLLBACK TO s;
+COMMIT;
+ALTER SCHEMA public OWNER TO pg_database_owner;
+DROP ROLE ade_t76_schema_owner;
+-- a damaged certificate in a key backup is refused, not replaced by a new one
+DROP TABLE IF EXISTS public.t76_pem;
+CREATE TABLE public.t76_pem AS SELECT convert_from(ade_export_key(), 'UTF8') AS pem;
+SELECT ade_public_key() AS cert76 \gset
+SELECT throws_ok($$SELECT ade_import_key(convert_to(left(pem, length(pem) - 200), 'UTF8')) FROM t76_pem$$, '22023',
+  'the certificate in the private key''s file cannot be read', 'a key backup whose certificate is cut short is refused');
+SELECT is(ade_public_key(), :'cert76', 'and the key pair is left as it was');
+\set keyonly `psql -d "$ADE_TEST_DB" -XAtq -c "SELECT length(ade_import_key(convert_to(substr(pem, 1, strpos(pem, '-----BEGIN CERTIFICATE-----') - 1), 'UTF8'))) FROM t76_pem" 2>&1 | grep -c 'NOTICE:  no certificate came with the key' || true`
+SELECT is(:'keyonly'::int, 1, 'a key with no certificate is taken, with a NOTICE that a new certificate was made');
+SELECT isnt(ade_public_key(), :'cert76', 'and a new one it is');
+DROP TABLE public.t76_pem;
+-- a token with no finite expiry: refused when added, never a crash when exported
+\! test/add-token.sh NoExpiry CK_inf76 --access-token-expiry infinity > "$ADE_TEST_TMP/inf76.out" 2>&1 || true
+\set inf `grep -c 'is not a date' "$ADE_TEST_TMP/inf76.out" || true`
+SELECT is(:'inf'::int, 1, 'ade_add_token() refuses a token whose expiry is not a date');
+\! test/add-token.sh Expiry CK_exp76
+BEGIN;
+UPDATE abm_tokens SET renew_at = NULL WHERE consumer_key = 'CK_exp76';
+SELECT throws_ok('SELECT * FROM ade_export_tokens()', '22004', NULL,
+  'ade_export_tokens() of a token with no expiry is an error, not a crash');
+ROLLBACK;
+
 -- ---- profiles: a NULL never clears, clearing is explicit ---------------
 SET ade.allow_drop = on;
 DROP EXTENSION ade;
@@ -221,5 +262,23 @@ RESET ROLE;
 \! python3 test/mockctl.py faults-clear >/dev/null
 SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT is((SELECT count(*)::int FROM ade_problems()), 0, 'the row goes with the next good run');
+
+-- devices that no scope gives a profile are a row, whatever else is wrong
+RESET ade.enroll_url;
+SELECT ade_set_profile('{"profile_name": "Phones", "url": "https://mdm.example.com/enroll"}', platform => 'ios') \g /dev/null
+\! python3 test/mockctl.py devices CK_good76 --generate 6 --families Mac,iPhone,iPad --prefix NP76 >/dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT is((SELECT attention FROM ade_status WHERE org_name = 'Good'), 'ok', '(attention says ok: a profile exists for some platforms)');
+SELECT is((SELECT detail FROM ade_problems() WHERE org_name = 'Good' AND problem = 'no_profile'),
+  '4 devices wait for a profile none of the scopes gives them: set ade.enroll_url or call ade_set_profile()',
+  'ade_problems() names the devices no scope covers (the Macs and iPads)');
+UPDATE abm_tokens SET renew_at = now() + interval '10 days' WHERE org_name = 'Good';
+SELECT is((SELECT array_agg(problem ORDER BY problem) FROM ade_problems() WHERE org_name = 'Good'), '{no_profile,token_expiring}',
+  'and still does beside another problem');
+-- default teams leave the hosts that exist where they are, and say so
+INSERT INTO teams (name) VALUES ('T76');
+\set teams_notice `psql -d "$ADE_TEST_DB" -XAtq -c "SELECT ade_set_default_teams((SELECT id FROM abm_tokens WHERE org_name = 'Good'), macos => (SELECT id FROM teams WHERE name = 'T76'), ios => NULL, ipados => NULL)" 2>&1`
+SELECT alike(:'teams_notice'::text, '%NOTICE:  the 6 hosts this token has keep their teams%',
+  'ade_set_default_teams() says the hosts that exist keep their teams');
 
 SELECT * FROM finish();
