@@ -57,6 +57,11 @@ Control API (no auth, JSON in and out, not header-checked, not logged).
     POST /_mock/faults             {"rules": [rule, ...]} (or one rule) -> {"rules": n}
     GET  /_mock/faults             -> {"rules": [rules with what is left of skip/times]}
     POST /_mock/faults/clear
+    POST /_mock/latency            {"ms": N, "jitter_ms"?: J, "consumer_key"?: CK}
+                                   every ABM request (of that token's org, or
+                                   all) is answered after N ms +- J (uniform),
+                                   as Apple's round trips are, not loopback's;
+                                   {"ms": 0} turns it off (as does reset)
     POST /_mock/assign_responses   {consumer_key, responses: {serial: FAILED|THROTTLED|
                                     NOT_ACCESSIBLE|SUCCESS|OMIT|null}, retry_after_seconds?}
     POST /_mock/echoes             {consumer_key, mode?: now|late|never, flush?: true}
@@ -100,6 +105,7 @@ import hmac
 import ipaddress
 import json
 import os
+import random
 import re
 import secrets
 import select
@@ -319,6 +325,7 @@ class State:
             for h in self.holds.values():
                 h.set()
         self.holds = {}          # hold name -> threading.Event (set: released)
+        self.latency = {}        # consumer_key or None (all) -> (ms, jitter_ms)
 
     # ---- orgs
 
@@ -907,6 +914,19 @@ def c_release(st, body, q):
     return {"released": names}
 
 
+def c_latency(st, body, q):
+    ms, jitter = body.get("ms"), body.get("jitter_ms", 0)
+    if not isinstance(ms, (int, float)) or not isinstance(jitter, (int, float)) \
+            or ms < 0 or jitter < 0 or jitter > ms or ms > 600000:
+        raise ControlError(400, "ms and jitter_ms: numbers, 0 <= jitter_ms <= ms <= 600000")
+    ck = body.get("consumer_key")
+    if ms == 0:
+        st.latency.pop(ck, None)
+    else:
+        st.latency[ck] = (float(ms), float(jitter))
+    return {"latency": {str(k): v for k, v in st.latency.items()}}
+
+
 def c_log(st, body, q):
     reqs = st.log
     path = (q.get("path") or [None])[0]
@@ -947,6 +967,7 @@ CONTROL = {
     ("POST", "/_mock/echoes"): c_echoes,
     ("GET", "/_mock/held"): c_held,
     ("POST", "/_mock/release"): c_release,
+    ("POST", "/_mock/latency"): c_latency,
     ("GET", "/_mock/log"): c_log,
     ("POST", "/_mock/log/clear"): c_log_clear,
     ("GET", "/_mock/stats"): c_stats,
@@ -1179,7 +1200,19 @@ class Handler(BaseHTTPRequestHandler):
                 r["hits"] += 1
                 rule, rule_idx = dict(r), i
                 break
+            lat = st.latency.get(self.org.consumer_key if self.org is not None else None) \
+                or st.latency.get(None)
         fx = {"fault": rule_idx} if rule is not None else {}
+
+        # the round trip of a real ABM: counted as waiting, not as serving
+        if lat:
+            th = time.perf_counter()
+            alive = self.hang(max(0.0, lat[0] + random.uniform(-lat[1], lat[1])) / 1000.0)
+            hung += time.perf_counter() - th
+            if not alive:
+                self.close_connection = True
+                finish(None, disconnected=True, **fx)
+                return
 
         if rule and rule.get("hold") is not None:
             ev = st.holds.get(rule["hold"])

@@ -27,6 +27,9 @@ they print a message on stderr and exit non-zero.
                      [--delete S1,S2] [--events-json FILE] [--op-date ISO]
     mockctl.py fault JSON_RULE                      append one fault rule
     mockctl.py faults-clear
+    mockctl.py latency MS [--jitter MS] [--consumer-key CK]
+                     every ABM request (of that token, or all) answered after
+                     MS +- jitter milliseconds; latency 0 turns it off
     mockctl.py assign CK S1=FAILED,S2=OMIT,S3=     [--retry-after N]
                      forced PUT /profile/devices answers (empty value clears)
     mockctl.py tokstate CK [--terms-expired true|false] [--rejected true|false]
@@ -301,6 +304,13 @@ def cmd_faults_clear(a):
     request(base_url(a), "POST", "/_mock/faults/clear", {})
 
 
+def cmd_latency(a):
+    body = {"ms": a.ms, "jitter_ms": a.jitter}
+    if a.consumer_key:
+        body["consumer_key"] = a.consumer_key
+    request(base_url(a), "POST", "/_mock/latency", body)
+
+
 def cmd_assign(a):
     resp = {}
     for item in a.responses.split(","):
@@ -481,6 +491,11 @@ def main(argv=None):
     p.add_argument("rule", help="a JSON rule, or @FILE holding one")
     p.set_defaults(fn=cmd_fault)
     sub.add_parser("faults-clear").set_defaults(fn=cmd_faults_clear)
+    p = sub.add_parser("latency", help="a round-trip time for every ABM request")
+    p.add_argument("ms", type=float)
+    p.add_argument("--jitter", type=float, default=0.0)
+    p.add_argument("--consumer-key")
+    p.set_defaults(fn=cmd_latency)
 
     p = sub.add_parser("assign", help="force PUT /profile/devices answers")
     p.add_argument("ck")
