@@ -815,7 +815,9 @@ ade_export_tokens(PG_FUNCTION_ARGS)
 		for (k = 0; k < 3; k++)
 			secret[k] = AdeVaultOpen(SPI_getvalue(row, desc, 6 + k),
 									 AdeVaultPlace("ade_token_secrets", column[k], id));
+		/* sized once: a buffer that grew would leave an unwiped copy behind */
 		initStringInfo(&msg);
+		enlargeStringInfo(&msg, 8192);
 		appendStringInfoString(&msg, "Content-Type: text/plain;charset=UTF-8\r\n"
 							   "Content-Transfer-Encoding: 7bit\r\n\r\n"
 							   "-----BEGIN MESSAGE-----\n{\"consumer_key\":");

@@ -32,9 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from testdb import connect, q  # noqa: E402
 
 
-def memory_has(pid, needles):
-    """which of needles (bytes) appear in a writable mapping of pid"""
-    found = set()
+def writable_chunks(pid):
+    """the contents of each writable mapping of pid, one bytes object each"""
     with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
         for line in maps:
             m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+)", line)
@@ -43,35 +42,22 @@ def memory_has(pid, needles):
             lo, hi = int(m.group(1), 16), int(m.group(2), 16)
             try:
                 mem.seek(lo)
-                chunk = mem.read(hi - lo)
+                yield mem.read(hi - lo)
             except (OSError, ValueError, OverflowError):
                 continue
-            for n in needles:
-                if n in chunk:
-                    found.add(n)
-    return found
+
+
+def memory_has(pid, needles):
+    """which of needles (bytes) appear in a writable mapping of pid"""
+    return {n for chunk in writable_chunks(pid) for n in needles if n in chunk}
 
 
 def sessions_outside_curl(pid, tokens):
     """how many copies of tokens in pid's writable memory are not libcurl's
     copy of a request header (preceded by "X-ADM-Auth-Session: ")"""
-    n = 0
-    with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
-        for line in maps:
-            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+)", line)
-            if not m or "w" not in m.group(3):
-                continue
-            lo, hi = int(m.group(1), 16), int(m.group(2), 16)
-            try:
-                mem.seek(lo)
-                chunk = mem.read(hi - lo)
-            except (OSError, ValueError, OverflowError):
-                continue
-            for t in tokens:
-                for x in re.finditer(re.escape(t), chunk):
-                    if not chunk[max(0, x.start() - 20):x.start()].endswith(b"X-ADM-Auth-Session: "):
-                        n += 1
-    return n
+    return sum(1 for chunk in writable_chunks(pid) for t in tokens
+               for x in re.finditer(re.escape(t), chunk)
+               if not chunk[max(0, x.start() - 20):x.start()].endswith(b"X-ADM-Auth-Session: "))
 
 
 def check(name, ok, why=""):
