@@ -292,6 +292,29 @@ no_password(char *buf, int size, int rwflag, void *u)
 }
 
 /*
+ * Is there nothing but whitespace after the first PEM block (the key) of
+ * this file?  Anything else, with no certificate that can be read, is a
+ * damaged certificate (cut in its header, a header OpenSSL reads but with a
+ * broken body) or a second key: never a reason to make a new certificate.
+ */
+static bool
+only_key_in(const char *data, int len)
+{
+	const char *end = memmem(data, len, "-----END ", 9);
+	const char *p;
+
+	if (end == NULL)
+		return true;
+	p = memchr(end, '\n', len - (end - data));
+	if (p == NULL)
+		return true;
+	for (; p < data + len; p++)
+		if (!isspace((unsigned char) *p))
+			return false;
+	return true;
+}
+
+/*
  * Replace the key pair with a PEM private key (and its certificate, passed
  * apart or following the key in the same file as ade_export_key() writes
  * it; else a new self-signed one, which ABM then needs uploaded again);
@@ -328,10 +351,10 @@ import_key(const char *key, int keylen, const char *cert, int certlen)
 		ERR_clear_error();
 		BIO_free(s->in);
 		s->in = NULL;
-		if (s->cert == NULL && memmem(key, keylen, "-----BEGIN CERTIFICATE-----", 27) != NULL)
+		if (s->cert == NULL && !only_key_in(key, keylen))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("the certificate in the private key's file cannot be read"),
+					 errmsg("the private key's file holds more than the key, and no certificate that can be read"),
 					 errdetail("A new certificate would not be the one Apple Business Manager has: its tokens would not open."),
 					 errhint("Use an intact copy of the file ade_export_key() wrote.")));
 		if (s->cert != NULL && X509_check_private_key(s->cert, s->pkey) != 1)

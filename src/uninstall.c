@@ -144,7 +144,8 @@ drops_ade(Node *tree)
 		{
 			Oid			role = get_rolespec_oid(lfirst(lc), true);
 
-			if (role == owner || role == schema_owner)
+			/* the schema's owner takes ade along only with CASCADE */
+			if (role == owner || (role == schema_owner && d->behavior == DROP_CASCADE))
 				return true;
 		}
 	}

@@ -5,7 +5,7 @@
 -- a NULL profile an error and clearing explicit (ade_clear_profile());
 -- one platform vocabulary (macos = darwin); errors that say what to do.
 \ir setup.psql
-SELECT plan(75);
+SELECT plan(79);
 -- the hint of the error a statement raises
 CREATE FUNCTION pg_temp.hint_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE h text;
@@ -135,6 +135,9 @@ SAVEPOINT s;
 SELECT throws_ok('DROP OWNED BY ade_t76_schema_owner CASCADE', '2BP01', NULL,
   'DROP OWNED BY the owner of ade''s schema is refused too');
 ROLLBACK TO s;
+SELECT throws_ok('DROP OWNED BY ade_t76_schema_owner', '2BP01', 'cannot drop schema public because other objects depend on it',
+  'without CASCADE it takes nothing along: PostgreSQL''s own refusal, not the guard''s (second review)');
+ROLLBACK TO s;
 COMMIT;
 ALTER SCHEMA public OWNER TO pg_database_owner;
 DROP ROLE ade_t76_schema_owner;
@@ -143,8 +146,13 @@ DROP TABLE IF EXISTS public.t76_pem;
 CREATE TABLE public.t76_pem AS SELECT convert_from(ade_export_key(), 'UTF8') AS pem;
 SELECT ade_public_key() AS cert76 \gset
 SELECT throws_ok($$SELECT ade_import_key(convert_to(left(pem, length(pem) - 200), 'UTF8')) FROM t76_pem$$, '22023',
-  'the certificate in the private key''s file cannot be read', 'a key backup whose certificate is cut short is refused');
+  'the private key''s file holds more than the key, and no certificate that can be read', 'a key backup whose certificate is cut short is refused');
 SELECT is(ade_public_key(), :'cert76', 'and the key pair is left as it was');
+SELECT throws_ok($$SELECT ade_import_key(convert_to(left(pem, strpos(pem, '-----BEGIN CERTIFICATE-----') + 16), 'UTF8')) FROM t76_pem$$, '22023',
+  NULL, 'so is one cut inside the certificate''s header (second review)');
+SELECT throws_ok($$SELECT ade_import_key(convert_to(replace(pem, 'BEGIN CERTIFICATE-----' || chr(10) || 'MII', 'BEGIN X509 CERTIFICATE-----' || chr(10) || 'XXX'), 'UTF8')) FROM t76_pem$$, '22023',
+  NULL, 'and one whose certificate is damaged under another header');
+SELECT is(ade_public_key(), :'cert76', 'the key pair is still as it was');
 \set keyonly `psql -d "$ADE_TEST_DB" -XAtq -c "SELECT length(ade_import_key(convert_to(substr(pem, 1, strpos(pem, '-----BEGIN CERTIFICATE-----') - 1), 'UTF8'))) FROM t76_pem" 2>&1 | grep -c 'NOTICE:  no certificate came with the key' || true`
 SELECT is(:'keyonly'::int, 1, 'a key with no certificate is taken, with a NOTICE that a new certificate was made');
 SELECT isnt(ade_public_key(), :'cert76', 'and a new one it is');
