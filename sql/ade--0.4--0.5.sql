@@ -922,6 +922,47 @@ COMMENT ON FUNCTION ade_job_problem() IS
 REVOKE ALL ON FUNCTION ade_job_problem() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_job_problem() TO ade_reader;
 
+-- 0.5: ABM's pauses (Retry-After) kept across runs (issue 21)
+-- The pauses ABM asked for: an answer 429 or 503 with a Retry-After that a
+-- run did not wait out stops that token's requests of that kind (request:
+-- session, account, fetch, sync, define, assign, ...; abm.c names them)
+-- until paused_until, in every run and backend; its other requests and the
+-- other tokens go on.  A Retry-After over a day is bounded to a day.  No
+-- foreign key: a run stores a pause while another session may hold the
+-- token's row (a renewal), and a foreign key check would wait for it.
+CREATE TABLE ade_rate_limits (
+	token_id		bigint NOT NULL,
+	request			text NOT NULL,
+	paused_until	timestamptz NOT NULL,
+	status			int NOT NULL,		-- 429 or 503
+	retry_after		int NOT NULL,		-- seconds ABM asked for (bounded)
+	asked_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (token_id, request)
+);
+COMMENT ON TABLE ade_rate_limits IS 'pauses ABM asked for with Retry-After, per token and kind of request; no request of that kind is sent before paused_until';
+SELECT pg_catalog.pg_extension_config_dump('ade_rate_limits', '');
+REVOKE ALL ON ade_rate_limits FROM PUBLIC;
+GRANT SELECT ON ade_rate_limits TO ade_reader;
+
+-- A pause ABM asked for (abm.c, at the end of a token's run): kept until
+-- it ends, a longer one replacing a shorter; pauses that ended go.
+CREATE FUNCTION ade_pause(p_token bigint, p_request text, p_until timestamptz,
+	p_status int, p_retry_after int) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	DELETE FROM @extschema@.ade_rate_limits r WHERE r.paused_until OPERATOR(pg_catalog.<) now();
+	INSERT INTO @extschema@.ade_rate_limits AS r (token_id, request, paused_until, status, retry_after)
+	VALUES (p_token, p_request, p_until, p_status, p_retry_after)
+	ON CONFLICT (token_id, request) DO UPDATE
+	   SET paused_until = excluded.paused_until, status = excluded.status,
+		   retry_after = excluded.retry_after, asked_at = now()
+	 WHERE r.paused_until OPERATOR(pg_catalog.<) excluded.paused_until;
+$$;
+COMMENT ON FUNCTION ade_pause(bigint, text, timestamptz, int, int) IS
+	'internal: stores a pause ABM asked for (Retry-After) on a kind of request of a token';
+REVOKE ALL ON FUNCTION ade_pause(bigint, text, timestamptz, int, int) FROM PUBLIC;
+
 -- attention says why the pg_cron job fails
 CREATE OR REPLACE VIEW ade_status AS
 SELECT t.id AS token_id,
@@ -958,6 +999,9 @@ SELECT t.id AS token_id,
 		 WHEN t.token_invalid THEN 'Apple rejects the token: download a new one from ABM and call ade_add_token()'
 		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
+		 WHEN pz.paused IS NOT NULL
+		   THEN 'ABM asked to wait (429/503 Retry-After), nothing of these kinds is sent until then: '
+				OPERATOR(pg_catalog.||) pz.said
 		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
 		 WHEN @extschema@.ade_job_problem() IS NOT NULL THEN @extschema@.ade_job_problem()
 		 WHEN @extschema@.ade_profile_problem(t.id) IS NOT NULL THEN @extschema@.ade_profile_problem(t.id)
@@ -982,7 +1026,8 @@ SELECT t.id AS token_id,
 				 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id AND d.deleted_at IS NULL
 				 GROUP BY h.team_id) c
 		  LEFT JOIN @extschema@.teams tm ON tm.id OPERATOR(pg_catalog.=) c.team_id) AS teams,
-	   r.rejected
+	   r.rejected,
+	   pz.paused
   FROM @extschema@.abm_tokens t
   LEFT JOIN LATERAL (
 	SELECT pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
@@ -1006,7 +1051,14 @@ SELECT t.id AS token_id,
 	  FROM @extschema@.ade_rejected_records x
 	 WHERE x.token_id OPERATOR(pg_catalog.=) t.id
   ) r
-  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k;
+  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k
+  LEFT JOIN LATERAL (
+	SELECT pg_catalog.jsonb_object_agg(z.request, z.paused_until ORDER BY z.request) AS paused,
+		   pg_catalog.string_agg(z.request OPERATOR(pg_catalog.||) ' until ' OPERATOR(pg_catalog.||) z.paused_until::text,
+								 ', ' ORDER BY z.request) AS said
+	  FROM @extschema@.ade_rate_limits z
+	 WHERE z.token_id OPERATOR(pg_catalog.=) t.id AND z.paused_until OPERATOR(pg_catalog.>) pg_catalog.now()
+  ) pz ON true;
 
 -- The job's command.  It names ade's schema (quoted), and calls
 -- ade_sync_job() there only while ade is installed in that very schema (its
@@ -1273,6 +1325,12 @@ AS $$
 	UNION ALL
 	SELECT s.token_id, s.org_name, 'last_run_failed', s.failing_since, s.last_error
 	  FROM s WHERE s.last_error IS NOT NULL
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'rate_limited', z.asked_at,
+		   format('ABM answered a %s request with HTTP %s and Retry-After %s s: none is sent until %s',
+				  z.request, z.status, z.retry_after, z.paused_until)
+	  FROM s JOIN @extschema@.ade_rate_limits z ON z.token_id = s.token_id
+	 WHERE z.paused_until > now()
 	UNION ALL
 	SELECT s.token_id, s.org_name, 'never_synced', NULL,
 		   'never synced: run SELECT * FROM ade_sync() or ade_schedule()'

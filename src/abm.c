@@ -39,6 +39,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -79,6 +80,8 @@ AdeAbmKindName(AdeAbmKind kind)
 			return "INVALID_PROFILE";
 		case ABM_DEADLINE:
 			return "deadline";
+		case ABM_PAUSED:
+			return "paused";
 		case ABM_OTHER:
 			return "error";
 	}
@@ -250,6 +253,139 @@ ms_until(TimestampTz deadline)
 	return (long) ((deadline - GetCurrentTimestamp()) / 1000);
 }
 
+/* ---- ABM's pauses (Retry-After) ---- */
+
+/*
+ * The kind of a request, as ade_rate_limits names it: a pause ABM asks for
+ * holds for the token's requests of that kind only.
+ */
+const char *
+AdeAbmRequestKind(const char *method, const char *path)
+{
+	static const struct
+	{
+		const char *method;
+		const char *path;
+		const char *kind;
+	}			kinds[] =
+	{
+		{"GET", "/session", "session"},
+		{"GET", "/account", "account"},
+		{"POST", "/server/devices", "fetch"},
+		{"POST", "/devices/sync", "sync"},
+		{"POST", "/profile", "define"},
+		{"PUT", "/profile/devices", "assign"},
+		{"GET", "/profile", "profile"},
+		{"DELETE", "/profile/devices", "remove_profile"},
+		{"POST", "/devices", "details"},
+		{"POST", "/devices/disown", "disown"},
+		{"POST", "/device/activationlock", "activation_lock"},
+	};
+	const char *q = strchr(path, '?');
+	size_t		pl = q ? (size_t) (q - path) : strlen(path);
+	int			i;
+
+	for (i = 0; i < (int) lengthof(kinds); i++)
+		if (strcmp(method, kinds[i].method) == 0 &&
+			strlen(kinds[i].path) == pl && strncmp(path, kinds[i].path, pl) == 0)
+			return kinds[i].kind;
+	return psprintf("%s %.*s", method, (int) pl, path);
+}
+
+/* remember a pause on the client; a new one (status set) is also to be stored */
+static bool valid_session(const char *s);
+
+static void
+abm_note_pause(AdeAbmClient *c, const char *kind, TimestampTz until, int status,
+			   int retry_after, bool is_new)
+{
+	AdeAbmPause *p = NULL;
+	int			i;
+
+	for (i = 0; i < c->npauses; i++)
+		if (strcmp(c->pauses[i].kind, kind) == 0)
+			p = &c->pauses[i];
+	if (p == NULL)
+	{
+		if (c->npauses >= (int) lengthof(c->pauses))
+			return;				/* more kinds than ABM has: not kept */
+		p = &c->pauses[c->npauses++];
+		strlcpy(p->kind, kind, sizeof(p->kind));
+	}
+	p->until = until;
+	p->status = status;
+	p->retry_after = retry_after;
+	p->unsaved = p->unsaved || is_new;
+}
+
+/* the end of the pause that holds this kind of request, or 0 */
+static TimestampTz
+abm_paused_until(AdeAbmClient *c, const char *kind)
+{
+	int			i;
+
+	for (i = 0; i < c->npauses; i++)
+		if (strcmp(c->pauses[i].kind, kind) == 0 && c->pauses[i].until > GetCurrentTimestamp())
+			return c->pauses[i].until;
+	return 0;
+}
+
+/* is this kind of request paused for the token? (for the sync's plans) */
+bool
+AdeAbmPaused(AdeAbmClient *client, const char *method, const char *path)
+{
+	return abm_paused_until(client, AdeAbmRequestKind(method, path)) != 0;
+}
+
+/*
+ * Store the pauses ABM asked for in this client's requests (SPI connected),
+ * so that every run and backend keeps them; in a step that is not rolled
+ * back with the request that got the answer.
+ */
+void
+AdeAbmSavePauses(AdeAbmClient *client)
+{
+	Oid			argtypes[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, INT4OID, INT4OID};
+	int			i;
+
+	if (client->token_id == 0 || !AdeSqlAtLeast(0, 5))
+		return;
+	for (i = 0; i < client->npauses; i++)
+	{
+		AdeAbmPause *p = &client->pauses[i];
+		Datum		args[5];
+		int			rc;
+
+		if (!p->unsaved)
+			continue;
+		args[0] = Int64GetDatum(client->token_id);
+		args[1] = CStringGetTextDatum(p->kind);
+		args[2] = TimestampTzGetDatum(p->until);
+		args[3] = Int32GetDatum(p->status);
+		args[4] = Int32GetDatum(p->retry_after);
+		rc = SPI_execute_with_args(psprintf("SELECT %s.ade_pause($1, $2, $3, $4, $5)", AdeSchema()),
+								   5, argtypes, args, NULL, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		p->unsaved = false;
+	}
+}
+
+/* a request of a paused kind is not sent: an error of its own class */
+static void
+abm_refuse_paused(AdeAbmClient *client, const char *what, const char *kind, TimestampTz until)
+{
+	AdeAbmLastErrorKind = ABM_PAUSED;
+	AdeAbmLastRetryAfter = (int) ((until - GetCurrentTimestamp()) / USECS_PER_SEC) + 1;
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("ABM asked ade to wait until %s before its next %s request (%s): not sent",
+					timestamptz_to_str(until), kind, what),
+			 errdetail("ABM answered an earlier %s request with HTTP 429 or 503 and a Retry-After; "
+					   "the other tokens, and this token's other requests, go on.", kind),
+			 errhint("ade_rate_limits and ade_status.paused show it; it ends by itself.")));
+}
+
 /* ---- opening a client ---- */
 
 static void
@@ -308,7 +444,7 @@ spi_text(int row, int col)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
-/* load a stored token's credentials and cached session (SPI connected) */
+/* load a stored token's credentials, cached session and pauses (SPI connected) */
 AdeAbmClient *
 AdeAbmOpen(int64 token_id)
 {
@@ -319,11 +455,26 @@ AdeAbmOpen(int64 token_id)
 	char	   *session;
 	char	   *sql;
 	int			rc;
+	bool		isnull;
+	Datum		kinds;
+	Datum		untils;
 
-	sql = psprintf("SELECT t.consumer_key, s.consumer_secret, s.access_token, "
-				   "s.access_secret, s.session_token "
-				   "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
-				   "WHERE t.id = $1", AdeSchema(), AdeSchema());
+	/* the pauses ABM asked for (Retry-After) that have not ended */
+	/* (an 0.4 schema the library runs against before the update has none) */
+	if (AdeSqlAtLeast(0, 5))
+		sql = psprintf("SELECT t.consumer_key, s.consumer_secret, s.access_token, "
+					   "s.access_secret, s.session_token, "
+					   "ARRAY(SELECT r.request FROM %s.ade_rate_limits r "
+					   "      WHERE r.token_id = t.id AND r.paused_until > now() ORDER BY r.request), "
+					   "ARRAY(SELECT r.paused_until FROM %s.ade_rate_limits r "
+					   "      WHERE r.token_id = t.id AND r.paused_until > now() ORDER BY r.request) "
+					   "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
+					   "WHERE t.id = $1", AdeSchema(), AdeSchema(), AdeSchema(), AdeSchema());
+	else
+		sql = psprintf("SELECT t.consumer_key, s.consumer_secret, s.access_token, "
+					   "s.access_secret, s.session_token, '{}'::text[], '{}'::timestamptz[] "
+					   "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
+					   "WHERE t.id = $1", AdeSchema(), AdeSchema());
 	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
@@ -338,6 +489,8 @@ AdeAbmOpen(int64 token_id)
 	creds.access_token = spi_text(0, 3);
 	creds.access_secret = spi_text(0, 4);
 	session = spi_text(0, 5);
+	kinds = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull);
+	untils = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull);
 	creds.consumer_secret = AdeVaultOpen(creds.consumer_secret,
 										 AdeVaultPlace("ade_token_secrets", "consumer_secret", token_id));
 	creds.access_token = AdeVaultOpen(creds.access_token,
@@ -347,6 +500,21 @@ AdeAbmOpen(int64 token_id)
 	c = AdeAbmOpenCreds(&creds);
 	AdeAbmWipeCreds(&creds);
 	c->token_id = token_id;
+	{
+		ArrayType  *ka = DatumGetArrayTypeP(kinds);
+		ArrayType  *ua = DatumGetArrayTypeP(untils);
+		Datum	   *kv;
+		Datum	   *uv;
+		int			nk;
+		int			nu;
+		int			i;
+
+		deconstruct_array(ka, TEXTOID, -1, false, TYPALIGN_INT, &kv, NULL, &nk);
+		deconstruct_array(ua, TIMESTAMPTZOID, sizeof(TimestampTz), FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &uv, NULL, &nu);
+		for (i = 0; i < nk && i < nu; i++)
+			abm_note_pause(c, TextDatumGetCString(kv[i]), DatumGetTimestampTz(uv[i]), 0, 0, false);
+	}
 	/* a session that does not open (sealed under a key since removed) is no session */
 	if (session)
 		c->session = AdeVaultTryOpen(session, AdeVaultPlace("ade_token_secrets", "session_token", token_id));
@@ -440,23 +608,11 @@ transport_retryable(int curl_code)
 	}
 }
 
-/*
- * One raw request with retries of transport failures, 5xx and short 429s.
- * Raises on transport failure that outlasts the retries.  No request runs
- * past client->deadline: its timeouts are cut to the time left, a retry
- * that would start after it is not made, and a request it cuts short is
- * reported as the budget running out (AdeAbmRaiseDeadline), not as ABM's
- * timeout.  *retries says how many times the request was sent again.
- */
-static void
-abm_send(AdeAbmClient *client, const char *method, const char *path,
-		 const char *body, const char *auth, AdeHttpResult *res, int *retries)
+/* the headers of a request to ABM; auth (a session or OAuth header) last */
+static int
+abm_headers(const char *body, const char *auth, const char **hdr)
 {
-	const char *hdr[4];
 	int			nh = 0;
-	char	   *url = abm_url(path);
-	char	   *what = psprintf("%s %s", method, path);
-	int			attempt;
 
 	hdr[nh++] = "User-Agent: " ADE_USER_AGENT;
 	hdr[nh++] = "X-Server-Protocol-Version: 10";
@@ -464,6 +620,62 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 		hdr[nh++] = "Content-Type: application/json;charset=UTF8";
 	if (auth)
 		hdr[nh++] = auth;
+	return nh;
+}
+
+/*
+ * A request the run expects a token to make, sent ahead (ahead.c) with its
+ * stored session: the same request AdeAbmCall() would send with that
+ * session, so that its answer can be taken for it.  The caller leaves out
+ * tokens whose kind of request is paused.
+ */
+void
+AdeAbmAhead(int64 token_id, const char *session, int order, const char *method,
+			const char *path, const char *body)
+{
+	const char *hdr[4];
+	int			nh;
+	char	   *auth;
+	const char *base = AdeAbmBaseUrl();
+	int			n = (int) strlen(base);
+
+	if (session == NULL || !valid_session(session))
+		return;
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	auth = psprintf("X-ADM-Auth-Session: %s", session);
+	nh = abm_headers(body, auth, hdr);
+	AdeAheadQueue(token_id, order, method, pnstrdup(base, n), path, body, hdr, nh);
+	explicit_bzero(auth, strlen(auth));
+}
+
+/*
+ * One raw request with retries of transport failures, 5xx and 429s that
+ * ask for a short wait.  Raises on transport failure that outlasts the
+ * retries.  No request runs past client->deadline: its timeouts are cut to
+ * the time left, a retry that would start after it is not made, and a
+ * request it cuts short is reported as the budget running out
+ * (AdeAbmRaiseDeadline), not as ABM's timeout.  *retries says how many
+ * times the request was sent again.
+ *
+ * A request of a kind ABM paused (an earlier 429 or 503 with a Retry-After,
+ * stored in ade_rate_limits) is not sent; a 429 or 503 whose Retry-After is
+ * not waited out here pauses its kind (AdeAbmSavePauses() stores it).  The
+ * first attempt takes the answer of the same request sent ahead, if the run
+ * sent it (ahead.c).
+ */
+static void
+abm_send(AdeAbmClient *client, const char *method, const char *path,
+		 const char *body, const char *auth, AdeHttpResult *res, int *retries)
+{
+	const char *hdr[4];
+	int			nh;
+	char	   *url = abm_url(path);
+	char	   *what = psprintf("%s %s", method, path);
+	const char *kind = AdeAbmRequestKind(method, path);
+	int			attempt;
+
+	nh = abm_headers(body, auth, hdr);
 
 	for (attempt = 0;; attempt++)
 	{
@@ -472,8 +684,11 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 		long		timeout = ade_http_timeout;
 		long		connect = ade_connect_timeout;
 		bool		cut = false;
+		TimestampTz paused = abm_paused_until(client, kind);
 
 		*retries = attempt;
+		if (paused != 0)
+			abm_refuse_paused(client, what, kind, paused);
 		if (client->deadline != 0)
 		{
 			long		left = ms_until(client->deadline);
@@ -489,7 +704,9 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 		}
 
 		client->requests++;
-		AdeHttpPerform(client->http, method, url, hdr, nh, body, timeout, connect, res);
+		if (attempt > 0 || client->token_id == 0 ||
+			!AdeAheadTake(client->token_id, method, path, body, auth, res))
+			AdeHttpPerform(client->http, method, url, hdr, nh, body, timeout, connect, res);
 
 		if (res->curl_code != 0)
 		{
@@ -524,14 +741,31 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 						 errmsg("ABM request %s failed: %s", what, res->curl_error)));
 			retry = true;
 		}
+		else if ((res->status == 429 || res->status == 503) && res->retry_after >= 0)
+		{
+			if (res->retry_after_bounded)
+				ereport(LOG,
+						(errmsg("ade: ABM asked token " INT64_FORMAT " to wait more than %d s before %s; waiting %d s",
+								client->token_id, ADE_MAX_RETRY_AFTER, what, ADE_MAX_RETRY_AFTER)));
+			if (attempt < ade_max_retries && res->retry_after <= ade_max_retry_wait)
+			{
+				retry = true;
+				wait_ms = Max(wait_ms, res->retry_after * 1000);
+			}
+			else
+			{
+				/* not waited out here: the kind waits, stored, for every run */
+				abm_note_pause(client, kind,
+							   TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   (int64) res->retry_after * 1000),
+							   (int) res->status, res->retry_after, true);
+				return;
+			}
+		}
 		else if (res->status >= 500 && attempt < ade_max_retries)
 			retry = true;
-		else if (res->status == 429 && attempt < ade_max_retries &&
-				 res->retry_after >= 0 && res->retry_after <= ade_max_retry_wait)
-		{
-			retry = true;
-			wait_ms = Max(wait_ms, res->retry_after * 1000);
-		}
+		else if (res->status == 429 && attempt < ade_max_retries)
+			retry = true;		/* no Retry-After: the backoff */
 		if (!retry)
 			return;
 		/* a retry that would start after the deadline is not made */

@@ -61,6 +61,7 @@ char	   *ade_proxy = NULL;
 int			ade_max_retries = 3;
 int			ade_retry_backoff = 500;
 int			ade_max_retry_wait = 10;
+int			ade_max_concurrent_requests = 32;
 bool		ade_allow_drop = false;
 
 /* a value of ade.abm_url that was rejected while the library loaded */
@@ -489,6 +490,12 @@ _PG_init(void)
 							"From 0 to 10 minutes; a longer one leaves the token for a later run.",
 							&ade_max_retry_wait, 10, 0, 600,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.max_concurrent_requests",
+							"Most requests to ABM a run has in flight at once, over its tokens.",
+							"From 1 (one token at a time, as before 0.5) to 256; each token still has one page applied at a time.",
+							&ade_max_concurrent_requests, 32, 1, 256,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("ade.allow_drop",
 							 "Lets DROP EXTENSION ade (or a DROP that takes it along) delete its tokens, key pair and hosts.",

@@ -42,6 +42,7 @@ extern char *ade_proxy;
 extern int	ade_max_retries;
 extern int	ade_retry_backoff;
 extern int	ade_max_retry_wait;
+extern int	ade_max_concurrent_requests;
 extern bool ade_allow_drop;
 
 extern bool AdeUrlAllowed(const char *url, char **why);
@@ -53,6 +54,10 @@ extern bool AdeSqlAtLeast(int major, int minor);
 
 /* ---- HTTP transport (http.c) ---- */
 typedef struct AdeHttp AdeHttp;
+typedef struct AdeHttpPool AdeHttpPool;
+
+/* the longest pause a Retry-After can ask for; a longer one is bounded */
+#define ADE_MAX_RETRY_AFTER 86400
 
 typedef struct AdeHttpResult
 {
@@ -61,6 +66,7 @@ typedef struct AdeHttpResult
 	size_t		len;
 	char	   *session_header; /* X-ADM-Auth-Session of the answer, or NULL */
 	int			retry_after;	/* Retry-After in seconds, -1 if none */
+	bool		retry_after_bounded;	/* it asked for more than ADE_MAX_RETRY_AFTER */
 	int			curl_code;		/* 0 = a complete answer arrived */
 	char	   *curl_error;		/* set when curl_code != 0 */
 	bool		timed_out;
@@ -73,6 +79,32 @@ extern void AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 						   const char *const *headers, int nheaders,
 						   const char *body, long timeout_ms, long connect_timeout_ms,
 						   AdeHttpResult *res);
+extern void AdeHttpStart(AdeHttp *http, const char *method, const char *url,
+						 const char *const *headers, int nheaders,
+						 const char *body, long timeout_ms, long connect_timeout_ms);
+extern void AdeHttpWait(AdeHttp *http);
+extern void AdeHttpFinish(AdeHttp *http, AdeHttpResult *res);
+extern bool AdeHttpDone(AdeHttp *http);
+extern long AdeHttpPeek(AdeHttp *http, const char **body, size_t *len);
+extern void AdeHttpSetOwner(AdeHttp *http, void *owner);
+extern void *AdeHttpOwner(AdeHttp *http);
+extern void AdeHttpPoolBegin(int max_connections, void (*on_done) (AdeHttp *, void *), void *arg);
+extern void AdeHttpPoolEnd(void);
+extern void AdeHttpPump(void);
+
+/* ---- requests of a run sent ahead (ahead.c) ---- */
+
+/* the path and body of the request after this answer to (path, request), or NULL */
+typedef char *(*AdeAheadNext) (const char *path, const char *request, const char *body,
+							   size_t len, char **next_path);
+
+extern void AdeAheadBegin(int max_concurrent, TimestampTz deadline, AdeAheadNext next);
+extern void AdeAheadEnd(int *sent, int *wasted);
+extern void AdeAheadQueue(int64 token_id, int order, const char *method, const char *base,
+						  const char *path, const char *body, const char *const *hdr, int nhdr);
+extern void AdeAheadDrop(int64 token_id);
+extern bool AdeAheadTake(int64 token_id, const char *method, const char *path, const char *body,
+						 const char *auth, AdeHttpResult *res);
 
 /* ---- OAuth 1.0a (oauth.c) ---- */
 extern char *AdeOAuthEncode(const char *s);
@@ -99,6 +131,7 @@ typedef enum AdeAbmKind
 	ABM_SERVER_ERROR,
 	ABM_UNKNOWN_PROFILE,		/* a 400: ABM does not know the profile UUID sent */
 	ABM_DEADLINE,				/* the run's time budget ran out: not a failure */
+	ABM_PAUSED,					/* not sent: ABM asked for a pause (Retry-After) */
 	ABM_OTHER
 } AdeAbmKind;
 
@@ -110,6 +143,16 @@ typedef struct AdeAbmCreds
 	char	   *access_secret;
 } AdeAbmCreds;
 
+/* a pause ABM asked for (429 or 503 with Retry-After), of one kind of request */
+typedef struct AdeAbmPause
+{
+	char		kind[32];		/* AdeAbmRequestKind() */
+	TimestampTz until;
+	int			status;			/* the answer that asked (0: loaded) */
+	int			retry_after;
+	bool		unsaved;		/* asked in this run: AdeAbmSavePauses() stores it */
+} AdeAbmPause;
+
 typedef struct AdeAbmClient
 {
 	int64		token_id;		/* 0 while the token is not stored yet */
@@ -118,6 +161,8 @@ typedef struct AdeAbmClient
 	bool		session_dirty;	/* changed since loaded: persist it */
 	int			requests;		/* HTTP requests sent */
 	TimestampTz deadline;		/* no request runs past it (0: none) */
+	AdeAbmPause pauses[16];
+	int			npauses;
 	AdeHttp    *http;
 	MemoryContext cxt;			/* where the client lives (the session too) */
 	MemoryContextCallback wipe; /* wipes the credentials when cxt goes */
@@ -148,6 +193,11 @@ extern void AdeAbmCall(AdeAbmClient *client, const char *method, const char *pat
 extern void AdeAbmRaise(const AdeAbmResponse *resp, const char *what) pg_attribute_noreturn();
 extern char *AdeAbmExcerpt(const char *body);
 extern void AdeAbmSaveSession(AdeAbmClient *client);
+extern const char *AdeAbmRequestKind(const char *method, const char *path);
+extern bool AdeAbmPaused(AdeAbmClient *client, const char *method, const char *path);
+extern void AdeAbmSavePauses(AdeAbmClient *client);
+extern void AdeAbmAhead(int64 token_id, const char *session, int order, const char *method,
+						const char *path, const char *body);
 extern Jsonb *AdeAbmFetchAccount(AdeAbmClient *client);
 extern void AdeAbmStoreAccount(int64 token_id, Jsonb *account);
 extern void AdeAbmUpdateAccount(AdeAbmClient *client, int64 token_id);
@@ -160,6 +210,7 @@ extern Jsonb *AdeAbmParseSecretJson(const AdeAbmResponse *resp, const char *what
 extern char *AdeJsonGetText(Jsonb *jb, const char *key);
 extern bool AdeJsonGetBool(Jsonb *jb, const char *key, bool dflt);
 extern Jsonb *AdeJsonGetJsonb(Jsonb *jb, const char *key);
+extern bool AdeJsonPageCursor(const char *body, size_t len, char **cursor, bool *more);
 
 /* ---- token envelope and key pair (token.c) ---- */
 typedef struct AdeTokenFile

@@ -402,6 +402,8 @@ keep_error(AdeAssignResult *out, ErrorData *error, AdeAbmKind kind)
 {
 	if (kind == ABM_DEADLINE)
 		out->out_of_time = true;
+	else if (kind == ABM_PAUSED)
+		out->note = pstrdup(error->message);	/* ABM's pause: not a failure */
 	else if (out->error == NULL)
 	{
 		out->error = error;
@@ -679,7 +681,7 @@ AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_waiting,
 			 * No answer: to the back of the queue, and no more this run; a
 			 * 429 says when ABM takes more (ade_batch_unanswered()).
 			 */
-			b.retry_after = kind == ABM_THROTTLED ? AdeAbmLastRetryAfter : -1;
+			b.retry_after = kind == ABM_THROTTLED || kind == ABM_PAUSED ? AdeAbmLastRetryAfter : -1;
 			keep_error(out, error, kind);
 			MemoryContextReset(batchcxt);
 			if (AdeSqlAtLeast(0, 4) && !AdeTrySubxact(unanswered_step, &b, &error, &kind))

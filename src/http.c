@@ -42,17 +42,43 @@
 #include "postgres.h"
 
 #include <curl/curl.h>
+#include <limits.h>
+#include <time.h>
 
 #include "ade.h"
+#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
+
+/*
+ * A multi handle and the transfers attached to it: one of a run (every
+ * request of the run, the ones sent ahead included, share its connections),
+ * or one of a transfer of its own outside a run.
+ */
+struct AdeHttpPool
+{
+	MemoryContext cxt;
+	MemoryContextCallback cb;
+	CURLM	   *multi;
+	dlist_head	attached;		/* AdeHttp transfers in the multi */
+	void		(*on_done) (AdeHttp *http, void *arg);	/* a transfer ended */
+	void	   *on_done_arg;
+};
+
+/* the run's pool, while a run has one (AdeHttpPoolBegin) */
+static AdeHttpPool *run_pool = NULL;
 
 struct AdeHttp
 {
 	MemoryContext cxt;
 	MemoryContextCallback cb;
 	CURL	   *easy;
-	CURLM	   *multi;
+	AdeHttpPool *own;			/* used when no run's pool is there */
+	AdeHttpPool *pool;			/* the pool it is attached to, or NULL */
+	dlist_node	node;			/* in pool->attached */
+	bool		done;			/* the transfer ended (code says how) */
+	CURLcode	code;
+	void	   *owner;			/* the caller's, for the pool's on_done */
 	struct curl_slist *headers;
 	/* response, malloc'd: filled by curl callbacks */
 	char	   *buf;
@@ -63,6 +89,7 @@ struct AdeHttp
 	bool		out_of_memory;
 	char	   *session_header;
 	int			retry_after;
+	bool		retry_after_bounded;
 	char		errbuf[CURL_ERROR_SIZE];
 };
 
@@ -228,6 +255,7 @@ http_reset_response(AdeHttp *http)
 	free(http->session_header);
 	http->session_header = NULL;
 	http->retry_after = -1;
+	http->retry_after_bounded = false;
 	http->errbuf[0] = '\0';
 }
 
@@ -243,22 +271,92 @@ free_headers(AdeHttp *http)
 	http->headers = NULL;
 }
 
+/* take a transfer out of its pool's multi (a transfer cut short, or done) */
+static void
+http_detach(AdeHttp *http)
+{
+	if (http->pool == NULL)
+		return;
+	curl_multi_remove_handle(http->pool->multi, http->easy);
+	dlist_delete(&http->node);
+	http->pool = NULL;
+}
+
+/* memory-context reset callback of a pool: its transfers are let go first */
+static void
+pool_release(void *arg)
+{
+	AdeHttpPool *pool = (AdeHttpPool *) arg;
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &pool->attached)
+		http_detach(dlist_container(AdeHttp, node, it.cur));
+	if (pool->multi)
+		curl_multi_cleanup(pool->multi);
+	pool->multi = NULL;
+	if (run_pool == pool)
+		run_pool = NULL;
+}
+
+static AdeHttpPool *
+pool_create(MemoryContext parent)
+{
+	MemoryContext cxt = AllocSetContextCreate(parent, "ade http pool", ALLOCSET_SMALL_SIZES);
+	AdeHttpPool *pool = MemoryContextAllocZero(cxt, sizeof(AdeHttpPool));
+
+	pool->cxt = cxt;
+	dlist_init(&pool->attached);
+	pool->cb.func = pool_release;
+	pool->cb.arg = pool;
+	MemoryContextRegisterResetCallback(cxt, &pool->cb);
+	pool->multi = curl_multi_init();
+	if (pool->multi == NULL)
+	{
+		MemoryContextDelete(cxt);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not initialize libcurl")));
+	}
+	return pool;
+}
+
+/*
+ * The run's pool, in the current memory context, for the requests of the
+ * run until AdeHttpPoolEnd() (or until that context goes, on ERROR):
+ * every transfer of the run is attached to it, so that all share its
+ * connections and each wait for one answer moves the others on.  on_done,
+ * when set, is told of each transfer that ends while the pool is driven.
+ */
+void
+AdeHttpPoolBegin(int max_connections, void (*on_done) (AdeHttp *, void *), void *arg)
+{
+	AdeHttpPool *pool = pool_create(CurrentMemoryContext);
+
+	curl_multi_setopt(pool->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) Max(max_connections, 1));
+	pool->on_done = on_done;
+	pool->on_done_arg = arg;
+	run_pool = pool;
+}
+
+void
+AdeHttpPoolEnd(void)
+{
+	if (run_pool)
+		MemoryContextDelete(run_pool->cxt); /* clears run_pool */
+}
+
 /* memory-context reset callback: frees everything curl and we malloc'd */
 static void
 http_release(void *arg)
 {
 	AdeHttp    *http = (AdeHttp *) arg;
 
-	if (http->multi && http->easy)
-		curl_multi_remove_handle(http->multi, http->easy);
+	http_detach(http);
 	if (http->easy)
 		curl_easy_cleanup(http->easy);
-	if (http->multi)
-		curl_multi_cleanup(http->multi);
 	if (http->headers)
 		free_headers(http);
 	http->easy = NULL;
-	http->multi = NULL;
 	http_reset_response(http);
 }
 
@@ -273,13 +371,15 @@ AdeHttpCreate(void)
 	http = MemoryContextAllocZero(cxt, sizeof(AdeHttp));
 	http->cxt = cxt;
 	http->retry_after = -1;
+	http->done = true;
+	/* made first, so that it is released after the transfer (children go first) */
+	http->own = pool_create(cxt);
 	http->cb.func = http_release;
 	http->cb.arg = http;
 	MemoryContextRegisterResetCallback(cxt, &http->cb);
 
 	http->easy = curl_easy_init();
-	http->multi = curl_multi_init();
-	if (http->easy == NULL || http->multi == NULL)
+	if (http->easy == NULL)
 	{
 		MemoryContextDelete(cxt);
 		ereport(ERROR,
@@ -294,6 +394,38 @@ AdeHttpDestroy(AdeHttp *http)
 {
 	if (http)
 		MemoryContextDelete(http->cxt);
+}
+
+void
+AdeHttpSetOwner(AdeHttp *http, void *owner)
+{
+	http->owner = owner;
+}
+
+void *
+AdeHttpOwner(AdeHttp *http)
+{
+	return http->owner;
+}
+
+bool
+AdeHttpDone(AdeHttp *http)
+{
+	return http->done;
+}
+
+/* the answer so far of a transfer that ended: status and body (not NUL-safe) */
+long
+AdeHttpPeek(AdeHttp *http, const char **body, size_t *len)
+{
+	long		status = 0;
+
+	*body = http->buf ? http->buf : "";
+	*len = http->len;
+	if (http->code != CURLE_OK || http->too_large || http->out_of_memory)
+		return 0;
+	curl_easy_getinfo(http->easy, CURLINFO_RESPONSE_CODE, &status);
+	return status;
 }
 
 static size_t
@@ -362,18 +494,50 @@ http_header_cb(char *data, size_t size, size_t nitems, void *arg)
 	}
 	else if (n > sizeof(retry) - 1 && pg_strncasecmp(data, retry, sizeof(retry) - 1) == 0)
 	{
-		/* delta-seconds only; an HTTP date is taken as "a while" */
-		const char *v = data + sizeof(retry) - 1;
-		long		secs;
+		/*
+		 * Either form RFC 9110 allows: delta-seconds, or an HTTP date (to
+		 * seconds from now; one in the past is 0).  One past
+		 * ADE_MAX_RETRY_AFTER is bounded (abm.c logs it); one that is
+		 * neither is none.
+		 */
+		char		v[128];
+		size_t		vl = n - (sizeof(retry) - 1);
+		const char *s = data + sizeof(retry) - 1;
 		char	   *end;
+		long		secs;
 
-		while (*v == ' ' || *v == '\t')
-			v++;
-		secs = strtol(v, &end, 10);
-		if (end != v && secs >= 0 && secs < 86400 * 7)
+		while (vl > 0 && (*s == ' ' || *s == '\t'))
+			s++, vl--;
+		while (vl > 0 && (s[vl - 1] == '\r' || s[vl - 1] == '\n' || s[vl - 1] == ' ' || s[vl - 1] == '\t'))
+			vl--;
+		http->retry_after = -1;
+		http->retry_after_bounded = false;
+		if (vl > 0 && vl < sizeof(v))
+		{
+			memcpy(v, s, vl);
+			v[vl] = '\0';
+			if (isdigit((unsigned char) v[0]))
+			{
+				errno = 0;
+				secs = strtol(v, &end, 10);
+				if (*end != '\0')
+					secs = -1;
+				else if (errno == ERANGE)
+					secs = LONG_MAX;
+			}
+			else
+			{
+				time_t		when = curl_getdate(v, NULL);
+
+				secs = when == -1 ? -1 : Max((long) (when - time(NULL)), 0L);
+			}
+			if (secs > ADE_MAX_RETRY_AFTER)
+			{
+				secs = ADE_MAX_RETRY_AFTER;
+				http->retry_after_bounded = true;
+			}
 			http->retry_after = (int) secs;
-		else
-			http->retry_after = 3600;
+		}
 	}
 	return n;
 }
@@ -388,27 +552,20 @@ http_header_cb(char *data, size_t size, size_t nitems, void *arg)
 	} while (0)
 
 /*
- * Send one request and wait for its answer, raising on interrupts only.
- * Transport failures come back in res->curl_code for the caller to classify
- * (abm.c retries some of them).  The caller chooses the timeouts (ABM's
- * settings, cut to what is left of the run's time budget).
+ * Start a request in the run's pool (or the transfer's own): the checks
+ * and options, then into the multi.  Nothing is sent until the pool is
+ * driven (AdeHttpPump(), AdeHttpWait()).  The caller chooses the timeouts
+ * (ABM's settings, cut to what is left of the run's time budget).
  */
 void
-AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
-			   const char *const *headers, int nheaders,
-			   const char *body, long timeout_ms, long connect_timeout_ms,
-			   AdeHttpResult *res)
+AdeHttpStart(AdeHttp *http, const char *method, const char *url,
+			 const char *const *headers, int nheaders,
+			 const char *body, long timeout_ms, long connect_timeout_ms)
 {
 	char	   *why;
-	int			running = 1;
 	CURLMcode	mc;
-	CURLMsg    *msg;
-	int			left;
-	CURLcode	code = CURLE_OK;
 	int			i;
-
-	memset(res, 0, sizeof(*res));
-	res->retry_after = -1;
+	AdeHttpPool *pool = run_pool ? run_pool : http->own;
 
 	/* checked again before every request, whatever the setting said */
 	if (!AdeUrlAllowed(url, &why))
@@ -418,8 +575,10 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 				 errhint("Set ade.abm_url to an https URL, or to an http URL of a loopback host.")));
 
 	/* a request cut short by an ERROR may have left the handle attached */
-	curl_multi_remove_handle(http->multi, http->easy);
+	http_detach(http);
 	http_reset_response(http);
+	http->done = false;
+	http->code = CURLE_OK;
 	http->limit = (size_t) ade_max_response_bytes;
 	if (http->headers)
 		free_headers(http);
@@ -472,6 +631,7 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 	SETOPT(CURLOPT_HEADERFUNCTION, http_header_cb);
 	SETOPT(CURLOPT_HEADERDATA, http);
 	SETOPT(CURLOPT_ERRORBUFFER, http->errbuf);
+	SETOPT(CURLOPT_PRIVATE, http);
 	SETOPT(CURLOPT_ACCEPT_ENCODING, "");
 	if (strcmp(method, "GET") == 0)
 	{
@@ -481,41 +641,99 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 	else
 	{
 		SETOPT(CURLOPT_POST, 1L);
-		SETOPT(CURLOPT_POSTFIELDS, body ? body : "");
+		/* copied: the caller's body may go before the transfer does */
 		SETOPT(CURLOPT_POSTFIELDSIZE, (long) (body ? strlen(body) : 0));
+		SETOPT(CURLOPT_COPYPOSTFIELDS, body ? body : "");
 		SETOPT(CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? (char *) NULL : method);
 	}
 
-	mc = curl_multi_add_handle(http->multi, http->easy);
+	mc = curl_multi_add_handle(pool->multi, http->easy);
 	if (mc != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not start an ABM request: %s", curl_multi_strerror(mc))));
+	http->pool = pool;
+	dlist_push_tail(&pool->attached, &http->node);
+}
 
-	while (running)
-	{
-		/* cancel, statement_timeout, terminate: raised here, with their reason */
-		CHECK_FOR_INTERRUPTS();
-		mc = curl_multi_perform(http->multi, &running);
-		if (mc != CURLM_OK)
-			break;
-		if (running)
-			mc = curl_multi_poll(http->multi, NULL, 0, 100, NULL);
-		if (mc != CURLM_OK)
-			break;
-	}
-	while ((msg = curl_multi_info_read(http->multi, &left)) != NULL)
-	{
-		if (msg->msg == CURLMSG_DONE && msg->easy_handle == http->easy)
-			code = msg->data.result;
-	}
-	curl_multi_remove_handle(http->multi, http->easy);
-	CHECK_FOR_INTERRUPTS();
+/*
+ * One turn of a pool: move every transfer on, mark those that ended (out
+ * of the multi, on_done told), then wait up to wait_ms for sockets when
+ * some are still running.  Never raises from inside curl; the caller checks
+ * for interrupts between turns.
+ */
+static void
+pool_turn(AdeHttpPool *pool, int wait_ms)
+{
+	int			running = 0;
+	int			left;
+	CURLMsg    *msg;
+	CURLMcode	mc;
 
+	mc = curl_multi_perform(pool->multi, &running);
+	while (mc == CURLM_OK && (msg = curl_multi_info_read(pool->multi, &left)) != NULL)
+	{
+		AdeHttp    *done = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &done);
+		if (done == NULL)
+			continue;
+		done->code = msg->data.result;
+		done->done = true;
+		http_detach(done);		/* msg is not used after this */
+		if (pool->on_done)
+			pool->on_done(done, pool->on_done_arg);
+	}
+	if (mc == CURLM_OK && running > 0 && wait_ms > 0)
+		mc = curl_multi_poll(pool->multi, NULL, 0, wait_ms, NULL);
 	if (mc != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("ABM request failed in libcurl: %s", curl_multi_strerror(mc))));
+}
+
+/* move the run's requests on without waiting (between the steps of a run) */
+void
+AdeHttpPump(void)
+{
+	if (run_pool)
+		pool_turn(run_pool, 0);
+}
+
+/*
+ * Wait for a started transfer to end, driving its pool (and so every other
+ * request of the run), raising on interrupts only: cancel, statement_timeout
+ * and terminate end the wait within about 100 ms with their own reason.
+ */
+void
+AdeHttpWait(AdeHttp *http)
+{
+	while (!http->done)
+	{
+		/* cancel, statement_timeout, terminate: raised here, with their reason */
+		CHECK_FOR_INTERRUPTS();
+		if (http->pool == NULL)
+			elog(ERROR, "ade: waiting for an ABM request that was never started");
+		pool_turn(http->pool, 100);
+	}
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * The answer of an ended transfer, in res (palloc'd in the current
+ * context): transport failures in res->curl_code for the caller to
+ * classify (abm.c retries some of them); an answer over the size cap or
+ * out of memory raises.
+ */
+void
+AdeHttpFinish(AdeHttp *http, AdeHttpResult *res)
+{
+	CURLcode	code = http->code;
+
+	memset(res, 0, sizeof(*res));
+	res->retry_after = -1;
 	if (http->too_large)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -559,5 +777,18 @@ AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
 	res->body[http->len] = '\0';
 	res->session_header = http->session_header ? pstrdup(http->session_header) : NULL;
 	res->retry_after = http->retry_after;
+	res->retry_after_bounded = http->retry_after_bounded;
 	http_reset_response(http);
+}
+
+/* send one request and wait for its answer (Start, Wait, Finish) */
+void
+AdeHttpPerform(AdeHttp *http, const char *method, const char *url,
+			   const char *const *headers, int nheaders,
+			   const char *body, long timeout_ms, long connect_timeout_ms,
+			   AdeHttpResult *res)
+{
+	AdeHttpStart(http, method, url, headers, nheaders, body, timeout_ms, connect_timeout_ms);
+	AdeHttpWait(http);
+	AdeHttpFinish(http, res);
 }

@@ -22,7 +22,10 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "ade.h"
+#include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -245,4 +248,68 @@ AdeJsonGetJsonb(Jsonb *jb, const char *key)
 	if (v == NULL)
 		return NULL;
 	return JsonbValueToJsonb(v);
+}
+
+/*
+ * The top-level "cursor" and "more_to_follow" of a page of devices, read
+ * by a scan of the body that builds nothing else (to send the next page's
+ * request while this one waits to be applied: ahead.c).  False when the
+ * body is no JSON object or has no cursor; never raises but on out of
+ * memory.  What it reads is a guess only: the page is parsed in full when
+ * it is applied, and a request that differs is sent again.
+ */
+typedef struct PageScan
+{
+	int			field;			/* 1 cursor, 2 more_to_follow, 0 other */
+	char	   *cursor;
+	bool		more;
+	JsonLexContext *lex;
+} PageScan;
+
+static void
+scan_field(void *state, char *fname, bool isnull)
+{
+	PageScan   *ps = (PageScan *) state;
+
+	ps->field = 0;
+	if (ps->lex->lex_level == 1 && fname)
+		ps->field = strcmp(fname, "cursor") == 0 ? 1 :
+			strcmp(fname, "more_to_follow") == 0 ? 2 : 0;
+}
+
+static void
+scan_scalar(void *state, char *token, JsonTokenType type)
+{
+	PageScan   *ps = (PageScan *) state;
+
+	if (ps->lex->lex_level != 1 || ps->field == 0)
+		return;
+	if (ps->field == 1 && type == JSON_TOKEN_STRING && token)
+		ps->cursor = pstrdup(token);
+	else if (ps->field == 2)
+		ps->more = type == JSON_TOKEN_TRUE;
+	ps->field = 0;
+}
+
+bool
+AdeJsonPageCursor(const char *body, size_t len, char **cursor, bool *more)
+{
+	PageScan	ps = {0};
+	JsonSemAction sem = {0};
+	JsonLexContext *lex;
+
+	*cursor = NULL;
+	*more = false;
+	if (len == 0 || len > (size_t) INT_MAX)
+		return false;
+	lex = makeJsonLexContextCstringLen((char *) body, (int) len, PG_UTF8, true);
+	ps.lex = lex;
+	sem.semstate = &ps;
+	sem.object_field_start = scan_field;
+	sem.scalar = scan_scalar;
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || ps.cursor == NULL || ps.cursor[0] == '\0')
+		return false;
+	*cursor = ps.cursor;
+	*more = ps.more;
+	return true;
 }

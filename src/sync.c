@@ -73,6 +73,7 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
@@ -317,6 +318,85 @@ page_request(const char *cursor)
 	return b.data;
 }
 
+/*
+ * What the loop will ask after this answer to a page request (ahead.c
+ * sends it early): the next page of a fetch or sync that said
+ * more_to_follow with a new cursor, or the first sync after a fetch's last
+ * page.  A guess from a scan of the answer; the loop decides.
+ */
+static char *
+next_page(const char *path, const char *request, const char *body, size_t len, char **next_path)
+{
+	bool		fetch = strcmp(path, "/server/devices") == 0;
+	char	   *cursor;
+	bool		more;
+	char	   *next;
+
+	if (!fetch && strcmp(path, "/devices/sync") != 0)
+		return NULL;
+	if (!AdeJsonPageCursor(body, len, &cursor, &more))
+		return NULL;
+	if (!more && !fetch)
+		return NULL;
+	next = page_request(cursor);
+	/* the same cursor again: the loop ends the token (rule 3) */
+	if (request != NULL && strcmp(next, request) == 0)
+		return NULL;
+	*next_path = more ? pstrdup(path) : pstrdup("/devices/sync");
+	return next;
+}
+
+/*
+ * The first request of each token of the run, sent ahead with its stored
+ * session (ahead.c): a token that has none, or whose pages ABM paused, is
+ * left to the loop.
+ */
+static void
+send_ahead(const int64 *ids, int n)
+{
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		args[1];
+	int			rc;
+	int			i;
+	int			order = 0;
+
+	for (i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	args[0] = PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	rc = SPI_execute_with_args(psprintf("SELECT t.id, t.mode, t.cursor, s.session_token "
+										"FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
+										"WHERE t.id = ANY ($1) AND s.session_token IS NOT NULL "
+										"AND NOT EXISTS (SELECT FROM %s.ade_rate_limits r WHERE r.token_id = t.id "
+										"  AND r.paused_until > now() AND r.request IN ('session', 'fetch', 'sync')) "
+										"ORDER BY t.id", AdeSchema(), AdeSchema(), AdeSchema()),
+							   1, argtypes, args, NULL, true, 0);
+	spi_check(rc, SPI_OK_SELECT, "reading the tokens' sessions");
+	for (i = 0; i < (int) SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+		char	   *mode = SPI_getvalue(t, d, 2);
+		char	   *cursor = SPI_getvalue(t, d, 3);
+		char	   *sealed = SPI_getvalue(t, d, 4);
+		char	   *session;
+		bool		fetch;
+
+		/* its place in the run: ids is in the same order */
+		while (order < n && ids[order] != id)
+			order++;
+		session = AdeVaultTryOpen(sealed, AdeVaultPlace("ade_token_secrets", "session_token", id));
+		if (session == NULL)
+			continue;
+		fetch = strcmp(mode, "fetch") == 0 || cursor == NULL;
+		AdeAbmAhead(id, session, order, "POST", fetch ? "/server/devices" : "/devices/sync",
+					page_request(fetch && strcmp(mode, "fetch") != 0 ? NULL : cursor));
+		explicit_bzero(session, strlen(session));
+	}
+}
+
 typedef enum PageOutcome
 {
 	PAGE_MORE,					/* go on with the next page */
@@ -452,10 +532,14 @@ in_subxact(TokenRun *run, void (*f) (TokenRun *, void *), void *arg)
 	ErrorData  *edata;
 	AdeAbmKind	kind;
 
+	/* the requests sent ahead move on between the steps */
+	AdeHttpPump();
 	if (AdeTrySubxact(run_step, &s, &edata, &kind))
 		return true;
 	if (kind == ABM_DEADLINE)
 		add_note(run, OUT_OF_TIME);
+	else if (kind == ABM_PAUSED)
+		add_note(run, edata->message);
 	else
 	{
 		run->error = MemoryContextStrdup(run->cxt, edata->message);
@@ -634,11 +718,12 @@ start_step(TokenRun *run, void *arg)
 	*client = AdeAbmOpen(run->token_id);
 }
 
-/* the session ABM gave, kept for the next run and backend */
+/* the session ABM gave and the pauses it asked for, kept for the next run and backend */
 static void
 save_session_step(TokenRun *run, void *arg)
 {
 	AdeAbmSaveSession((AdeAbmClient *) arg);
+	AdeAbmSavePauses((AdeAbmClient *) arg);
 }
 
 static void
@@ -862,6 +947,7 @@ sync_token(TokenRun *run, bool alone, const char *holder, bool prepared)
 		(void) in_subxact(run, token_step, NULL);
 		AtEOXact_GUC(true, nest);
 	}
+	AdeAheadDrop(run->token_id);
 	finish_run(run);
 	if (!run->busy)
 	{
@@ -973,6 +1059,12 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 		AdeCommitSteps = commit && alone;
 		if (AdeCommitSteps)
 			AdeCommit();		/* the pruning, and nothing held but the run lock */
+		/* the tokens' requests side by side (ahead.c); 1: one at a time */
+		if (alone && n > 0 && ade_max_concurrent_requests > 1 && AdeSqlAtLeast(0, 5))
+		{
+			AdeAheadBegin(ade_max_concurrent_requests, run_deadline, next_page);
+			send_ahead(ids, n);
+		}
 		for (i = 0; i < n; i++)
 		{
 			MemoryContext old = MemoryContextSwitchTo(runcxt);
@@ -1000,6 +1092,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 	}
 	PG_FINALLY();
 	{
+		AdeAheadEnd(NULL, NULL);
 		AdeCommitSteps = false;
 		AdeLockDeadline = 0;
 		if (commit && alone)

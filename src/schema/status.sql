@@ -129,6 +129,9 @@ SELECT t.id AS token_id,
 		 WHEN t.token_invalid THEN 'Apple rejects the token: download a new one from ABM and call ade_add_token()'
 		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
+		 WHEN pz.paused IS NOT NULL
+		   THEN 'ABM asked to wait (429/503 Retry-After), nothing of these kinds is sent until then: '
+				OPERATOR(pg_catalog.||) pz.said
 		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
 		 WHEN @extschema@.ade_job_problem() IS NOT NULL THEN @extschema@.ade_job_problem()
 		 WHEN @extschema@.ade_profile_problem(t.id) IS NOT NULL THEN @extschema@.ade_profile_problem(t.id)
@@ -153,7 +156,8 @@ SELECT t.id AS token_id,
 				 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id AND d.deleted_at IS NULL
 				 GROUP BY h.team_id) c
 		  LEFT JOIN @extschema@.teams tm ON tm.id OPERATOR(pg_catalog.=) c.team_id) AS teams,
-	   r.rejected
+	   r.rejected,
+	   pz.paused
   FROM @extschema@.abm_tokens t
   LEFT JOIN LATERAL (
 	SELECT pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
@@ -177,7 +181,14 @@ SELECT t.id AS token_id,
 	  FROM @extschema@.ade_rejected_records x
 	 WHERE x.token_id OPERATOR(pg_catalog.=) t.id
   ) r
-  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k;
+  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k
+  LEFT JOIN LATERAL (
+	SELECT pg_catalog.jsonb_object_agg(z.request, z.paused_until ORDER BY z.request) AS paused,
+		   pg_catalog.string_agg(z.request OPERATOR(pg_catalog.||) ' until ' OPERATOR(pg_catalog.||) z.paused_until::text,
+								 ', ' ORDER BY z.request) AS said
+	  FROM @extschema@.ade_rate_limits z
+	 WHERE z.token_id OPERATOR(pg_catalog.=) t.id AND z.paused_until OPERATOR(pg_catalog.>) pg_catalog.now()
+  ) pz ON true;
 COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
 
 -- One row per problem, for alerting (README, Monitoring): what
@@ -230,6 +241,12 @@ AS $$
 	UNION ALL
 	SELECT s.token_id, s.org_name, 'last_run_failed', s.failing_since, s.last_error
 	  FROM s WHERE s.last_error IS NOT NULL
+	UNION ALL
+	SELECT s.token_id, s.org_name, 'rate_limited', z.asked_at,
+		   format('ABM answered a %s request with HTTP %s and Retry-After %s s: none is sent until %s',
+				  z.request, z.status, z.retry_after, z.paused_until)
+	  FROM s JOIN @extschema@.ade_rate_limits z ON z.token_id = s.token_id
+	 WHERE z.paused_until > now()
 	UNION ALL
 	SELECT s.token_id, s.org_name, 'never_synced', NULL,
 		   'never synced: run SELECT * FROM ade_sync() or ade_schedule()'

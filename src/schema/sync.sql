@@ -641,6 +641,24 @@ $$;
 COMMENT ON FUNCTION ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text) IS
 	'internal: records the end of one token''s run on the token and in ade_sync_runs';
 
+-- A pause ABM asked for (abm.c, at the end of a token's run): kept until
+-- it ends, a longer one replacing a shorter; pauses that ended go.
+CREATE FUNCTION ade_pause(p_token bigint, p_request text, p_until timestamptz,
+	p_status int, p_retry_after int) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	DELETE FROM @extschema@.ade_rate_limits r WHERE r.paused_until OPERATOR(pg_catalog.<) now();
+	INSERT INTO @extschema@.ade_rate_limits AS r (token_id, request, paused_until, status, retry_after)
+	VALUES (p_token, p_request, p_until, p_status, p_retry_after)
+	ON CONFLICT (token_id, request) DO UPDATE
+	   SET paused_until = excluded.paused_until, status = excluded.status,
+		   retry_after = excluded.retry_after, asked_at = now()
+	 WHERE r.paused_until OPERATOR(pg_catalog.<) excluded.paused_until;
+$$;
+COMMENT ON FUNCTION ade_pause(bigint, text, timestamptz, int, int) IS
+	'internal: stores a pause ABM asked for (Retry-After) on a kind of request of a token';
+
 -- The last n runs, newest first (ade_reader may call it).
 CREATE FUNCTION ade_last_runs(n int DEFAULT 10) RETURNS SETOF ade_sync_runs
 LANGUAGE sql STABLE
@@ -657,5 +675,5 @@ REVOKE ALL ON FUNCTION ade_sync(), ade_sync(bigint),
 	ade_release_tied(text[]), ade_record_op_date(jsonb, timestamptz),
 	ade_apply_halves(bigint, jsonb, boolean, timestamptz),
 	ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text),
-	ade_last_runs(int) FROM PUBLIC;
+	ade_pause(bigint, text, timestamptz, int, int), ade_last_runs(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_last_runs(int) TO ade_reader;

@@ -73,6 +73,7 @@ BEGIN
 			'ade_profiles', 'ade_profiles_id_seq', 'ade_profiles_pkey', 'ade_profiles_scope',
 			'ade_rejected_records', 'ade_rejected_records_id_seq', 'ade_rejected_records_pkey',
 			'ade_rejected_records_key', 'ade_rejected_records_due_idx', 'ade_rejected_records_serial_idx',
+			'ade_rate_limits', 'ade_rate_limits_pkey',
 			'ade_removed_tokens', 'ade_removed_tokens_pkey', 'ade_removed_tokens_consumer_key_key',
 			'ade_secret_keys', 'ade_secret_keys_pkey', 'ade_secret_keys_current_idx',
 			'ade_sync_runs', 'ade_sync_runs_id_seq', 'ade_sync_runs_pkey', 'ade_sync_runs_started_idx',
@@ -352,6 +353,24 @@ CREATE INDEX ade_rejected_records_serial_idx ON ade_rejected_records USING hash 
 CREATE INDEX ade_rejected_records_due_idx ON ade_rejected_records (token_id, retry_at);
 COMMENT ON TABLE ade_rejected_records IS 'device records from ABM that could not be applied, with the reason; tried again by later runs';
 
+-- The pauses ABM asked for: an answer 429 or 503 with a Retry-After that a
+-- run did not wait out stops that token's requests of that kind (request:
+-- session, account, fetch, sync, define, assign, ...; abm.c names them)
+-- until paused_until, in every run and backend; its other requests and the
+-- other tokens go on.  A Retry-After over a day is bounded to a day.  No
+-- foreign key: a run stores a pause while another session may hold the
+-- token's row (a renewal), and a foreign key check would wait for it.
+CREATE TABLE ade_rate_limits (
+	token_id		bigint NOT NULL,
+	request			text NOT NULL,
+	paused_until	timestamptz NOT NULL,
+	status			int NOT NULL,		-- 429 or 503
+	retry_after		int NOT NULL,		-- seconds ABM asked for (bounded)
+	asked_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (token_id, request)
+);
+COMMENT ON TABLE ade_rate_limits IS 'pauses ABM asked for with Retry-After, per token and kind of request; no request of that kind is sent before paused_until';
+
 -- Records of a token about a device another token holds live, with the
 -- same op_date as the holder's last record: ABM's op_date has whole
 -- seconds, and across tokens the order within one second is unknown (a
@@ -399,6 +418,7 @@ SELECT pg_catalog.pg_extension_config_dump('teams_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_rejected_records_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_tied_records', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_rate_limits', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_secret_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_removed_tokens', '');
 
@@ -417,5 +437,6 @@ REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
 	host_dep_assignments, ade_sync_runs, ade_profiles,
 	ade_profile_definitions, ade_profile_applied, teams,
 	ade_rejected_records, ade_tied_records, ade_truncated_hosts, ade_secret_keys,
-	ade_removed_tokens FROM PUBLIC;
-GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs, ade_rejected_records TO ade_reader;
+	ade_removed_tokens, ade_rate_limits FROM PUBLIC;
+GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs, ade_rejected_records,
+	ade_rate_limits TO ade_reader;

@@ -86,6 +86,7 @@ SELECT is(:'puts'::int, 0, 'a device added meanwhile waits too (the pause is the
 -- a full fetch (an expired cursor) lists a FAILED device again: its
 -- cooldown stays (0.3 ended every cooldown on a re-fetch)
 UPDATE abm_tokens SET assign_not_before = NULL WHERE id = :acme;
+DELETE FROM ade_rate_limits WHERE token_id = :acme;
 \! python3 test/mockctl.py assign CK_acme LATE00000000=FAILED >/dev/null
 SELECT count(*) FROM ade_sync() \g /dev/null
 \! python3 test/mockctl.py assign CK_acme LATE00000000= >/dev/null

@@ -15,7 +15,7 @@ SELECT id AS beta FROM abm_tokens WHERE consumer_key = 'CK_beta' \gset
 SET ade.page_size = 500;
 SET ade.retry_backoff = '10ms';
 SET ade.max_retries = 2;
-SELECT plan(74);
+SELECT plan(77);
 
 -- 1. 5xx on a page in the middle of a fetch: retried, given up after the bound
 \! python3 test/mockctl.py fault '{"path": "/server/devices", "consumer_key": "CK_acme", "skip": 1, "status": 503, "body": "SERVICE_UNAVAILABLE", "times": -1}'
@@ -146,6 +146,15 @@ SELECT cmp_ok(clock_timestamp() - :'t0'::timestamptz, '>=', interval '1 s', 'the
 \! python3 test/mockctl.py fault '{"path": "/devices/sync", "consumer_key": "CK_acme", "status": 429, "body": "TOO_MANY_REQUESTS", "headers": {"Retry-After": "3600"}, "times": 1}'
 CREATE TEMP TABLE f13 AS SELECT * FROM ade_sync(:acme);
 SELECT alike((SELECT error FROM f13), 'ABM throttled POST /devices/sync (HTTP 429), retry after 3600 s', '429 with a long Retry-After leaves the token for a later run');
+SELECT is((SELECT request || ' ' || status || ' ' || retry_after FROM ade_rate_limits WHERE token_id = :acme),
+  'sync 429 3600', 'the long Retry-After is stored: the token''s sync requests pause');
+\! python3 test/mockctl.py log-clear
+CREATE TEMP TABLE f13b AS SELECT * FROM ade_sync(:acme);
+\set syncs `python3 test/mockctl.py logcount 'POST /devices/sync'`
+SELECT is(:'syncs'::int, 0, 'the next run sends no POST /devices/sync while the pause lasts');
+SELECT is((SELECT error FROM f13b), NULL, 'and that run is no failure: ABM asked for it');
+-- the hour is over
+DELETE FROM ade_rate_limits WHERE token_id = :acme;
 SELECT count(*) FROM ade_sync() \g /dev/null
 \set label '429'
 \ir same_as_abm.psql
