@@ -360,6 +360,9 @@ send_ahead(const int64 *ids, int n)
 	int			rc;
 	int			i;
 	int			order = 0;
+	SPITupleTable *tt;
+	uint64		rows;
+	uint64		r;
 
 	for (i = 0; i < n; i++)
 		elems[i] = Int64GetDatum(ids[i]);
@@ -372,10 +375,13 @@ send_ahead(const int64 *ids, int n)
 										"ORDER BY t.id", AdeSchema(), AdeSchema(), AdeSchema()),
 							   1, argtypes, args, NULL, true, 0);
 	spi_check(rc, SPI_OK_SELECT, "reading the tokens' sessions");
-	for (i = 0; i < (int) SPI_processed; i++)
+	/* kept: the vault runs queries of its own */
+	tt = SPI_tuptable;
+	rows = SPI_processed;
+	for (r = 0; r < rows; r++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
-		TupleDesc	d = SPI_tuptable->tupdesc;
+		HeapTuple	t = tt->vals[r];
+		TupleDesc	d = tt->tupdesc;
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
 		char	   *mode = SPI_getvalue(t, d, 2);
@@ -395,6 +401,7 @@ send_ahead(const int64 *ids, int n)
 					page_request(fetch && strcmp(mode, "fetch") != 0 ? NULL : cursor));
 		explicit_bzero(session, strlen(session));
 	}
+	SPI_freetuptable(tt);
 }
 
 typedef enum PageOutcome
