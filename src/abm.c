@@ -1014,14 +1014,33 @@ AdeAbmStoreAccount(int64 token_id, Jsonb *jb)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 }
 
+typedef struct RefreshStep
+{
+	AdeAbmClient *client;
+	int64		token_id;
+} RefreshStep;
+
+static void
+refresh_step(void *arg)
+{
+	RefreshStep *ra = (RefreshStep *) arg;
+
+	AdeAbmUpdateAccount(ra->client, ra->token_id);
+}
+
 /*
- * ade_refresh_account(token_id bigint) returns void
+ * ade_refresh_account(token_id bigint) returns void: GET /account now.  A pause ABM asks for
+ * (429 or 503 with Retry-After), or one it asked for before, is a WARNING,
+ * not an ERROR: the pause is stored with this call's transaction.
  */
 Datum
 ade_refresh_account(PG_FUNCTION_ARGS)
 {
 	int64		token_id;
 	AdeAbmClient *client;
+	RefreshStep ra;
+	ErrorData  *error;
+	AdeAbmKind	kind;
 
 	/* a NULL from a lookup that found nothing is an error, not a no-op */
 	if (PG_ARGISNULL(0))
@@ -1034,7 +1053,26 @@ ade_refresh_account(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	client = AdeAbmOpen(token_id);
-	AdeAbmUpdateAccount(client, token_id);
+	ra.client = client;
+	ra.token_id = token_id;
+	if (!AdeTrySubxact(refresh_step, &ra, &error, &kind))
+	{
+		bool		paused = false;
+		int			i;
+
+		for (i = 0; i < client->npauses; i++)
+			paused = paused || client->pauses[i].unsaved;
+		if (!paused && kind != ABM_PAUSED)
+			ReThrowError(error);
+		/*
+		 * ABM asked for a pause: kept (this call's transaction commits),
+		 * and said, so that a refresh of every token goes on with the rest
+		 */
+		AdeAbmSavePauses(client);
+		ereport(WARNING,
+				(errmsg("%s", error->message),
+				 errdetail("The account of ABM token " INT64_FORMAT " was not refreshed.", token_id)));
+	}
 	AdeAbmSaveSession(client);
 	AdeAbmClose(client);
 	SPI_finish();
