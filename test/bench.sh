@@ -17,7 +17,16 @@
 #  6. the backend's peak private memory (RssAnon, sampled) during the fetch
 #     of N and of 10*N (shared buffers are not the backend's own).
 #
-# ADE_BENCH_N (default 100000) sets N; ADE_BENCH_BIG=0 skips the 10*N fetch.
+#  7. many tokens (database "many"), the mock at 150 ms +- 20 ms per request:
+#     a no-op run of ADE_BENCH_TOKENS (300) tokens, side by side
+#     (ade.max_concurrent_requests = 32) and one at a time (= 1);
+#  8. a first fetch of 20 tokens x 5,000 devices, side by side and one at a
+#     time (20 other tokens of the same size), against its floors: one such
+#     token fetched alone (with the latency), and measure 1 (N devices by
+#     one token, no latency).
+#
+# ADE_BENCH_N (default 100000) sets N; ADE_BENCH_BIG=0 skips the 10*N fetch;
+# ADE_BENCH_MANY=0 skips 7 and 8.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +35,8 @@ cd "$top"
 
 N=${ADE_BENCH_N:-100000}
 BIG=${ADE_BENCH_BIG:-1}
+MANY=${ADE_BENCH_MANY:-1}
+TOKENS=${ADE_BENCH_TOKENS:-300}
 dir=/tmp/ade-bench
 out=$top/bench-results.txt
 
@@ -184,6 +195,58 @@ else
   b_sec=- b_serve=- b_peak=-
 fi
 
+# one run of ade_sync() over the tokens of database "many" with
+# ade.max_concurrent_requests = $1, its wall seconds
+many_run() {
+  PGDATABASE=many q <<EOF
+SET ade.max_sync_seconds = '1d';
+SET ade.max_concurrent_requests = $1;
+SELECT clock_timestamp() AS t0 \gset
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3);
+EOF
+}
+if [[ $MANY -eq 1 ]]; then
+  log "7. $TOKENS tokens, nothing changed, 150 ms per request"
+  q -c "CREATE DATABASE many"
+  PGDATABASE=many q -c "CREATE EXTENSION ade"
+  for i in $(seq 1 "$TOKENS"); do ADE_TEST_DB=many test/add-token.sh "Many $i" "CK_m$i"; done
+  many_run 32 >/dev/null   # the first fetch (empty), then sync mode
+  many_run 32 >/dev/null
+  "$PYTHON" test/mockctl.py latency 150 --jitter 20 >/dev/null
+  m_runs=()
+  "$PYTHON" test/mockctl.py log-clear
+  for r in 1 2 3; do m_runs+=("$(many_run 32)"); done
+  m_req=$(echo "scale=2; $("$PYTHON" test/mockctl.py log | "$PYTHON" -c 'import json,sys; print(len(json.load(sys.stdin)["requests"]))') / (3 * $TOKENS)" | bc)
+  m_par=$(printf '%s\n' "${m_runs[@]}" | sort -n | sed -n 2p)
+  m_one=$(many_run 1)
+
+  log "8. first fetch of 20 tokens x 5,000 devices, 150 ms per request"
+  # in a database of their own, so that only they take part
+  "$PYTHON" test/mockctl.py latency 0 >/dev/null
+  twenty() {
+    local db=$1 from=$2 to=$3 conc=$4 i
+    q -c "CREATE DATABASE $db"
+    PGDATABASE=$db q -c "CREATE EXTENSION ade"
+    for i in $(seq "$from" "$to"); do
+      ADE_TEST_DB=$db test/add-token.sh "Twenty $i" "CK_t$i"
+      "$PYTHON" test/mockctl.py devices "CK_t$i" --generate 5000 --prefix "T${i}x" --families Mac,iPhone,iPad >/dev/null
+    done
+    "$PYTHON" test/mockctl.py latency 150 --jitter 20 >/dev/null
+    PGDATABASE=$db q <<EOF
+SET ade.max_sync_seconds = '1d';
+SET ade.max_concurrent_requests = $conc;
+SELECT clock_timestamp() AS t0 \gset
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3);
+EOF
+    "$PYTHON" test/mockctl.py latency 0 >/dev/null
+  }
+  t_alone=$(twenty alone 0 0 32)
+  t_par=$(twenty side 1 20 32)
+  t_one=$(twenty one 21 40 1)
+fi
+
 ratio() { echo "scale=2; $1 / $2" | bc; }
 {
   echo "ade benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, PostgreSQL $(q -c 'SHOW server_version'), N = $N"
@@ -198,6 +261,13 @@ ratio() { echo "scale=2; $1 / $2" | bc; }
   printf '%-44s %s s, %s PUT /profile/devices, %s POST /profile\n' "4. profile assignment of $N devices" "$a_sec" "$a_put" "$a_post"
   printf '%-44s %s ms vs %s ms without assignments; ratio %s\n' "5. DELETE of 10,000 hosts (trigger)" "$t_live" "$t_plain" "$(ratio "$t_live" "$t_plain")"
   printf '%-44s %s kB for %s devices, %s kB for %s (that fetch: %s s)\n' "6. backend peak private memory in the fetch" "$f_peak" "$N" "$b_peak" "$((10 * N))" "$b_sec"
+  if [[ $MANY -eq 1 ]]; then
+    printf '%-44s %s s side by side (runs: %s), target <= 3 s; one at a time %s s; %s requests per token\n' \
+      "7. no-op run of $TOKENS tokens, 150 ms RTT" "$m_par" "${m_runs[*]}" "$m_one" "$m_req"
+    floor=$(echo "if ($t_alone > $f_sec) $t_alone else $f_sec" | bc)
+    printf '%-44s %s s side by side; one at a time %s s; floors: one token alone %s s, %s devices without latency %s s; ratio %s (target <= 1.2)\n' \
+      "8. first fetch, 20 tokens x 5,000, 150 ms RTT" "$t_par" "$t_one" "$t_alone" "$N" "$f_sec" "$(ratio "$t_par" "$floor")"
+  fi
 } | tee "$out"
 echo
 echo "written to $out"
