@@ -363,7 +363,7 @@ AdeAbmSavePauses(AdeAbmClient *client)
 		args[2] = TimestampTzGetDatum(p->until);
 		args[3] = Int32GetDatum(p->status);
 		args[4] = Int32GetDatum(p->retry_after);
-		rc = SPI_execute_with_args(psprintf("SELECT %s.ade_pause($1, $2, $3, $4, $5)", AdeSchema()),
+		rc = AdeExec("SELECT %s.ade_pause($1, $2, $3, $4, $5)",
 								   5, argtypes, args, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
@@ -453,7 +453,6 @@ AdeAbmOpen(int64 token_id)
 	AdeAbmCreds creds;
 	AdeAbmClient *c;
 	char	   *session;
-	char	   *sql;
 	int			rc;
 	bool		isnull;
 	Datum		kinds;
@@ -462,20 +461,19 @@ AdeAbmOpen(int64 token_id)
 	/* the pauses ABM asked for (Retry-After) that have not ended */
 	/* (an 0.4 schema the library runs against before the update has none) */
 	if (AdeSqlAtLeast(0, 5))
-		sql = psprintf("SELECT t.consumer_key, s.consumer_secret, s.access_token, "
-					   "s.access_secret, s.session_token, "
-					   "ARRAY(SELECT r.request FROM %s.ade_rate_limits r "
-					   "      WHERE r.token_id = t.id AND r.paused_until > now() ORDER BY r.request), "
-					   "ARRAY(SELECT r.paused_until FROM %s.ade_rate_limits r "
-					   "      WHERE r.token_id = t.id AND r.paused_until > now() ORDER BY r.request) "
-					   "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
-					   "WHERE t.id = $1", AdeSchema(), AdeSchema(), AdeSchema(), AdeSchema());
+		rc = AdeExec("SELECT t.consumer_key, s.consumer_secret, s.access_token, "
+					 "s.access_secret, s.session_token, "
+					 "ARRAY(SELECT r.request FROM %s.ade_rate_limits r "
+					 "      WHERE r.token_id = t.id AND r.paused_until > now() ORDER BY r.request), "
+					 "ARRAY(SELECT r.paused_until FROM %s.ade_rate_limits r "
+					 "      WHERE r.token_id = t.id AND r.paused_until > now() ORDER BY r.request) "
+					 "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
+					 "WHERE t.id = $1", 1, argtypes, args, NULL, false, 1);
 	else
-		sql = psprintf("SELECT t.consumer_key, s.consumer_secret, s.access_token, "
-					   "s.access_secret, s.session_token, '{}'::text[], '{}'::timestamptz[] "
-					   "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
-					   "WHERE t.id = $1", AdeSchema(), AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+		rc = AdeExec("SELECT t.consumer_key, s.consumer_secret, s.access_token, "
+					 "s.access_secret, s.session_token, '{}'::text[], '{}'::timestamptz[] "
+					 "FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
+					 "WHERE t.id = $1", 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed != 1)
@@ -540,7 +538,6 @@ AdeAbmSaveSession(AdeAbmClient *client)
 	Oid			argtypes[2] = {INT8OID, TEXTOID};
 	Datum		args[2];
 	char		nulls[2] = {' ', ' '};
-	char	   *sql;
 	int			rc;
 
 	if (!client->session_dirty || client->token_id == 0)
@@ -552,9 +549,8 @@ AdeAbmSaveSession(AdeAbmClient *client)
 																 client->token_id)));
 	else
 		nulls[1] = 'n';
-	sql = psprintf("UPDATE %s.ade_token_secrets SET session_token = $2, session_at = now() "
-				   "WHERE token_id = $1", AdeSchema());
-	rc = SPI_execute_with_args(sql, 2, argtypes, args, nulls, false, 0);
+	rc = AdeExec("UPDATE %s.ade_token_secrets SET session_token = $2, session_at = now() "
+				   "WHERE token_id = $1", 2, argtypes, args, nulls, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	client->session_dirty = false;
@@ -999,17 +995,14 @@ AdeAbmStoreAccount(int64 token_id, Jsonb *jb)
 {
 	Oid			argtypes[2] = {INT8OID, JSONBOID};
 	Datum		args[2];
-	char	   *sql;
 	int			rc;
 
 	args[0] = Int64GetDatum(token_id);
 	args[1] = JsonbPGetDatum(jb);
-	sql = psprintf("UPDATE %s.abm_tokens SET org_name = $2->>'org_name', "
+	rc = AdeExec("UPDATE %s.abm_tokens SET org_name = $2->>'org_name', "
 				   "apple_id = $2->>'admin_id', server_name = $2->>'server_name', "
 				   "server_uuid = $2->>'server_uuid', org_email = $2->>'org_email', "
-				   "org_type = $2->>'org_type', updated_at = now() WHERE id = $1",
-				   AdeSchema());
-	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0);
+				   "org_type = $2->>'org_type', updated_at = now() WHERE id = $1", 2, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 }

@@ -41,6 +41,7 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/builtins.h"
 
@@ -287,8 +288,69 @@ AdeAbmBaseUrl(void)
  * of its SQL (which may be older than this library until ALTER EXTENSION
  * ade UPDATE runs).
  */
+/*
+ * A run reads it once (AdeRunCacheBegin): it asks for the schema in every
+ * query it makes, and each read is two catalog index scans.  Nothing in a
+ * run changes it; a concurrent ALTER EXTENSION is seen by the next run.
+ */
+static struct
+{
+	bool		on;
+	Oid			nsp;
+	char	   *version;
+	Oid			owner;
+	char	   *schema;			/* quoted */
+	MemoryContext cxt;
+}			run_cache;
+
+static void ade_extension_read(Oid *nsp, char **version, Oid *owner);
+
 static void
 ade_extension(Oid *nsp, char **version, Oid *owner)
+{
+	if (run_cache.on)
+	{
+		*nsp = run_cache.nsp;
+		*version = run_cache.version;
+		if (owner)
+			*owner = run_cache.owner;
+		return;
+	}
+	ade_extension_read(nsp, version, owner);
+}
+
+/* from now until AdeRunCacheEnd(), ade's pg_extension row as it is now */
+void
+AdeRunCacheBegin(void)
+{
+	Oid			nsp;
+	char	   *version;
+	Oid			owner;
+	MemoryContext old;
+
+	AdeRunCacheEnd();
+	ade_extension_read(&nsp, &version, &owner);
+	run_cache.cxt = AllocSetContextCreate(TopMemoryContext, "ade run cache", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(run_cache.cxt);
+	run_cache.nsp = nsp;
+	run_cache.version = version ? pstrdup(version) : NULL;
+	run_cache.owner = owner;
+	run_cache.schema = pstrdup(quote_identifier(get_namespace_name(nsp)));
+	MemoryContextSwitchTo(old);
+	run_cache.on = true;
+}
+
+void
+AdeRunCacheEnd(void)
+{
+	run_cache.on = false;
+	if (run_cache.cxt)
+		MemoryContextDelete(run_cache.cxt);
+	run_cache.cxt = NULL;
+}
+
+static void
+ade_extension_read(Oid *nsp, char **version, Oid *owner)
 {
 	Oid			ext = get_extension_oid("ade", true);
 	Relation	rel;
@@ -336,6 +398,8 @@ AdeSchema(void)
 	Oid			nsp;
 	char	   *version;
 
+	if (run_cache.on)
+		return run_cache.schema;
 	ade_extension(&nsp, &version, NULL);
 	return quote_identifier(get_namespace_name(nsp));
 }

@@ -51,6 +51,8 @@ extern const char *AdeSchema(void);
 extern Oid	AdeSchemaOid(void);
 extern Oid	AdeExtensionOwner(void);
 extern bool AdeSqlAtLeast(int major, int minor);
+extern void AdeRunCacheBegin(void);
+extern void AdeRunCacheEnd(void);
 
 /* ---- HTTP transport (http.c) ---- */
 typedef struct AdeHttp AdeHttp;
@@ -256,6 +258,10 @@ extern char *AdeRedact(const char *text);
 /* ---- sharing hosts with the application (coexist.c) ---- */
 extern TimestampTz AdeLockDeadline;
 extern void AdeLockHosts(void);
+
+/* ---- saved plans (plans.c) ---- */
+extern int	AdeExec(const char *fmt, int nargs, Oid *types, Datum *args, const char *nulls,
+					bool read_only, long count);
 
 /* ---- subtransactions (subxact.c) ---- */
 extern bool AdeCommitSteps;

@@ -107,10 +107,9 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 		Oid			rtypes[3] = {INT8OID, TEXTOID, INT4OID};
 
 		args[2] = Int32GetDatum(ade_failed_retry_interval);
-		sql = psprintf("SELECT refusal FROM %s.ade_profile_definitions "
+		rc = AdeExec("SELECT refusal FROM %s.ade_profile_definitions "
 					   "WHERE token_id = $1 AND profile_key = $2 AND refusal IS NOT NULL "
-					   "AND defined_at > now() - make_interval(secs => $3)", AdeSchema());
-		rc = SPI_execute_with_args(sql, 3, rtypes, args, NULL, false, 1);
+					   "AND defined_at > now() - make_interval(secs => $3)", 3, rtypes, args, NULL, false, 1);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 		if (SPI_processed == 1)
@@ -131,11 +130,9 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 		sql = psprintf("SELECT (m.profile - 'devices')::text FROM %s.ade_device_profiles($1) m "
 					   "WHERE m.profile_key = $2 LIMIT 1", AdeSchema());
 	else						/* the SQL of 0.3 and before */
-		sql = psprintf("SELECT p.profile::text FROM (SELECT e.profile, e.profile_key FROM %s.ade_effective_profiles($1) e "
+		rc = AdeExec("SELECT p.profile::text FROM (SELECT e.profile, e.profile_key FROM %s.ade_effective_profiles($1) e "
 					   "UNION ALL SELECT x.profile, md5(x.profile::text) FROM %s.ade_profiles x "
-					   "WHERE x.team_id IS NOT NULL) p WHERE p.profile_key = $2 LIMIT 1",
-					   AdeSchema(), AdeSchema());
-	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
+					   "WHERE x.team_id IS NOT NULL) p WHERE p.profile_key = $2 LIMIT 1", 2, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "the profile to define vanished: %s", SPI_result_code_string(rc));
 	profile = col_text(0, 1);
@@ -156,11 +153,9 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 	{
 		*refusal = psprintf("HTTP %ld %s", resp.status, AdeAbmExcerpt(resp.body));
 		args[2] = CStringGetTextDatum(*refusal);
-		sql = psprintf("INSERT INTO %s.ade_profile_definitions (token_id, profile_key, profile_uuid, refusal) "
+		rc = AdeExec("INSERT INTO %s.ade_profile_definitions (token_id, profile_key, profile_uuid, refusal) "
 					   "VALUES ($1, $2, NULL, $3) ON CONFLICT (token_id, profile_key) "
-					   "DO UPDATE SET profile_uuid = NULL, refusal = excluded.refusal, defined_at = now()",
-					   AdeSchema());
-		rc = SPI_execute_with_args(sql, 3, argtypes, args, NULL, false, 0);
+					   "DO UPDATE SET profile_uuid = NULL, refusal = excluded.refusal, defined_at = now()", 3, argtypes, args, NULL, false, 0);
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 		return NULL;
@@ -204,7 +199,6 @@ send_batch(AdeAbmClient *client, int64 token_id, Candidate *cands, int from, int
 	Oid			argtypes[6] = {INT8OID, TEXTOID, TEXTARRAYOID, JSONBOID, INT4OID, INT4OID};
 	Datum		args[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	char	   *sql;
 	int			rc;
 	int			i;
 	bool		isnull;
@@ -259,9 +253,7 @@ send_batch(AdeAbmClient *client, int64 token_id, Candidate *cands, int from, int
 		nulls[4] = 'n';
 	args[5] = Int32GetDatum(ade_failed_retry_interval);
 
-	sql = psprintf("SELECT assigned, failed, throttled FROM %s.ade_store_answers($1, $2, $3, $4, $5, $6)",
-				   AdeSchema());
-	rc = SPI_execute_with_args(sql, 6, argtypes, args, nulls, false, 0);
+	rc = AdeExec("SELECT assigned, failed, throttled FROM %s.ade_store_answers($1, $2, $3, $4, $5, $6)", 6, argtypes, args, nulls, false, 0);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "ade_store_answers failed: %s", SPI_result_code_string(rc));
 	*assigned += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -336,7 +328,6 @@ unknown_step(void *arg)
 	UnknownStep *u = (UnknownStep *) arg;
 	Oid			argtypes[3] = {INT8OID, TEXTOID, TEXTOID};
 	Datum		args[3];
-	char	   *sql;
 	int			rc;
 	bool		isnull;
 
@@ -348,9 +339,8 @@ unknown_step(void *arg)
 	}
 	args[0] = Int64GetDatum(u->token_id);
 	args[1] = CStringGetTextDatum(u->uuid);
-	sql = psprintf("SELECT EXISTS (SELECT 1 FROM %s.host_dep_assignments d WHERE d.abm_token_id = $1 "
-				   "AND d.profile_uuid = $2 AND d.assign_profile_response = 'SUCCESS')", AdeSchema());
-	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
+	rc = AdeExec("SELECT EXISTS (SELECT 1 FROM %s.host_dep_assignments d WHERE d.abm_token_id = $1 "
+				   "AND d.profile_uuid = $2 AND d.assign_profile_response = 'SUCCESS')", 2, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	u->was_known = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -360,9 +350,8 @@ unknown_step(void *arg)
 	args[1] = CStringGetTextDatum(u->key);
 	args[2] = CStringGetTextDatum(psprintf("PUT /profile/devices: ABM does not know the profile UUID %s it gave (INVALID_PROFILE)",
 										   u->uuid));
-	sql = psprintf("UPDATE %s.ade_profile_definitions SET profile_uuid = NULL, refusal = $3, defined_at = now() "
-				   "WHERE token_id = $1 AND profile_key = $2", AdeSchema());
-	rc = SPI_execute_with_args(sql, 3, argtypes, args, NULL, false, 0);
+	rc = AdeExec("UPDATE %s.ade_profile_definitions SET profile_uuid = NULL, refusal = $3, defined_at = now() "
+				   "WHERE token_id = $1 AND profile_key = $2", 3, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 }
@@ -388,9 +377,9 @@ orphans_step(void *arg)
 	claim_or_fail(o->token_id, true, true);
 	args[0] = Int64GetDatum(o->token_id);
 	args[1] = CStringGetTextDatum(o->uuid);
-	rc = SPI_execute_with_args(psprintf("UPDATE %s.host_dep_assignments SET needs_assign = true, retry_at = NULL, "
+	rc = AdeExec("UPDATE %s.host_dep_assignments SET needs_assign = true, retry_at = NULL, "
 										"updated_at = now() WHERE abm_token_id = $1 AND profile_uuid = $2 "
-										"AND deleted_at IS NULL AND NOT needs_assign", AdeSchema()),
+										"AND deleted_at IS NULL AND NOT needs_assign",
 							   2, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
@@ -420,7 +409,6 @@ unanswered_step(void *arg)
 	Datum		args[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	Datum	   *elems = palloc(sizeof(Datum) * (b->to - b->from));
-	char	   *sql;
 	int			rc;
 	int			i;
 
@@ -433,8 +421,7 @@ unanswered_step(void *arg)
 		args[2] = Int32GetDatum(b->retry_after);
 	else
 		nulls[2] = 'n';
-	sql = psprintf("SELECT %s.ade_batch_unanswered($1, $2, $3)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 3, argtypes, args, nulls, false, 0);
+	rc = AdeExec("SELECT %s.ade_batch_unanswered($1, $2, $3)", 3, argtypes, args, nulls, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 }
@@ -455,7 +442,6 @@ candidates_step(void *arg)
 	CandidatesStep *c = (CandidatesStep *) arg;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(c->token_id)};
-	char	   *sql;
 	int			rc;
 	int			i;
 	bool		isnull;
@@ -466,8 +452,7 @@ candidates_step(void *arg)
 	 * nothing when another session holds it.  In one transaction, which
 	 * holds it, the same.
 	 */
-	sql = psprintf("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1", AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	rc = AdeExec("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1", 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
@@ -482,9 +467,8 @@ candidates_step(void *arg)
 		return;
 	}
 
-	sql = psprintf("SELECT hardware_serial, profile_key, profile_uuid "
-				   "FROM %s.ade_assign_candidates($1)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
+	rc = AdeExec("SELECT hardware_serial, profile_key, profile_uuid "
+				   "FROM %s.ade_assign_candidates($1)", 1, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	c->n = (int) SPI_processed;
@@ -511,12 +495,10 @@ waiting_step(void *arg)
 	WaitingStep *w = (WaitingStep *) arg;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(w->token_id)};
-	char	   *sql;
 	int			rc;
 	bool		isnull;
 
-	sql = psprintf("SELECT %s.ade_unassignable($1)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	rc = AdeExec("SELECT %s.ade_unassignable($1)", 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	w->n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -128,8 +128,7 @@ AdeClaimToken(int64 token_id, bool hosts)
 
 	if (hosts)
 		AdeLockHosts();
-	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.abm_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED",
-										AdeSchema()),
+	rc = AdeExec("SELECT 1 FROM %s.abm_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED",
 							   1, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "claiming the token");
 	rc = (int) SPI_processed;
@@ -149,7 +148,7 @@ AdeTokenLive(int64 token_id)
 	Datum		args[1] = {Int64GetDatum(token_id)};
 	int			rc;
 
-	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.abm_tokens WHERE id = $1", AdeSchema()),
+	rc = AdeExec("SELECT 1 FROM %s.abm_tokens WHERE id = $1",
 							   1, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "reading the token");
 	rc = (int) SPI_processed;

@@ -247,7 +247,6 @@ claim_token(TokenRun *run, ClaimHow how)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(run->token_id)};
-	char	   *sql;
 	int			rc;
 	bool		isnull;
 	Datum		d;
@@ -255,9 +254,12 @@ claim_token(TokenRun *run, ClaimHow how)
 
 	if (how == CLAIM_HOSTS)
 		AdeLockHosts();
-	sql = psprintf("SELECT org_name, mode, cursor FROM %s.abm_tokens WHERE id = $1%s",
-				   AdeSchema(), how == CLAIM_READ ? "" : " FOR UPDATE SKIP LOCKED");
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	if (how == CLAIM_READ)
+		rc = AdeExec("SELECT org_name, mode, cursor FROM %s.abm_tokens WHERE id = $1",
+					 1, argtypes, args, NULL, false, 1);
+	else
+		rc = AdeExec("SELECT org_name, mode, cursor FROM %s.abm_tokens WHERE id = $1 FOR UPDATE SKIP LOCKED",
+					 1, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "claiming the token");
 	if (SPI_processed == 0)
 		return false;
@@ -367,12 +369,12 @@ send_ahead(const int64 *ids, int n)
 	for (i = 0; i < n; i++)
 		elems[i] = Int64GetDatum(ids[i]);
 	args[0] = PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	rc = SPI_execute_with_args(psprintf("SELECT t.id, t.mode, t.cursor, s.session_token "
+	rc = AdeExec("SELECT t.id, t.mode, t.cursor, s.session_token "
 										"FROM %s.abm_tokens t JOIN %s.ade_token_secrets s ON s.token_id = t.id "
 										"WHERE t.id = ANY ($1) AND s.session_token IS NOT NULL "
 										"AND NOT EXISTS (SELECT FROM %s.ade_rate_limits r WHERE r.token_id = t.id "
 										"  AND r.paused_until > now() AND r.request IN ('session', 'fetch', 'sync')) "
-										"ORDER BY t.id", AdeSchema(), AdeSchema(), AdeSchema()),
+										"ORDER BY t.id",
 							   1, argtypes, args, NULL, true, 0);
 	spi_check(rc, SPI_OK_SELECT, "reading the tokens' sessions");
 	/* kept: the vault runs queries of its own */
@@ -601,14 +603,12 @@ retry_chunk(TokenRun *run, void *arg)
 	RetryArgs  *ra = (RetryArgs *) arg;
 	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
 	Datum		args[2] = {Int64GetDatum(run->token_id), TimestampTzGetDatum(ra->until)};
-	char	   *sql;
 	int			rc;
 
 	ra->more = false;
 	if (!AdeClaimToken(run->token_id, true))
 		return;
-	sql = psprintf("SELECT %s.ade_retry_rejected($1, $2)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 1);
+	rc = AdeExec("SELECT %s.ade_retry_rejected($1, $2)", 2, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "ade_retry_rejected");
 	SPI_freetuptable(SPI_tuptable);
 	ra->more = GetCurrentTimestamp() >= ra->until;
@@ -625,9 +625,8 @@ retry_rejected(TokenRun *run)
 	int			rc;
 
 	/* none due (the common case): hosts is not taken at all */
-	rc = SPI_execute_with_args(psprintf("SELECT 1 FROM %s.ade_rejected_records "
+	rc = AdeExec("SELECT 1 FROM %s.ade_rejected_records "
 										"WHERE token_id = $1 AND retry_at <= now() LIMIT 1",
-										AdeSchema()),
 							   1, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "reading ade_rejected_records");
 	due = SPI_processed == 1;
@@ -658,9 +657,8 @@ report_kept(TokenRun *run)
 
 	if (run->skipped == 0)
 		return;
-	rc = SPI_execute_with_args(psprintf("SELECT reason FROM %s.ade_rejected_records "
+	rc = AdeExec("SELECT reason FROM %s.ade_rejected_records "
 										"WHERE token_id = $1 ORDER BY rejected_at DESC, id DESC LIMIT 1",
-										AdeSchema()),
 							   1, argtypes, args, NULL, false, 1);	/* sees the pages' rows */
 	spi_check(rc, SPI_OK_SELECT, "reading ade_rejected_records");
 	if (SPI_processed == 1)
@@ -823,7 +821,6 @@ finish_run(TokenRun *run)
 		INT4OID, INT4OID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID};
 	Datum		args[15];
 	char		nulls[15];
-	char	   *sql;
 	int			rc;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -844,9 +841,8 @@ finish_run(TokenRun *run)
 	args[13] = BoolGetDatum(run->busy);
 	set_text(args, nulls, 14, run->note);
 
-	sql = psprintf("SELECT org_name, mode FROM %s.ade_finish_run($1, $2, $3, $4, $5, $6, $7, "
-				   "$8, $9, $10, $11, $12, $13, $14, $15)", AdeSchema());
-	rc = SPI_execute_with_args(sql, 15, argtypes, args, nulls, false, 0);
+	rc = AdeExec("SELECT org_name, mode FROM %s.ade_finish_run($1, $2, $3, $4, $5, $6, $7, "
+				   "$8, $9, $10, $11, $12, $13, $14, $15)", 15, argtypes, args, nulls, false, 0);
 	spi_check(rc, SPI_OK_SELECT, "ade_finish_run");
 	if (SPI_processed == 1)
 	{
@@ -869,16 +865,14 @@ warn_token(TokenRun *run)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(run->token_id)};
-	char	   *sql;
 	int			rc;
 	bool		isnull;
 	bool		terms;
 	Datum		renew;
 	bool		renew_null;
 
-	sql = psprintf("SELECT terms_expired, renew_at, renew_at < now() + interval '30 days' "
-				   "FROM %s.abm_tokens WHERE id = $1", AdeSchema());
-	rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 1);
+	rc = AdeExec("SELECT terms_expired, renew_at, renew_at < now() + interval '30 days' "
+				   "FROM %s.abm_tokens WHERE id = $1", 1, argtypes, args, NULL, false, 1);
 	spi_check(rc, SPI_OK_SELECT, "reading the token's state");
 	if (SPI_processed != 1)
 		return;
@@ -1022,9 +1016,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 		Oid			argtypes[1] = {INT4OID};
 		Datum		args[1] = {Int32GetDatum(ade_runs_retention)};
 
-		sql = psprintf("DELETE FROM %s.ade_sync_runs WHERE started_at < now() - make_interval(mins => $1)",
-					   AdeSchema());
-		rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
+		rc = AdeExec("DELETE FROM %s.ade_sync_runs WHERE started_at < now() - make_interval(mins => $1)", 1, argtypes, args, NULL, false, 0);
 		spi_check(rc, SPI_OK_DELETE, "pruning ade_sync_runs");
 	}
 
@@ -1033,8 +1025,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 		Oid			argtypes[1] = {INT8OID};
 		Datum		args[1] = {Int64GetDatum(only)};
 
-		sql = psprintf("SELECT id FROM %s.abm_tokens WHERE id = $1", AdeSchema());
-		rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 0);
+		rc = AdeExec("SELECT id FROM %s.abm_tokens WHERE id = $1", 1, argtypes, args, NULL, true, 0);
 		spi_check(rc, SPI_OK_SELECT, "listing tokens");
 		if (SPI_processed == 0)
 			ereport(ERROR,
@@ -1059,6 +1050,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 
 	alone = AdeRunLock(commit);
 	holder = alone ? NULL : AdeRunLockHolder(&prepared);
+	AdeRunCacheBegin();
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync token",
 								   ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
@@ -1099,6 +1091,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 	}
 	PG_FINALLY();
 	{
+		AdeRunCacheEnd();
 		AdeAheadEnd(NULL, NULL);
 		AdeCommitSteps = false;
 		AdeLockDeadline = 0;
