@@ -701,7 +701,7 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 
 		client->requests++;
 		if (attempt > 0 || client->token_id == 0 ||
-			!AdeAheadTake(client->token_id, method, path, body, auth, res))
+			!AdeAheadTake(client->token_id, method, path, body, auth, timeout, res))
 			AdeHttpPerform(client->http, method, url, hdr, nh, body, timeout, connect, res);
 
 		if (res->curl_code != 0)
@@ -748,7 +748,7 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 				retry = true;
 				wait_ms = Max(wait_ms, res->retry_after * 1000);
 			}
-			else
+			else if (res->retry_after > 0)
 			{
 				/* not waited out here: the kind waits, stored, for every run */
 				abm_note_pause(client, kind,
@@ -1055,7 +1055,8 @@ ade_refresh_account(PG_FUNCTION_ARGS)
 
 		for (i = 0; i < client->npauses; i++)
 			paused = paused || client->pauses[i].unsaved;
-		if (!paused && kind != ABM_PAUSED)
+		/* (an 0.4 schema has nowhere to keep it: the error, as 0.4 gave) */
+		if ((!paused && kind != ABM_PAUSED) || !AdeSqlAtLeast(0, 5))
 			ReThrowError(error);
 		/*
 		 * ABM asked for a pause: kept (this call's transaction commits),

@@ -85,6 +85,7 @@ extern void AdeHttpStart(AdeHttp *http, const char *method, const char *url,
 						 const char *const *headers, int nheaders,
 						 const char *body, long timeout_ms, long connect_timeout_ms);
 extern void AdeHttpWait(AdeHttp *http);
+extern bool AdeHttpWaitUntil(AdeHttp *http, TimestampTz until);
 extern void AdeHttpFinish(AdeHttp *http, AdeHttpResult *res);
 extern bool AdeHttpDone(AdeHttp *http);
 extern long AdeHttpPeek(AdeHttp *http, const char **body, size_t *len);
@@ -106,7 +107,7 @@ extern void AdeAheadQueue(int64 token_id, int order, const char *method, const c
 						  const char *path, const char *body, const char *const *hdr, int nhdr);
 extern void AdeAheadDrop(int64 token_id);
 extern bool AdeAheadTake(int64 token_id, const char *method, const char *path, const char *body,
-						 const char *auth, AdeHttpResult *res);
+						 const char *auth, long timeout_ms, AdeHttpResult *res);
 
 /* ---- OAuth 1.0a (oauth.c) ---- */
 extern char *AdeOAuthEncode(const char *s);

@@ -313,15 +313,19 @@ AdeAheadDrop(int64 token_id)
 }
 
 /*
- * The answer to exactly this request, if it was sent ahead: waited for if
- * still in flight, then handed over in res (in the current memory
- * context) and true, whatever came (a transport failure too).  False
- * when it was not sent ahead; a token whose next request ahead is another
- * one loses all it had ahead.
+ * The answer to exactly this request, if it was sent ahead and is still in
+ * flight or answered: waited for at most timeout_ms (what the loop would
+ * give the request: its share of the run's time, ade.http_timeout), then
+ * handed over in res (in the current memory context) and true, whatever
+ * came (a transport failure too).  Not answered by then: a timeout in res,
+ * as the loop's own request would have had.  False when it was not sent
+ * ahead (one still queued is not sent now: the loop sends it on its own
+ * connection); a token whose next request ahead is another one loses all
+ * it had ahead.
  */
 bool
 AdeAheadTake(int64 token_id, const char *method, const char *path, const char *body,
-			 const char *auth, AdeHttpResult *res)
+			 const char *auth, long timeout_ms, AdeHttpResult *res)
 {
 	dlist_iter	it;
 	Ahead	   *a = NULL;
@@ -340,7 +344,8 @@ AdeAheadTake(int64 token_id, const char *method, const char *path, const char *b
 	}
 	if (a == NULL)
 		return false;
-	if (strcmp(a->method, method) != 0 || strcmp(a->path, path) != 0 ||
+	if (a->http == NULL ||
+		strcmp(a->method, method) != 0 || strcmp(a->path, path) != 0 ||
 		(a->body == NULL) != (body == NULL) ||
 		(body != NULL && strcmp(a->body, body) != 0) ||
 		auth == NULL || strcmp(a->auth, auth) != 0)
@@ -348,28 +353,19 @@ AdeAheadTake(int64 token_id, const char *method, const char *path, const char *b
 		AdeAheadDrop(token_id);
 		return false;
 	}
-	if (a->http == NULL)
+	if (!AdeHttpWaitUntil(a->http, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(timeout_ms, 1))))
 	{
-		/* not sent yet: now, before the others waiting */
-		long		left = (long) ((run->deadline - GetCurrentTimestamp()) / 1000);
-		MemoryContext old;
-
-		if (left <= 0)
-		{
-			AdeAheadDrop(token_id);
-			return false;
-		}
-		old = MemoryContextSwitchTo(a->cxt);
-		a->http = AdeHttpCreate();
-		AdeHttpSetOwner(a->http, a);
-		AdeHttpStart(a->http, a->method, a->url, a->hdr, a->nhdr, a->body,
-					 Min((long) ade_http_timeout, left),
-					 Min((long) ade_connect_timeout, left));
-		MemoryContextSwitchTo(old);
-		run->inflight++;
-		run->sent++;
+		/* no answer within the loop's own limit: as if its request timed out */
+		memset(res, 0, sizeof(*res));
+		res->retry_after = -1;
+		res->curl_code = 28;	/* CURLE_OPERATION_TIMEDOUT */
+		res->timed_out = true;
+		res->connected = true;
+		res->curl_error = pstrdup("Operation timed out");
+		res->body = pstrdup("");
+		AdeAheadDrop(token_id);
+		return true;
 	}
-	AdeHttpWait(a->http);
 	AdeHttpFinish(a->http, res);
 	ahead_free(a);
 	fill();

@@ -127,8 +127,8 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 	 * 0.4 would make Apple assign those serials whatever their scope).
 	 */
 	if (AdeSqlAtLeast(0, 4))
-		sql = psprintf("SELECT (m.profile - 'devices')::text FROM %s.ade_device_profiles($1) m "
-					   "WHERE m.profile_key = $2 LIMIT 1", AdeSchema());
+		rc = AdeExec("SELECT (m.profile - 'devices')::text FROM %s.ade_device_profiles($1) m "
+					 "WHERE m.profile_key = $2 LIMIT 1", 2, argtypes, args, NULL, false, 1);
 	else						/* the SQL of 0.3 and before */
 		rc = AdeExec("SELECT p.profile::text FROM (SELECT e.profile, e.profile_key FROM %s.ade_effective_profiles($1) e "
 					   "UNION ALL SELECT x.profile, md5(x.profile::text) FROM %s.ade_profiles x "

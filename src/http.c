@@ -11,6 +11,13 @@
  *
  * Design notes:
  *
+ * - Pools.  A run's requests sent ahead (ahead.c) share one multi handle,
+ *   the run's pool, and its connections.  The sync loop's own requests
+ *   (sessions, assignments, a page not sent ahead) each use a connection
+ *   of their own, so that requests ahead stuck at ABM never make the loop
+ *   wait for a connection; while the loop waits it drives the run's pool
+ *   too.
+ *
  * - Interrupts.  The transfer is driven with curl's multi interface in a loop
  *   that waits at most 100 ms in curl_multi_poll and calls
  *   CHECK_FOR_INTERRUPTS() between turns, outside any curl callback.  So
@@ -49,6 +56,7 @@
 #include "lib/ilist.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 /*
  * A multi handle and the transfers attached to it: one of a run (every
@@ -565,7 +573,8 @@ AdeHttpStart(AdeHttp *http, const char *method, const char *url,
 	char	   *why;
 	CURLMcode	mc;
 	int			i;
-	AdeHttpPool *pool = run_pool ? run_pool : http->own;
+	/* the requests sent ahead in the run's pool; the loop's own on their own connections */
+	AdeHttpPool *pool = run_pool && http->owner ? run_pool : http->own;
 
 	/* checked again before every request, whatever the setting said */
 	if (!AdeUrlAllowed(url, &why))
@@ -710,15 +719,34 @@ AdeHttpPump(void)
 void
 AdeHttpWait(AdeHttp *http)
 {
+	(void) AdeHttpWaitUntil(http, 0);
+}
+
+/*
+ * The same, giving up at until (0: never): false when the transfer had not
+ * ended by then (it goes on; the caller drops it or waits again).  A
+ * transfer of its own pool (the sync loop's own requests) drives the run's
+ * pool too, so that the requests sent ahead go on while it waits.
+ */
+bool
+AdeHttpWaitUntil(AdeHttp *http, TimestampTz until)
+{
 	while (!http->done)
 	{
+		bool		both = run_pool != NULL && http->pool != run_pool;
+
 		/* cancel, statement_timeout, terminate: raised here, with their reason */
 		CHECK_FOR_INTERRUPTS();
 		if (http->pool == NULL)
 			elog(ERROR, "ade: waiting for an ABM request that was never started");
-		pool_turn(http->pool, 100);
+		if (until != 0 && GetCurrentTimestamp() >= until)
+			return false;
+		if (both)
+			pool_turn(run_pool, 0);
+		pool_turn(http->pool, both ? 10 : 100);
 	}
 	CHECK_FOR_INTERRUPTS();
+	return true;
 }
 
 /*

@@ -11,6 +11,14 @@
  * over jsonb_array_elements of the page); this file only moves pages from
  * HTTP to that statement.
  *
+ * Requests side by side: the loop does one token and one page at a time,
+ * but their requests to ABM are sent ahead (ahead.c): each token's first
+ * page when the run starts (send_ahead(), with the stored cursor and
+ * session), and the page after each page that says more_to_follow
+ * (next_page()), up to ade.max_concurrent_requests in flight.  abm.c takes
+ * such an answer only for the very request the loop makes; so the loop,
+ * and everything below, is as it was when it asked one request at a time.
+ *
  * The time budget: ade.max_sync_seconds bounds the whole run, over every
  * token, HTTP retries and the assignment included, so that a run fits in
  * pg_cron's minute.  Each token gets a fair share of what is left when its
@@ -1050,11 +1058,11 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 
 	alone = AdeRunLock(commit);
 	holder = alone ? NULL : AdeRunLockHolder(&prepared);
-	AdeRunCacheBegin();
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync token",
 								   ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
 	{
+		AdeRunCacheBegin();
 		AdeCommitSteps = commit && alone;
 		if (AdeCommitSteps)
 			AdeCommit();		/* the pruning, and nothing held but the run lock */

@@ -7,7 +7,7 @@
 -- assign; then the forms of Retry-After (seconds, an HTTP date, an absurd
 -- one, none).
 \ir setup.psql
-SELECT plan(41);
+SELECT plan(43);
 \! test/add-token.sh Paused CK_rl
 \! test/add-token.sh Other CK_rl2
 SELECT id AS rl FROM abm_tokens WHERE consumer_key = 'CK_rl' \gset
@@ -149,4 +149,22 @@ SET ade.max_retries = 0;
 SELECT count(*) FROM ade_sync(:rl) \g /dev/null
 SELECT is((SELECT retry_after FROM ade_rate_limits WHERE request = 'sync'), 1,
   'with no retry left, even a short one is kept: the next run does not ask before it ends');
+-- Retry-After: 0 (or a date gone by) with no retry left pauses nothing
+DELETE FROM ade_rate_limits;
+\! python3 test/mockctl.py fault '{"path": "/devices/sync", "consumer_key": "CK_rl", "status": 429, "body": "TOO_MANY_REQUESTS", "headers": {"Retry-After": "0"}, "times": 1}'
+SELECT count(*) FROM ade_sync(:rl) \g /dev/null
+SELECT is((SELECT count(*)::int FROM ade_rate_limits), 0, 'a Retry-After of 0 stores no pause');
+
+-- the 0.5 library on an 0.4 schema (before ALTER EXTENSION ade UPDATE):
+-- ade_refresh_account() keeps 0.4's answer to a 429, an error (it has
+-- nowhere to keep the pause)
+SET ade.allow_drop = on;
+DROP EXTENSION ade CASCADE;
+RESET ade.allow_drop;
+CREATE EXTENSION ade VERSION '0.4';
+\! python3 test/mockctl.py reset
+\! test/add-token.sh Old CK_old >/dev/null
+\! python3 test/mockctl.py fault '{"path": "/account", "consumer_key": "CK_old", "status": 429, "body": "TOO_MANY_REQUESTS", "headers": {"Retry-After": "600"}, "times": 1}'
+SELECT throws_like($$SELECT ade_refresh_account((SELECT id FROM abm_tokens))$$, 'ABM throttled GET /account%',
+  'on an 0.4 schema a 429 on ade_refresh_account() is the error it was');
 SELECT * FROM finish();
