@@ -40,6 +40,9 @@ static int	nplans = 0;
 /*
  * Run query fmt (its "%s" are ade's schema) with these arguments through
  * its saved plan; as SPI_execute_with_args() does, the SPI_OK_* code.
+ * The caller's memory context is current again afterwards: SPI leaves its
+ * own procedure context current, which lives until SPI_finish(), and what a
+ * run's page allocated after a query would pile up there page after page.
  */
 int
 AdeExec(const char *fmt, int nargs, Oid *types, Datum *args, const char *nulls,
@@ -48,6 +51,8 @@ AdeExec(const char *fmt, int nargs, Oid *types, Datum *args, const char *nulls,
 	const char *schema = AdeSchema();
 	SavedPlan  *p = NULL;
 	int			i;
+	int			rc;
+	MemoryContext caller = CurrentMemoryContext;
 
 	for (i = 0; i < nplans; i++)
 		if (plans[i].fmt == fmt)
@@ -61,8 +66,12 @@ AdeExec(const char *fmt, int nargs, Oid *types, Datum *args, const char *nulls,
 		p->fmt = fmt;
 	}
 	if (p == NULL)
-		return SPI_execute_with_args(psprintf(fmt, schema, schema, schema, schema),
-									 nargs, types, args, nulls, read_only, count);
+	{
+		rc = SPI_execute_with_args(psprintf(fmt, schema, schema, schema, schema),
+								   nargs, types, args, nulls, read_only, count);
+		MemoryContextSwitchTo(caller);
+		return rc;
+	}
 	if (p->plan == NULL || strcmp(p->schema, schema) != 0)
 	{
 		SPIPlanPtr	plan;
@@ -80,5 +89,7 @@ AdeExec(const char *fmt, int nargs, Oid *types, Datum *args, const char *nulls,
 		p->schema = MemoryContextStrdup(TopMemoryContext, schema);
 		p->plan = plan;
 	}
-	return SPI_execute_plan(p->plan, args, nulls, read_only, count);
+	rc = SPI_execute_plan(p->plan, args, nulls, read_only, count);
+	MemoryContextSwitchTo(caller);
+	return rc;
 }

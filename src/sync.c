@@ -204,6 +204,7 @@ apply_page(TokenRun *run, Jsonb *devices, bool fetch, const char *cursor,
 	int			rc;
 	char	   *asked_mode = run->mode;
 	char	   *asked_cursor = run->cursor;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (!claim_token(run, CLAIM_HOSTS) ||
 		strcmp(run->mode, asked_mode) != 0 ||
@@ -228,6 +229,7 @@ apply_page(TokenRun *run, Jsonb *devices, bool fetch, const char *cursor,
 		nulls[5] = 'n';
 
 	rc = SPI_execute_plan(get_apply_plan(), args, nulls, false, 0);
+	MemoryContextSwitchTo(caller);	/* not SPI's, which lives to the run's end */
 	spi_check(rc, SPI_OK_SELECT, "ade_apply_page");
 	if (SPI_processed == 1)
 	{
