@@ -570,19 +570,22 @@ abm_url(const char *path)
 	return psprintf("%.*s%s", n, base, path);
 }
 
-/* sleep for ms, interruptibly */
+/*
+ * Sleep for ms, interruptibly, by the clock: a latch set meanwhile (a
+ * signal to the backend) wakes the wait, but does not shorten the sleep.
+ */
 static void
 abm_sleep(int ms)
 {
-	while (ms > 0)
-	{
-		int			step = Min(ms, 100);
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	long		left;
 
+	while ((left = ms_until(end)) > 0)
+	{
 		CHECK_FOR_INTERRUPTS();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 step, PG_WAIT_EXTENSION);
+						 Min(left, 100), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		ms -= step;
 	}
 	CHECK_FOR_INTERRUPTS();
 }
