@@ -457,6 +457,7 @@ AdeAbmOpen(int64 token_id)
 	bool		isnull;
 	Datum		kinds;
 	Datum		untils;
+	SPITupleTable *tt;
 
 	/* the pauses ABM asked for (Retry-After) that have not ended */
 	/* (an 0.4 schema the library runs against before the update has none) */
@@ -482,6 +483,7 @@ AdeAbmOpen(int64 token_id)
 				 errmsg("abm token " INT64_FORMAT " does not exist", token_id),
 				 errhint("SELECT id, org_name FROM abm_tokens lists the tokens.")));
 	/* every column read before opening any: the vault runs queries of its own */
+	tt = SPI_tuptable;
 	creds.consumer_key = spi_text(0, 1);
 	creds.consumer_secret = spi_text(0, 2);
 	creds.access_token = spi_text(0, 3);
@@ -513,6 +515,8 @@ AdeAbmOpen(int64 token_id)
 		for (i = 0; i < nk && i < nu; i++)
 			abm_note_pause(c, TextDatumGetCString(kv[i]), DatumGetTimestampTz(uv[i]), 0, 0, false);
 	}
+	/* the sealed values: nothing of the run's stays until it ends */
+	SPI_freetuptable(tt);
 	/* a session that does not open (sealed under a key since removed) is no session */
 	if (session)
 		c->session = AdeVaultTryOpen(session, AdeVaultPlace("ade_token_secrets", "session_token", token_id));

@@ -34,8 +34,11 @@
  *   request that is never taken has changed nothing at ABM.
  * - An answer is taken as it came, a transport failure or a timeout too:
  *   it is the loop's first attempt, and abm.c retries it (ade.max_retries)
- *   or reports it as it would its own.  Its timeouts were cut to the run's
- *   deadline when it was sent.
+ *   or reports it as it would its own.  Its only limit in libcurl is the
+ *   run's end (nothing drives it while the loop works on a page, and an
+ *   answer that came meanwhile would be called a timeout); the loop waits
+ *   for it no longer than for a request of its own (ade.http_timeout, its
+ *   share of the run), from when it asks.
  * - Nothing is sent ahead after the run's deadline; a token paused by ABM's
  *   Retry-After is not asked (sync.c does not predict it).
  * - Memory: at most ade.max_concurrent_requests requests in flight, and as
@@ -129,9 +132,13 @@ fill(void)
 		old = MemoryContextSwitchTo(a->cxt);
 		a->http = AdeHttpCreate();
 		AdeHttpSetOwner(a->http, a);
-		AdeHttpStart(a->http, a->method, a->url, a->hdr, a->nhdr, a->body,
-					 Min((long) ade_http_timeout, left),
-					 Min((long) ade_connect_timeout, left));
+		/*
+		 * Bounded by the run's end only: between the loop's turns nothing
+		 * drives the transfer, and libcurl would call an answer that
+		 * arrived meanwhile a timeout.  ade.http_timeout counts from when
+		 * the loop asks for it (AdeAheadTake()).
+		 */
+		AdeHttpStart(a->http, a->method, a->url, a->hdr, a->nhdr, a->body, left, left);
 		MemoryContextSwitchTo(old);
 		run->inflight++;
 		run->sent++;

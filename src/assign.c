@@ -424,6 +424,7 @@ unanswered_step(void *arg)
 	rc = AdeExec("SELECT %s.ade_batch_unanswered($1, $2, $3)", 3, argtypes, args, nulls, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /* whether the token assigns at all, and the devices that are due */
@@ -455,17 +456,21 @@ candidates_step(void *arg)
 	rc = AdeExec("SELECT assign_profiles FROM %s.abm_tokens WHERE id = $1", 1, argtypes, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+	/* the run's memory does not grow with its tokens: each result is freed */
 	if (SPI_processed == 0)
 	{
+		SPI_freetuptable(SPI_tuptable);
 		c->gone = true;
 		return;
 	}
 	if (SPI_processed == 1 &&
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 	{
+		SPI_freetuptable(SPI_tuptable);
 		c->off = true;
 		return;
 	}
+	SPI_freetuptable(SPI_tuptable);
 
 	rc = AdeExec("SELECT hardware_serial, profile_key, profile_uuid "
 				   "FROM %s.ade_assign_candidates($1)", 1, argtypes, args, NULL, false, 0);
@@ -502,6 +507,7 @@ waiting_step(void *arg)
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	w->n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /*

@@ -864,6 +864,7 @@ finish_run(TokenRun *run)
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		run->mode = isnull ? NULL : TextDatumGetCString(d);
 	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /*
