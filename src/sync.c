@@ -1022,12 +1022,21 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 	if (SPI_connect_ext(commit ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	/* prune history older than ade.runs_retention */
+	/*
+	 * Prune history older than ade.runs_retention: the cutoff a value the
+	 * planner sees (a one-shot plan), so that the index on started_at finds
+	 * the few old rows; an expression of now(), or a saved generic plan,
+	 * expects a third of the table and scanned all of it, run after run.
+	 */
 	{
-		Oid			argtypes[1] = {INT4OID};
-		Datum		args[1] = {Int32GetDatum(ade_runs_retention)};
+		Oid			argtypes[1] = {TIMESTAMPTZOID};
+		Datum		args[1];
 
-		rc = AdeExec("DELETE FROM %s.ade_sync_runs WHERE started_at < now() - make_interval(mins => $1)", 1, argtypes, args, NULL, false, 0);
+		args[0] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() -
+									  (TimestampTz) ade_runs_retention * 60 * USECS_PER_SEC);
+		rc = SPI_execute_with_args(psprintf("DELETE FROM %s.ade_sync_runs WHERE started_at < $1",
+											AdeSchema()),
+								   1, argtypes, args, NULL, false, 0);
 		spi_check(rc, SPI_OK_DELETE, "pruning ade_sync_runs");
 	}
 
