@@ -76,6 +76,7 @@ typedef struct Ahead
 	int			nhdr;
 	AdeHttp    *http;			/* NULL until sent */
 	MemoryContext cxt;			/* this request's memory */
+	MemoryContextCallback wipe; /* the session header, however cxt goes */
 } Ahead;
 
 typedef struct AheadRun
@@ -105,9 +106,18 @@ ahead_free(Ahead *a)
 			run->inflight--;
 	}
 	dlist_delete(&a->node);
-	explicit_bzero(a->auth, strlen(a->auth));
 	/* the transfer (its curl handle, its answer) goes with the context */
 	MemoryContextDelete(a->cxt);
+}
+
+/* reset callback of a request's memory: its session header is wiped */
+static void
+ahead_wipe(void *arg)
+{
+	Ahead	   *a = (Ahead *) arg;
+
+	if (a->auth)
+		explicit_bzero(a->auth, strlen(a->auth));
 }
 
 /* send what the limits allow, earliest tokens first */
@@ -187,6 +197,9 @@ queue(int64 token_id, int order, const char *method, const char *base, const cha
 		a->hdr[i] = pstrdup(hdr[i]);
 	/* the last header is the session's (abm.c) */
 	a->auth = (char *) a->hdr[nhdr - 1];
+	a->wipe.func = ahead_wipe;
+	a->wipe.arg = a;
+	MemoryContextRegisterResetCallback(cxt, &a->wipe);
 	MemoryContextSwitchTo(old);
 
 	/* after the last one of the same or an earlier order */
