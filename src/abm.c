@@ -11,8 +11,12 @@
  * backend every minute) and renewed (on 401, on 403 FORBIDDEN, and when an
  * answer carries a new X-ADM-Auth-Session), how failures are retried (5xx,
  * 429 and broken connections, with exponential backoff, bounded by
- * ade.max_retries; a timeout is not retried), and how ABM's bare error codes
- * map onto SQLSTATEs.  It does not own the transport (http.c), the parse of
+ * ade.max_retries; a timeout is not retried), the pauses ABM asks for (a
+ * 429 or 503 whose Retry-After is not waited out stops that token's
+ * requests of that kind until then: ade_rate_limits, loaded with the
+ * token, stored by AdeAbmSavePauses()), the hand-over of an answer sent
+ * ahead (ahead.c) to the request it was sent for, and how ABM's bare error
+ * codes map onto SQLSTATEs.  It does not own the transport (http.c), the parse of
  * an answer (json.c) nor the sync (sync.c).
  *
  * Transactions: AdeAbmOpen() and AdeAbmSaveSession() read and write
