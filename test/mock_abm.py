@@ -3,7 +3,8 @@
 
 Test tool of the `ade` PostgreSQL extension. It speaks the part of the ABM API
 that ade uses (OAuth 1.0a session, account, fetch, sync, profile define and
-assign) and has a control API under /_mock/ with which tests register tokens,
+assign, and the device calls of 0.5: details, profile removal, disown,
+activation lock) and has a control API under /_mock/ with which tests register tokens,
 change devices, inject faults and read what the client sent.  This file is
 the HTTP side (Apple's calls, the control API, faults as they are served);
 what it serves from, the organisations and their devices, cursors, rules
@@ -29,6 +30,15 @@ MISSING_HEADER):
     POST /profile                  define -> {"profile_uuid"}
     PUT  /profile/devices          {"profile_uuid", "devices": [...]} assign
     GET  /profile?profile_uuid=U   the stored profile
+    POST /devices                  {"devices": [serials]} details -> {"devices": {serial:
+                                   {record..., "response_status"} or {"response_status":
+                                   "NOT_ACCESSIBLE"}}}
+    DELETE /profile/devices        {"devices": [...]} remove -> {"devices": {serial: SUCCESS |
+                                   NOT_ACCESSIBLE | FAILED}} (a "modified" event, profile empty)
+    POST /devices/disown           {"devices": [...]} release -> the same shape; the device
+                                   leaves the organisation with no "deleted" event
+    POST /device/activationlock    {"device", "escrow_key"?, "lost_message"?} ->
+                                   {"serial_number", "response_status"}
 Errors are bare codes in a text/plain body (token_rejected, signature_invalid,
 T_C_NOT_SIGNED, UNAUTHORIZED, EXPIRED_CURSOR, INVALID_CURSOR,
 EXHAUSTED_CURSOR, CURSOR_REQUIRED, CONFIG_NAME_REQUIRED, CONFIG_URL_REQUIRED,
@@ -369,6 +379,112 @@ def h_assign(st, req):
     return 200, out, None
 
 
+def _serials(req):
+    """The body's "devices" list of serials (at most MAX_LIMIT), or an error answer."""
+    body = req.body_json
+    if not isinstance(body, dict) or not isinstance(body.get("devices"), list) or not body["devices"]:
+        return None, (400, "MALFORMED_REQUEST_BODY", None)
+    devs = body["devices"]
+    if len(devs) > MAX_LIMIT:
+        return None, (400, "DEVICE_LIMIT_EXCEEDED", None)
+    if not all(isinstance(d, str) for d in devs):
+        return None, (400, "MALFORMED_REQUEST_BODY", None)
+    return devs, None
+
+
+def h_details(st, req):
+    """POST /devices: each serial's record with response_status, or NOT_ACCESSIBLE."""
+    devs, err = _serials(req)
+    if err:
+        return err
+    org = req.org
+    out = {}
+    for s in devs:
+        forced = org.forced.get(s)
+        if s in org.devices and forced in (None, "SUCCESS"):
+            rec = dict(org.devices[s])
+            rec["response_status"] = "SUCCESS"
+            out[s] = rec
+        else:
+            out[s] = {"response_status": forced if forced and forced != "SUCCESS" else "NOT_ACCESSIBLE"}
+    return 200, {"devices": out}, None
+
+
+def h_remove_profile(st, req):
+    """DELETE /profile/devices: SUCCESS clears the device's profile (a modified event)."""
+    devs, err = _serials(req)
+    if err:
+        return err
+    org = req.org
+    now = st_now(st)
+    out = {}
+    for s in devs:
+        forced = org.forced.get(s)
+        if forced and forced != "SUCCESS":
+            out[s] = forced
+        elif s in org.devices:
+            rec = dict(org.devices[s])
+            rec["profile_uuid"] = ""
+            rec["profile_status"] = "empty"
+            rec.pop("profile_assign_time", None)
+            st.put_device(org, rec, "modified", now)
+            out[s] = "SUCCESS"
+        else:
+            out[s] = "NOT_ACCESSIBLE"
+    return 200, {"devices": out}, None
+
+
+def h_disown(st, req):
+    """POST /devices/disown: SUCCESS takes the device out of the organisation.
+
+    As Apple often does, no "deleted" event follows (the device is simply no
+    longer listed by a full fetch); never THROTTLED."""
+    devs, err = _serials(req)
+    if err:
+        return err
+    org = req.org
+    out = {}
+    for s in devs:
+        forced = org.forced.get(s)
+        if forced and forced not in ("SUCCESS", "THROTTLED"):
+            out[s] = forced
+        elif s in org.devices:
+            del org.devices[s]
+            org._sorted = None
+            out[s] = "SUCCESS"
+        else:
+            out[s] = "NOT_ACCESSIBLE"
+    return 200, {"devices": out}, None
+
+
+ACTIVATION_LOCK_ANSWERS = ("SUCCESS", "NOT_ACCESSIBLE", "ORG_NOT_SUPPORTED", "DEVICE_ALREADY_LOCKED", "FAILED")
+
+
+def h_activation_lock(st, req):
+    """POST /device/activationlock {"device", "escrow_key"?, "lost_message"?}."""
+    body = req.body_json
+    if not isinstance(body, dict) or not isinstance(body.get("device"), str) or not body["device"]:
+        return 400, "MALFORMED_REQUEST_BODY", None
+    for k in ("escrow_key", "lost_message"):
+        if k in body and not isinstance(body[k], str):
+            return 400, "MALFORMED_REQUEST_BODY", None
+    org = req.org
+    s = body["device"]
+    forced = org.forced.get(s)
+    if forced in ACTIVATION_LOCK_ANSWERS:
+        res = forced
+    elif s not in org.devices:
+        res = "NOT_ACCESSIBLE"
+    elif org.devices[s].get("activation_locked"):
+        res = "DEVICE_ALREADY_LOCKED"
+    else:
+        rec = dict(org.devices[s])
+        rec["activation_locked"] = True
+        org.devices[s] = rec            # no event: the device record Apple lists does not change
+        res = "SUCCESS"
+    return 200, {"serial_number": s, "response_status": res}, None
+
+
 ROUTES = {
     ("GET", "/session"): h_session,
     ("GET", "/account"): h_account,
@@ -377,6 +493,10 @@ ROUTES = {
     ("POST", "/profile"): h_profile_define,
     ("GET", "/profile"): h_profile_get,
     ("PUT", "/profile/devices"): h_assign,
+    ("POST", "/devices"): h_details,
+    ("DELETE", "/profile/devices"): h_remove_profile,
+    ("POST", "/devices/disown"): h_disown,
+    ("POST", "/device/activationlock"): h_activation_lock,
 }
 
 
@@ -967,6 +1087,33 @@ def self_test():
         and decode_cursor("not a cursor!") is None
     print("cursor round trip: %s" % ("ok" if ok3 else "FAIL"))
     ok &= ok3
+    # the device calls answer as Apple documents them
+    import types
+    from mock_state import Org, State
+    st = State()
+    org = Org("CK_self")
+    st.orgs[org.consumer_key] = org
+    for i in range(3):
+        st.put_device(org, st.make_device(org, "S%d" % i, "Mac", i), "added", "2026-01-01T00:00:00Z")
+
+    def call(h, body):
+        return h(st, types.SimpleNamespace(org=org, body_json=body, query=""))
+    det = call(h_details, {"devices": ["S0", "NOPE"]})[1]["devices"]
+    rem = call(h_remove_profile, {"devices": ["S1", "NOPE"]})[1]["devices"]
+    dis = call(h_disown, {"devices": ["S2"]})[1]["devices"]
+    lock1 = call(h_activation_lock, {"device": "S0", "escrow_key": "k"})[1]
+    lock2 = call(h_activation_lock, {"device": "S0"})[1]
+    ok4 = (det["S0"]["response_status"] == "SUCCESS" and det["S0"]["serial_number"] == "S0"
+           and det["NOPE"] == {"response_status": "NOT_ACCESSIBLE"}
+           and call(h_details, {"devices": ["x"] * (MAX_LIMIT + 1)})[:2] == (400, "DEVICE_LIMIT_EXCEEDED")
+           and rem == {"S1": "SUCCESS", "NOPE": "NOT_ACCESSIBLE"}
+           and org.devices["S1"]["profile_status"] == "empty"
+           and dis == {"S2": "SUCCESS"} and "S2" not in org.devices
+           and lock1 == {"serial_number": "S0", "response_status": "SUCCESS"}
+           and lock2["response_status"] == "DEVICE_ALREADY_LOCKED"
+           and call(h_activation_lock, {"escrow_key": "k"})[:2] == (400, "MALFORMED_REQUEST_BODY"))
+    print("device calls (details, remove profile, disown, activation lock): %s" % ("ok" if ok4 else "FAIL"))
+    ok &= ok4
     return 0 if ok else 1
 
 

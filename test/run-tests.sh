@@ -14,8 +14,9 @@
 #    cluster's state (its mock and the faults set there, ALTER SYSTEM,
 #    roles, pg_cron's database, DROP EXTENSION ade).
 #    Cluster 1: pg_regress (make installcheck), the runner's self-test
-#    (test/runner_selftest.sh, a cluster of its own), and the pgTAP files
-#    not in CLUSTER2 below.
+#    (test/runner_selftest.sh, a cluster of its own), the mock ABM's
+#    self-test (test/mock_abm.py --self-test: its OAuth vector, cursors and
+#    device calls), and the pgTAP files not in CLUSTER2 below.
 #    Cluster 2: the pgTAP files of CLUSTER2, then the model-based test
 #    (test/model_test.py), the fuzz of untrusted input (test/input_fuzz.py)
 #    and the stress test of the application racing open runs
@@ -91,7 +92,7 @@ for f in ${only:-test/t/*.sql}; do
   if [[ -z $only && " ${CLUSTER2[*]} " == *" $n "* ]]; then group2+=("$f"); else group1+=("$f"); fi
 done
 if [[ -z $only ]]; then
-  group1=(pg_regress runner_selftest "${group1[@]}")
+  group1=(pg_regress runner_selftest mock_selftest "${group1[@]}")
   group2=("${group2[@]}" model_test input_fuzz stress_open_run)
 fi
 
@@ -119,6 +120,7 @@ run_group() {
     case $s in
       pg_regress) ade_regress ;;
       runner_selftest) ade_counted_as_one runner_selftest test/runner_selftest.sh ;;
+      mock_selftest) ade_counted_as_one mock_selftest "$PYTHON" test/mock_abm.py --self-test ;;
       model_test | input_fuzz | stress_open_run) ade_counted_as_one "$s" "$PYTHON" "test/$s.py" ;;
       *) ade_prove "$s" ;;
     esac
