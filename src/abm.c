@@ -11,13 +11,12 @@
  * backend every minute) and renewed (on 401, on 403 FORBIDDEN, and when an
  * answer carries a new X-ADM-Auth-Session), how failures are retried (5xx,
  * 429 and broken connections, with exponential backoff, bounded by
- * ade.max_retries; a timeout is not retried), the pauses ABM asks for (a
- * 429 or 503 whose Retry-After is not waited out stops that token's
- * requests of that kind until then: ade_rate_limits, loaded with the
- * token, stored by AdeAbmSavePauses()), the hand-over of an answer sent
- * ahead (ahead.c) to the request it was sent for, and how ABM's bare error
- * codes map onto SQLSTATEs.  It does not own the transport (http.c), the parse of
- * an answer (json.c) nor the sync (sync.c).
+ * ade.max_retries; a timeout is not retried), which answers ask for a
+ * pause and which requests a pause holds back (pause.c keeps the pauses:
+ * loaded with the token, stored in ade_rate_limits), the hand-over of an
+ * answer sent ahead (ahead.c) to the request it was sent for, and how ABM's
+ * bare error codes map onto SQLSTATEs.  It does not own the transport
+ * (http.c), the parse of an answer (json.c) nor the sync (sync.c).
  *
  * Transactions: AdeAbmOpen() and AdeAbmSaveSession() read and write
  * ade_token_secrets through SPI; the caller has SPI connected.  A session
@@ -257,138 +256,7 @@ ms_until(TimestampTz deadline)
 	return (long) ((deadline - GetCurrentTimestamp()) / 1000);
 }
 
-/* ---- ABM's pauses (Retry-After) ---- */
-
-/*
- * The kind of a request, as ade_rate_limits names it: a pause ABM asks for
- * holds for the token's requests of that kind only.
- */
-const char *
-AdeAbmRequestKind(const char *method, const char *path)
-{
-	static const struct
-	{
-		const char *method;
-		const char *path;
-		const char *kind;
-	}			kinds[] =
-	{
-		{"GET", "/session", "session"},
-		{"GET", "/account", "account"},
-		{"POST", "/server/devices", "fetch"},
-		{"POST", "/devices/sync", "sync"},
-		{"POST", "/profile", "define"},
-		{"PUT", "/profile/devices", "assign"},
-		{"GET", "/profile", "profile"},
-		{"DELETE", "/profile/devices", "remove_profile"},
-		{"POST", "/devices", "details"},
-		{"POST", "/devices/disown", "disown"},
-		{"POST", "/device/activationlock", "activation_lock"},
-	};
-	const char *q = strchr(path, '?');
-	size_t		pl = q ? (size_t) (q - path) : strlen(path);
-	int			i;
-
-	for (i = 0; i < (int) lengthof(kinds); i++)
-		if (strcmp(method, kinds[i].method) == 0 &&
-			strlen(kinds[i].path) == pl && strncmp(path, kinds[i].path, pl) == 0)
-			return kinds[i].kind;
-	return psprintf("%s %.*s", method, (int) pl, path);
-}
-
-/* remember a pause on the client; a new one (status set) is also to be stored */
 static bool valid_session(const char *s);
-
-static void
-abm_note_pause(AdeAbmClient *c, const char *kind, TimestampTz until, int status,
-			   int retry_after, bool is_new)
-{
-	AdeAbmPause *p = NULL;
-	int			i;
-
-	for (i = 0; i < c->npauses; i++)
-		if (strcmp(c->pauses[i].kind, kind) == 0)
-			p = &c->pauses[i];
-	if (p == NULL)
-	{
-		if (c->npauses >= (int) lengthof(c->pauses))
-			return;				/* more kinds than ABM has: not kept */
-		p = &c->pauses[c->npauses++];
-		strlcpy(p->kind, kind, sizeof(p->kind));
-	}
-	p->until = until;
-	p->status = status;
-	p->retry_after = retry_after;
-	p->unsaved = p->unsaved || is_new;
-}
-
-/* the end of the pause that holds this kind of request, or 0 */
-static TimestampTz
-abm_paused_until(AdeAbmClient *c, const char *kind)
-{
-	int			i;
-
-	for (i = 0; i < c->npauses; i++)
-		if (strcmp(c->pauses[i].kind, kind) == 0 && c->pauses[i].until > GetCurrentTimestamp())
-			return c->pauses[i].until;
-	return 0;
-}
-
-/* is this kind of request paused for the token? (for the sync's plans) */
-bool
-AdeAbmPaused(AdeAbmClient *client, const char *method, const char *path)
-{
-	return abm_paused_until(client, AdeAbmRequestKind(method, path)) != 0;
-}
-
-/*
- * Store the pauses ABM asked for in this client's requests (SPI connected),
- * so that every run and backend keeps them; in a step that is not rolled
- * back with the request that got the answer.
- */
-void
-AdeAbmSavePauses(AdeAbmClient *client)
-{
-	Oid			argtypes[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, INT4OID, INT4OID};
-	int			i;
-
-	if (client->token_id == 0 || !AdeSqlAtLeast(0, 5))
-		return;
-	for (i = 0; i < client->npauses; i++)
-	{
-		AdeAbmPause *p = &client->pauses[i];
-		Datum		args[5];
-		int			rc;
-
-		if (!p->unsaved)
-			continue;
-		args[0] = Int64GetDatum(client->token_id);
-		args[1] = CStringGetTextDatum(p->kind);
-		args[2] = TimestampTzGetDatum(p->until);
-		args[3] = Int32GetDatum(p->status);
-		args[4] = Int32GetDatum(p->retry_after);
-		rc = AdeExec("SELECT %s.ade_pause($1, $2, $3, $4, $5)",
-								   5, argtypes, args, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
-		p->unsaved = false;
-	}
-}
-
-/* a request of a paused kind is not sent: an error of its own class */
-static void
-abm_refuse_paused(AdeAbmClient *client, const char *what, const char *kind, TimestampTz until)
-{
-	AdeAbmLastErrorKind = ABM_PAUSED;
-	AdeAbmLastRetryAfter = (int) ((until - GetCurrentTimestamp()) / USECS_PER_SEC) + 1;
-	ereport(ERROR,
-			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-			 errmsg("ABM asked ade to wait until %s before its next %s request (%s): not sent",
-					timestamptz_to_str(until), kind, what),
-			 errdetail("ABM answered an earlier %s request with HTTP 429 or 503 and a Retry-After; "
-					   "the other tokens, and this token's other requests, go on.", kind),
-			 errhint("ade_rate_limits and ade_status.paused show it; it ends by itself.")));
-}
 
 /* ---- opening a client ---- */
 
@@ -517,7 +385,7 @@ AdeAbmOpen(int64 token_id)
 		deconstruct_array(ua, TIMESTAMPTZOID, sizeof(TimestampTz), FLOAT8PASSBYVAL,
 						  TYPALIGN_DOUBLE, &uv, NULL, &nu);
 		for (i = 0; i < nk && i < nu; i++)
-			abm_note_pause(c, TextDatumGetCString(kv[i]), DatumGetTimestampTz(uv[i]), 0, 0, false);
+			AdePauseNote(c, TextDatumGetCString(kv[i]), DatumGetTimestampTz(uv[i]), 0, 0, false);
 	}
 	/* the sealed values: nothing of the run's stays until it ends */
 	SPI_freetuptable(tt);
@@ -691,11 +559,11 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 		long		timeout = ade_http_timeout;
 		long		connect = ade_connect_timeout;
 		bool		cut = false;
-		TimestampTz paused = abm_paused_until(client, kind);
+		TimestampTz paused = AdePausedUntil(client, kind);
 
 		*retries = attempt;
 		if (paused != 0)
-			abm_refuse_paused(client, what, kind, paused);
+			AdePauseRefuse(client, what, kind, paused);
 		if (client->deadline != 0)
 		{
 			long		left = ms_until(client->deadline);
@@ -762,7 +630,7 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 			else if (res->retry_after > 0)
 			{
 				/* not waited out here: the kind waits, stored, for every run */
-				abm_note_pause(client, kind,
+				AdePauseNote(client, kind,
 							   TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														   (int64) res->retry_after * 1000),
 							   (int) res->status, res->retry_after, true);

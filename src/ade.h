@@ -196,7 +196,13 @@ extern void AdeAbmCall(AdeAbmClient *client, const char *method, const char *pat
 extern void AdeAbmRaise(const AdeAbmResponse *resp, const char *what) pg_attribute_noreturn();
 extern char *AdeAbmExcerpt(const char *body);
 extern void AdeAbmSaveSession(AdeAbmClient *client);
+/* ---- ABM's pauses (pause.c) ---- */
 extern const char *AdeAbmRequestKind(const char *method, const char *path);
+extern void AdePauseNote(AdeAbmClient *c, const char *kind, TimestampTz until, int status,
+						 int retry_after, bool is_new);
+extern TimestampTz AdePausedUntil(AdeAbmClient *c, const char *kind);
+extern void AdePauseRefuse(AdeAbmClient *client, const char *what, const char *kind,
+						   TimestampTz until) pg_attribute_noreturn();
 extern bool AdeAbmPaused(AdeAbmClient *client, const char *method, const char *path);
 extern void AdeAbmSavePauses(AdeAbmClient *client);
 extern void AdeAbmAhead(int64 token_id, const char *session, int order, const char *method,
