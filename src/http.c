@@ -380,8 +380,6 @@ AdeHttpCreate(void)
 	http->cxt = cxt;
 	http->retry_after = -1;
 	http->done = true;
-	/* made first, so that it is released after the transfer (children go first) */
-	http->own = pool_create(cxt);
 	http->cb.func = http_release;
 	http->cb.arg = http;
 	MemoryContextRegisterResetCallback(cxt, &http->cb);
@@ -573,8 +571,7 @@ AdeHttpStart(AdeHttp *http, const char *method, const char *url,
 	char	   *why;
 	CURLMcode	mc;
 	int			i;
-	/* the requests sent ahead in the run's pool; the loop's own on their own connections */
-	AdeHttpPool *pool = run_pool && http->owner ? run_pool : http->own;
+	AdeHttpPool *pool;
 
 	/* checked again before every request, whatever the setting said */
 	if (!AdeUrlAllowed(url, &why))
@@ -582,6 +579,20 @@ AdeHttpStart(AdeHttp *http, const char *method, const char *url,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("refusing to send a request to this ABM URL: %s", why),
 				 errhint("Set ade.abm_url to an https URL, or to an http URL of a loopback host.")));
+
+	/*
+	 * The requests sent ahead in the run's pool; the loop's own on their
+	 * own connections, in a pool of the transfer's (a child context: it
+	 * goes before the transfer, detaching it)
+	 */
+	if (run_pool && http->owner)
+		pool = run_pool;
+	else
+	{
+		if (http->own == NULL)
+			http->own = pool_create(http->cxt);
+		pool = http->own;
+	}
 
 	/* a request cut short by an ERROR may have left the handle attached */
 	http_detach(http);
