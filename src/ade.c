@@ -63,6 +63,8 @@ int			ade_max_retries = 3;
 int			ade_retry_backoff = 500;
 int			ade_max_retry_wait = 10;
 int			ade_max_concurrent_requests = 32;
+int			ade_reconcile_interval = 1440;
+int			ade_min_refetch_interval = 60;
 bool		ade_allow_drop = false;
 
 /* a value of ade.abm_url that was rejected while the library loaded */
@@ -560,6 +562,18 @@ _PG_init(void)
 							"From 1 (one token at a time, as before 0.5) to 256; each token still has one page applied at a time.",
 							&ade_max_concurrent_requests, 32, 1, 256,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.reconcile_interval",
+							"How often each token reconciles: a full fetch beside the sync that soft-deletes what ABM no longer lists.",
+							"Minutes from the end of the last reconcile (or the token's first full fetch); 0 turns it off (ade_request_reconcile() still works).",
+							&ade_reconcile_interval, 1440, 0, 525600,
+							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.min_refetch_interval",
+							"Least time between two ade_request_reconcile() of a token.",
+							"A request within it is refused with the time left, so that a script cannot make ABM list every device over and over.",
+							&ade_min_refetch_interval, 60, 0, 10080,
+							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("ade.allow_drop",
 							 "Lets DROP EXTENSION ade (or a DROP that takes it along) delete its tokens, key pair and hosts.",

@@ -112,6 +112,7 @@ typedef struct TokenRun
 	int			failed;
 	int			requests;
 	int			fetched;		/* devices of fetch pages, for progress */
+	int			reconciled;		/* live devices a reconcile soft-deleted */
 	TimestampTz started_at;
 	TimestampTz deadline;		/* the token's share of the run's budget */
 	char	   *error;			/* NULL on success */
@@ -713,6 +714,173 @@ bound_lock_waits(TokenRun *run)
 							 GUC_ACTION_SAVE, true, 0, false);
 }
 
+/*
+ * A reconcile (0.5): a full fetch of the token beside its sync, with a
+ * cursor of its own (abm_tokens.reconcile_cursor), after the sync's pages
+ * and the assignment, within the token's share of the run, going on in
+ * later runs where it stopped.  After its last page the devices it did not
+ * list are soft-deleted (ade_apply_reconcile_page() in sync.sql).  Due
+ * every ade.reconcile_interval, or when asked (ade_request_reconcile()).
+ * The sync cursor is never touched: no event is lost, however long it
+ * takes.  A cursor ABM refuses starts the reconcile over, once a run.
+ */
+typedef struct ReconcileArgs
+{
+	AdeAbmClient *client;
+	int			restarts;
+	PageOutcome outcome;
+} ReconcileArgs;
+
+static void
+reconcile_step(TokenRun *run, void *arg)
+{
+	ReconcileArgs *ra = (ReconcileArgs *) arg;
+	Oid			argtypes[6] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, BOOLOID, TEXTOID};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int			rc;
+	bool		isnull;
+	char	   *asked = NULL;
+	AdeAbmResponse resp;
+	Jsonb	   *jb = NULL;
+	Jsonb	   *devices = NULL;
+	char	   *cursor = NULL;
+	char	   *fetched_until = NULL;
+	bool		more = false;
+	const char *what = "POST /server/devices (reconcile)";
+
+	ra->outcome = PAGE_DONE;
+	args[0] = Int64GetDatum(run->token_id);
+	args[1] = Int32GetDatum(ade_reconcile_interval);
+	{
+		Oid			st[2] = {INT8OID, INT4OID};
+
+		rc = AdeExec("SELECT due, cursor FROM %s.ade_reconcile_state($1, $2)", 2, st, args, NULL, false, 1);
+	}
+	spi_check(rc, SPI_OK_SELECT, "ade_reconcile_state");
+	if (SPI_processed != 1 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) || isnull)
+		return;
+	asked = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	SPI_freetuptable(SPI_tuptable);
+
+	AdeAbmCall(ra->client, "POST", "/server/devices", page_request(asked), &resp);
+	switch (resp.kind)
+	{
+		case ABM_OK:
+			jb = AdeAbmParseJson(&resp, what);
+			devices = AdeJsonGetJsonb(jb, "devices");
+			cursor = AdeJsonGetText(jb, "cursor");
+			if (devices == NULL || !JB_ROOT_IS_ARRAY(devices) || JB_ROOT_IS_SCALAR(devices))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						 errmsg("ABM answered %s without a \"devices\" array", what)));
+			if (cursor == NULL || cursor[0] == '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						 errmsg("ABM answered %s without a \"cursor\"", what)));
+			more = AdeJsonGetBool(jb, "more_to_follow", false);
+			fetched_until = AdeJsonGetText(jb, "fetched_until");
+			break;
+		case ABM_EXHAUSTED_CURSOR:
+		case ABM_EXPIRED_CURSOR:
+		case ABM_INVALID_CURSOR:
+		case ABM_CURSOR_REQUIRED:
+			if (asked == NULL || ++ra->restarts > 1)
+				AdeAbmRaise(&resp, what);
+			/* start it over (cursor null) */
+			break;
+		default:
+			AdeAbmRaise(&resp, what);
+	}
+
+	if (!claim_token(run, CLAIM_HOSTS))
+	{
+		ra->outcome = PAGE_TAKEN;
+		return;
+	}
+	if (asked)
+		args[1] = CStringGetTextDatum(asked);
+	else
+		nulls[1] = 'n';
+	if (devices)
+		args[2] = JsonbPGetDatum(devices);
+	else
+		nulls[2] = 'n';
+	if (cursor)
+		args[3] = CStringGetTextDatum(cursor);
+	else
+		nulls[3] = 'n';
+	args[4] = BoolGetDatum(more);
+	if (fetched_until)
+		args[5] = CStringGetTextDatum(fetched_until);
+	else
+		nulls[5] = 'n';
+	rc = AdeExec("SELECT applied, listed, reconciled FROM %s.ade_apply_reconcile_page($1, $2, $3, $4, $5, $6)",
+				 6, argtypes, args, nulls, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "ade_apply_reconcile_page");
+	if (SPI_processed != 1 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	{
+		SPI_freetuptable(SPI_tuptable);
+		ra->outcome = PAGE_TAKEN;
+		return;
+	}
+	run->fetched += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	run->reconciled += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	if (cursor == NULL)
+	{
+		add_note(run, psprintf("reconcile: %s, started over", AdeAbmKindName(resp.kind)));
+		ra->outcome = PAGE_MORE;
+		return;
+	}
+	run->pages++;
+	if (!more)
+	{
+		add_note(run, psprintf("reconcile done: %d devices ABM no longer lists soft-deleted", run->reconciled));
+		return;
+	}
+	/* rule 3: the same cursor back with more_to_follow would loop forever */
+	if (asked != NULL && strcmp(cursor, asked) == 0)
+	{
+		add_note(run, "ABM returned the same cursor with more_to_follow; run ended");
+		return;
+	}
+	ra->outcome = PAGE_MORE;
+}
+
+/* the reconcile's pages, in the time the token has left */
+static void
+reconcile_pages(TokenRun *run, AdeAbmClient *client, MemoryContext pagecxt)
+{
+	ReconcileArgs ra = {client, 0, PAGE_DONE};
+	int			pages = 0;
+
+	for (;;)
+	{
+		bool		ok;
+		MemoryContext old;
+
+		if (GetCurrentTimestamp() >= run->deadline)
+		{
+			if (pages > 0)
+				add_note(run, "reconcile under way: the next run goes on");
+			break;
+		}
+		bound_lock_waits(run);
+		old = MemoryContextSwitchTo(pagecxt);
+		ok = in_subxact(run, reconcile_step, &ra);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(pagecxt);
+		if (!ok || ra.outcome != PAGE_MORE)
+			break;
+		pages++;
+	}
+	if (ra.outcome == PAGE_TAKEN)
+		add_note(run, "the token was taken by another session during the run; the next run goes on");
+}
+
 /* the token claimed, its client opened (in the run's memory) */
 static void
 start_step(TokenRun *run, void *arg)
@@ -780,7 +948,6 @@ token_step(TokenRun *run, void *arg)
 		if (!ok || pa.outcome == PAGE_DONE)
 			break;
 	}
-	MemoryContextDelete(pagecxt);
 	report_kept(run);
 	bound_lock_waits(run);
 
@@ -802,6 +969,10 @@ token_step(TokenRun *run, void *arg)
 		run->error = MemoryContextStrdup(run->cxt, ar.error->message);
 		run->error_kind = ar.error_kind;
 	}
+	/* a reconcile, with what time is left, when all else went well */
+	if (run->error == NULL && AdeSqlAtLeast(0, 5))
+		reconcile_pages(run, client, pagecxt);
+	MemoryContextDelete(pagecxt);
 	run->requests = client->requests;
 	(void) in_subxact(run, save_session_step, client);
 	AdeAbmClose(client);
@@ -827,10 +998,10 @@ set_text(Datum *v, char *n, int i, const char *s)
 static void
 finish_run(TokenRun *run)
 {
-	Oid			argtypes[15] = {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID, INT4OID,
-		INT4OID, INT4OID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID};
-	Datum		args[15];
-	char		nulls[15];
+	Oid			argtypes[16] = {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID, INT4OID,
+		INT4OID, INT4OID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID, INT4OID};
+	Datum		args[16];
+	char		nulls[16];
 	int			rc;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -850,9 +1021,14 @@ finish_run(TokenRun *run)
 			 run->error ? AdeAbmKindName(run->error_kind) : "ok");
 	args[13] = BoolGetDatum(run->busy);
 	set_text(args, nulls, 14, run->note);
+	args[15] = Int32GetDatum(run->reconciled);
 
-	rc = AdeExec("SELECT org_name, mode FROM %s.ade_finish_run($1, $2, $3, $4, $5, $6, $7, "
-				   "$8, $9, $10, $11, $12, $13, $14, $15)", 15, argtypes, args, nulls, false, 0);
+	if (AdeSqlAtLeast(0, 5))
+		rc = AdeExec("SELECT org_name, mode FROM %s.ade_finish_run($1, $2, $3, $4, $5, $6, $7, "
+					 "$8, $9, $10, $11, $12, $13, $14, $15, $16)", 16, argtypes, args, nulls, false, 0);
+	else						/* the SQL of 0.4 */
+		rc = AdeExec("SELECT org_name, mode FROM %s.ade_finish_run($1, $2, $3, $4, $5, $6, $7, "
+					 "$8, $9, $10, $11, $12, $13, $14, $15)", 15, argtypes, args, nulls, false, 0);
 	spi_check(rc, SPI_OK_SELECT, "ade_finish_run");
 	if (SPI_processed == 1)
 	{

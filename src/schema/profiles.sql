@@ -387,7 +387,10 @@ BEGIN
 		   AND m.team_id = coalesce(h.team_id, 0) AND m.platform = h.platform
 		   AND m.team_id || '/' || m.platform = ANY (v_changed)
 		   AND m.profile IS NOT NULL
-		   AND (m.profile_uuid IS NULL OR d.profile_uuid IS DISTINCT FROM m.profile_uuid);
+		   AND (m.profile_uuid IS NULL OR d.profile_uuid IS DISTINCT FROM m.profile_uuid)
+		   -- a device with a profile of its own, or held, is not the scope's
+		   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_device_pins y
+							WHERE y.hardware_serial = d.hardware_serial);
 		INSERT INTO @extschema@.ade_profile_applied AS a (token_id, scope, profile_key)
 		SELECT p_token, m.team_id || '/' || m.platform, m.profile_key
 		  FROM @extschema@.ade_device_profiles(p_token) m
@@ -400,18 +403,31 @@ BEGIN
 							WHERE m.team_id || '/' || m.platform = a.scope);
 	END IF;
 
+	-- a held device (devices.sql) is never due, whatever marked it
+	UPDATE @extschema@.host_dep_assignments d
+	   SET needs_assign = false, updated_at = now()
+	  FROM @extschema@.ade_device_pins y
+	 WHERE y.profile IS NULL AND d.hardware_serial = y.hardware_serial
+	   AND d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign;
+
 	RETURN QUERY
 	WITH due AS (
+		-- the device's own profile (a pin) wins over its scope's
 		SELECT d.hardware_serial, d.assign_sent_at, d.profile_uuid AS held,
-			   m.profile_key, m.profile_uuid
+			   CASE WHEN y.hardware_serial IS NOT NULL THEN md5(y.profile::text) ELSE m.profile_key END AS profile_key,
+			   CASE WHEN y.hardware_serial IS NOT NULL THEN x.profile_uuid ELSE m.profile_uuid END AS profile_uuid
 		  FROM @extschema@.host_dep_assignments d
 		  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
-		  JOIN @extschema@.ade_device_profiles(p_token) m
+		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
 			ON m.team_id = coalesce(h.team_id, 0)
 		   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
+		  LEFT JOIN @extschema@.ade_device_pins y ON y.hardware_serial = d.hardware_serial
+		  LEFT JOIN @extschema@.ade_profile_definitions x
+			ON x.token_id = p_token AND x.profile_key = md5(y.profile::text)
 		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign
 		   AND (d.retry_at IS NULL OR d.retry_at <= now())
-		   AND m.profile IS NOT NULL
+		   AND CASE WHEN y.hardware_serial IS NOT NULL THEN y.profile IS NOT NULL
+					ELSE m.profile IS NOT NULL END
 	), holding AS (
 		-- marked, but it holds its profile already: nothing to send (a
 		-- data-modifying WITH runs to completion, read or not)
@@ -457,7 +473,9 @@ BEGIN
 		ON m.team_id = coalesce(h.team_id, 0)
 	   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
 	 WHERE d.abm_token_id = p_token AND d.needs_assign AND d.deleted_at IS NULL
-	   AND m.profile IS NULL;
+	   AND m.profile IS NULL
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_device_pins y
+						WHERE y.hardware_serial = d.hardware_serial);
 	RETURN n;
 END
 $$;
@@ -488,8 +506,11 @@ AS $$
 			   assign_profile_response = a.resp,
 			   response_updated_at = now(),
 			   assign_sent_at = now(),
-			   needs_assign = a.resp IN ('FAILED', 'THROTTLED')
-							  OR (a.resp = 'SUCCESS' AND m.profile_uuid IS DISTINCT FROM p_uuid),
+			   needs_assign = NOT coalesce(y.profile IS NULL AND y.hardware_serial IS NOT NULL, false)
+							  AND (a.resp IN ('FAILED', 'THROTTLED')
+								   OR (a.resp = 'SUCCESS'
+									   AND CASE WHEN y.hardware_serial IS NOT NULL THEN x.profile_uuid
+												ELSE m.profile_uuid END IS DISTINCT FROM p_uuid)),
 			   retry_at = CASE a.resp
 							WHEN 'FAILED' THEN now() + make_interval(secs => p_failed_retry)
 							WHEN 'THROTTLED' THEN now() + make_interval(secs => coalesce(p_retry_after, 86400))
@@ -502,6 +523,9 @@ AS $$
 		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
 			ON m.team_id = coalesce(h.team_id, 0)
 		   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d2.device->>'device_family'), 'darwin')
+		  LEFT JOIN @extschema@.ade_device_pins y ON y.hardware_serial = a.serial
+		  LEFT JOIN @extschema@.ade_profile_definitions x
+			ON x.token_id = p_token AND x.profile_key = md5(y.profile::text)
 		 WHERE d.hardware_serial = a.serial AND d.abm_token_id = p_token
 		RETURNING a.resp
 	)

@@ -157,7 +157,14 @@ SELECT t.id AS token_id,
 				 GROUP BY h.team_id) c
 		  LEFT JOIN @extschema@.teams tm ON tm.id OPERATOR(pg_catalog.=) c.team_id) AS teams,
 	   r.rejected,
-	   pz.paused
+	   pz.paused,
+	   coalesce(a.migration_due_7_days, 0) AS migration_due_7_days,
+	   coalesce(a.held, 0) AS held,
+	   coalesce(a.reconciled, 0) AS devices_reconciled,
+	   t.reconciled_at,
+	   CASE WHEN t.reconcile_started_at IS NOT NULL THEN 'under way since ' OPERATOR(pg_catalog.||) t.reconcile_started_at::text
+			WHEN t.reconcile_due THEN 'asked for: the next run starts it'
+	   END AS reconcile
   FROM @extschema@.abm_tokens t
   LEFT JOIN LATERAL (
 	SELECT pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
@@ -171,7 +178,14 @@ SELECT t.id AS token_id,
 		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.needs_assign) AS pending,
 		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'FAILED') AS failed,
 		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'THROTTLED') AS throttled,
-		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'NOT_ACCESSIBLE') AS not_accessible
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'NOT_ACCESSIBLE') AS not_accessible,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL
+				AND d.mdm_migration_deadline OPERATOR(pg_catalog.>=) pg_catalog.now()
+				AND d.mdm_migration_deadline OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '7 days')) AS migration_due_7_days,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND EXISTS (
+				SELECT 1 FROM @extschema@.ade_device_pins y
+				 WHERE y.hardware_serial OPERATOR(pg_catalog.=) d.hardware_serial AND y.profile IS NULL)) AS held,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_reason OPERATOR(pg_catalog.=) 'reconciled') AS reconciled
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
 	 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id

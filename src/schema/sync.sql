@@ -184,11 +184,20 @@ BEGIN
 		-- its comes from ade_device_profiles(), as for the assignment: an
 		-- assignment echoed back as modified is never sent again.  Any record
 		-- of a device that was NOT_ACCESSIBLE makes it due again.
-		SELECT p.*, m.profile_uuid AS ours,
-			   coalesce(p.held = m.profile_uuid, false) AS has_ours
+		-- A device pinned to a profile of its own (devices.sql) is judged
+		-- by its pin; a held one is never due.
+		SELECT p.*, CASE WHEN pn.hardware_serial IS NOT NULL THEN pn.profile_uuid ELSE m.profile_uuid END AS ours,
+			   coalesce(p.held = CASE WHEN pn.hardware_serial IS NOT NULL THEN pn.profile_uuid
+									  ELSE m.profile_uuid END, false) AS has_ours,
+			   coalesce(pn.hold, false) AS hold
 		  FROM plan1 p
 		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
 			ON m.team_id = coalesce(p.team_id, 0) AND m.platform = p.platform
+		  LEFT JOIN LATERAL (SELECT y.hardware_serial, y.profile IS NULL AS hold, x.profile_uuid
+							   FROM @extschema@.ade_device_pins y
+							   LEFT JOIN @extschema@.ade_profile_definitions x
+								 ON x.token_id = p_token AND x.profile_key = md5(y.profile::text)
+							  WHERE y.hardware_serial = p.serial OFFSET 0) pn ON true
 	), plan AS (
 		-- took: the record changed who holds the device or what it is
 		SELECT p.*,
@@ -211,9 +220,10 @@ BEGIN
 	), up_asg AS (				-- rules 5 and 6
 		INSERT INTO @extschema@.host_dep_assignments AS d
 			(host_id, hardware_serial, abm_token_id, added_at, device, op_date,
-			 needs_assign, profile_uuid, assign_profile_response, retry_at, updated_at)
+			 needs_assign, profile_uuid, assign_profile_response, retry_at, updated_at,
+			 mdm_migration_deadline)
 		SELECT coalesce(u.id, p.host_id), p.serial, p_token, now(), p.rec, p.op_date,
-			   NOT p.has_ours, p.held,
+			   NOT p.has_ours AND NOT p.hold, p.held,
 			   CASE WHEN p.has_ours THEN 'SUCCESS' END,
 			   -- a marker for DO UPDATE: keep the cooldown (FAILED,
 			   -- THROTTLED) of a device that stays with this token: a
@@ -223,7 +233,7 @@ BEGIN
 			   CASE WHEN (p.act = 'modified' OR (p_fetch AND p.prev_live AND p.prev_token = p_token))
 						 AND p.response IS DISTINCT FROM 'NOT_ACCESSIBLE'
 					THEN 'infinity'::timestamptz END,
-			   now()
+			   now(), @extschema@.ade_migration_deadline(p.rec)
 		  FROM plan p
 		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
 		 WHERE p.act IN ('added', 'modified')
@@ -235,7 +245,9 @@ BEGIN
 							   THEN now() ELSE d.added_at END,
 			   abm_token_id = excluded.abm_token_id,
 			   deleted_at = NULL,
+			   deleted_reason = NULL,
 			   device = excluded.device,
+			   mdm_migration_deadline = excluded.mdm_migration_deadline,
 			   op_date = coalesce(excluded.op_date, d.op_date),
 			   needs_assign = excluded.needs_assign,
 			   retry_at = CASE WHEN excluded.retry_at = 'infinity' THEN d.retry_at END,
@@ -249,7 +261,7 @@ BEGIN
 		RETURNING 1
 	), del AS (					-- rule 7: only the token that holds it
 		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = now(), needs_assign = false,
+		   SET deleted_at = now(), deleted_reason = 'deleted', needs_assign = false,
 			   op_date = coalesce(p.op_date, d.op_date), updated_at = now()
 		  FROM plan p
 		 WHERE p.act = 'deleted' AND d.hardware_serial = p.serial
@@ -530,7 +542,7 @@ BEGIN
 	IF v_prev = 'fetch' AND p_mode = 'sync' AND v_started IS NOT NULL THEN
 		WITH unlisted AS (
 			UPDATE @extschema@.host_dep_assignments d
-			   SET deleted_at = now(), needs_assign = false, updated_at = now()
+			   SET deleted_at = now(), deleted_reason = 'reconciled', needs_assign = false, updated_at = now()
 			 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
 			   AND d.updated_at < v_started
 			   AND (v_restored IS NOT NULL
@@ -553,11 +565,114 @@ BEGIN
 		IF v_restored IS NOT NULL THEN
 			UPDATE @extschema@.abm_tokens t SET restored_at = NULL WHERE t.id = p_token;
 		END IF;
+		-- the first full fetch of a token is where its reconciles count from
+		UPDATE @extschema@.abm_tokens t SET reconciled_at = now()
+		 WHERE t.id = p_token AND t.reconciled_at IS NULL;
 	END IF;
 END
 $$;
 COMMENT ON FUNCTION ade_apply_page(bigint, jsonb, boolean, text, text, text) IS
 	'internal: applies one ABM page (sync rules 4-8) and stores the cursor, in one statement';
+
+-- Is a reconcile of this token due or under way (src/sync.c asks before
+-- its reconcile pages)?  Its cursor when under way (null: start one).  A
+-- token that is not in sync mode (a fetch is under way, or a restore's
+-- cursor has not answered yet) reconciles later.
+CREATE FUNCTION ade_reconcile_state(p_token bigint, p_interval_min int,
+	OUT due boolean, OUT cursor text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT t.mode = 'sync' AND t.cursor IS NOT NULL AND t.restored_at IS NULL
+		   AND (t.reconcile_started_at IS NOT NULL OR t.reconcile_due
+				OR (p_interval_min > 0 AND t.reconciled_at IS NOT NULL
+					AND t.reconciled_at + make_interval(mins => p_interval_min) <= now())),
+		   t.reconcile_cursor
+	  FROM @extschema@.abm_tokens t WHERE t.id = p_token
+$$;
+COMMENT ON FUNCTION ade_reconcile_state(bigint, int) IS
+	'internal: whether a reconcile of the token is due or under way, and its fetch cursor';
+
+-- One page of a reconcile: a full fetch (POST /server/devices) with a
+-- cursor of its own beside the token's sync cursor, which it never
+-- touches, so that no event of the sync is lost however many runs the
+-- reconcile takes.  The page applies as a fetch page does (rules 4-8, an
+-- older record never overwriting newer news), and its cursor is stored
+-- with it.  After the last page, every live device of the token that no
+-- page of this reconcile touched (untouched since it began, and not kept
+-- aside from one of its pages) is soft-deleted, reason 'reconciled': ABM
+-- no longer lists it (a release or a move made in ABM that sent no
+-- delete).  p_asked is the cursor the page was asked with: when another
+-- session changed it meanwhile, nothing is applied (null counts).
+--   p_cursor null: the reconcile starts over (ABM refused its cursor)
+CREATE FUNCTION ade_apply_reconcile_page(p_token bigint, p_asked text, p_devices jsonb,
+	p_cursor text, p_more boolean, p_fetched_until text,
+	OUT applied boolean, OUT listed int, OUT reconciled int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	v_freed text[];
+	v_note int;
+BEGIN
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	applied := false; listed := 0; reconciled := 0;
+	SELECT x.reconcile_cursor, x.reconcile_started_at INTO t
+	  FROM @extschema@.abm_tokens x WHERE x.id = p_token;
+	IF NOT FOUND OR t.reconcile_cursor IS DISTINCT FROM p_asked THEN
+		RETURN;
+	END IF;
+	applied := true;
+	IF p_cursor IS NULL THEN
+		UPDATE @extschema@.abm_tokens x
+		   SET reconcile_cursor = NULL, reconcile_started_at = NULL, updated_at = now()
+		 WHERE x.id = p_token;
+		RETURN;
+	END IF;
+	-- the first page: the reconcile began when this transaction did (no
+	-- later than the page was asked)
+	IF t.reconcile_started_at IS NULL THEN
+		t.reconcile_started_at := now();
+	END IF;
+	listed := coalesce(jsonb_array_length(p_devices), 0);
+	IF listed > 0 THEN
+		PERFORM FROM @extschema@.ade_apply_devices(p_token, p_devices, true, p_fetched_until::timestamptz);
+	END IF;
+	IF p_more THEN
+		UPDATE @extschema@.abm_tokens x
+		   SET reconcile_cursor = p_cursor, reconcile_started_at = t.reconcile_started_at,
+			   updated_at = now()
+		 WHERE x.id = p_token;
+		RETURN;
+	END IF;
+	WITH unlisted AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = now(), deleted_reason = 'reconciled', needs_assign = false, updated_at = now()
+		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
+		   AND d.updated_at < t.reconcile_started_at
+		   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
+							WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial
+							  AND x.from_fetch AND x.rejected_at >= t.reconcile_started_at)
+		RETURNING d.host_id, d.hardware_serial)
+	SELECT array_agg(u.hardware_serial),
+		   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(u.host_id),
+									   array_agg(u.hardware_serial), array_agg(p_token))
+	  INTO v_freed, v_note
+	  FROM unlisted u;
+	reconciled := coalesce(cardinality(v_freed), 0);
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
+	UPDATE @extschema@.abm_tokens x
+	   SET reconcile_cursor = NULL, reconcile_started_at = NULL, reconcile_due = false,
+		   reconciled_at = now(), updated_at = now()
+	 WHERE x.id = p_token;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_reconcile_page(bigint, text, jsonb, text, boolean, text) IS
+	'internal: applies one page of a reconcile (a full fetch beside the sync); after the last, soft-deletes what ABM no longer lists';
 
 -- The kept records of a token that are due, tried again, one at a time,
 -- oldest first, until p_deadline (the token's share of the run's time):
@@ -609,7 +724,7 @@ COMMENT ON FUNCTION ade_retry_rejected(bigint, timestamptz) IS
 CREATE FUNCTION ade_finish_run(p_token bigint, p_mode text, p_pages int,
 	p_added int, p_modified int, p_deleted int, p_skipped int, p_assigned int,
 	p_failed int, p_requests int, p_started_at timestamptz, p_error text,
-	p_kind text, p_busy boolean, p_note text,
+	p_kind text, p_busy boolean, p_note text, p_reconciled int,
 	OUT org_name text, OUT mode text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -632,13 +747,13 @@ BEGIN
 	  FROM @extschema@.abm_tokens t WHERE t.id = p_token;
 	INSERT INTO @extschema@.ade_sync_runs (token_id, org_name, mode, pages, added,
 		modified, deleted, skipped, assigned, failed, requests, started_at,
-		finished_at, duration_ms, error, note)
+		finished_at, duration_ms, error, note, reconciled)
 	VALUES (p_token, org_name, mode, p_pages, p_added, p_modified, p_deleted,
 		p_skipped, p_assigned, p_failed, p_requests, p_started_at, clock_timestamp(),
-		extract(epoch FROM clock_timestamp() - p_started_at) * 1000, p_error, p_note);
+		extract(epoch FROM clock_timestamp() - p_started_at) * 1000, p_error, p_note, p_reconciled);
 END
 $$;
-COMMENT ON FUNCTION ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text) IS
+COMMENT ON FUNCTION ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text, int) IS
 	'internal: records the end of one token''s run on the token and in ade_sync_runs';
 
 -- A pause ABM asked for (abm.c, at the end of a token's run): kept until
@@ -674,6 +789,7 @@ REVOKE ALL ON FUNCTION ade_sync(), ade_sync(bigint),
 	ade_apply_page(bigint, jsonb, boolean, text, text, text), ade_retry_rejected(bigint, timestamptz),
 	ade_release_tied(text[]), ade_record_op_date(jsonb, timestamptz),
 	ade_apply_halves(bigint, jsonb, boolean, timestamptz),
-	ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text),
-	ade_pause(bigint, text, timestamptz, int, int), ade_last_runs(int) FROM PUBLIC;
+	ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text, int),
+	ade_pause(bigint, text, timestamptz, int, int), ade_last_runs(int),
+	ade_reconcile_state(bigint, int), ade_apply_reconcile_page(bigint, text, jsonb, text, boolean, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_last_runs(int) TO ade_reader;

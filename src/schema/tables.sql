@@ -10,7 +10,8 @@
  * host_dep_assignments (the device rows, as in Fleet), ade_sync_runs (the
  * run history), ade_rejected_records and ade_tied_records (device records
  * kept aside: refused, or waiting for another token's delete of the same
- * second), teams, and the profile tables.
+ * second), teams, the profile tables, and the per-device overrides and
+ * the log of device calls (devices.sql).
  * The functions that write them live in the files named after their
  * concern (sync.sql, profiles.sql, ...); this file only says what is
  * stored, in which shape, and who may read it.
@@ -138,7 +139,15 @@ CREATE TABLE abm_tokens (
 	-- devices, on the word of its cursor: null once a page of that cursor
 	-- answered; a full fetch before that soft-deletes the devices it does
 	-- not list
-	restored_at		timestamptz
+	restored_at		timestamptz,
+	-- reconcile (a full fetch beside the sync that soft-deletes what ABM no
+	-- longer lists): asked for (ade_request_reconcile()), its own fetch
+	-- cursor while it runs, when it began and when one last completed
+	reconcile_due	boolean NOT NULL DEFAULT false,
+	reconcile_requested_at timestamptz,
+	reconcile_cursor text,
+	reconcile_started_at timestamptz,
+	reconciled_at	timestamptz
 );
 COMMENT ON TABLE abm_tokens IS 'ABM server tokens (no secrets: those are in ade_token_secrets)';
 
@@ -226,11 +235,18 @@ CREATE TABLE host_dep_assignments (
 	device			jsonb,			-- the last device record from ABM
 	op_date			timestamptz,	-- op_date of that record
 	updated_at		timestamptz NOT NULL DEFAULT now(),
-	assign_sent_at	timestamptz		-- when it was last sent in a PUT /profile/devices
+	assign_sent_at	timestamptz,	-- when it was last sent in a PUT /profile/devices
+	-- why deleted_at is set: ABM's delete, a reconcile (not in ABM's full
+	-- list), a release (ade_release_devices()), its token removed
+	deleted_reason	text CHECK (deleted_reason IN ('deleted', 'reconciled', 'released', 'token removed')),
+	-- ABM's mdm_migration_deadline of the device (a migration from another MDM)
+	mdm_migration_deadline timestamptz
 );
 -- the devices that wait for a profile: what every run looks at
 CREATE INDEX host_dep_assignments_due_idx ON host_dep_assignments (abm_token_id, retry_at)
 	WHERE needs_assign AND deleted_at IS NULL;
+CREATE INDEX host_dep_assignments_migration_idx ON host_dep_assignments (mdm_migration_deadline)
+	WHERE mdm_migration_deadline IS NOT NULL AND deleted_at IS NULL;
 COMMENT ON TABLE host_dep_assignments IS 'ADE state of each device: held by which token, live or soft-deleted, profile answer';
 
 -- One row per token per committed ade_sync() run.
@@ -251,7 +267,8 @@ CREATE TABLE ade_sync_runs (
 	finished_at		timestamptz NOT NULL DEFAULT clock_timestamp(),
 	duration_ms		double precision,
 	error			text,
-	note			text
+	note			text,
+	reconciled		int NOT NULL DEFAULT 0	-- live devices a reconcile soft-deleted
 );
 CREATE INDEX ade_sync_runs_token_idx ON ade_sync_runs (token_id, started_at);
 CREATE INDEX ade_sync_runs_started_idx ON ade_sync_runs (started_at);
@@ -400,6 +417,41 @@ CREATE UNLOGGED TABLE ade_truncated_hosts (
 );
 COMMENT ON TABLE ade_truncated_hosts IS 'internal: hosts taken away by a TRUNCATE, for the trigger that makes the live ones again';
 
+-- A device's own profile or hold (devices.sql), by serial.
+CREATE TABLE ade_device_pins (
+	hardware_serial	text PRIMARY KEY,
+	profile			jsonb,			-- null: held, no automatic assignment
+	reason			text NOT NULL CHECK (reason IN ('pinned', 'held', 'profile removed')),
+	since			timestamptz NOT NULL DEFAULT now(),
+	set_by			text NOT NULL DEFAULT current_user,
+	CHECK ((profile IS NULL) = (reason <> 'pinned'))
+);
+COMMENT ON TABLE ade_device_pins IS
+	'a device''s own enrollment profile (wins over every scope) or a hold (no automatic assignment), by serial';
+
+-- One row per serial per answer of ABM to a device call (and per serial
+-- that got none: response_status null, error says why).  A release or an
+-- activation lock escrow is a record an admin keeps; details are pruned
+-- with the run history (ade.runs_retention).  No secret: the escrow key is
+-- never stored.
+CREATE TABLE ade_device_actions (
+	id				bigserial PRIMARY KEY,
+	call_id			bigint NOT NULL,	-- one call of a function, many batches
+	hardware_serial	text NOT NULL,
+	token_id		bigint,
+	action			text NOT NULL CHECK (action IN ('details', 'remove_profile', 'release', 'activation_lock')),
+	response_status	text,
+	error			text,
+	device			jsonb,				-- details: the record ABM answered
+	asked_at		timestamptz NOT NULL DEFAULT now(),
+	asked_by		text NOT NULL DEFAULT current_user
+);
+CREATE INDEX ade_device_actions_serial ON ade_device_actions (hardware_serial, asked_at);
+CREATE INDEX ade_device_actions_call ON ade_device_actions (call_id);
+CREATE SEQUENCE ade_device_call_seq;
+COMMENT ON TABLE ade_device_actions IS
+	'every answer ABM gave to a device call (details, remove_profile, release, activation_lock), per serial';
+
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_token_secrets', '');
@@ -421,6 +473,10 @@ SELECT pg_catalog.pg_extension_config_dump('ade_tied_records', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_rate_limits', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_secret_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_removed_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_device_pins', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_device_actions', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_device_actions_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_device_call_seq', '');
 
 -- ---------------------------------------------------------------------
 -- Privileges
@@ -437,6 +493,7 @@ REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
 	host_dep_assignments, ade_sync_runs, ade_profiles,
 	ade_profile_definitions, ade_profile_applied, teams,
 	ade_rejected_records, ade_tied_records, ade_truncated_hosts, ade_secret_keys,
-	ade_removed_tokens, ade_rate_limits FROM PUBLIC;
+	ade_removed_tokens, ade_rate_limits, ade_device_pins, ade_device_actions FROM PUBLIC;
+REVOKE ALL ON SEQUENCE ade_device_call_seq FROM PUBLIC;
 GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs, ade_rejected_records,
-	ade_rate_limits TO ade_reader;
+	ade_rate_limits, ade_device_actions TO ade_reader;

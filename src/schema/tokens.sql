@@ -335,7 +335,7 @@ BEGIN
 	-- transaction (ade_apply_page())
 	WITH back AS (
 		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = NULL
+		   SET deleted_at = NULL, deleted_reason = NULL
 		  FROM @extschema@.hosts h
 		 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
 		   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial
@@ -383,7 +383,7 @@ BEGIN
 	END IF;
 	WITH gone AS (
 		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = v_at, needs_assign = false, updated_at = now()
+		   SET deleted_at = v_at, deleted_reason = 'token removed', needs_assign = false, updated_at = now()
 		 WHERE d.abm_token_id = t.id AND d.deleted_at IS NULL
 		RETURNING d.host_id, d.hardware_serial)
 	SELECT array_agg(g.hardware_serial),
