@@ -16,6 +16,74 @@
 \echo Use "ALTER EXTENSION ade UPDATE TO '0.5'" to load this file. \quit
 
 -- ---------------------------------------------------------------------
+-- What an admin does to one device, and no stale devices (issue 22): a
+-- device's own profile or hold, the log of device calls, why an
+-- assignment was soft-deleted, ABM's migration deadline, the reconcile
+-- (the functions that use them come further down)
+-- ---------------------------------------------------------------------
+ALTER TABLE host_dep_assignments
+	ADD COLUMN deleted_reason text CHECK (deleted_reason IN ('deleted', 'reconciled', 'released', 'token removed')),
+	ADD COLUMN mdm_migration_deadline timestamptz;
+CREATE INDEX host_dep_assignments_migration_idx ON host_dep_assignments (mdm_migration_deadline)
+	WHERE mdm_migration_deadline IS NOT NULL AND deleted_at IS NULL;
+ALTER TABLE abm_tokens
+	ADD COLUMN reconcile_due boolean NOT NULL DEFAULT false,
+	ADD COLUMN reconcile_requested_at timestamptz,
+	ADD COLUMN reconcile_cursor text,
+	ADD COLUMN reconcile_started_at timestamptz,
+	ADD COLUMN reconciled_at timestamptz;
+ALTER TABLE ade_sync_runs ADD COLUMN reconciled int NOT NULL DEFAULT 0;
+-- a token in sync mode has had its first full fetch: its reconciles count
+-- from the update (the first one ade.reconcile_interval after it)
+UPDATE abm_tokens SET reconciled_at = now() WHERE mode = 'sync';
+-- the reasons that can be told: a token removed
+UPDATE host_dep_assignments d SET deleted_reason = 'token removed'
+  FROM ade_removed_tokens r
+ WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at;
+
+-- A device's own profile or hold (devices.sql), by serial.
+CREATE TABLE ade_device_pins (
+	hardware_serial	text PRIMARY KEY,
+	profile			jsonb,			-- null: held, no automatic assignment
+	reason			text NOT NULL CHECK (reason IN ('pinned', 'held', 'profile removed')),
+	since			timestamptz NOT NULL DEFAULT now(),
+	set_by			text NOT NULL DEFAULT current_user,
+	CHECK ((profile IS NULL) = (reason <> 'pinned'))
+);
+COMMENT ON TABLE ade_device_pins IS
+	'a device''s own enrollment profile (wins over every scope) or a hold (no automatic assignment), by serial';
+
+-- One row per serial per answer of ABM to a device call (and per serial
+-- that got none: response_status null, error says why).  A release or an
+-- activation lock escrow is a record an admin keeps; details are pruned
+-- with the run history (ade.runs_retention).  No secret: the escrow key is
+-- never stored.
+CREATE TABLE ade_device_actions (
+	id				bigserial PRIMARY KEY,
+	call_id			bigint NOT NULL,	-- one call of a function, many batches
+	hardware_serial	text NOT NULL,
+	token_id		bigint,
+	action			text NOT NULL CHECK (action IN ('details', 'remove_profile', 'release', 'activation_lock')),
+	response_status	text,
+	error			text,
+	device			jsonb,				-- details: the record ABM answered
+	asked_at		timestamptz NOT NULL DEFAULT now(),
+	asked_by		text NOT NULL DEFAULT current_user
+);
+CREATE INDEX ade_device_actions_serial ON ade_device_actions (hardware_serial, asked_at);
+CREATE INDEX ade_device_actions_call ON ade_device_actions (call_id);
+CREATE SEQUENCE ade_device_call_seq;
+COMMENT ON TABLE ade_device_actions IS
+	'every answer ABM gave to a device call (details, remove_profile, release, activation_lock), per serial';
+SELECT pg_catalog.pg_extension_config_dump('ade_device_pins', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_device_actions', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_device_actions_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ade_device_call_seq', '');
+REVOKE ALL ON ade_device_pins, ade_device_actions FROM PUBLIC;
+REVOKE ALL ON SEQUENCE ade_device_call_seq FROM PUBLIC;
+GRANT SELECT ON ade_device_actions TO ade_reader;
+
+-- ---------------------------------------------------------------------
 -- A dump made under any earlier version restores into this one (issue 18)
 -- ---------------------------------------------------------------------
 
@@ -428,7 +496,7 @@ BEGIN
 	IF v_prev = 'fetch' AND p_mode = 'sync' AND v_started IS NOT NULL THEN
 		WITH unlisted AS (
 			UPDATE @extschema@.host_dep_assignments d
-			   SET deleted_at = now(), needs_assign = false, updated_at = now()
+			   SET deleted_at = now(), deleted_reason = 'reconciled', needs_assign = false, updated_at = now()
 			 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
 			   AND d.updated_at < v_started
 			   AND (v_restored IS NOT NULL
@@ -451,6 +519,9 @@ BEGIN
 		IF v_restored IS NOT NULL THEN
 			UPDATE @extschema@.abm_tokens t SET restored_at = NULL WHERE t.id = p_token;
 		END IF;
+		-- the first full fetch of a token is where its reconciles count from
+		UPDATE @extschema@.abm_tokens t SET reconciled_at = now()
+		 WHERE t.id = p_token AND t.reconciled_at IS NULL;
 	END IF;
 END
 $$;
@@ -540,7 +611,10 @@ BEGIN
 		   AND m.team_id = coalesce(h.team_id, 0) AND m.platform = h.platform
 		   AND m.team_id || '/' || m.platform = ANY (v_changed)
 		   AND m.profile IS NOT NULL
-		   AND (m.profile_uuid IS NULL OR d.profile_uuid IS DISTINCT FROM m.profile_uuid);
+		   AND (m.profile_uuid IS NULL OR d.profile_uuid IS DISTINCT FROM m.profile_uuid)
+		   -- a device with a profile of its own, or held, is not the scope's
+		   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_device_pins y
+							WHERE y.hardware_serial = d.hardware_serial);
 		INSERT INTO @extschema@.ade_profile_applied AS a (token_id, scope, profile_key)
 		SELECT p_token, m.team_id || '/' || m.platform, m.profile_key
 		  FROM @extschema@.ade_device_profiles(p_token) m
@@ -553,18 +627,31 @@ BEGIN
 							WHERE m.team_id || '/' || m.platform = a.scope);
 	END IF;
 
+	-- a held device (devices.sql) is never due, whatever marked it
+	UPDATE @extschema@.host_dep_assignments d
+	   SET needs_assign = false, updated_at = now()
+	  FROM @extschema@.ade_device_pins y
+	 WHERE y.profile IS NULL AND d.hardware_serial = y.hardware_serial
+	   AND d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign;
+
 	RETURN QUERY
 	WITH due AS (
+		-- the device's own profile (a pin) wins over its scope's
 		SELECT d.hardware_serial, d.assign_sent_at, d.profile_uuid AS held,
-			   m.profile_key, m.profile_uuid
+			   CASE WHEN y.hardware_serial IS NOT NULL THEN md5(y.profile::text) ELSE m.profile_key END AS profile_key,
+			   CASE WHEN y.hardware_serial IS NOT NULL THEN x.profile_uuid ELSE m.profile_uuid END AS profile_uuid
 		  FROM @extschema@.host_dep_assignments d
 		  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
-		  JOIN @extschema@.ade_device_profiles(p_token) m
+		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
 			ON m.team_id = coalesce(h.team_id, 0)
 		   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
+		  LEFT JOIN @extschema@.ade_device_pins y ON y.hardware_serial = d.hardware_serial
+		  LEFT JOIN @extschema@.ade_profile_definitions x
+			ON x.token_id = p_token AND x.profile_key = md5(y.profile::text)
 		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL AND d.needs_assign
 		   AND (d.retry_at IS NULL OR d.retry_at <= now())
-		   AND m.profile IS NOT NULL
+		   AND CASE WHEN y.hardware_serial IS NOT NULL THEN y.profile IS NOT NULL
+					ELSE m.profile IS NOT NULL END
 	), holding AS (
 		-- marked, but it holds its profile already: nothing to send (a
 		-- data-modifying WITH runs to completion, read or not)
@@ -601,8 +688,11 @@ AS $$
 			   assign_profile_response = a.resp,
 			   response_updated_at = now(),
 			   assign_sent_at = now(),
-			   needs_assign = a.resp IN ('FAILED', 'THROTTLED')
-							  OR (a.resp = 'SUCCESS' AND m.profile_uuid IS DISTINCT FROM p_uuid),
+			   needs_assign = NOT coalesce(y.profile IS NULL AND y.hardware_serial IS NOT NULL, false)
+							  AND (a.resp IN ('FAILED', 'THROTTLED')
+								   OR (a.resp = 'SUCCESS'
+									   AND CASE WHEN y.hardware_serial IS NOT NULL THEN x.profile_uuid
+												ELSE m.profile_uuid END IS DISTINCT FROM p_uuid)),
 			   retry_at = CASE a.resp
 							WHEN 'FAILED' THEN now() + make_interval(secs => p_failed_retry)
 							WHEN 'THROTTLED' THEN now() + make_interval(secs => coalesce(p_retry_after, 86400))
@@ -615,6 +705,9 @@ AS $$
 		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
 			ON m.team_id = coalesce(h.team_id, 0)
 		   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d2.device->>'device_family'), 'darwin')
+		  LEFT JOIN @extschema@.ade_device_pins y ON y.hardware_serial = a.serial
+		  LEFT JOIN @extschema@.ade_profile_definitions x
+			ON x.token_id = p_token AND x.profile_key = md5(y.profile::text)
 		 WHERE d.hardware_serial = a.serial AND d.abm_token_id = p_token
 		RETURNING a.resp
 	)
@@ -736,7 +829,7 @@ BEGIN
 	-- transaction (ade_apply_page())
 	WITH back AS (
 		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = NULL
+		   SET deleted_at = NULL, deleted_reason = NULL
 		  FROM @extschema@.hosts h
 		 WHERE d.abm_token_id = r.id AND d.deleted_at = r.removed_at
 		   AND h.id = d.host_id AND h.hardware_serial = d.hardware_serial
@@ -778,7 +871,7 @@ BEGIN
 	END IF;
 	WITH gone AS (
 		UPDATE @extschema@.host_dep_assignments d
-		   SET deleted_at = v_at, needs_assign = false, updated_at = now()
+		   SET deleted_at = v_at, deleted_reason = 'token removed', needs_assign = false, updated_at = now()
 		 WHERE d.abm_token_id = t.id AND d.deleted_at IS NULL
 		RETURNING d.host_id, d.hardware_serial)
 	SELECT array_agg(g.hardware_serial),
@@ -1027,7 +1120,14 @@ SELECT t.id AS token_id,
 				 GROUP BY h.team_id) c
 		  LEFT JOIN @extschema@.teams tm ON tm.id OPERATOR(pg_catalog.=) c.team_id) AS teams,
 	   r.rejected,
-	   pz.paused
+	   pz.paused,
+	   coalesce(a.migration_due_7_days, 0) AS migration_due_7_days,
+	   coalesce(a.held, 0) AS held,
+	   coalesce(a.reconciled, 0) AS devices_reconciled,
+	   t.reconciled_at,
+	   CASE WHEN t.reconcile_started_at IS NOT NULL THEN 'under way since ' OPERATOR(pg_catalog.||) t.reconcile_started_at::text
+			WHEN t.reconcile_due THEN 'asked for: the next run starts it'
+	   END AS reconcile
   FROM @extschema@.abm_tokens t
   LEFT JOIN LATERAL (
 	SELECT pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
@@ -1041,7 +1141,14 @@ SELECT t.id AS token_id,
 		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.needs_assign) AS pending,
 		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'FAILED') AS failed,
 		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'THROTTLED') AS throttled,
-		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'NOT_ACCESSIBLE') AS not_accessible
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND d.assign_profile_response OPERATOR(pg_catalog.=) 'NOT_ACCESSIBLE') AS not_accessible,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL
+				AND d.mdm_migration_deadline OPERATOR(pg_catalog.>=) pg_catalog.now()
+				AND d.mdm_migration_deadline OPERATOR(pg_catalog.<=) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '7 days')) AS migration_due_7_days,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL AND EXISTS (
+				SELECT 1 FROM @extschema@.ade_device_pins y
+				 WHERE y.hardware_serial OPERATOR(pg_catalog.=) d.hardware_serial AND y.profile IS NULL)) AS held,
+		   pg_catalog.count(*) FILTER (WHERE d.deleted_reason OPERATOR(pg_catalog.=) 'reconciled') AS reconciled
 	  FROM @extschema@.host_dep_assignments d
 	  LEFT JOIN @extschema@.hosts h ON h.id OPERATOR(pg_catalog.=) d.host_id
 	 WHERE d.abm_token_id OPERATOR(pg_catalog.=) t.id
@@ -1390,3 +1497,803 @@ $$;
 COMMENT ON FUNCTION ade_set_assign_profiles(bigint, boolean) IS
 	'turns a token''s profile assignment off (devices stored, none assigned) or on; an unknown or NULL token is an error';
 REVOKE ALL ON FUNCTION ade_set_assign_profiles(bigint, boolean) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Device calls, pins and holds, the reconcile (issue 22)
+-- ---------------------------------------------------------------------
+-- Device records of a page, applied in one statement: sync rules 4 to 8.
+--   p_fetch: the records came from a full fetch (every record counts as added)
+--   p_as_of: the page's fetched_until: a fetched record, which has no op_date,
+--     tells what ABM held then (an older record of another token does not
+--     take the device from it)
+-- A record without a serial cannot be applied: it is kept in
+-- ade_rejected_records.  A record that is news to what
+-- ade_rejected_records keeps of its serial replaces it.  A record of the
+-- same second as the last one of the device, which another token holds
+-- live, waits in ade_tied_records for that token's delete.
+CREATE OR REPLACE FUNCTION ade_apply_records(p_token bigint, p_devices jsonb, p_fetch boolean,
+	p_as_of timestamptz,
+	OUT added int, OUT modified int, OUT deleted int, OUT skipped int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- a generic plan made while the tables were empty would scan them whole on
+-- every page of a large first fetch (quadratic); plan each page afresh
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+	v_freed text[];
+BEGIN
+	WITH recs AS (
+		-- no WHERE here: a filter would make the planner expect one row per
+		-- page, and choose plans that scan whole tables per record
+		SELECT e.rec, e.ord,
+			   CASE WHEN jsonb_typeof(e.rec) = 'object'
+					THEN nullif(e.rec->>'serial_number', '') END AS serial,
+			   CASE WHEN p_fetch THEN 'added'
+					ELSE coalesce(e.rec->>'op_type', 'modified') END AS op,
+			   -- a fetched record has no op_date: it says what ABM held as
+			   -- of the page's fetched_until
+			   -- (an op_date of +-infinity is no date: it would pin the device)
+			   coalesce(nullif(nullif((e.rec->>'op_date')::timestamptz, 'infinity'), '-infinity'), p_as_of) AS op_date
+		  FROM jsonb_array_elements(coalesce(p_devices, '[]'::jsonb)) WITH ORDINALITY AS e(rec, ord)
+	), win AS (				-- rule 4: one record per serial, the latest op_date
+		SELECT DISTINCT ON (r.serial) r.*
+		  FROM recs r
+		 WHERE r.serial IS NOT NULL
+		 ORDER BY r.serial, r.op_date DESC NULLS LAST, r.ord DESC
+	), tk AS (					-- the token's default teams
+		SELECT t.macos_team_id, t.ios_team_id, t.ipados_team_id
+		  FROM @extschema@.abm_tokens t WHERE t.id = p_token
+	), plan0 AS (
+		SELECT w.serial, w.rec, w.op, w.op_date, h.id AS host_id,
+			   coalesce(@extschema@.ade_platform(w.rec->>'device_family'), h.platform, 'darwin') AS platform,
+			   coalesce(w.rec->>'model', h.hardware_model) AS model,
+			   d.assign_profile_response AS response,
+			   d.abm_token_id AS prev_token, d.host_id AS prev_host, h.team_id AS host_team,
+			   (d.hardware_serial IS NOT NULL AND d.deleted_at IS NULL) AS prev_live,
+			   CASE
+				 -- older than what was applied already: a page sent again,
+				 -- or an old record of a token that no longer holds it
+				 WHEN w.op_date < d.op_date THEN 'stale'
+				 -- op_date has whole seconds: within one token's stream the
+				 -- order is reliable, across tokens only a later op_date
+				 -- is: a record of the same second as the last one of a
+				 -- device another token holds live waits for that token's
+				 -- delete (ade_tied_records)
+				 WHEN w.op_date = d.op_date AND d.deleted_at IS NULL
+					  AND d.abm_token_id <> p_token THEN 'tied'
+				 WHEN w.op = 'deleted' THEN 'deleted'
+				 WHEN w.op <> 'added' AND d.deleted_at IS NULL
+					  AND d.abm_token_id = p_token THEN 'modified'
+				 ELSE 'added'	-- rule 6: an unknown serial is added
+			   END AS act,
+			   -- the profile ABM says the device holds
+			   CASE WHEN w.rec->>'profile_status' IN ('assigned', 'pushed')
+					THEN nullif(w.rec->>'profile_uuid', '') END AS held
+		  FROM win w
+		  -- LATERAL with OFFSET 0 (not flattened into a join): one index
+		  -- probe per record, never a hash of the whole table
+		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.host_dep_assignments x
+							  WHERE x.hardware_serial = w.serial OFFSET 0) d ON true
+		  LEFT JOIN LATERAL (SELECT * FROM @extschema@.hosts y
+							  WHERE y.hardware_serial = w.serial OFFSET 0) h ON true
+	), plan1 AS (
+		-- a new host lands in its token's default team for its platform
+		-- (tvOS and visionOS follow iOS); an existing host keeps its team,
+		-- none included
+		SELECT p.*,
+			   CASE WHEN p.host_id IS NOT NULL THEN p.host_team
+					ELSE CASE p.platform WHEN 'darwin' THEN tk.macos_team_id
+										 WHEN 'ipados' THEN tk.ipados_team_id
+										 ELSE tk.ios_team_id END
+			   END AS team_id
+		  FROM plan0 p LEFT JOIN tk ON true
+	), plan2 AS (
+		-- rules 5, 6 and 10: does the device hold its profile?  Which one is
+		-- its comes from ade_device_profiles(), as for the assignment: an
+		-- assignment echoed back as modified is never sent again.  Any record
+		-- of a device that was NOT_ACCESSIBLE makes it due again.
+		-- A device pinned to a profile of its own (devices.sql) is judged
+		-- by its pin; a held one is never due.
+		SELECT p.*, CASE WHEN pn.hardware_serial IS NOT NULL THEN pn.profile_uuid ELSE m.profile_uuid END AS ours,
+			   coalesce(p.held = CASE WHEN pn.hardware_serial IS NOT NULL THEN pn.profile_uuid
+									  ELSE m.profile_uuid END, false) AS has_ours,
+			   coalesce(pn.hold, false) AS hold
+		  FROM plan1 p
+		  LEFT JOIN @extschema@.ade_device_profiles(p_token) m
+			ON m.team_id = coalesce(p.team_id, 0) AND m.platform = p.platform
+		  LEFT JOIN LATERAL (SELECT y.hardware_serial, y.profile IS NULL AS hold, x.profile_uuid
+							   FROM @extschema@.ade_device_pins y
+							   LEFT JOIN @extschema@.ade_profile_definitions x
+								 ON x.token_id = p_token AND x.profile_key = md5(y.profile::text)
+							  WHERE y.hardware_serial = p.serial OFFSET 0) pn ON true
+	), plan AS (
+		-- took: the record changed who holds the device or what it is
+		SELECT p.*,
+			   (p.act IN ('added', 'modified')
+				OR (p.act = 'deleted' AND p.prev_live AND p.prev_token = p_token)) AS took
+		  FROM plan2 p
+	), up_hosts AS (
+		INSERT INTO @extschema@.hosts AS h (hardware_serial, hardware_model, platform, team_id)
+		SELECT p.serial, p.model, p.platform, p.team_id
+		  FROM plan p
+		 WHERE p.act IN ('added', 'modified')
+		 ORDER BY p.serial
+		ON CONFLICT (hardware_serial) DO UPDATE
+		   SET hardware_model = excluded.hardware_model,
+			   platform = excluded.platform,
+			   updated_at = now()
+		 WHERE h.hardware_model IS DISTINCT FROM excluded.hardware_model
+			OR h.platform IS DISTINCT FROM excluded.platform
+		RETURNING h.id, h.hardware_serial
+	), up_asg AS (				-- rules 5 and 6
+		INSERT INTO @extschema@.host_dep_assignments AS d
+			(host_id, hardware_serial, abm_token_id, added_at, device, op_date,
+			 needs_assign, profile_uuid, assign_profile_response, retry_at, updated_at,
+			 mdm_migration_deadline)
+		SELECT coalesce(u.id, p.host_id), p.serial, p_token, now(), p.rec, p.op_date,
+			   NOT p.has_ours AND NOT p.hold, p.held,
+			   CASE WHEN p.has_ours THEN 'SUCCESS' END,
+			   -- a marker for DO UPDATE: keep the cooldown (FAILED,
+			   -- THROTTLED) of a device that stays with this token: a
+			   -- modification, or a full fetch listing it again (a new row
+			   -- never has one); being added or moved, or any news of a
+			   -- device that was NOT_ACCESSIBLE, ends it
+			   CASE WHEN (p.act = 'modified' OR (p_fetch AND p.prev_live AND p.prev_token = p_token))
+						 AND p.response IS DISTINCT FROM 'NOT_ACCESSIBLE'
+					THEN 'infinity'::timestamptz END,
+			   now(), @extschema@.ade_migration_deadline(p.rec)
+		  FROM plan p
+		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
+		 WHERE p.act IN ('added', 'modified')
+		 ORDER BY p.serial
+		ON CONFLICT (hardware_serial) DO UPDATE
+		   SET host_id = excluded.host_id,
+			   added_at = CASE WHEN d.deleted_at IS NOT NULL
+								 OR d.abm_token_id <> excluded.abm_token_id
+							   THEN now() ELSE d.added_at END,
+			   abm_token_id = excluded.abm_token_id,
+			   deleted_at = NULL,
+			   deleted_reason = NULL,
+			   device = excluded.device,
+			   mdm_migration_deadline = excluded.mdm_migration_deadline,
+			   op_date = coalesce(excluded.op_date, d.op_date),
+			   needs_assign = excluded.needs_assign,
+			   retry_at = CASE WHEN excluded.retry_at = 'infinity' THEN d.retry_at END,
+			   -- what ABM says it holds; a SUCCESS it no longer holds is past
+			   profile_uuid = excluded.profile_uuid,
+			   assign_profile_response = CASE
+					WHEN excluded.assign_profile_response IS NOT NULL THEN excluded.assign_profile_response
+					WHEN d.assign_profile_response = 'SUCCESS' THEN NULL
+					ELSE d.assign_profile_response END,
+			   updated_at = now()
+		RETURNING 1
+	), del AS (					-- rule 7: only the token that holds it
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = now(), deleted_reason = 'deleted', needs_assign = false,
+			   op_date = coalesce(p.op_date, d.op_date), updated_at = now()
+		  FROM plan p
+		 WHERE p.act = 'deleted' AND d.hardware_serial = p.serial
+		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
+		RETURNING d.hardware_serial
+	), superseded AS (
+		-- a kept record is replaced by later news of its serial: any later
+		-- record of its own token (a stream is in order), or a strictly
+		-- newer record of another token that took effect
+		DELETE FROM @extschema@.ade_rejected_records r
+		 USING plan p
+		 WHERE r.hardware_serial = p.serial
+		   AND ((r.token_id = p_token AND r.op_date <= p.op_date)
+				OR (r.token_id <> p_token AND p.took AND r.op_date < p.op_date))
+		RETURNING 1
+	), tie AS (					-- a tied record waits; a tied delete withdraws it
+		INSERT INTO @extschema@.ade_tied_records AS t
+			(hardware_serial, token_id, record, from_fetch, op_date)
+		SELECT p.serial, p_token, p.rec, p_fetch, p.op_date
+		  FROM plan p
+		 WHERE p.act = 'tied' AND p.op <> 'deleted'
+		ON CONFLICT (hardware_serial, token_id) DO UPDATE
+		   SET record = excluded.record, from_fetch = excluded.from_fetch,
+			   op_date = excluded.op_date
+		 WHERE t.op_date <= excluded.op_date
+		RETURNING 1
+	), untie AS (
+		-- moot: a later record of the same token, or a strictly newer one
+		-- that took effect (the holder's delete of the same second is
+		-- what releases them: below)
+		DELETE FROM @extschema@.ade_tied_records t
+		 USING plan p
+		 WHERE t.hardware_serial = p.serial
+		   AND ((t.token_id = p_token AND t.op_date <= p.op_date
+				 AND NOT (p.act = 'tied' AND p.op <> 'deleted'))
+				OR (t.token_id <> p_token AND p.took AND t.op_date < p.op_date))
+		RETURNING 1
+	), unusable AS (			-- a record without a serial is kept once, never dropped
+		INSERT INTO @extschema@.ade_rejected_records
+			(token_id, hardware_serial, record, from_fetch, fetched_until, op_date, reason)
+		SELECT p_token, NULL, r.rec, p_fetch, p_as_of, NULL, 'the record has no serial_number'
+		  FROM recs r
+		 WHERE r.serial IS NULL
+		ON CONFLICT DO NOTHING
+		RETURNING 1
+	), ev AS (					-- what LISTEN ade_hosts hears of this page
+		SELECT p.event, coalesce(u.id, p.host_id, p.prev_host) AS id, p.serial
+		  FROM (SELECT q.*,
+					   CASE
+						 WHEN q.act = 'added' AND NOT q.prev_live THEN 'added'
+						 WHEN q.act = 'added' AND q.prev_token <> p_token THEN 'moved'
+						 WHEN q.act = 'deleted' AND q.prev_live AND q.prev_token = p_token THEN 'deleted'
+					   END AS event
+				  FROM plan q) p
+		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
+		 WHERE p.event IS NOT NULL AND NOT p_fetch
+	)
+	-- (the data-modifying WITHs run to completion, read or not)
+	SELECT (SELECT count(*) FROM plan p WHERE p.act = 'added'),
+		   (SELECT count(*) FROM plan p WHERE p.act = 'modified'),
+		   (SELECT count(*) FROM del),
+		   (SELECT count(*) FROM recs r WHERE r.serial IS NULL)
+			 -- a full fetch announces itself once, at the end of the run (src/sync.c):
+			 -- payloads of a million hosts would wait in memory until it commits
+			 + (SELECT @extschema@.ade_notify_hosts(array_agg(e.event), array_agg(e.id),
+												 array_agg(e.serial), array_agg(p_token))
+				  FROM ev e) * 0,
+		   (SELECT array_agg(x.hardware_serial) FROM del x)
+	  INTO added, modified, deleted, skipped, v_freed;
+	-- a device its holder let go goes to the token of a tied record
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_records(bigint, jsonb, boolean, timestamptz) IS
+	'internal: applies device records of one token (sync rules 4-8) in one statement';
+
+-- Live devices of a token that wait for a profile and have none to get.
+CREATE OR REPLACE FUNCTION ade_unassignable(p_token bigint) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_some boolean;
+	v_all boolean;
+	n bigint;
+BEGIN
+	SELECT bool_or(m.profile IS NOT NULL), bool_and(m.profile IS NOT NULL) INTO v_some, v_all
+	  FROM @extschema@.ade_device_profiles(p_token) m;
+	IF v_all THEN
+		RETURN 0;
+	ELSIF NOT v_some THEN
+		-- no profile at all: every device waits; not counted, so that a run
+		-- stays cheap at any size
+		RETURN -1;
+	END IF;
+	SELECT count(*) INTO n
+	  FROM @extschema@.host_dep_assignments d
+	  LEFT JOIN @extschema@.hosts h ON h.id = d.host_id
+	  JOIN @extschema@.ade_device_profiles(p_token) m
+		ON m.team_id = coalesce(h.team_id, 0)
+	   AND m.platform = coalesce(h.platform, @extschema@.ade_platform(d.device->>'device_family'), 'darwin')
+	 WHERE d.abm_token_id = p_token AND d.needs_assign AND d.deleted_at IS NULL
+	   AND m.profile IS NULL
+	   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_device_pins y
+						WHERE y.hardware_serial = d.hardware_serial);
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ade_unassignable(bigint) IS
+	'internal: how many live devices of a token wait for a profile that no scope defines (-1: no scope defines any)';
+
+-- the end of a run counts what a reconcile soft-deleted
+DROP FUNCTION ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text);
+-- The end of one token's run: its state and its history row.
+CREATE FUNCTION ade_finish_run(p_token bigint, p_mode text, p_pages int,
+	p_added int, p_modified int, p_deleted int, p_skipped int, p_assigned int,
+	p_failed int, p_requests int, p_started_at timestamptz, p_error text,
+	p_kind text, p_busy boolean, p_note text, p_reconciled int,
+	OUT org_name text, OUT mode text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT p_busy THEN
+		UPDATE @extschema@.abm_tokens t
+		   SET last_sync_at = clock_timestamp(),
+			   last_error = p_error,
+			   terms_expired = CASE WHEN p_error IS NULL THEN false
+									WHEN p_kind = 'T_C_NOT_SIGNED' THEN true
+									ELSE t.terms_expired END,
+			   token_invalid = CASE WHEN p_error IS NULL THEN false
+									WHEN p_kind = 'token_rejected' THEN true
+									ELSE t.token_invalid END,
+			   updated_at = now()
+		 WHERE t.id = p_token;
+	END IF;
+	SELECT t.org_name, coalesce(p_mode, t.mode) INTO org_name, mode
+	  FROM @extschema@.abm_tokens t WHERE t.id = p_token;
+	INSERT INTO @extschema@.ade_sync_runs (token_id, org_name, mode, pages, added,
+		modified, deleted, skipped, assigned, failed, requests, started_at,
+		finished_at, duration_ms, error, note, reconciled)
+	VALUES (p_token, org_name, mode, p_pages, p_added, p_modified, p_deleted,
+		p_skipped, p_assigned, p_failed, p_requests, p_started_at, clock_timestamp(),
+		extract(epoch FROM clock_timestamp() - p_started_at) * 1000, p_error, p_note, p_reconciled);
+END
+$$;
+COMMENT ON FUNCTION ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text, int) IS
+	'internal: records the end of one token''s run on the token and in ade_sync_runs';
+
+-- Is a reconcile of this token due or under way (src/sync.c asks before
+-- its reconcile pages)?  Its cursor when under way (null: start one).  A
+-- token that is not in sync mode (a fetch is under way, or a restore's
+-- cursor has not answered yet) reconciles later.
+CREATE FUNCTION ade_reconcile_state(p_token bigint, p_interval_min int,
+	OUT due boolean, OUT cursor text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT t.mode = 'sync' AND t.cursor IS NOT NULL AND t.restored_at IS NULL
+		   AND (t.reconcile_started_at IS NOT NULL OR t.reconcile_due
+				OR (p_interval_min > 0 AND t.reconciled_at IS NOT NULL
+					AND t.reconciled_at + make_interval(mins => p_interval_min) <= now())),
+		   t.reconcile_cursor
+	  FROM @extschema@.abm_tokens t WHERE t.id = p_token
+$$;
+COMMENT ON FUNCTION ade_reconcile_state(bigint, int) IS
+	'internal: whether a reconcile of the token is due or under way, and its fetch cursor';
+
+-- One page of a reconcile: a full fetch (POST /server/devices) with a
+-- cursor of its own beside the token's sync cursor, which it never
+-- touches, so that no event of the sync is lost however many runs the
+-- reconcile takes.  The page applies as a fetch page does (rules 4-8, an
+-- older record never overwriting newer news), and its cursor is stored
+-- with it.  After the last page, every live device of the token that no
+-- page of this reconcile touched (untouched since it began, and not kept
+-- aside from one of its pages) is soft-deleted, reason 'reconciled': ABM
+-- no longer lists it (a release or a move made in ABM that sent no
+-- delete).  p_asked is the cursor the page was asked with: when another
+-- session changed it meanwhile, nothing is applied (null counts).
+--   p_cursor null: the reconcile starts over (ABM refused its cursor)
+CREATE FUNCTION ade_apply_reconcile_page(p_token bigint, p_asked text, p_devices jsonb,
+	p_cursor text, p_more boolean, p_fetched_until text,
+	OUT applied boolean, OUT listed int, OUT reconciled int)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t record;
+	v_freed text[];
+	v_note int;
+BEGIN
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	applied := false; listed := 0; reconciled := 0;
+	SELECT x.reconcile_cursor, x.reconcile_started_at INTO t
+	  FROM @extschema@.abm_tokens x WHERE x.id = p_token;
+	IF NOT FOUND OR t.reconcile_cursor IS DISTINCT FROM p_asked THEN
+		RETURN;
+	END IF;
+	applied := true;
+	IF p_cursor IS NULL THEN
+		UPDATE @extschema@.abm_tokens x
+		   SET reconcile_cursor = NULL, reconcile_started_at = NULL, updated_at = now()
+		 WHERE x.id = p_token;
+		RETURN;
+	END IF;
+	-- the first page: the reconcile began when this transaction did (no
+	-- later than the page was asked)
+	IF t.reconcile_started_at IS NULL THEN
+		t.reconcile_started_at := now();
+	END IF;
+	listed := coalesce(jsonb_array_length(p_devices), 0);
+	IF listed > 0 THEN
+		PERFORM FROM @extschema@.ade_apply_devices(p_token, p_devices, true, p_fetched_until::timestamptz);
+	END IF;
+	IF p_more THEN
+		UPDATE @extschema@.abm_tokens x
+		   SET reconcile_cursor = p_cursor, reconcile_started_at = t.reconcile_started_at,
+			   updated_at = now()
+		 WHERE x.id = p_token;
+		RETURN;
+	END IF;
+	WITH unlisted AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = now(), deleted_reason = 'reconciled', needs_assign = false, updated_at = now()
+		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
+		   AND d.updated_at < t.reconcile_started_at
+		   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
+							WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial
+							  AND x.from_fetch AND x.rejected_at >= t.reconcile_started_at)
+		RETURNING d.host_id, d.hardware_serial)
+	SELECT array_agg(u.hardware_serial),
+		   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(u.host_id),
+									   array_agg(u.hardware_serial), array_agg(p_token))
+	  INTO v_freed, v_note
+	  FROM unlisted u;
+	reconciled := coalesce(cardinality(v_freed), 0);
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
+	UPDATE @extschema@.abm_tokens x
+	   SET reconcile_cursor = NULL, reconcile_started_at = NULL, reconcile_due = false,
+		   reconciled_at = now(), updated_at = now()
+	 WHERE x.id = p_token;
+END
+$$;
+COMMENT ON FUNCTION ade_apply_reconcile_page(bigint, text, jsonb, text, boolean, text) IS
+	'internal: applies one page of a reconcile (a full fetch beside the sync); after the last, soft-deletes what ABM no longer lists';
+
+REVOKE ALL ON FUNCTION ade_finish_run(bigint, text, int, int, int, int, int, int, int, int, timestamptz, text, text, boolean, text, int),
+	ade_reconcile_state(bigint, int), ade_apply_reconcile_page(bigint, text, jsonb, text, boolean, text) FROM PUBLIC;
+
+CREATE VIEW ade_device_overrides AS
+	SELECT p.hardware_serial AS serial, d.host_id, d.abm_token_id AS token_id,
+		   p.profile, p.profile IS NULL AS hold, p.since, p.reason, p.set_by,
+		   (d.deleted_at IS NULL AND d.hardware_serial IS NOT NULL) AS live
+	  FROM ade_device_pins p
+	  LEFT JOIN host_dep_assignments d ON d.hardware_serial OPERATOR(pg_catalog.=) p.hardware_serial;
+COMMENT ON VIEW ade_device_overrides IS
+	'devices pinned to a profile of their own (profile) or held out of automatic assignment (hold)';
+
+-- A serial as the device functions take it: a clear error for a NULL, an
+-- empty one, or one with characters no Apple serial has (quotes, spaces,
+-- control characters); ABM's serials are letters and digits.
+CREATE FUNCTION ade_check_serials(p_serials text[], p_what text) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_bad text;
+	v_out text[];
+BEGIN
+	IF p_serials IS NULL THEN
+		RAISE EXCEPTION '% is NULL', p_what USING ERRCODE = 'null_value_not_allowed',
+			DETAIL = 'A NULL usually comes from a lookup that found nothing.';
+	END IF;
+	SELECT s INTO v_bad FROM unnest(p_serials) s
+	 WHERE s IS NULL OR s !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'not a device serial number: %',
+			CASE WHEN v_bad IS NULL THEN 'NULL' ELSE quote_literal(left(v_bad, 70)) END
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A serial is 1 to 64 letters, digits, dots, dashes or underscores.';
+	END IF;
+	SELECT coalesce(array_agg(DISTINCT s ORDER BY s), '{}') INTO v_out FROM unnest(p_serials) s;
+	RETURN v_out;
+END
+$$;
+COMMENT ON FUNCTION ade_check_serials(text[], text) IS
+	'internal: the serials of a device call, checked, distinct and sorted';
+
+-- Writes a pin or hold (p_profile null) and makes the device's next run
+-- look at it: a pin is sent unless the device holds it; a hold stops what
+-- was due.
+CREATE FUNCTION ade_put_pin(p_serial text, p_profile jsonb, p_reason text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	INSERT INTO @extschema@.ade_device_pins AS p (hardware_serial, profile, reason)
+	VALUES (p_serial, p_profile, p_reason)
+	ON CONFLICT (hardware_serial) DO UPDATE
+	   SET profile = excluded.profile, reason = excluded.reason, since = now(),
+		   set_by = excluded.set_by;
+	UPDATE @extschema@.host_dep_assignments d
+	   SET needs_assign = p_profile IS NOT NULL,
+		   retry_at = CASE WHEN p_profile IS NULL THEN d.retry_at END,
+		   updated_at = now()
+	 WHERE d.hardware_serial = p_serial AND d.deleted_at IS NULL;
+	IF NOT FOUND THEN
+		RAISE NOTICE 'no live device % here yet: its % applies when ABM reports it', p_serial,
+			CASE WHEN p_profile IS NULL THEN 'hold' ELSE 'profile' END;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_put_pin(text, jsonb, text) IS
+	'internal: writes a device''s pin or hold and marks the device for its next run';
+
+CREATE FUNCTION ade_set_device_profile(serial text, profile jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_serial text := (@extschema@.ade_check_serials(ARRAY[serial], 'serial'))[1];
+BEGIN
+	IF profile IS NULL THEN
+		RAISE EXCEPTION 'profile is NULL' USING ERRCODE = 'null_value_not_allowed',
+			DETAIL = 'A NULL usually comes from a lookup that found nothing; it never clears a pin.',
+			HINT = 'ade_hold_device() holds a device out of assignment; ade_clear_device_profile() removes a pin.';
+	END IF;
+	PERFORM @extschema@.ade_check_profile(profile);
+	PERFORM @extschema@.ade_put_pin(v_serial, profile, 'pinned');
+	-- a profile ABM refused, set again: the next sync sends it again
+	DELETE FROM @extschema@.ade_profile_definitions d
+	 WHERE d.profile_key = md5(ade_set_device_profile.profile::text) AND d.refusal IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_set_device_profile(text, jsonb) IS
+	'pins one device to an enrollment profile: wins over every scope, survives moves and host re-creation';
+
+CREATE FUNCTION ade_hold_device(serial text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.ade_put_pin((@extschema@.ade_check_serials(ARRAY[serial], 'serial'))[1], NULL, 'held');
+END
+$$;
+COMMENT ON FUNCTION ade_hold_device(text) IS
+	'holds one device out of automatic profile assignment until ade_clear_device_profile()';
+
+CREATE FUNCTION ade_clear_device_profile(serial text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_serial text := (@extschema@.ade_check_serials(ARRAY[serial], 'serial'))[1];
+BEGIN
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	DELETE FROM @extschema@.ade_device_pins p WHERE p.hardware_serial = v_serial;
+	IF NOT FOUND THEN
+		RAISE NOTICE 'device % has no profile of its own and no hold', v_serial;
+		RETURN;
+	END IF;
+	-- back to its scope's profile on the next run (sent unless it holds it)
+	UPDATE @extschema@.host_dep_assignments d
+	   SET needs_assign = true, retry_at = NULL, updated_at = now()
+	 WHERE d.hardware_serial = v_serial AND d.deleted_at IS NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_clear_device_profile(text) IS
+	'removes a device''s own profile or hold: it gets its scope''s profile on the next run';
+
+-- Which token each serial of a device call goes through: the one that
+-- holds it live.  p_any (details): a serial nobody holds goes through
+-- every token.  Otherwise a serial this database does not hold is an
+-- error, and nothing is sent.
+CREATE FUNCTION ade_device_targets(p_serials text[], p_any boolean)
+RETURNS TABLE (token_id bigint, serials text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_missing text[];
+BEGIN
+	IF NOT p_any THEN
+		SELECT array_agg(s ORDER BY s) INTO v_missing
+		  FROM unnest(p_serials) s
+		 WHERE NOT EXISTS (SELECT 1 FROM @extschema@.host_dep_assignments d
+							WHERE d.hardware_serial = s AND d.deleted_at IS NULL);
+		IF v_missing IS NOT NULL THEN
+			RAISE EXCEPTION '% of the serials % not held by this database: %',
+				cardinality(v_missing), CASE WHEN cardinality(v_missing) = 1 THEN 'is' ELSE 'are' END,
+				array_to_string(v_missing[1:5], ', ') || CASE WHEN cardinality(v_missing) > 5 THEN ', ...' ELSE '' END
+				USING ERRCODE = 'no_data_found',
+					  DETAIL = 'Nothing was sent to ABM.',
+					  HINT = 'Only a device with a live assignment here (host_dep_assignments.deleted_at is null) can be acted on; ade_device_details() looks a serial up in every token.';
+		END IF;
+	END IF;
+	RETURN QUERY
+	SELECT x.token_id, array_agg(x.serial ORDER BY x.serial)
+	  FROM (SELECT s AS serial, d.abm_token_id AS token_id
+			  FROM unnest(p_serials) s
+			  JOIN @extschema@.host_dep_assignments d ON d.hardware_serial = s AND d.deleted_at IS NULL
+			UNION ALL
+			SELECT s, t.id
+			  FROM unnest(p_serials) s
+			 CROSS JOIN @extschema@.abm_tokens t
+			 WHERE p_any
+			   AND NOT EXISTS (SELECT 1 FROM @extschema@.host_dep_assignments d
+								WHERE d.hardware_serial = s AND d.deleted_at IS NULL)) x
+	 GROUP BY x.token_id
+	 ORDER BY x.token_id;
+END
+$$;
+COMMENT ON FUNCTION ade_device_targets(text[], boolean) IS
+	'internal: the token each serial of a device call goes through (the one that holds it; details: every token for the others)';
+
+-- What ABM answered to one batch of a device call (p_answer null: no
+-- answer, p_error says why), logged per serial, and what it does:
+--   details         the record of a device this token holds replaces the
+--                   stored one (and its migration deadline);
+--   remove_profile  SUCCESS: the device holds no profile and is held out
+--                   of automatic assignment (a 'profile removed' hold);
+--   release         SUCCESS: its assignment is soft-deleted ('released');
+--                   the host row stays, as after ABM's own delete;
+--   activation_lock logged only.
+-- A serial missing from an answer counts as FAILED.
+CREATE FUNCTION ade_store_device_answers(p_call bigint, p_action text, p_token bigint,
+	p_serials text[], p_answer jsonb, p_error text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_freed text[];
+	v_note int;
+BEGIN
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	INSERT INTO @extschema@.ade_device_actions
+		(call_id, hardware_serial, token_id, action, response_status, error, device)
+	SELECT p_call, s, p_token, p_action,
+		   CASE WHEN p_answer IS NULL THEN NULL
+				WHEN p_action = 'details' THEN coalesce(p_answer->'devices'->s->>'response_status', 'FAILED')
+				WHEN p_action = 'activation_lock' THEN coalesce(p_answer->>'response_status', 'FAILED')
+				ELSE coalesce(p_answer->'devices'->>s, 'FAILED') END,
+		   p_error,
+		   CASE WHEN p_action = 'details' AND p_answer->'devices'->s->>'response_status' = 'SUCCESS'
+				THEN (p_answer->'devices'->s) - 'response_status' END
+	  FROM unnest(p_serials) s;
+	IF p_answer IS NULL THEN
+		RETURN;
+	END IF;
+	IF p_action = 'details' THEN
+		UPDATE @extschema@.host_dep_assignments d
+		   SET device = coalesce(d.device, '{}') || (p_answer->'devices'->d.hardware_serial) - 'response_status',
+			   mdm_migration_deadline = @extschema@.ade_migration_deadline(p_answer->'devices'->d.hardware_serial),
+			   updated_at = now()
+		 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token
+		   AND d.deleted_at IS NULL
+		   AND jsonb_typeof(p_answer->'devices'->d.hardware_serial) = 'object'
+		   AND p_answer->'devices'->d.hardware_serial->>'response_status' = 'SUCCESS';
+	ELSIF p_action = 'remove_profile' THEN
+		INSERT INTO @extschema@.ade_device_pins AS p (hardware_serial, profile, reason)
+		SELECT s, NULL, 'profile removed' FROM unnest(p_serials) s
+		 WHERE p_answer->'devices'->>s = 'SUCCESS'
+		ON CONFLICT (hardware_serial) DO UPDATE
+		   SET profile = NULL, reason = 'profile removed', since = now(), set_by = excluded.set_by;
+		UPDATE @extschema@.host_dep_assignments d
+		   SET profile_uuid = NULL, assign_profile_response = NULL, response_updated_at = now(),
+			   needs_assign = false, retry_at = NULL, updated_at = now()
+		 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token
+		   AND p_answer->'devices'->>d.hardware_serial = 'SUCCESS';
+	ELSIF p_action = 'release' THEN
+		WITH gone AS (
+			UPDATE @extschema@.host_dep_assignments d
+			   SET deleted_at = now(), deleted_reason = 'released', needs_assign = false,
+				   -- a page ABM sent before the release is older news
+				   op_date = greatest(d.op_date, now()), updated_at = now()
+			 WHERE d.hardware_serial = ANY (p_serials) AND d.abm_token_id = p_token
+			   AND d.deleted_at IS NULL
+			   AND p_answer->'devices'->>d.hardware_serial = 'SUCCESS'
+			RETURNING d.host_id, d.hardware_serial)
+		SELECT array_agg(g.hardware_serial),
+			   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(g.host_id),
+										   array_agg(g.hardware_serial), array_agg(p_token))
+		  INTO v_freed, v_note
+		  FROM gone g;
+		IF v_freed IS NOT NULL THEN
+			PERFORM @extschema@.ade_release_tied(v_freed);
+		END IF;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_store_device_answers(bigint, text, bigint, text[], jsonb, text) IS
+	'internal: logs ABM''s answer to one batch of a device call per serial and applies it';
+
+-- What a device call returns: one row per serial, the answer of the token
+-- that holds it (details of a serial nobody holds: the first token that
+-- knows it, else NOT_ACCESSIBLE with no token).  (The call's rows are
+-- read in the transaction that wrote them.)
+CREATE FUNCTION ade_device_call_result(p_call bigint)
+RETURNS TABLE (serial text, token_id bigint, response_status text, device jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT DISTINCT ON (a.hardware_serial) a.hardware_serial,
+		   -- a serial no token here holds and none reaches: no token
+		   CASE WHEN a.response_status IS DISTINCT FROM 'NOT_ACCESSIBLE'
+					 OR EXISTS (SELECT 1 FROM @extschema@.host_dep_assignments d
+								 WHERE d.hardware_serial = a.hardware_serial AND d.deleted_at IS NULL)
+				THEN a.token_id END,
+		   a.response_status, a.device
+	  FROM @extschema@.ade_device_actions a
+	 WHERE a.call_id = p_call
+	 ORDER BY a.hardware_serial, a.response_status = 'SUCCESS' DESC, a.response_status IS NULL,
+			  a.token_id
+$$;
+COMMENT ON FUNCTION ade_device_call_result(bigint) IS
+	'internal: one row per serial of a device call';
+
+-- mdm_migration_deadline of a device record, or null (a date ABM sends for
+-- a device being migrated from another MDM; unreadable: null)
+CREATE FUNCTION ade_migration_deadline(p_rec jsonb) RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- most records have none: no subtransaction for them
+	IF jsonb_typeof(p_rec) IS DISTINCT FROM 'object' OR coalesce(p_rec->>'mdm_migration_deadline', '') = '' THEN
+		RETURN NULL;
+	END IF;
+	BEGIN
+		RETURN nullif(nullif((p_rec->>'mdm_migration_deadline')::timestamptz, 'infinity'), '-infinity');
+	EXCEPTION WHEN data_exception THEN
+		RETURN NULL;
+	END;
+END
+$$;
+COMMENT ON FUNCTION ade_migration_deadline(jsonb) IS
+	'internal: the mdm_migration_deadline of a device record, or null';
+
+CREATE FUNCTION ade_device_details(serials text[])
+RETURNS TABLE (serial text, token_id bigint, response_status text, device jsonb)
+	AS 'MODULE_PATHNAME', 'ade_device_details' LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_device_details(text[]) IS
+	'POST /devices: ABM''s record of each serial (any number, in batches of 1000); refreshes the stored record of devices held here';
+
+CREATE FUNCTION ade_remove_profile(serials text[])
+RETURNS TABLE (serial text, token_id bigint, response_status text)
+	AS 'MODULE_PATHNAME', 'ade_remove_profile' LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_remove_profile(text[]) IS
+	'DELETE /profile/devices: removes the enrollment profile of devices held here; they stay out of automatic assignment until ade_clear_device_profile()';
+
+CREATE FUNCTION ade_release_devices(serials text[], confirm boolean DEFAULT false)
+RETURNS TABLE (serial text, token_id bigint, response_status text)
+	AS 'MODULE_PATHNAME', 'ade_release_devices' LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_release_devices(text[], boolean) IS
+	'POST /devices/disown: takes devices held here out of the organisation at Apple, for good; refused unless confirm => true';
+
+CREATE FUNCTION ade_escrow_activation_lock(serial text, escrow_key text DEFAULT NULL,
+	lost_message text DEFAULT NULL) RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_escrow_activation_lock' LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_escrow_activation_lock(text, text, text) IS
+	'POST /device/activationlock for a device held here; returns ABM''s response_status; the escrow key is never stored or shown';
+
+-- The next run of the token reconciles: a full fetch beside its sync that
+-- soft-deletes every live device of the token it does not list.  Asked
+-- again within ade.min_refetch_interval of the last request: refused.
+CREATE FUNCTION ade_request_reconcile(token_id bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_last timestamptz;
+	v_min interval := coalesce(nullif(current_setting('ade.min_refetch_interval', true), ''), '1h')::interval;
+BEGIN
+	IF token_id IS NULL THEN
+		RAISE EXCEPTION 'token_id is NULL' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	SELECT t.reconcile_requested_at INTO v_last
+	  FROM @extschema@.abm_tokens t WHERE t.id = ade_request_reconcile.token_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'abm token % does not exist', ade_request_reconcile.token_id
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
+	END IF;
+	IF v_last IS NOT NULL AND v_last + v_min > now() THEN
+		RAISE EXCEPTION 'a reconcile of abm token % was asked for % ago; ask again in %',
+			ade_request_reconcile.token_id, date_trunc('second', now() - v_last),
+			date_trunc('second', v_last + v_min - now()) + interval '1 second'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'ade.min_refetch_interval keeps a script from making ABM list every device over and over.',
+				  HINT = 'ade_status.reconcile shows how far the reconcile that was asked for is.';
+	END IF;
+	UPDATE @extschema@.abm_tokens t
+	   SET reconcile_requested_at = now(), reconcile_due = true, updated_at = now()
+	 WHERE t.id = ade_request_reconcile.token_id;
+END
+$$;
+COMMENT ON FUNCTION ade_request_reconcile(bigint) IS
+	'the next run of the token reconciles (a full fetch that soft-deletes what ABM no longer lists); refused within ade.min_refetch_interval';
+
+REVOKE ALL ON ade_device_overrides FROM PUBLIC;
+GRANT SELECT ON ade_device_overrides TO ade_reader;
+REVOKE ALL ON FUNCTION ade_check_serials(text[], text),
+	ade_put_pin(text, jsonb, text), ade_set_device_profile(text, jsonb), ade_hold_device(text),
+	ade_clear_device_profile(text), ade_device_targets(text[], boolean),
+	ade_store_device_answers(bigint, text, bigint, text[], jsonb, text),
+	ade_device_call_result(bigint), ade_migration_deadline(jsonb),
+	ade_device_details(text[]), ade_remove_profile(text[]), ade_release_devices(text[], boolean),
+	ade_escrow_activation_lock(text, text, text), ade_request_reconcile(bigint) FROM PUBLIC;
+
+-- what ABM said of devices being migrated, from their stored records
+UPDATE host_dep_assignments d SET mdm_migration_deadline = ade_migration_deadline(d.device)
+ WHERE d.device ? 'mdm_migration_deadline';

@@ -126,7 +126,13 @@ define_profile(AdeAbmClient *client, int64 token_id, const char *key, char **ref
 	 * a "devices" list (ade_set_profile() refuses one; one stored before
 	 * 0.4 would make Apple assign those serials whatever their scope).
 	 */
-	if (AdeSqlAtLeast(0, 4))
+	if (AdeSqlAtLeast(0, 5))	/* a scope's, a team's, or a device's own */
+		rc = AdeExec("SELECT (p.profile - 'devices')::text FROM ("
+					 "SELECT m.profile, m.profile_key FROM %s.ade_device_profiles($1) m "
+					 "UNION ALL SELECT y.profile, md5(y.profile::text) FROM %s.ade_device_pins y "
+					 "WHERE y.profile IS NOT NULL) p WHERE p.profile_key = $2 LIMIT 1",
+					 2, argtypes, args, NULL, false, 1);
+	else if (AdeSqlAtLeast(0, 4))
 		rc = AdeExec("SELECT (m.profile - 'devices')::text FROM %s.ade_device_profiles($1) m "
 					 "WHERE m.profile_key = $2 LIMIT 1", 2, argtypes, args, NULL, false, 1);
 	else						/* the SQL of 0.3 and before */

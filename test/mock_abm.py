@@ -62,7 +62,8 @@ Control API (no auth, JSON in and out, not header-checked, not logged).
     POST /_mock/devices            {consumer_key, generate?: {count, prefix="S",
                                     families=["Mac","iPhone","iPad"], start=0, digits=8},
                                     add?: [records], modify?: [partial records],
-                                    delete?: [serials] | "S1,S2", events?: [raw records],
+                                    delete?: [serials] | "S1,S2", drop?: [serials] (gone
+                                    with no deleted event), events?: [raw records],
                                     op_date?, fill?: true}
                                    -> {"devices": count, "seq": last event seq}
     POST /_mock/clock              {"now": ISO 8601 | null} ABM's "now" for op_dates,

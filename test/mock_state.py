@@ -398,6 +398,16 @@ class State:
                 del org.devices[s]
                 org._sorted = None
             self.add_event(org, "deleted", {"serial_number": s}, default_date)
+        # gone with no "deleted" event, as ABM does when an admin releases or
+        # reassigns a device in its web portal: only a full fetch shows it
+        drops = body.get("drop") or []
+        if isinstance(drops, str):
+            drops = [s for s in drops.split(",") if s]
+        for s in drops:
+            if not isinstance(s, str):
+                raise ControlError(400, "drop takes serials")
+            if org.devices.pop(s, None) is not None:
+                org._sorted = None
         for raw in body.get("events") or []:
             self.add_event(org, None, raw, None)
         return {"devices": len(org.devices), "seq": org.last_seq()}

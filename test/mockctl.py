@@ -272,6 +272,8 @@ def cmd_devices(a):
         body["modify"] = _records(a.modify_json)
     if a.delete:
         body["delete"] = [s for s in a.delete.split(",") if s]
+    if a.drop:
+        body["drop"] = [s for s in a.drop.split(",") if s]
     if a.events_json:
         body["events"] = _records(a.events_json)
     if a.op_date:
@@ -481,6 +483,7 @@ def main(argv=None):
     p.add_argument("--add-json")
     p.add_argument("--modify-json")
     p.add_argument("--delete")
+    p.add_argument("--drop", help="serials gone with no deleted event (a release or move made in ABM)")
     p.add_argument("--events-json", help="raw event records appended verbatim")
     p.add_argument("--op-date")
     p.add_argument("--no-fill", action="store_true", help="store added records as given")
