@@ -72,6 +72,8 @@ CREATE TABLE ade_device_actions (
 );
 CREATE INDEX ade_device_actions_serial ON ade_device_actions (hardware_serial, asked_at);
 CREATE INDEX ade_device_actions_call ON ade_device_actions (call_id);
+-- the prune of details answers with the run history (src/sync.c)
+CREATE INDEX ade_device_actions_details ON ade_device_actions (asked_at) WHERE action = 'details';
 CREATE SEQUENCE ade_device_call_seq;
 COMMENT ON TABLE ade_device_actions IS
 	'every answer ABM gave to a device call (details, remove_profile, release, activation_lock), per serial';
@@ -519,7 +521,9 @@ BEGIN
 		IF v_restored IS NOT NULL THEN
 			UPDATE @extschema@.abm_tokens t SET restored_at = NULL WHERE t.id = p_token;
 		END IF;
-		-- the first full fetch of a token is where its reconciles count from
+	END IF;
+	-- the first full fetch of a token is where its reconciles count from
+	IF v_prev = 'fetch' AND p_mode = 'sync' THEN
 		UPDATE @extschema@.abm_tokens t SET reconciled_at = now()
 		 WHERE t.id = p_token AND t.reconciled_at IS NULL;
 	END IF;

@@ -729,6 +729,8 @@ typedef struct ReconcileArgs
 	AdeAbmClient *client;
 	int			restarts;
 	PageOutcome outcome;
+	bool		active;			/* a reconcile is due or under way */
+	bool		finished;		/* its last page was applied */
 } ReconcileArgs;
 
 static void
@@ -763,6 +765,7 @@ reconcile_step(TokenRun *run, void *arg)
 		return;
 	asked = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	SPI_freetuptable(SPI_tuptable);
+	ra->active = true;
 
 	AdeAbmCall(ra->client, "POST", "/server/devices", page_request(asked), &resp);
 	switch (resp.kind)
@@ -838,6 +841,7 @@ reconcile_step(TokenRun *run, void *arg)
 	run->pages++;
 	if (!more)
 	{
+		ra->finished = true;
 		add_note(run, psprintf("reconcile done: %d devices ABM no longer lists soft-deleted", run->reconciled));
 		return;
 	}
@@ -854,8 +858,7 @@ reconcile_step(TokenRun *run, void *arg)
 static void
 reconcile_pages(TokenRun *run, AdeAbmClient *client, MemoryContext pagecxt)
 {
-	ReconcileArgs ra = {client, 0, PAGE_DONE};
-	int			pages = 0;
+	ReconcileArgs ra = {client, 0, PAGE_DONE, false, false};
 
 	for (;;)
 	{
@@ -863,11 +866,7 @@ reconcile_pages(TokenRun *run, AdeAbmClient *client, MemoryContext pagecxt)
 		MemoryContext old;
 
 		if (GetCurrentTimestamp() >= run->deadline)
-		{
-			if (pages > 0)
-				add_note(run, "reconcile under way: the next run goes on");
 			break;
-		}
 		bound_lock_waits(run);
 		old = MemoryContextSwitchTo(pagecxt);
 		ok = in_subxact(run, reconcile_step, &ra);
@@ -875,8 +874,9 @@ reconcile_pages(TokenRun *run, AdeAbmClient *client, MemoryContext pagecxt)
 		MemoryContextReset(pagecxt);
 		if (!ok || ra.outcome != PAGE_MORE)
 			break;
-		pages++;
 	}
+	if (ra.active && !ra.finished)
+		add_note(run, "reconcile under way: the next run goes on");
 	if (ra.outcome == PAGE_TAKEN)
 		add_note(run, "the token was taken by another session during the run; the next run goes on");
 }
@@ -1214,6 +1214,14 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 											AdeSchema()),
 								   1, argtypes, args, NULL, false, 0);
 		spi_check(rc, SPI_OK_DELETE, "pruning ade_sync_runs");
+		/* answers to details calls go with it (the other device calls stay) */
+		if (AdeSqlAtLeast(0, 5))
+		{
+			rc = SPI_execute_with_args(psprintf("DELETE FROM %s.ade_device_actions WHERE asked_at < $1 "
+												"AND action = 'details'", AdeSchema()),
+									   1, argtypes, args, NULL, false, 0);
+			spi_check(rc, SPI_OK_DELETE, "pruning ade_device_actions");
+		}
 	}
 
 	if (one)

@@ -402,6 +402,8 @@ def h_details(st, req):
     out = {}
     for s in devs:
         forced = org.forced.get(s)
+        if forced == "OMIT":                # missing from the answer
+            continue
         if s in org.devices and forced in (None, "SUCCESS"):
             rec = dict(org.devices[s])
             rec["response_status"] = "SUCCESS"
@@ -421,6 +423,8 @@ def h_remove_profile(st, req):
     out = {}
     for s in devs:
         forced = org.forced.get(s)
+        if forced == "OMIT":                # missing from the answer
+            continue
         if forced and forced != "SUCCESS":
             out[s] = forced
         elif s in org.devices:
@@ -447,6 +451,8 @@ def h_disown(st, req):
     out = {}
     for s in devs:
         forced = org.forced.get(s)
+        if forced == "OMIT":                # missing from the answer
+            continue
         if forced and forced not in ("SUCCESS", "THROTTLED"):
             out[s] = forced
         elif s in org.devices:

@@ -28,7 +28,9 @@ ACCOUNT_FIELDS = ("org_name", "admin_id", "server_name", "server_uuid",
                   "org_id", "org_id_hash", "facilitator_id", "urls")
 TOKEN_FIELDS = ("consumer_key", "consumer_secret", "access_token",
                 "access_secret", "access_token_expiry")
-ASSIGN_VALUES = ("SUCCESS", "FAILED", "THROTTLED", "NOT_ACCESSIBLE", "OMIT")
+ASSIGN_VALUES = ("SUCCESS", "FAILED", "THROTTLED", "NOT_ACCESSIBLE", "OMIT",
+                 # the answers of POST /device/activationlock only
+                 "ORG_NOT_SUPPORTED", "DEVICE_ALREADY_LOCKED")
 
 FAMILY_OS = {"Mac": "OSX", "iPhone": "iOS", "iPad": "iOS", "iPod": "iOS",
              "AppleTV": "tvOS", "Vision": "visionOS"}

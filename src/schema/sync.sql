@@ -565,7 +565,9 @@ BEGIN
 		IF v_restored IS NOT NULL THEN
 			UPDATE @extschema@.abm_tokens t SET restored_at = NULL WHERE t.id = p_token;
 		END IF;
-		-- the first full fetch of a token is where its reconciles count from
+	END IF;
+	-- the first full fetch of a token is where its reconciles count from
+	IF v_prev = 'fetch' AND p_mode = 'sync' THEN
 		UPDATE @extschema@.abm_tokens t SET reconciled_at = now()
 		 WHERE t.id = p_token AND t.reconciled_at IS NULL;
 	END IF;

@@ -82,8 +82,12 @@ BEGIN
 			'ade_tied_records', 'ade_tied_records_pkey',
 			'ade_token_secrets', 'ade_token_secrets_pkey',
 			'ade_truncated_hosts', 'ade_truncated_hosts_pkey',
+			'ade_device_pins', 'ade_device_pins_pkey', 'ade_device_actions', 'ade_device_actions_pkey',
+			'ade_device_actions_id_seq', 'ade_device_actions_serial', 'ade_device_actions_call',
+			'ade_device_actions_details',
+			'ade_device_call_seq', 'ade_device_overrides',
 			'host_dep_assignments', 'host_dep_assignments_pkey', 'host_dep_assignments_due_idx',
-			'host_dep_assignments_hardware_serial_key',
+			'host_dep_assignments_hardware_serial_key', 'host_dep_assignments_migration_idx',
 			'hosts', 'hosts_id_seq', 'hosts_pkey', 'hosts_hardware_serial_key', 'hosts_team_idx',
 			'teams', 'teams_id_seq', 'teams_pkey', 'teams_name_key',
 			'ade_secret_key_usage', 'ade_status', 'ade_team_status']::pg_catalog.name[]);
@@ -448,6 +452,8 @@ CREATE TABLE ade_device_actions (
 );
 CREATE INDEX ade_device_actions_serial ON ade_device_actions (hardware_serial, asked_at);
 CREATE INDEX ade_device_actions_call ON ade_device_actions (call_id);
+-- the prune of details answers with the run history (src/sync.c)
+CREATE INDEX ade_device_actions_details ON ade_device_actions (asked_at) WHERE action = 'details';
 CREATE SEQUENCE ade_device_call_seq;
 COMMENT ON TABLE ade_device_actions IS
 	'every answer ABM gave to a device call (details, remove_profile, release, activation_lock), per serial';
