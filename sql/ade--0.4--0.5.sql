@@ -1837,8 +1837,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT t.mode = 'sync' AND t.cursor IS NOT NULL AND t.restored_at IS NULL
 		   AND (t.reconcile_started_at IS NOT NULL OR t.reconcile_due
-				OR (p_interval_min > 0 AND t.reconciled_at IS NOT NULL
-					AND t.reconciled_at + make_interval(mins => p_interval_min) <= now())),
+				-- (never reconciled: a token added back after a removal counts
+				-- from when it was first added)
+				OR (p_interval_min > 0
+					AND coalesce(t.reconciled_at, t.created_at) + make_interval(mins => p_interval_min) <= now())),
 		   t.reconcile_cursor
 	  FROM @extschema@.abm_tokens t WHERE t.id = p_token
 $$;
@@ -1891,6 +1893,14 @@ BEGIN
 	listed := coalesce(jsonb_array_length(p_devices), 0);
 	IF listed > 0 THEN
 		PERFORM FROM @extschema@.ade_apply_devices(p_token, p_devices, true, p_fetched_until::timestamptz);
+		-- listed, but not written (ABM's record older than what is stored:
+		-- a clock apart, an event of the same second): listed all the same
+		UPDATE @extschema@.host_dep_assignments d
+		   SET updated_at = now()
+		  FROM jsonb_array_elements(p_devices) e
+		 WHERE jsonb_typeof(e) = 'object' AND d.hardware_serial = e->>'serial_number'
+		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
+		   AND d.updated_at < t.reconcile_started_at;
 	END IF;
 	IF p_more THEN
 		UPDATE @extschema@.abm_tokens x
@@ -2085,10 +2095,11 @@ BEGIN
 			  FROM unnest(p_serials) s
 			  JOIN @extschema@.host_dep_assignments d ON d.hardware_serial = s AND d.deleted_at IS NULL
 			UNION ALL
+			-- (not through a token Apple refuses: it would only fail)
 			SELECT s, t.id
 			  FROM unnest(p_serials) s
 			 CROSS JOIN @extschema@.abm_tokens t
-			 WHERE p_any
+			 WHERE p_any AND NOT t.token_invalid AND NOT t.terms_expired
 			   AND NOT EXISTS (SELECT 1 FROM @extschema@.host_dep_assignments d
 								WHERE d.hardware_serial = s AND d.deleted_at IS NULL)) x
 	 GROUP BY x.token_id
@@ -2195,8 +2206,8 @@ AS $$
 		   a.response_status, a.device
 	  FROM @extschema@.ade_device_actions a
 	 WHERE a.call_id = p_call
-	 ORDER BY a.hardware_serial, a.response_status = 'SUCCESS' DESC, a.response_status IS NULL,
-			  a.token_id
+	 ORDER BY a.hardware_serial, coalesce(a.response_status = 'SUCCESS', false) DESC,
+			  a.response_status IS NULL, a.token_id
 $$;
 COMMENT ON FUNCTION ade_device_call_result(bigint) IS
 	'internal: one row per serial of a device call';
@@ -2289,7 +2300,6 @@ COMMENT ON FUNCTION ade_request_reconcile(bigint) IS
 	'the next run of the token reconciles (a full fetch that soft-deletes what ABM no longer lists); refused within ade.min_refetch_interval';
 
 REVOKE ALL ON ade_device_overrides FROM PUBLIC;
-GRANT SELECT ON ade_device_overrides TO ade_reader;
 REVOKE ALL ON FUNCTION ade_check_serials(text[], text),
 	ade_put_pin(text, jsonb, text), ade_set_device_profile(text, jsonb), ade_hold_device(text),
 	ade_clear_device_profile(text), ade_device_targets(text[], boolean),

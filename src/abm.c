@@ -610,7 +610,13 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("ABM request %s timed out after %ld ms", what, timeout),
 						 errhint("ade.http_timeout sets the limit.")));
-			if (!transport_retryable(res->curl_code) || attempt >= ade_max_retries)
+			/*
+			 * A request that is not safe to send twice (client->once) is
+			 * not sent again once it reached ABM: the first may have done
+			 * it, and the second's answer would say otherwise
+			 */
+			if (!transport_retryable(res->curl_code) || attempt >= ade_max_retries ||
+				(client->once && res->connected))
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("ABM request %s failed: %s", what, res->curl_error)));
@@ -637,7 +643,7 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 				return;
 			}
 		}
-		else if (res->status >= 500 && attempt < ade_max_retries)
+		else if (res->status >= 500 && attempt < ade_max_retries && !client->once)
 			retry = true;
 		else if (res->status == 429 && attempt < ade_max_retries)
 			retry = true;		/* no Retry-After: the backoff */

@@ -166,6 +166,8 @@ typedef struct AdeAbmClient
 	bool		session_dirty;	/* changed since loaded: persist it */
 	int			requests;		/* HTTP requests sent */
 	TimestampTz deadline;		/* no request runs past it (0: none) */
+	bool		once;			/* requests not safe to send twice: no resend
+								 * after they reached ABM (a 5xx, a lost answer) */
 	AdeAbmPause pauses[16];
 	int			npauses;
 	AdeHttp    *http;
@@ -256,6 +258,7 @@ extern void AdeAssignProfiles(AdeAbmClient *client, int64 token_id, bool count_w
 
 /* ---- the run lock and a token's claim (claim.c) ---- */
 extern bool AdeRunLock(bool session);
+extern void AdeRunLockWait(const char *what);
 extern void AdeRunUnlock(void);
 extern char *AdeRunLockHolder(bool *prepared);
 extern bool AdeClaimToken(int64 token_id, bool hosts);

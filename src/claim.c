@@ -27,7 +27,10 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "storage/lock.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
 #include "utils/builtins.h"
 
 /* the advisory lock of a run: its first key, "ADE1" */
@@ -107,6 +110,43 @@ AdeRunLock(bool session)
 
 	run_lock_tag(&tag);
 	return LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Take the run lock for the rest of the transaction, waiting for a run
+ * that holds it to end (a scheduled run lasts ade.max_sync_seconds; a
+ * little more is allowed), polled so that cancels and statement_timeout
+ * act at once.  For the device calls that change what a run decides
+ * (devices.c): no run is under way while they ask ABM and store its
+ * answers, and none starts (it reports its tokens busy).
+ */
+void
+AdeRunLockWait(const char *what)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													((int64) ade_max_sync_seconds + 15) * 1000);
+
+	while (!AdeRunLock(false))
+	{
+		bool		prepared;
+		char	   *holder;
+
+		if (GetCurrentTimestamp() >= until)
+		{
+			holder = AdeRunLockHolder(&prepared);
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("%s waits for the sync run that is under way, and it did not end", what),
+					 errdetail("%s holds the run lock.",
+							   prepared ? "a prepared transaction that ran SELECT ade_sync()" :
+							   holder ? holder : "a run"),
+					 errhint("Try again once it has ended (ade_last_runs() shows the runs).")));
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 50,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /*

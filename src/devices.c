@@ -14,12 +14,23 @@
  * bodies.  What an answer does to the tables is SQL
  * (ade_store_device_answers() in src/schema/devices.sql).
  *
- * Every call to Apple comes first, holding nothing; then every answer is
- * stored, under the one lock rule with the application (coexist.c), in
- * one statement per batch.  So an application statement on hosts waits
- * for those statements at most, never for Apple; and a call that is
+ * Details, removal and release take the run lock first (claim.c), waiting
+ * for a run under way to end: no run assigns a profile a removal is taking
+ * away, or applies a page older than a record details store, while the
+ * call is open (a run that starts meanwhile reports its tokens busy).
+ * Every call to Apple comes first, holding no lock the application
+ * meets; then every answer is stored, under the one lock rule with the
+ * application (coexist.c), in one statement per batch.  So an application
+ * statement on hosts waits for those statements (and the rest of the
+ * caller's transaction) at most, never for Apple; and a call that is
  * cancelled stores nothing (Apple did what it answered: a release shows in
  * the next reconcile, a removal in the device's next record).
+ *
+ * A release or an escrow is not safe to send twice (the second answer,
+ * NOT_ACCESSIBLE or DEVICE_ALREADY_LOCKED, would hide that the first was
+ * done): once it reached ABM it is not resent (client->once, abm.c).  A
+ * release batch that got no answer is kept as "may have been released",
+ * never raised, and the token reconciles on its next run.
  *
  * What is answered is returned, a row per serial; a serial that got no
  * answer has a null response_status, a WARNING says why, and
@@ -82,6 +93,7 @@ typedef struct Batch
 	char	   *body;			/* the request */
 	Jsonb	   *answer;			/* NULL: none */
 	char	   *error;			/* why none */
+	bool		unsure;			/* a release that may have been done all the same */
 } Batch;
 
 typedef struct CallStep
@@ -99,17 +111,34 @@ spi_check(int rc, int expected, const char *what)
 		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
 }
 
-/* replace every copy of secret in s (in place: the same length) */
+/* replace every copy of needle in s (in place: the same length) */
 static void
-scrub(char *s, const char *secret)
+mask(char *s, const char *needle)
 {
 	size_t		n;
 	char	   *p;
 
-	if (s == NULL || secret == NULL || (n = strlen(secret)) == 0)
+	if (s == NULL || needle == NULL || (n = strlen(needle)) == 0)
 		return;
-	while ((p = strstr(s, secret)) != NULL)
+	while ((p = strstr(s, needle)) != NULL)
 		memset(p, '*', n);
+}
+
+/* mask the secret in s, as it is and as a JSON string would quote it */
+static void
+scrub(char *s, const char *secret)
+{
+	StringInfoData q;
+
+	if (s == NULL || secret == NULL || secret[0] == '\0')
+		return;
+	mask(s, secret);
+	initStringInfo(&q);
+	escape_json(&q, secret);
+	q.data[q.len - 1] = '\0';	/* without its quotes */
+	mask(s, q.data + 1);
+	explicit_bzero(q.data, q.len);
+	pfree(q.data);
 }
 
 /* the request body {"devices": [serials]} */
@@ -179,6 +208,8 @@ call_token(int64 token_id, Batch *batches, int nbatches, const DeviceAction *act
 	int			i;
 
 	*client_out = client;
+	/* a release or an escrow sent twice would be answered as if not done */
+	client->once = (action == &RELEASE || action == &LOCK);
 	for (i = 0; i < nbatches; i++)
 	{
 		CallStep	cs = {client, action, &batches[i], secret};
@@ -195,12 +226,28 @@ call_token(int64 token_id, Batch *batches, int nbatches, const DeviceAction *act
 			continue;
 		scrub(error->message, secret);
 		scrub(error->detail, secret);
+		scrub(error->hint, secret);
+		scrub(error->context, secret);
 		batches[i].error = pstrdup(error->message);
 		stop = psprintf("not sent: %s", error->message);
 		if (kind == ABM_PAUSED || AdePausedUntil(client, AdeAbmRequestKind(action->method, action->path)) != 0)
 			*paused = true;
-		else if (*first == NULL)
-			*first = error;
+		else
+		{
+			/*
+			 * A release that got no answer may have been done: said, and
+			 * the token reconciles on its next run to find out
+			 */
+			if (action == &RELEASE)
+			{
+				batches[i].unsure = true;
+				batches[i].error = psprintf("ABM may have released these devices (its next run reconciles the token): %s",
+											error->message);
+				error->detail = pstrdup("ABM may have released these devices: the token's next run reconciles to find out.");
+			}
+			if (*first == NULL)
+				*first = error;
+		}
 	}
 }
 
@@ -255,6 +302,7 @@ plan_batches(Datum serials, bool any, int *nbatches)
 			out[n].body = NULL;
 			out[n].answer = NULL;
 			out[n].error = NULL;
+			out[n].unsure = false;
 			n++;
 			MemoryContextSwitchTo(old);
 		}
@@ -343,18 +391,27 @@ device_call(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, const
 {
 	Datum		serials = checked_serials(fcinfo, "serials");
 	int			nb;
-	Batch	   *batches = plan_batches(serials, any, &nb);
-	AdeAbmClient **clients = palloc0(sizeof(AdeAbmClient *) * Max(nb, 1));
+	Batch	   *batches;
+	AdeAbmClient **clients;
 	ErrorData  *first = NULL;
 	bool		paused = false;
 	bool		answered = false;
+	bool		unsure = false;
 	int64		call_id;
 	int			i;
 	int			from;
 
+	/*
+	 * No run while ABM is asked and its answers are stored: a run would
+	 * assign a profile this call removes, or apply a page older than a
+	 * record this call stores.  Then the tokens that hold the serials now.
+	 */
+	AdeRunLockWait(psprintf("ade_%s()", action == &DETAILS ? "device_details" :
+							action == &REMOVE ? "remove_profile" : "release_devices"));
+	batches = plan_batches(serials, any, &nb);
+	clients = palloc0(sizeof(AdeAbmClient *) * Max(nb, 1));
 	for (i = 0; i < nb; i++)
-		if (batches[i].body == NULL)
-			batches[i].body = devices_body(batches[i].serials);
+		batches[i].body = devices_body(batches[i].serials);
 
 	/* every call first, holding nothing; a token's batches are adjacent */
 	for (from = 0; from < nb;)
@@ -374,6 +431,15 @@ device_call(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, const
 	for (i = 0; i < nb; i++)
 	{
 		answered = answered || batches[i].answer != NULL;
+		unsure = unsure || batches[i].unsure;
+		if (batches[i].unsure)
+		{
+			Oid			argtypes[1] = {INT8OID};
+			Datum		args[1] = {Int64GetDatum(batches[i].token_id)};
+
+			spi_check(AdeExec("UPDATE %s.abm_tokens SET reconcile_due = true WHERE id = $1",
+							  1, argtypes, args, NULL, false, 0), SPI_OK_UPDATE, "asking for a reconcile");
+		}
 		if (clients[i])
 		{
 			AdeAbmSaveSession(clients[i]);
@@ -381,7 +447,8 @@ device_call(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, const
 			AdeAbmClose(clients[i]);
 		}
 	}
-	if (!answered && first != NULL)
+	/* (a release that may have been done is kept: a WARNING says so) */
+	if (!answered && first != NULL && !unsure)
 		ReThrowError(first);
 	for (i = 0; i < nb; i++)
 		if (batches[i].error && strncmp(batches[i].error, "not sent: ", 10) != 0)

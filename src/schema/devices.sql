@@ -186,10 +186,11 @@ BEGIN
 			  FROM unnest(p_serials) s
 			  JOIN @extschema@.host_dep_assignments d ON d.hardware_serial = s AND d.deleted_at IS NULL
 			UNION ALL
+			-- (not through a token Apple refuses: it would only fail)
 			SELECT s, t.id
 			  FROM unnest(p_serials) s
 			 CROSS JOIN @extschema@.abm_tokens t
-			 WHERE p_any
+			 WHERE p_any AND NOT t.token_invalid AND NOT t.terms_expired
 			   AND NOT EXISTS (SELECT 1 FROM @extschema@.host_dep_assignments d
 								WHERE d.hardware_serial = s AND d.deleted_at IS NULL)) x
 	 GROUP BY x.token_id
@@ -296,8 +297,8 @@ AS $$
 		   a.response_status, a.device
 	  FROM @extschema@.ade_device_actions a
 	 WHERE a.call_id = p_call
-	 ORDER BY a.hardware_serial, a.response_status = 'SUCCESS' DESC, a.response_status IS NULL,
-			  a.token_id
+	 ORDER BY a.hardware_serial, coalesce(a.response_status = 'SUCCESS', false) DESC,
+			  a.response_status IS NULL, a.token_id
 $$;
 COMMENT ON FUNCTION ade_device_call_result(bigint) IS
 	'internal: one row per serial of a device call';
@@ -390,7 +391,6 @@ COMMENT ON FUNCTION ade_request_reconcile(bigint) IS
 	'the next run of the token reconciles (a full fetch that soft-deletes what ABM no longer lists); refused within ade.min_refetch_interval';
 
 REVOKE ALL ON ade_device_overrides FROM PUBLIC;
-GRANT SELECT ON ade_device_overrides TO ade_reader;
 REVOKE ALL ON FUNCTION ade_check_serials(text[], text),
 	ade_put_pin(text, jsonb, text), ade_set_device_profile(text, jsonb), ade_hold_device(text),
 	ade_clear_device_profile(text), ade_device_targets(text[], boolean),

@@ -587,8 +587,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT t.mode = 'sync' AND t.cursor IS NOT NULL AND t.restored_at IS NULL
 		   AND (t.reconcile_started_at IS NOT NULL OR t.reconcile_due
-				OR (p_interval_min > 0 AND t.reconciled_at IS NOT NULL
-					AND t.reconciled_at + make_interval(mins => p_interval_min) <= now())),
+				-- (never reconciled: a token added back after a removal counts
+				-- from when it was first added)
+				OR (p_interval_min > 0
+					AND coalesce(t.reconciled_at, t.created_at) + make_interval(mins => p_interval_min) <= now())),
 		   t.reconcile_cursor
 	  FROM @extschema@.abm_tokens t WHERE t.id = p_token
 $$;
@@ -641,6 +643,14 @@ BEGIN
 	listed := coalesce(jsonb_array_length(p_devices), 0);
 	IF listed > 0 THEN
 		PERFORM FROM @extschema@.ade_apply_devices(p_token, p_devices, true, p_fetched_until::timestamptz);
+		-- listed, but not written (ABM's record older than what is stored:
+		-- a clock apart, an event of the same second): listed all the same
+		UPDATE @extschema@.host_dep_assignments d
+		   SET updated_at = now()
+		  FROM jsonb_array_elements(p_devices) e
+		 WHERE jsonb_typeof(e) = 'object' AND d.hardware_serial = e->>'serial_number'
+		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
+		   AND d.updated_at < t.reconcile_started_at;
 	END IF;
 	IF p_more THEN
 		UPDATE @extschema@.abm_tokens x

@@ -23,7 +23,7 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RETURN SQLSTATE || ' ' || SQLERRM;
 END $$;
-SELECT plan(30);
+SELECT plan(33);
 
 SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE deleted_at IS NULL AND abm_token_id = :acme), 60, 'the token holds 60 live devices');
 SELECT ok((SELECT reconciled_at IS NOT NULL FROM abm_tokens WHERE id = :acme), 'its first full fetch counts as its first reconcile');
@@ -104,6 +104,20 @@ SELECT is((SELECT jsonb_object_agg(d.hardware_serial, t.consumer_key ORDER BY d.
              FROM host_dep_assignments d JOIN abm_tokens t ON t.id = d.abm_token_id WHERE d.deleted_at IS NULL),
           :'truth'::jsonb, 'the live assignments are exactly ABM''s devices');
 
+-- a device whose stored record is newer than the reconcile's page (ABM's
+-- clock ahead of ours, or an event of the same second) is listed all the
+-- same: not soft-deleted
+\! printf '%s' '[{"serial_number": "R00000050", "color": "RED"}]' > "$ADE_TEST_TMP/rc_fut.json" && python3 test/mockctl.py devices CK_rc --modify-json "$ADE_TEST_TMP/rc_fut.json" --op-date "$(date -u -d '+10 min' +%Y-%m-%dT%H:%M:%SZ)" >/dev/null
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+SELECT ok((SELECT op_date > now() + interval '5 min' FROM host_dep_assignments WHERE hardware_serial = 'R00000050'), 'a device with a record dated ahead of the reconcile');
+SET ade.min_refetch_interval = 0;
+SELECT ade_request_reconcile(:acme) \g /dev/null
+RESET ade.min_refetch_interval;
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+SELECT is((SELECT (deleted_at, reconciled_at > now() - interval '1 minute') FROM host_dep_assignments, abm_tokens
+            WHERE hardware_serial = 'R00000050' AND abm_tokens.id = :acme), (NULL::timestamptz, true),
+  'is listed by the reconcile, and stays live');
+
 -- off: ade.reconcile_interval = 0
 UPDATE abm_tokens SET reconciled_at = now() - interval '30 days' WHERE id = :acme;
 SET ade.reconcile_interval = 0;
@@ -113,6 +127,18 @@ SELECT count(*) FROM ade_sync(:acme) \g /dev/null
 SELECT is(:'n'::int, 0, 'ade.reconcile_interval = 0: no reconcile by itself');
 RESET ade.reconcile_interval;
 UPDATE abm_tokens SET reconciled_at = now() WHERE id = :acme;
+
+-- a token removed and added back (restored in place, its cursor kept)
+-- still reconciles by itself
+\set p7m `base64 -w0 "$ADE_TEST_TMP/CK_rc2.p7m"`
+SELECT ade_remove_token(:beta) \g /dev/null
+SELECT ade_add_token(decode(:'p7m', 'base64')) \g /dev/null
+SELECT count(*) FROM ade_sync(:beta) \g /dev/null
+\! python3 test/mockctl.py devices CK_rc2 --drop Z00000001 >/dev/null
+UPDATE abm_tokens SET created_at = now() - interval '2 days', reconciled_at = NULL WHERE id = :beta;
+SELECT count(*) FROM ade_sync(:beta) \g /dev/null
+SELECT is((SELECT deleted_reason FROM host_dep_assignments WHERE hardware_serial = 'Z00000001'), 'reconciled',
+  'a token added back after its removal reconciles by ade.reconcile_interval too');
 
 -- migration deadline: from the device's record, queryable, counted
 \! printf '%s' '[{"serial_number": "R00000040", "mdm_migration_deadline": "'"$(date -u -d '+3 days' +%Y-%m-%dT%H:%M:%SZ)"'"}, {"serial_number": "R00000041", "mdm_migration_deadline": "'"$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)"'"}, {"serial_number": "R00000042", "mdm_migration_deadline": "not a date"}]' > "$ADE_TEST_TMP/rc_mig.json" && python3 test/mockctl.py devices CK_rc --modify-json "$ADE_TEST_TMP/rc_mig.json" >/dev/null
