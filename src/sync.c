@@ -115,6 +115,7 @@ typedef struct TokenRun
 	int			reconciled;		/* live devices a reconcile soft-deleted */
 	TimestampTz started_at;
 	TimestampTz deadline;		/* the token's share of the run's budget */
+	TimestampTz run_deadline;	/* the end of the whole run */
 	char	   *error;			/* NULL on success */
 	AdeAbmKind	error_kind;
 	bool		busy;
@@ -854,19 +855,31 @@ reconcile_step(TokenRun *run, void *arg)
 	ra->outcome = PAGE_MORE;
 }
 
-/* the reconcile's pages, in the time the token has left */
+/*
+ * The reconcile's pages, in the time the token has left; the first one
+ * may take from the rest of the run (the tokens after it get their share
+ * of what is left), so that a reconcile goes on by a page a run at least
+ * while the sync takes the whole of the token's share.
+ */
 static void
 reconcile_pages(TokenRun *run, AdeAbmClient *client, MemoryContext pagecxt)
 {
 	ReconcileArgs ra = {client, 0, PAGE_DONE, false, false};
+	int			asked = 0;
 
 	for (;;)
 	{
 		bool		ok;
 		MemoryContext old;
+		TimestampTz until = run->deadline;
 
-		if (GetCurrentTimestamp() >= run->deadline)
+		if (asked == 0 && run->run_deadline > until)
+			until = run->run_deadline;
+		if (GetCurrentTimestamp() >= until)
 			break;
+		client->deadline = until;
+		AdeLockDeadline = until;
+		asked++;
 		bound_lock_waits(run);
 		old = MemoryContextSwitchTo(pagecxt);
 		ok = in_subxact(run, reconcile_step, &ra);
@@ -875,6 +888,8 @@ reconcile_pages(TokenRun *run, AdeAbmClient *client, MemoryContext pagecxt)
 		if (!ok || ra.outcome != PAGE_MORE)
 			break;
 	}
+	client->deadline = run->deadline;
+	AdeLockDeadline = run->deadline;
 	if (ra.active && !ra.finished)
 		add_note(run, "reconcile under way: the next run goes on");
 	if (ra.outcome == PAGE_TAKEN)
@@ -1280,6 +1295,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 			/* a fair share of what is left: what is left over the tokens to go */
 			run.deadline = run.started_at +
 				Max(run_deadline - run.started_at, 0) / (n - i);
+			run.run_deadline = run_deadline;
 			/*
 			 * A job that runs SELECT ade_sync() (made before 0.5, or brought
 			 * back by a dump): one transaction, which holds hosts to its end

@@ -23,7 +23,7 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RETURN SQLSTATE || ' ' || SQLERRM;
 END $$;
-SELECT plan(33);
+SELECT plan(34);
 
 SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE deleted_at IS NULL AND abm_token_id = :acme), 60, 'the token holds 60 live devices');
 SELECT ok((SELECT reconciled_at IS NOT NULL FROM abm_tokens WHERE id = :acme), 'its first full fetch counts as its first reconcile');
@@ -127,6 +127,26 @@ SELECT count(*) FROM ade_sync(:acme) \g /dev/null
 SELECT is(:'n'::int, 0, 'ade.reconcile_interval = 0: no reconcile by itself');
 RESET ade.reconcile_interval;
 UPDATE abm_tokens SET reconciled_at = now() WHERE id = :acme;
+
+-- a reconcile is not starved by the sync: when the token's share of the
+-- run goes to its sync page, the first reconcile page of a run may take
+-- from the rest of the run (two tokens, 300 ms a request, 1 s a run)
+\! python3 test/mockctl.py devices CK_rc --drop R00000051 >/dev/null
+SET ade.min_refetch_interval = 0;
+SELECT ade_request_reconcile(:acme) \g /dev/null
+RESET ade.min_refetch_interval;
+\! python3 test/mockctl.py latency 300 >/dev/null
+SET ade.max_sync_seconds = 1;
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+SELECT count(*) FROM ade_sync() \g /dev/null
+RESET ade.max_sync_seconds;
+\! python3 test/mockctl.py latency 0 >/dev/null
+SELECT is((SELECT deleted_reason FROM host_dep_assignments WHERE hardware_serial = 'R00000051'), 'reconciled',
+  'a reconcile ends while the sync takes the token''s share of each run');
 
 -- a token removed and added back (restored in place, its cursor kept)
 -- still reconciles by itself
