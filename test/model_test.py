@@ -780,6 +780,40 @@ class AdeMachine(RuleBasedStateMachine):
         self.abm_put(org, delete=[s])
         self.unsynced_delete(org, s)
 
+    @precondition(lambda self: self.abm)
+    @rule(data=st.data())
+    def abm_drop(self, data):
+        """ABM drops a device with no deleted event (a release or a move
+        made in its web portal): a sync never sees it, and it may stay live
+        with its token (a ghost) until a reconcile (issue 22)"""
+        s = data.draw(st.sampled_from(sorted(self.abm)))
+        org = self.abm[s]["org"]
+        self.unforce(s)
+        del self.abm[s]
+        self.touch(s)
+        ctl("POST", "/_mock/devices", {"consumer_key": self.ck(org), "drop": [s]})
+        self.ghosts.setdefault(org, set()).add(s)
+
+    @precondition(lambda self: self.active())
+    @rule(data=st.data())
+    def reconcile(self, data):
+        """ade_request_reconcile(): once the runs settle, the token's live
+        devices are exactly ABM's: its ghosts are soft-deleted, and no
+        device ABM holds is lost (check_synced)"""
+        name = data.draw(st.sampled_from(self.active()))
+        q(self.admin, "SET ade.min_refetch_interval = 0")
+        q(self.admin, "SELECT ade_request_reconcile(id) FROM abm_tokens WHERE consumer_key = %s", (self.ck(name),))
+        q(self.admin, "RESET ade.min_refetch_interval")
+        self.settle()
+        done = q(self.admin, "SELECT NOT reconcile_due AND reconcile_cursor IS NULL FROM abm_tokens "
+                             "WHERE consumer_key = %s", (self.ck(name),))[0][0]
+        assert done, "a reconcile asked for did not end once the runs settled"
+        if self.ghosts.get(name):
+            seen("ghosts reconciled")
+        self.ghosts.pop(name, None)
+        self.unsynced_deletes.pop(name, None)
+        self.check_synced()
+
     @precondition(lambda self: self.abm and len(self.tokens) > 1)
     @rule(data=st.data())
     def abm_move(self, data):
@@ -1515,7 +1549,7 @@ REQUIRED = tuple("open run %s, %s" % (how, end) for how in ("job", "ade_sync()")
                  for end in ("release", "cancel", "timeout", "terminate")) + (
     "application statements in an open run", "due retries checked", "429 on PUT /profile/devices",
     "POST /profile refused (400)", "PUT /profile/devices refused (400 INVALID_PROFILE)",
-    "late echoes delivered", "dump/restore", "upgrade from 0.4")
+    "late echoes delivered", "dump/restore", "upgrade from 0.4", "ghosts reconciled")
 
 
 def seen_line(counts):
