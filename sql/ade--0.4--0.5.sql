@@ -23,11 +23,13 @@
 -- ---------------------------------------------------------------------
 ALTER TABLE host_dep_assignments
 	ADD COLUMN deleted_reason text CHECK (deleted_reason IN ('deleted', 'reconciled', 'released', 'token removed')),
-	ADD COLUMN mdm_migration_deadline timestamptz;
+	ADD COLUMN mdm_migration_deadline timestamptz,
+	ADD COLUMN listed_at timestamptz;
 CREATE INDEX host_dep_assignments_migration_idx ON host_dep_assignments (mdm_migration_deadline)
 	WHERE mdm_migration_deadline IS NOT NULL AND deleted_at IS NULL;
 ALTER TABLE abm_tokens
 	ADD COLUMN reconcile_due boolean NOT NULL DEFAULT false,
+	ADD COLUMN reconcile_asked_at timestamptz,
 	ADD COLUMN reconcile_requested_at timestamptz,
 	ADD COLUMN reconcile_cursor text,
 	ADD COLUMN reconcile_started_at timestamptz,
@@ -1893,14 +1895,14 @@ BEGIN
 	listed := coalesce(jsonb_array_length(p_devices), 0);
 	IF listed > 0 THEN
 		PERFORM FROM @extschema@.ade_apply_devices(p_token, p_devices, true, p_fetched_until::timestamptz);
-		-- listed, but not written (ABM's record older than what is stored:
-		-- a clock apart, an event of the same second): listed all the same
+		-- what the page lists, whatever it wrote (a record older than what
+		-- is stored, from a clock apart or an event of the same second,
+		-- writes nothing, and other writes move updated_at)
 		UPDATE @extschema@.host_dep_assignments d
-		   SET updated_at = now()
+		   SET listed_at = now()
 		  FROM jsonb_array_elements(p_devices) e
 		 WHERE jsonb_typeof(e) = 'object' AND d.hardware_serial = e->>'serial_number'
-		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
-		   AND d.updated_at < t.reconcile_started_at;
+		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL;
 	END IF;
 	IF p_more THEN
 		UPDATE @extschema@.abm_tokens x
@@ -1913,7 +1915,9 @@ BEGIN
 		UPDATE @extschema@.host_dep_assignments d
 		   SET deleted_at = now(), deleted_reason = 'reconciled', needs_assign = false, updated_at = now()
 		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
-		   AND d.updated_at < t.reconcile_started_at
+		   -- live before the reconcile began, and listed by none of its pages
+		   AND d.added_at < t.reconcile_started_at
+		   AND coalesce(d.listed_at, '-infinity') < t.reconcile_started_at
 		   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
 							WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial
 							  AND x.from_fetch AND x.rejected_at >= t.reconcile_started_at)
@@ -1927,8 +1931,10 @@ BEGIN
 	IF v_freed IS NOT NULL THEN
 		PERFORM @extschema@.ade_release_tied(v_freed);
 	END IF;
+	-- a reconcile asked for after this one began is still due
 	UPDATE @extschema@.abm_tokens x
-	   SET reconcile_cursor = NULL, reconcile_started_at = NULL, reconcile_due = false,
+	   SET reconcile_cursor = NULL, reconcile_started_at = NULL,
+		   reconcile_due = coalesce(x.reconcile_asked_at > t.reconcile_started_at, false),
 		   reconciled_at = now(), updated_at = now()
 	 WHERE x.id = p_token;
 END
@@ -2292,7 +2298,8 @@ BEGIN
 				  HINT = 'ade_status.reconcile shows how far the reconcile that was asked for is.';
 	END IF;
 	UPDATE @extschema@.abm_tokens t
-	   SET reconcile_requested_at = now(), reconcile_due = true, updated_at = now()
+	   SET reconcile_requested_at = now(), reconcile_asked_at = now(), reconcile_due = true,
+		   updated_at = now()
 	 WHERE t.id = ade_request_reconcile.token_id;
 END
 $$;

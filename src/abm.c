@@ -537,7 +537,9 @@ AdeAbmAhead(int64 token_id, const char *session, int order, const char *method,
  * stored in ade_rate_limits) is not sent; a 429 or 503 whose Retry-After is
  * not waited out here pauses its kind (AdeAbmSavePauses() stores it).  The
  * first attempt takes the answer of the same request sent ahead, if the run
- * sent it (ahead.c).
+ * sent it (ahead.c).  A client whose requests are not safe to send twice
+ * (client->once: a release, an escrow) does not resend one that reached
+ * ABM, and client->unsure says whether it may have been done.
  */
 static void
 abm_send(AdeAbmClient *client, const char *method, const char *path,
@@ -549,6 +551,8 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 	char	   *what = psprintf("%s %s", method, path);
 	const char *kind = AdeAbmRequestKind(method, path);
 	int			attempt;
+	/* sent once (a new session is always safe to ask for again) */
+	bool		once = client->once && strcmp(path, "/session") != 0;
 
 	nh = abm_headers(body, auth, hdr);
 
@@ -582,6 +586,9 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 		if (attempt > 0 || client->token_id == 0 ||
 			!AdeAheadTake(client->token_id, method, path, body, auth, timeout, res))
 			AdeHttpPerform(client->http, method, url, hdr, nh, body, timeout, connect, res);
+		/* a request not safe to send twice: may it have been done? */
+		if (once)
+			client->unsure = res->curl_code != 0 ? res->connected : res->status >= 500;
 
 		if (res->curl_code != 0)
 		{
@@ -616,7 +623,7 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 			 * it, and the second's answer would say otherwise
 			 */
 			if (!transport_retryable(res->curl_code) || attempt >= ade_max_retries ||
-				(client->once && res->connected))
+				(once && res->connected))
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("ABM request %s failed: %s", what, res->curl_error)));
@@ -643,7 +650,7 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 				return;
 			}
 		}
-		else if (res->status >= 500 && attempt < ade_max_retries && !client->once)
+		else if (res->status >= 500 && attempt < ade_max_retries && !once)
 			retry = true;
 		else if (res->status == 429 && attempt < ade_max_retries)
 			retry = true;		/* no Retry-After: the backoff */

@@ -168,6 +168,8 @@ typedef struct AdeAbmClient
 	TimestampTz deadline;		/* no request runs past it (0: none) */
 	bool		once;			/* requests not safe to send twice: no resend
 								 * after they reached ABM (a 5xx, a lost answer) */
+	bool		unsure;			/* such a request reached ABM and got no answer
+								 * that says it was not done */
 	AdeAbmPause pauses[16];
 	int			npauses;
 	AdeHttp    *http;

@@ -32,6 +32,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 
 /* the advisory lock of a run: its first key, "ADE1" */
 #define ADE_RUN_KEY1 1094993969
@@ -70,7 +71,7 @@ AdeRunUnlock(void)
 }
 
 /*
- * Who holds the run lock: "a run (pid N)", or, when a prepared transaction
+ * Who holds the run lock: "a run or a device call (pid N)", or, when a prepared transaction
  * that ran SELECT ade_sync() holds it, NULL with *prepared set.
  */
 char *
@@ -96,7 +97,7 @@ AdeRunLockHolder(bool *prepared)
 		if (isnull)
 			*prepared = true;
 		else
-			who = psprintf("a run (pid %d)", DatumGetInt32(pid));
+			who = psprintf("a run or a device call (pid %d)", DatumGetInt32(pid));
 	}
 	SPI_freetuptable(SPI_tuptable);
 	return who;
@@ -125,21 +126,41 @@ AdeRunLockWait(const char *what)
 {
 	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													((int64) ade_max_sync_seconds + 15) * 1000);
+	Oid			hosts = get_relname_relid("hosts", AdeSchemaOid());
+	bool		holds_hosts = false;
+	LOCKTAG		tag;
+	LOCKMODE	mode;
 
+	/*
+	 * A transaction that holds hosts (it wrote a host, say) must not wait:
+	 * the holder may be waiting for hosts itself (a run's page, another
+	 * device call's answers), and a wait polled here is one PostgreSQL's
+	 * deadlock detector never sees.
+	 */
+	if (OidIsValid(hosts))
+	{
+		SET_LOCKTAG_RELATION(tag, MyDatabaseId, hosts);
+		for (mode = AccessShareLock + 1; mode <= MaxLockMode; mode++)
+			holds_hosts = holds_hosts || LockHeldByMe(&tag, mode);
+	}
 	while (!AdeRunLock(false))
 	{
 		bool		prepared;
 		char	   *holder;
 
-		if (GetCurrentTimestamp() >= until)
+		if (holds_hosts || GetCurrentTimestamp() >= until)
 		{
 			holder = AdeRunLockHolder(&prepared);
 			ereport(ERROR,
 					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("%s waits for the sync run that is under way, and it did not end", what),
+					 holds_hosts ?
+					 errmsg("%s cannot wait for the sync run or device call under way in a transaction that holds hosts", what) :
+					 errmsg("%s waited for the sync run or device call under way, and it did not end", what),
 					 errdetail("%s holds the run lock.",
 							   prepared ? "a prepared transaction that ran SELECT ade_sync()" :
 							   holder ? holder : "a run"),
+					 holds_hosts ?
+					 errhint("Call it in a transaction of its own, before writing hosts.") :
 					 errhint("Try again once it has ended (ade_last_runs() shows the runs).")));
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 50,

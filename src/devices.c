@@ -175,12 +175,15 @@ call_step(void *arg)
 	char		what[64];
 
 	snprintf(what, sizeof(what), "%s %s", cs->action->method, cs->action->path);
+	cs->client->unsure = false;
 	AdeAbmCall(cs->client, cs->action->method, cs->action->path, cs->batch->body, &resp);
 	if (resp.kind != ABM_OK)
 	{
 		scrub(resp.body, cs->secret);
 		AdeAbmRaise(&resp, what);
 	}
+	/* ABM answered 200: what fails below, it did */
+	cs->client->unsure = true;
 	scrub(resp.body, cs->secret);
 	jb = AdeAbmParseJson(&resp, what);
 	if (!JB_ROOT_IS_OBJECT(jb) ||
@@ -235,10 +238,13 @@ call_token(int64 token_id, Batch *batches, int nbatches, const DeviceAction *act
 		else
 		{
 			/*
-			 * A release that got no answer may have been done: said, and
-			 * the token reconciles on its next run to find out
+			 * A release that reached ABM and got no answer that says it
+			 * was not done (a lost or cut answer, a 5xx, a 200 that is not
+			 * Apple's shape) may have been done: said, and the token
+			 * reconciles on its next run to find out.  Anything else (a
+			 * 4xx, no session) is a plain failure.
 			 */
-			if (action == &RELEASE)
+			if (action == &RELEASE && client->unsure)
 			{
 				batches[i].unsure = true;
 				batches[i].error = psprintf("ABM may have released these devices (its next run reconciles the token): %s",
@@ -437,7 +443,7 @@ device_call(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, const
 			Oid			argtypes[1] = {INT8OID};
 			Datum		args[1] = {Int64GetDatum(batches[i].token_id)};
 
-			spi_check(AdeExec("UPDATE %s.abm_tokens SET reconcile_due = true WHERE id = $1",
+			spi_check(AdeExec("UPDATE %s.abm_tokens SET reconcile_due = true, reconcile_asked_at = now() WHERE id = $1",
 							  1, argtypes, args, NULL, false, 0), SPI_OK_UPDATE, "asking for a reconcile");
 		}
 		if (clients[i])

@@ -5,7 +5,7 @@
  *
  * Owns: the order of work in a run (prune history, then per token: lock,
  * records kept aside that are due again, fetch or sync pages, profile
- * assignment, record the run), the handling of ABM's cursor codes, the time
+ * assignment, reconcile pages, record the run), the handling of ABM's cursor codes, the time
  * budget, and the per-token and per-page subtransactions.  The row work of
  * a page is one SQL statement (ade_apply_page() in src/schema/sync.sql,
  * over jsonb_array_elements of the page); this file only moves pages from
@@ -115,7 +115,6 @@ typedef struct TokenRun
 	int			reconciled;		/* live devices a reconcile soft-deleted */
 	TimestampTz started_at;
 	TimestampTz deadline;		/* the token's share of the run's budget */
-	TimestampTz run_deadline;	/* the end of the whole run */
 	char	   *error;			/* NULL on success */
 	AdeAbmKind	error_kind;
 	bool		busy;
@@ -856,30 +855,29 @@ reconcile_step(TokenRun *run, void *arg)
 }
 
 /*
- * The reconcile's pages, in the time the token has left; the first one
- * may take from the rest of the run (the tokens after it get their share
- * of what is left), so that a reconcile goes on by a page a run at least
- * while the sync takes the whole of the token's share.
+ * The reconcile's pages, in the time the token has left of its share (the
+ * sync of the tokens after it comes first).  A page is not started when
+ * the time left is less than twice what the last one took: a page cut by
+ * the budget may have been served by ABM all the same, and a fetch cursor
+ * ABM has served to its end answers EXHAUSTED_CURSOR, which starts the
+ * reconcile over.  (Its pages are never sent ahead: ahead.c follows only
+ * the chains that send_ahead() starts.)
  */
 static void
 reconcile_pages(TokenRun *run, AdeAbmClient *client, MemoryContext pagecxt)
 {
 	ReconcileArgs ra = {client, 0, PAGE_DONE, false, false};
-	int			asked = 0;
+	int64		last_ms = 0;
 
 	for (;;)
 	{
 		bool		ok;
 		MemoryContext old;
-		TimestampTz until = run->deadline;
+		TimestampTz t0 = GetCurrentTimestamp();
 
-		if (asked == 0 && run->run_deadline > until)
-			until = run->run_deadline;
-		if (GetCurrentTimestamp() >= until)
+		if (t0 >= run->deadline ||
+			(last_ms > 0 && (run->deadline - t0) / 1000 < 2 * last_ms))
 			break;
-		client->deadline = until;
-		AdeLockDeadline = until;
-		asked++;
 		bound_lock_waits(run);
 		old = MemoryContextSwitchTo(pagecxt);
 		ok = in_subxact(run, reconcile_step, &ra);
@@ -887,9 +885,8 @@ reconcile_pages(TokenRun *run, AdeAbmClient *client, MemoryContext pagecxt)
 		MemoryContextReset(pagecxt);
 		if (!ok || ra.outcome != PAGE_MORE)
 			break;
+		last_ms = (GetCurrentTimestamp() - t0) / 1000;
 	}
-	client->deadline = run->deadline;
-	AdeLockDeadline = run->deadline;
 	if (ra.active && !ra.finished)
 		add_note(run, "reconcile under way: the next run goes on");
 	if (ra.outcome == PAGE_TAKEN)
@@ -1295,7 +1292,6 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 			/* a fair share of what is left: what is left over the tokens to go */
 			run.deadline = run.started_at +
 				Max(run_deadline - run.started_at, 0) / (n - i);
-			run.run_deadline = run_deadline;
 			/*
 			 * A job that runs SELECT ade_sync() (made before 0.5, or brought
 			 * back by a dump): one transaction, which holds hosts to its end

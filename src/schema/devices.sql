@@ -383,7 +383,8 @@ BEGIN
 				  HINT = 'ade_status.reconcile shows how far the reconcile that was asked for is.';
 	END IF;
 	UPDATE @extschema@.abm_tokens t
-	   SET reconcile_requested_at = now(), reconcile_due = true, updated_at = now()
+	   SET reconcile_requested_at = now(), reconcile_asked_at = now(), reconcile_due = true,
+		   updated_at = now()
 	 WHERE t.id = ade_request_reconcile.token_id;
 END
 $$;

@@ -603,8 +603,9 @@ COMMENT ON FUNCTION ade_reconcile_state(bigint, int) IS
 -- reconcile takes.  The page applies as a fetch page does (rules 4-8, an
 -- older record never overwriting newer news), and its cursor is stored
 -- with it.  After the last page, every live device of the token that no
--- page of this reconcile touched (untouched since it began, and not kept
--- aside from one of its pages) is soft-deleted, reason 'reconciled': ABM
+-- page of this reconcile listed (live before it began, listed by none of
+-- its pages: listed_at, and not kept aside from one of them) is
+-- soft-deleted, reason 'reconciled': ABM
 -- no longer lists it (a release or a move made in ABM that sent no
 -- delete).  p_asked is the cursor the page was asked with: when another
 -- session changed it meanwhile, nothing is applied (null counts).
@@ -643,14 +644,14 @@ BEGIN
 	listed := coalesce(jsonb_array_length(p_devices), 0);
 	IF listed > 0 THEN
 		PERFORM FROM @extschema@.ade_apply_devices(p_token, p_devices, true, p_fetched_until::timestamptz);
-		-- listed, but not written (ABM's record older than what is stored:
-		-- a clock apart, an event of the same second): listed all the same
+		-- what the page lists, whatever it wrote (a record older than what
+		-- is stored, from a clock apart or an event of the same second,
+		-- writes nothing, and other writes move updated_at)
 		UPDATE @extschema@.host_dep_assignments d
-		   SET updated_at = now()
+		   SET listed_at = now()
 		  FROM jsonb_array_elements(p_devices) e
 		 WHERE jsonb_typeof(e) = 'object' AND d.hardware_serial = e->>'serial_number'
-		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL
-		   AND d.updated_at < t.reconcile_started_at;
+		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL;
 	END IF;
 	IF p_more THEN
 		UPDATE @extschema@.abm_tokens x
@@ -663,7 +664,9 @@ BEGIN
 		UPDATE @extschema@.host_dep_assignments d
 		   SET deleted_at = now(), deleted_reason = 'reconciled', needs_assign = false, updated_at = now()
 		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
-		   AND d.updated_at < t.reconcile_started_at
+		   -- live before the reconcile began, and listed by none of its pages
+		   AND d.added_at < t.reconcile_started_at
+		   AND coalesce(d.listed_at, '-infinity') < t.reconcile_started_at
 		   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
 							WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial
 							  AND x.from_fetch AND x.rejected_at >= t.reconcile_started_at)
@@ -677,8 +680,10 @@ BEGIN
 	IF v_freed IS NOT NULL THEN
 		PERFORM @extschema@.ade_release_tied(v_freed);
 	END IF;
+	-- a reconcile asked for after this one began is still due
 	UPDATE @extschema@.abm_tokens x
-	   SET reconcile_cursor = NULL, reconcile_started_at = NULL, reconcile_due = false,
+	   SET reconcile_cursor = NULL, reconcile_started_at = NULL,
+		   reconcile_due = coalesce(x.reconcile_asked_at > t.reconcile_started_at, false),
 		   reconciled_at = now(), updated_at = now()
 	 WHERE x.id = p_token;
 END

@@ -148,7 +148,8 @@ CREATE TABLE abm_tokens (
 	-- longer lists): asked for (ade_request_reconcile()), its own fetch
 	-- cursor while it runs, when it began and when one last completed
 	reconcile_due	boolean NOT NULL DEFAULT false,
-	reconcile_requested_at timestamptz,
+	reconcile_asked_at timestamptz,	-- when it was last asked for (a request, a release that may have been done)
+	reconcile_requested_at timestamptz,	-- the last ade_request_reconcile() (ade.min_refetch_interval)
 	reconcile_cursor text,
 	reconcile_started_at timestamptz,
 	reconciled_at	timestamptz
@@ -244,7 +245,9 @@ CREATE TABLE host_dep_assignments (
 	-- list), a release (ade_release_devices()), its token removed
 	deleted_reason	text CHECK (deleted_reason IN ('deleted', 'reconciled', 'released', 'token removed')),
 	-- ABM's mdm_migration_deadline of the device (a migration from another MDM)
-	mdm_migration_deadline timestamptz
+	mdm_migration_deadline timestamptz,
+	-- when a page of a reconcile last listed the device (sync.sql)
+	listed_at		timestamptz
 );
 -- the devices that wait for a profile: what every run looks at
 CREATE INDEX host_dep_assignments_due_idx ON host_dep_assignments (abm_token_id, retry_at)

@@ -64,7 +64,7 @@ SELECT count(*) FROM ade_sync(:acme) \g /dev/null
 SET ade.max_retries = 0;
 SET ade.retry_backoff = '10ms';
 SET ade.max_retry_wait = '1s';
-SELECT plan(79);
+SELECT plan(86);
 
 -- ---- details
 \! python3 test/mockctl.py log-clear
@@ -233,6 +233,40 @@ SELECT dblink_send_query('call', $$SELECT count(*) FROM ade_remove_profile(ARRAY
 SELECT is(:'held'::int, 1, 'a removal waits at ABM (held by the mock)');
 SELECT is((SELECT error FROM ade_sync(:acme)), 'busy', 'a run meanwhile reports the token busy');
 \! python3 test/mockctl.py call POST /_mock/release '{"name": "rm1"}' >/dev/null
+SELECT is((SELECT x FROM dblink_get_result('call') AS r(x bigint)), 1::bigint, 'the removal ends');
+SELECT * FROM dblink_get_result('call') AS r(x bigint) \g /dev/null
+
+-- sent once, but a new session is asked for as often as ever: a release
+-- answered 401 (not done) gets a session, retried after a 500, and is sent
+-- again; a definite refusal is an error, not "may have been released"
+\! python3 test/mockctl.py tokstate CK_dc --expire-sessions >/dev/null
+\! python3 test/mockctl.py fault '{"path": "/session", "status": 500, "body": "INTERNAL_ERROR", "times": 1}' >/dev/null
+SET ade.max_retries = 2;
+SELECT is((SELECT response_status FROM ade_release_devices(ARRAY['D00000026'], confirm => true)), 'SUCCESS',
+  'a release whose session had expired is sent again with a new one, got after a 500');
+\! python3 test/mockctl.py tokstate CK_dc --terms-expired true >/dev/null
+SELECT is(pg_temp.state_of($$SELECT * FROM ade_release_devices(ARRAY['D00000027'], confirm => true)$$), '28000',
+  'a release ABM refuses (terms not accepted) is an error');
+\! python3 test/mockctl.py tokstate CK_dc --terms-expired false >/dev/null
+SELECT is((SELECT reconcile_due FROM abm_tokens WHERE id = :acme), false, 'and asks for no reconcile');
+RESET ade.max_retries;
+SET ade.max_retries = 0;
+
+-- a call in a transaction that holds hosts does not wait for the run lock
+-- another session holds (that one may be waiting for hosts: a deadlock no
+-- detector would see)
+\! python3 test/mockctl.py fault '{"path": "/profile/devices", "method": "DELETE", "hold": "rm2", "times": 1}' >/dev/null
+SELECT dblink_send_query('call', $$SELECT count(*) FROM ade_remove_profile(ARRAY['D00000028'])$$) \g /dev/null
+\set held `for i in $(seq 100); do python3 test/mockctl.py call GET /_mock/held | grep -q '"rm2": 1' && { echo 1; exit 0; }; sleep 0.1; done; echo 0`
+SELECT is(:'held'::int, 1, 'one removal waits at ABM, holding the run lock');
+BEGIN;
+UPDATE hosts SET hardware_model = hardware_model WHERE hardware_serial = 'D00000029';
+SELECT clock_timestamp() AS t0 \gset
+SELECT is(pg_temp.state_of($$SELECT * FROM ade_device_details(ARRAY['D00000029'])$$), '55P03',
+  'details in a transaction that wrote hosts: refused at once (55P03), not a wait');
+SELECT ok(clock_timestamp() - :'t0'::timestamptz < interval '2 s', 'without waiting');
+COMMIT;
+\! python3 test/mockctl.py call POST /_mock/release '{"name": "rm2"}' >/dev/null
 SELECT is((SELECT x FROM dblink_get_result('call') AS r(x bigint)), 1::bigint, 'the removal ends');
 SELECT * FROM dblink_get_result('call') AS r(x bigint) \g /dev/null
 

@@ -23,7 +23,7 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RETURN SQLSTATE || ' ' || SQLERRM;
 END $$;
-SELECT plan(34);
+SELECT plan(40);
 
 SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE deleted_at IS NULL AND abm_token_id = :acme), 60, 'the token holds 60 live devices');
 SELECT ok((SELECT reconciled_at IS NOT NULL FROM abm_tokens WHERE id = :acme), 'its first full fetch counts as its first reconcile');
@@ -128,25 +128,58 @@ SELECT is(:'n'::int, 0, 'ade.reconcile_interval = 0: no reconcile by itself');
 RESET ade.reconcile_interval;
 UPDATE abm_tokens SET reconciled_at = now() WHERE id = :acme;
 
--- a reconcile is not starved by the sync: when the token's share of the
--- run goes to its sync page, the first reconcile page of a run may take
--- from the rest of the run (two tokens, 300 ms a request, 1 s a run)
-\! python3 test/mockctl.py devices CK_rc --drop R00000051 >/dev/null
+-- a reconcile keeps to its token's share of the run: a slow full list
+-- (ABM hangs the reconcile's page) never holds up the next token's sync
+\! python3 test/mockctl.py devices CK_rc2 --generate 1 --prefix FAIR >/dev/null
 SET ade.min_refetch_interval = 0;
 SELECT ade_request_reconcile(:acme) \g /dev/null
 RESET ade.min_refetch_interval;
-\! python3 test/mockctl.py latency 300 >/dev/null
-SET ade.max_sync_seconds = 1;
-SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT count(*) FROM ade_sync() \g /dev/null
-SELECT count(*) FROM ade_sync() \g /dev/null
+\! python3 test/mockctl.py fault '{"path": "/server/devices", "consumer_key": "CK_rc", "hang_seconds": 5, "times": 1}' >/dev/null
+SET ade.max_sync_seconds = 2;
+CREATE TEMP TABLE r5 AS SELECT * FROM ade_sync();
 RESET ade.max_sync_seconds;
-\! python3 test/mockctl.py latency 0 >/dev/null
-SELECT is((SELECT deleted_reason FROM host_dep_assignments WHERE hardware_serial = 'R00000051'), 'reconciled',
-  'a reconcile ends while the sync takes the token''s share of each run');
+\! python3 test/mockctl.py faults-clear >/dev/null
+SELECT is((SELECT (added, error) FROM r5 WHERE token_id = :beta), (1, NULL::text), 'the next token''s sync has its share: its new device is in');
+SELECT ok((SELECT reconcile IS NOT NULL FROM ade_status WHERE token_id = :acme), 'the reconcile waits for the next run');
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+SELECT ok((SELECT reconcile IS NULL FROM ade_status WHERE token_id = :acme), 'which ends it');
+
+-- what a reconcile under way has not listed yet is not "listed" because
+-- something else wrote its row meanwhile (a hold, an assignment answer)
+\! python3 test/mockctl.py fault '{"path": "/server/devices", "consumer_key": "CK_rc", "skip": 1, "status": 500, "body": "INTERNAL_ERROR", "times": 8}' >/dev/null
+SET ade.min_refetch_interval = 0;
+SELECT ade_request_reconcile(:acme) \g /dev/null
+RESET ade.min_refetch_interval;
+SET ade.max_retries = 0;
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+RESET ade.max_retries;
+\! python3 test/mockctl.py faults-clear >/dev/null
+SELECT ok((SELECT reconcile LIKE 'under way%' FROM ade_status WHERE token_id = :acme), 'a reconcile stopped after its first page');
+\! python3 test/mockctl.py devices CK_rc --drop R00000055 >/dev/null
+SELECT ade_hold_device('R00000055') \g /dev/null
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+SELECT is((SELECT deleted_reason FROM host_dep_assignments WHERE hardware_serial = 'R00000055'), 'reconciled',
+  'a device ABM dropped meanwhile is soft-deleted, though a hold wrote its row during the reconcile');
+SELECT ade_clear_device_profile('R00000055') \g /dev/null
+
+-- a reconcile asked for while one is under way (after a release that may
+-- have been done, say) is a reconcile of its own: the one under way does
+-- not answer for it
+\! python3 test/mockctl.py fault '{"path": "/server/devices", "consumer_key": "CK_rc", "skip": 1, "status": 500, "body": "INTERNAL_ERROR", "times": 8}' >/dev/null
+SET ade.min_refetch_interval = 0;
+SELECT ade_request_reconcile(:acme) \g /dev/null
+SET ade.max_retries = 0;
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+RESET ade.max_retries;
+\! python3 test/mockctl.py faults-clear >/dev/null
+SELECT ade_request_reconcile(:acme) \g /dev/null
+RESET ade.min_refetch_interval;
+\! python3 test/mockctl.py devices CK_rc --drop R00000012 >/dev/null
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+SELECT ok((SELECT reconcile_due FROM abm_tokens WHERE id = :acme), 'the reconcile under way ended; the one asked meanwhile is still due');
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+SELECT is((SELECT deleted_reason FROM host_dep_assignments WHERE hardware_serial = 'R00000012'), 'reconciled',
+  'and the next run does it');
 
 -- a token removed and added back (restored in place, its cursor kept)
 -- still reconciles by itself

@@ -44,7 +44,7 @@ SELECT dblink_send_query('other', 'CALL ade_sync_job()') \g /dev/null
 SELECT pg_temp.wait_for($$SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 7 AND granted)$$, 5) \g /dev/null
 SELECT (SELECT pid FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND pid <> pg_backend_pid()) AS runner \gset
 SELECT is((SELECT error FROM ade_sync()), 'busy', 'a run while another is open reports busy');
-SELECT is((SELECT note FROM ade_sync_runs ORDER BY id DESC LIMIT 1), format('a run (pid %s) is in progress', :runner),
+SELECT is((SELECT note FROM ade_sync_runs ORDER BY id DESC LIMIT 1), format('a run or a device call (pid %s) is in progress', :runner),
   'and its note names the run in progress');
 SELECT ok(pg_temp.wait_for($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = 'CALL ade_sync_job()' AND state = 'active')$$, 10),
   'the first run ends');
