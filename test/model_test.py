@@ -909,8 +909,9 @@ class AdeMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from((600, FAILED_RETRY + 2 * MARGIN, 86400 + 2 * MARGIN)))
     def advance_clock(self, seconds):
         """Time passes: every due time ade stored (an answer's retry_at, a
-        token's pause after a 429, a refused profile's definition time, a
-        kept record's retry_at) moves back by seconds.  Then the sync
+        token's pause after a 429 (abm_tokens and ade_rate_limits), a
+        refused profile's definition time, a kept record's retry_at) moves
+        back by seconds.  Then the sync
         settles, and each device whose FAILED or THROTTLED answer is now
         due (by the model's own clock) must have been sent again: a due
         retry happens, it is not only scheduled."""
@@ -921,7 +922,9 @@ class AdeMachine(RuleBasedStateMachine):
                     "UPDATE ade_profile_definitions SET defined_at = defined_at - make_interval(secs => %s) "
                     "WHERE refusal IS NOT NULL",
                     "UPDATE ade_rejected_records SET retry_at = retry_at - make_interval(secs => %s) "
-                    "WHERE retry_at IS NOT NULL"):
+                    "WHERE retry_at IS NOT NULL",
+                    # the pauses ABM asked for (0.5: a 429's Retry-After kept per kind)
+                    "UPDATE ade_rate_limits SET paused_until = paused_until - make_interval(secs => %s)"):
             q(self.admin, sql, (seconds,))
         self.mclock += seconds
         due = set()
