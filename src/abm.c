@@ -635,7 +635,9 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 				ereport(LOG,
 						(errmsg("ade: ABM asked token " INT64_FORMAT " to wait more than %d s before %s; waiting %d s",
 								client->token_id, ADE_MAX_RETRY_AFTER, what, ADE_MAX_RETRY_AFTER)));
-			if (attempt < ade_max_retries && res->retry_after <= ade_max_retry_wait)
+			/* (a 503 to a request sent once may have been done: not resent) */
+			if (attempt < ade_max_retries && res->retry_after <= ade_max_retry_wait &&
+				!(once && res->status >= 500))
 			{
 				retry = true;
 				wait_ms = Max(wait_ms, res->retry_after * 1000);

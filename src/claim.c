@@ -23,6 +23,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "ade.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -127,13 +128,14 @@ AdeRunLockWait(const char *what)
 	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													((int64) ade_max_sync_seconds + 15) * 1000);
 	Oid			hosts = get_relname_relid("hosts", AdeSchemaOid());
-	bool		holds_hosts = false;
+	bool		must_not_wait = false;
 	LOCKTAG		tag;
 	LOCKMODE	mode;
 
 	/*
-	 * A transaction that holds hosts (it wrote a host, say) must not wait:
-	 * the holder may be waiting for hosts itself (a run's page, another
+	 * A transaction that holds hosts, or wrote or locked any row (a token
+	 * asked to reconcile, a host written), must not wait: the holder may be
+	 * waiting for that (a run's page, its end on the token's row, another
 	 * device call's answers), and a wait polled here is one PostgreSQL's
 	 * deadlock detector never sees.
 	 */
@@ -141,26 +143,27 @@ AdeRunLockWait(const char *what)
 	{
 		SET_LOCKTAG_RELATION(tag, MyDatabaseId, hosts);
 		for (mode = AccessShareLock + 1; mode <= MaxLockMode; mode++)
-			holds_hosts = holds_hosts || LockHeldByMe(&tag, mode);
+			must_not_wait = must_not_wait || LockHeldByMe(&tag, mode);
 	}
+	must_not_wait = must_not_wait || TransactionIdIsValid(GetTopTransactionIdIfAny());
 	while (!AdeRunLock(false))
 	{
 		bool		prepared;
 		char	   *holder;
 
-		if (holds_hosts || GetCurrentTimestamp() >= until)
+		if (must_not_wait || GetCurrentTimestamp() >= until)
 		{
 			holder = AdeRunLockHolder(&prepared);
 			ereport(ERROR,
 					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 holds_hosts ?
-					 errmsg("%s cannot wait for the sync run or device call under way in a transaction that holds hosts", what) :
+					 must_not_wait ?
+					 errmsg("%s cannot wait for the sync run or device call under way in a transaction that wrote or locked rows", what) :
 					 errmsg("%s waited for the sync run or device call under way, and it did not end", what),
 					 errdetail("%s holds the run lock.",
 							   prepared ? "a prepared transaction that ran SELECT ade_sync()" :
 							   holder ? holder : "a run"),
-					 holds_hosts ?
-					 errhint("Call it in a transaction of its own, before writing hosts.") :
+					 must_not_wait ?
+					 errhint("Call it in a transaction of its own (or before anything that writes).") :
 					 errhint("Try again once it has ended (ade_last_runs() shows the runs).")));
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 50,

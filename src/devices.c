@@ -233,7 +233,8 @@ call_token(int64 token_id, Batch *batches, int nbatches, const DeviceAction *act
 		scrub(error->context, secret);
 		batches[i].error = pstrdup(error->message);
 		stop = psprintf("not sent: %s", error->message);
-		if (kind == ABM_PAUSED || AdePausedUntil(client, AdeAbmRequestKind(action->method, action->path)) != 0)
+		if ((kind == ABM_PAUSED || AdePausedUntil(client, AdeAbmRequestKind(action->method, action->path)) != 0) &&
+			!(action == &RELEASE && client->unsure))
 			*paused = true;
 		else
 		{
@@ -443,7 +444,7 @@ device_call(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, const
 			Oid			argtypes[1] = {INT8OID};
 			Datum		args[1] = {Int64GetDatum(batches[i].token_id)};
 
-			spi_check(AdeExec("UPDATE %s.abm_tokens SET reconcile_due = true, reconcile_asked_at = now() WHERE id = $1",
+			spi_check(AdeExec("UPDATE %s.abm_tokens SET reconcile_due = true, reconcile_asked_at = clock_timestamp() WHERE id = $1",
 							  1, argtypes, args, NULL, false, 0), SPI_OK_UPDATE, "asking for a reconcile");
 		}
 		if (clients[i])

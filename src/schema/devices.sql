@@ -11,18 +11,18 @@
  * of every answer ABM gave to a device call (ade_device_actions: details,
  * profile removal, release, activation lock), what each answer does to the
  * tables (ade_store_device_answers()), and the request of a reconcile
- * (ade_request_reconcile()).  src/devices.c owns the calls themselves
- * (batches of at most 1000 through the token that holds each serial) and
- * the order of work: every call to Apple first, holding nothing, then the
- * answers stored under the one lock rule with the application
- * (src/coexist.c), so that an application statement waits for one
- * statement of ade at most, never for Apple.
+ * (ade_request_reconcile()).  (The tables themselves are in tables.sql.)
+ * src/devices.c owns the calls themselves (batches of at most 1000
+ * through the token that holds each serial) and the order of work: the
+ * run lock, every call to Apple, then the answers stored under the one
+ * lock rule with the application (src/coexist.c), so that an application
+ * statement never waits for Apple.
  *
  * Overrides are keyed by serial, not by host or token: a pin survives the
  * device's moves between tokens, its host being deleted and made again,
  * and its release and return.  The assignment (profiles.sql) and the page
- * apply (sync.sql) join ade_device_pins by serial: a pinned device gets its pin,
- * whatever its team, token or platform; a held one gets nothing.
+ * apply (sync.sql) join ade_device_pins by serial: a pinned device gets
+ * its pin, whatever its team, token or platform; a held one gets nothing.
  *
  * IDENTIFICATION
  *	  src/schema/devices.sql
@@ -374,16 +374,17 @@ BEGIN
 			USING ERRCODE = 'no_data_found',
 				  HINT = 'SELECT id, org_name FROM abm_tokens lists the tokens.';
 	END IF;
-	IF v_last IS NOT NULL AND v_last + v_min > now() THEN
+	IF v_last IS NOT NULL AND v_last + v_min > clock_timestamp() THEN
 		RAISE EXCEPTION 'a reconcile of abm token % was asked for % ago; ask again in %',
-			ade_request_reconcile.token_id, date_trunc('second', now() - v_last),
-			date_trunc('second', v_last + v_min - now()) + interval '1 second'
+			ade_request_reconcile.token_id, date_trunc('second', clock_timestamp() - v_last),
+			date_trunc('second', v_last + v_min - clock_timestamp()) + interval '1 second'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  DETAIL = 'ade.min_refetch_interval keeps a script from making ABM list every device over and over.',
 				  HINT = 'ade_status.reconcile shows how far the reconcile that was asked for is.';
 	END IF;
 	UPDATE @extschema@.abm_tokens t
-	   SET reconcile_requested_at = now(), reconcile_asked_at = now(), reconcile_due = true,
+	   SET reconcile_requested_at = clock_timestamp(), reconcile_asked_at = clock_timestamp(),
+		   reconcile_due = true,
 		   updated_at = now()
 	 WHERE t.id = ade_request_reconcile.token_id;
 END

@@ -221,7 +221,7 @@ BEGIN
 		INSERT INTO @extschema@.host_dep_assignments AS d
 			(host_id, hardware_serial, abm_token_id, added_at, device, op_date,
 			 needs_assign, profile_uuid, assign_profile_response, retry_at, updated_at,
-			 mdm_migration_deadline)
+			 mdm_migration_deadline, listed_at)
 		SELECT coalesce(u.id, p.host_id), p.serial, p_token, now(), p.rec, p.op_date,
 			   NOT p.has_ours AND NOT p.hold, p.held,
 			   CASE WHEN p.has_ours THEN 'SUCCESS' END,
@@ -233,7 +233,10 @@ BEGIN
 			   CASE WHEN (p.act = 'modified' OR (p_fetch AND p.prev_live AND p.prev_token = p_token))
 						 AND p.response IS DISTINCT FROM 'NOT_ACCESSIBLE'
 					THEN 'infinity'::timestamptz END,
-			   now(), @extschema@.ade_migration_deadline(p.rec)
+			   now(), @extschema@.ade_migration_deadline(p.rec),
+			   -- ABM said now that the device is the token's (a reconcile
+			   -- counts it listed; the clock's time, see ade_apply_reconcile_page())
+			   clock_timestamp()
 		  FROM plan p
 		  LEFT JOIN up_hosts u ON u.hardware_serial = p.serial
 		 WHERE p.act IN ('added', 'modified')
@@ -248,6 +251,7 @@ BEGIN
 			   deleted_reason = NULL,
 			   device = excluded.device,
 			   mdm_migration_deadline = excluded.mdm_migration_deadline,
+			   listed_at = excluded.listed_at,
 			   op_date = coalesce(excluded.op_date, d.op_date),
 			   needs_assign = excluded.needs_assign,
 			   retry_at = CASE WHEN excluded.retry_at = 'infinity' THEN d.retry_at END,
@@ -602,9 +606,9 @@ COMMENT ON FUNCTION ade_reconcile_state(bigint, int) IS
 -- touches, so that no event of the sync is lost however many runs the
 -- reconcile takes.  The page applies as a fetch page does (rules 4-8, an
 -- older record never overwriting newer news), and its cursor is stored
--- with it.  After the last page, every live device of the token that no
--- page of this reconcile listed (live before it began, listed by none of
--- its pages: listed_at, and not kept aside from one of them) is
+-- with it.  After the last page, every live device of the token that ABM
+-- last said was the token's before the reconcile began (listed_at: a
+-- record applied, or a page of a reconcile that listed it) is
 -- soft-deleted, reason 'reconciled': ABM
 -- no longer lists it (a release or a move made in ABM that sent no
 -- delete).  p_asked is the cursor the page was asked with: when another
@@ -636,22 +640,24 @@ BEGIN
 		 WHERE x.id = p_token;
 		RETURN;
 	END IF;
-	-- the first page: the reconcile began when this transaction did (no
-	-- later than the page was asked)
+	-- the first page: the reconcile begins now.  Times of the clock, not of
+	-- the transaction (now()): a transaction that began before another
+	-- session's reconcile must not date what it does before that one
 	IF t.reconcile_started_at IS NULL THEN
-		t.reconcile_started_at := now();
+		t.reconcile_started_at := clock_timestamp();
 	END IF;
 	listed := coalesce(jsonb_array_length(p_devices), 0);
 	IF listed > 0 THEN
 		PERFORM FROM @extschema@.ade_apply_devices(p_token, p_devices, true, p_fetched_until::timestamptz);
-		-- what the page lists, whatever it wrote (a record older than what
-		-- is stored, from a clock apart or an event of the same second,
-		-- writes nothing, and other writes move updated_at)
+		-- what the page lists and the apply did not write (a record older
+		-- than what is stored, from a clock apart or an event of the same
+		-- second; one kept aside) is listed all the same
 		UPDATE @extschema@.host_dep_assignments d
-		   SET listed_at = now()
+		   SET listed_at = clock_timestamp()
 		  FROM jsonb_array_elements(p_devices) e
 		 WHERE jsonb_typeof(e) = 'object' AND d.hardware_serial = e->>'serial_number'
-		   AND d.abm_token_id = p_token AND d.deleted_at IS NULL;
+		   AND d.abm_token_id = p_token
+		   AND coalesce(d.listed_at, '-infinity') < t.reconcile_started_at;
 	END IF;
 	IF p_more THEN
 		UPDATE @extschema@.abm_tokens x
@@ -664,8 +670,8 @@ BEGIN
 		UPDATE @extschema@.host_dep_assignments d
 		   SET deleted_at = now(), deleted_reason = 'reconciled', needs_assign = false, updated_at = now()
 		 WHERE d.abm_token_id = p_token AND d.deleted_at IS NULL
-		   -- live before the reconcile began, and listed by none of its pages
-		   AND d.added_at < t.reconcile_started_at
+		   -- ABM said it is the token's (a record applied, a page listed
+		   -- it) last before the reconcile began
 		   AND coalesce(d.listed_at, '-infinity') < t.reconcile_started_at
 		   AND NOT EXISTS (SELECT 1 FROM @extschema@.ade_rejected_records x
 							WHERE x.token_id = p_token AND x.hardware_serial = d.hardware_serial

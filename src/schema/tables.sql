@@ -246,7 +246,8 @@ CREATE TABLE host_dep_assignments (
 	deleted_reason	text CHECK (deleted_reason IN ('deleted', 'reconciled', 'released', 'token removed')),
 	-- ABM's mdm_migration_deadline of the device (a migration from another MDM)
 	mdm_migration_deadline timestamptz,
-	-- when a page of a reconcile last listed the device (sync.sql)
+	-- when ABM last said the device is its token's: a record applied, or a
+	-- page of a reconcile that listed it (sync.sql; the clock's time)
 	listed_at		timestamptz
 );
 -- the devices that wait for a profile: what every run looks at

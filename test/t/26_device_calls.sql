@@ -64,7 +64,7 @@ SELECT count(*) FROM ade_sync(:acme) \g /dev/null
 SET ade.max_retries = 0;
 SET ade.retry_backoff = '10ms';
 SET ade.max_retry_wait = '1s';
-SELECT plan(86);
+SELECT plan(90);
 
 -- ---- details
 \! python3 test/mockctl.py log-clear
@@ -269,6 +269,37 @@ COMMIT;
 \! python3 test/mockctl.py call POST /_mock/release '{"name": "rm2"}' >/dev/null
 SELECT is((SELECT x FROM dblink_get_result('call') AS r(x bigint)), 1::bigint, 'the removal ends');
 SELECT * FROM dblink_get_result('call') AS r(x bigint) \g /dev/null
+
+-- nor in one that wrote or locked any row (here: asked a token to
+-- reconcile): a run waits for that row at its end
+\! python3 test/mockctl.py fault '{"path": "/profile/devices", "method": "DELETE", "hold": "rm3", "times": 1}' >/dev/null
+SELECT dblink_send_query('call', $$SELECT count(*) FROM ade_remove_profile(ARRAY['D00000033'])$$) \g /dev/null
+\set held `for i in $(seq 100); do python3 test/mockctl.py call GET /_mock/held | grep -q '"rm3": 1' && { echo 1; exit 0; }; sleep 0.1; done; echo 0`
+BEGIN;
+SET LOCAL ade.min_refetch_interval = 0;
+SELECT ade_request_reconcile(:acme) \g /dev/null
+SELECT is(pg_temp.state_of($$SELECT * FROM ade_device_details(ARRAY['D00000034'])$$), '55P03',
+  'details after a write in the same transaction, while another call holds the run lock: refused at once');
+COMMIT;
+\! python3 test/mockctl.py call POST /_mock/release '{"name": "rm3"}' >/dev/null
+SELECT is((SELECT x FROM dblink_get_result('call') AS r(x bigint)), 1::bigint, 'the other call ends');
+SELECT * FROM dblink_get_result('call') AS r(x bigint) \g /dev/null
+UPDATE abm_tokens SET reconcile_due = false WHERE id = :acme;
+
+-- a 503 to a release may have been done: not resent after its Retry-After
+\! python3 test/mockctl.py log-clear
+\! python3 test/mockctl.py fault '{"path": "/devices/disown", "status": 503, "body": "SERVICE_UNAVAILABLE", "headers": {"Retry-After": "1"}, "times": 1}' >/dev/null
+SET ade.max_retries = 3;
+SET client_min_messages = error;
+CREATE TEMP TABLE x4 AS SELECT * FROM ade_release_devices(ARRAY['D00000035'], confirm => true);
+SET client_min_messages = warning;
+SET ade.max_retries = 0;
+\set n `python3 test/mockctl.py logcount 'POST /devices/disown'`
+SELECT is(:'n'::int, 1, 'a release answered 503 with a Retry-After is not sent again');
+SELECT is((SELECT (response_status, reconcile_due) FROM x4, abm_tokens WHERE abm_tokens.id = :acme),
+  (NULL::text, true), 'it may have been done: no status, and the token reconciles');
+DELETE FROM ade_rate_limits;
+UPDATE abm_tokens SET reconcile_due = false WHERE id = :acme;
 
 -- ---- activation lock
 \! python3 test/mockctl.py assign CK_dc D00000031=ORG_NOT_SUPPORTED >/dev/null

@@ -23,7 +23,7 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RETURN SQLSTATE || ' ' || SQLERRM;
 END $$;
-SELECT plan(40);
+SELECT plan(43);
 
 SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE deleted_at IS NULL AND abm_token_id = :acme), 60, 'the token holds 60 live devices');
 SELECT ok((SELECT reconciled_at IS NOT NULL FROM abm_tokens WHERE id = :acme), 'its first full fetch counts as its first reconcile');
@@ -180,6 +180,45 @@ SELECT ok((SELECT reconcile_due FROM abm_tokens WHERE id = :acme), 'the reconcil
 SELECT count(*) FROM ade_sync(:acme) \g /dev/null
 SELECT is((SELECT deleted_reason FROM host_dep_assignments WHERE hardware_serial = 'R00000012'), 'reconciled',
   'and the next run does it');
+
+-- a device added by an event and dropped, both before a reconcile, in
+-- one run of one transaction (SELECT ade_sync(): now() is the same for
+-- the event and the reconcile): soft-deleted all the same
+\! python3 test/mockctl.py devices CK_rc --generate 1 --prefix LATE >/dev/null
+\! python3 test/mockctl.py devices CK_rc --drop LATE00000000 >/dev/null
+SET ade.min_refetch_interval = 0;
+SELECT ade_request_reconcile(:acme) \g /dev/null
+RESET ade.min_refetch_interval;
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+SELECT is((SELECT deleted_reason FROM host_dep_assignments WHERE hardware_serial = 'LATE00000000'), 'reconciled',
+  'a device added and dropped before the reconcile, in the same transaction, is soft-deleted');
+
+-- a reconcile that ends in a transaction begun before it started (another
+-- session's run started it) soft-deletes nothing ABM lists
+CREATE EXTENSION IF NOT EXISTS dblink;
+SELECT format('host=%s port=%s dbname=%s user=%s', split_part(current_setting('unix_socket_directories'), ',', 1),
+              current_setting('port'), current_database(), current_user) AS cs \gset
+SELECT dblink_connect('early', :'cs') \g /dev/null
+SELECT dblink_exec('early', 'SET client_min_messages = error') \g /dev/null
+SELECT dblink_exec('early', 'BEGIN') \g /dev/null
+SELECT * FROM dblink('early', 'SELECT now()') AS x(t timestamptz) \g /dev/null
+SELECT pg_sleep(0.2) \g /dev/null
+\! python3 test/mockctl.py fault '{"path": "/server/devices", "consumer_key": "CK_rc", "skip": 1, "status": 500, "body": "INTERNAL_ERROR", "times": 8}' >/dev/null
+SET ade.min_refetch_interval = 0;
+SELECT ade_request_reconcile(:acme) \g /dev/null
+RESET ade.min_refetch_interval;
+SET ade.max_retries = 0;
+SELECT count(*) FROM ade_sync(:acme) \g /dev/null
+RESET ade.max_retries;
+\! python3 test/mockctl.py faults-clear >/dev/null
+SELECT * FROM dblink('early', 'SELECT count(*) FROM ade_sync(' || :acme || ')') AS x(n bigint) \g /dev/null
+SELECT dblink_exec('early', 'COMMIT') \g /dev/null
+SELECT dblink_disconnect('early') \g /dev/null
+SELECT ok((SELECT reconcile IS NULL FROM ade_status WHERE token_id = :acme), 'the reconcile ended in the transaction begun before it');
+\set truth `python3 test/mockctl.py truth`
+SELECT is((SELECT jsonb_object_agg(d.hardware_serial, t.consumer_key ORDER BY d.hardware_serial)
+             FROM host_dep_assignments d JOIN abm_tokens t ON t.id = d.abm_token_id WHERE d.deleted_at IS NULL),
+          :'truth'::jsonb, 'and soft-deleted nothing ABM lists: the live assignments are ABM''s devices');
 
 -- a token removed and added back (restored in place, its cursor kept)
 -- still reconciles by itself
