@@ -582,4 +582,7 @@ _PG_init(void)
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ade");
+
+	/* the key-encryption key replayed on standbys (kekwal.c) */
+	AdeKekWalRegister();
 }

@@ -237,6 +237,14 @@ typedef struct AdeTokenFile
 extern void AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out);
 
 /* ---- secrets at rest (vault.c) ---- */
+#define ADE_KEK_LEN 32			/* the key-encryption key, ade_kek.key */
+extern void AdeVaultRestoreKek(const unsigned char *key);
+extern void AdeVaultLogKekOnce(void);
+
+/* ---- the key-encryption key on every node (kekwal.c) ---- */
+extern void AdeKekWalRegister(void);
+extern void AdeKekWalLog(const unsigned char *key);
+
 extern char *AdeVaultPlace(const char *table, const char *column, int64 row);
 extern char *AdeVaultSeal(const char *plain, const char *place);
 extern char *AdeVaultOpen(const char *sealed, const char *place);

@@ -73,6 +73,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "ade.h"
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
@@ -1204,11 +1205,21 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 	char	   *holder;
 	bool		prepared = false;
 
+	/* a standby replays what the primary's runs did; it runs none */
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("ade_sync() runs on the primary: this server is a standby (in recovery)"),
+				 errdetail("A standby's hosts and assignments are the primary's, replayed; ade_status and hosts can be read here."),
+				 errhint("Run it on the primary; after a failover, on the promoted server.")));
+
 	run_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											   (int64) ade_max_sync_seconds * 1000);
 
 	if (SPI_connect_ext(commit ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* the key-encryption key for the standbys, once in this backend (vault.c) */
+	AdeVaultLogKekOnce();
 
 	/*
 	 * Prune history older than ade.runs_retention: the cutoff a value the

@@ -57,6 +57,7 @@
 #include <openssl/evp.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "ade.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
@@ -71,7 +72,7 @@ PG_FUNCTION_INFO_V1(ade_vault_upgrade);
 PG_FUNCTION_INFO_V1(ade_secret_status);
 PG_FUNCTION_INFO_V1(ade_vault_init);
 
-#define KEY_LEN 32
+#define KEY_LEN ADE_KEK_LEN
 #define NONCE_LEN 12
 #define TAG_LEN 16
 #define ID_LEN 8
@@ -232,6 +233,8 @@ load_kek(bool create)
 		if (!write_new_file(kek_path(), buf, KEY_LEN) &&
 			!read_file(kek_path(), buf, KEY_LEN))
 			elog(ERROR, "the ade key-encryption key vanished after it was made");
+		/* for the standbys (kekwal.c) */
+		AdeKekWalLog(buf);
 	}
 	memcpy(kek, buf, KEY_LEN);
 	explicit_bzero(buf, sizeof(buf));
@@ -867,5 +870,64 @@ Datum
 ade_vault_init(PG_FUNCTION_ARGS)
 {
 	(void) load_kek(true);
+	/* a standby made before the extension (or this update) gets it too */
+	AdeKekWalLog(kek);
 	PG_RETURN_VOID();
+}
+
+/*
+ * The KEK for the standbys, once in each backend that runs a sync (pg_cron
+ * starts one a minute): a standby that lost the file, or was made from a
+ * backup without it, gets it back within a minute of a run.
+ */
+void
+AdeVaultLogKekOnce(void)
+{
+	static bool logged = false;
+
+	if (logged || RecoveryInProgress())
+		return;
+	if (load_kek(false))
+		AdeKekWalLog(kek);
+	logged = true;
+}
+
+/*
+ * Replaying the KEK (kekwal.c, in the startup process of a standby): the
+ * file is made durably when it is missing; one that is there is kept (a
+ * different one is said in the log, never replaced).  Never an ERROR: it
+ * would end the standby's recovery.
+ */
+void
+AdeVaultRestoreKek(const unsigned char *key)
+{
+	unsigned char have[KEY_LEN];
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		if (read_file(kek_path(), have, KEY_LEN))
+		{
+			if (memcmp(have, key, KEY_LEN) != 0)
+				ereport(WARNING,
+						(errmsg("ade: this server's %s differs from the one the primary logged; it is kept", KEK_FILE),
+						 errdetail("Secrets sealed on the primary will not open here after a failover."),
+						 errhint("Replace it with the primary's file while this server is stopped.")));
+		}
+		else if (write_new_file(kek_path(), key, KEY_LEN))
+			ereport(LOG,
+					(errmsg("ade: %s made from the primary's WAL", KEK_FILE)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(cxt);
+		e = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errmsg("ade: %s could not be made from the primary's WAL: %s", KEK_FILE, e->message)));
+	}
+	PG_END_TRY();
+	explicit_bzero(have, sizeof(have));
 }

@@ -2,14 +2,17 @@
 -- (issue 13, each failing on 0.3): the key-encryption key file is made
 -- durably (test/kek_durable.sh: O_EXCL, fsynced, linked, the data
 -- directory fsynced); a standby promoted after a rotation opens every
--- secret with nothing copied (test/standby.sh); ade.ca_file, when set, is
+-- secret with nothing copied (test/standby.sh), and so does one made
+-- before the extension, whose key-encryption key comes with the WAL
+-- (test/standby_first.sh, issue 23); ade.ca_file, when set, is
 -- the only trust anchor (test/ca_narrowing.sh, in a mount namespace whose
 -- system store trusts the server).  A script that cannot run here (no
 -- strace, not root) says "skip", and its test is skipped.
 \ir setup.psql
-SELECT plan(3);
+SELECT plan(4);
 \set kek `test/kek_durable.sh 2>&1`
 \set standby `test/standby.sh 2>&1`
+\set standby1 `test/standby_first.sh 2>&1`
 \set ca `test/ca_narrowing.sh 2>&1`
 SELECT CASE WHEN :'kek' LIKE 'skip:%' THEN skip(:'kek', 1)
   ELSE is(:'kek'::text, 'ok ok ok ok',
@@ -17,6 +20,9 @@ SELECT CASE WHEN :'kek' LIKE 'skip:%' THEN skip(:'kek', 1)
 SELECT CASE WHEN :'standby' LIKE 'skip:%' THEN skip(:'standby', 1)
   ELSE is(:'standby'::text, 'refresh=ok sync=ok',
           'a standby promoted after a rotation on the primary opens every secret: the account is read and a sync runs') END;
+SELECT CASE WHEN :'standby1' LIKE 'skip:%' THEN skip(:'standby1', 1)
+  ELSE is(:'standby1'::text, 'kek=ok status=ok standby_sync=refused relog=ok refresh=ok sync=ok',
+          'a standby made before CREATE EXTENSION gets the key-encryption key from the WAL (and again after losing it), reads ade_status, refuses ade_sync() as a standby, and promoted opens every secret') END;
 SELECT CASE WHEN :'ca' LIKE 'skip:%' THEN skip(:'ca', 1)
   ELSE is(:'ca'::text, 'b=ok default=ok a=refused',
           'with ade.ca_file set, only it is trusted: a server the system store trusts but ade.ca_file does not is refused') END;

@@ -1,0 +1,117 @@
+/*-------------------------------------------------------------------------
+ *
+ * kekwal.c
+ *		The key-encryption key on every node: a custom WAL resource manager
+ *		(PostgreSQL 15) that makes ade_kek.key again on every standby as WAL
+ *		is replayed.
+ *
+ * Owns the resource manager "ade" (ADE_RMGR_ID), its one kind of record
+ * (the KEK, 32 bytes) and what replaying it does.  vault.c owns the file:
+ * it logs the KEK when it makes the file, at CREATE EXTENSION and ALTER
+ * EXTENSION UPDATE (ade_vault_init()), and once in each backend that runs
+ * a sync, so that a standby made before the extension, or one that lost the
+ * file, gets it with no file copied by hand; replaying writes it durably
+ * (AdeVaultRestoreKek()) when it is missing, and keeps a file that is there
+ * (a different one is reported, never replaced).
+ *
+ * Why WAL: files in the data directory do not replicate, and the KEK must
+ * be on the node that takes over when the primary dies.  What this costs: the
+ * KEK is in the WAL, as it is already in every base backup (pg_basebackup
+ * copies the data directory, the file with it).  A WAL archive is to be kept
+ * as safely as base backups; a pg_dump still carries no working secret.
+ *
+ * The resource manager can only be registered while the server preloads
+ * the library (shared_preload_libraries, as the README says for every
+ * node): a node that replays a record of it without having it registered
+ * stops its recovery with "resource manager ... does not exist".  So a
+ * record is logged only where the manager is registered (the primary
+ * preloads ade), and the README says every node must preload it.
+ *
+ * Copyright (c) 2026, the ade authors
+ *
+ * IDENTIFICATION
+ *	  src/kekwal.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "access/xloginsert.h"
+#include "access/xlogreader.h"
+#include "ade.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+
+/*
+ * A custom resource manager id (128-255; 128 is for experiments).  It must
+ * stay the same across versions: WAL written by one is replayed by the next.
+ */
+#define ADE_RMGR_ID 201
+
+#define XLOG_ADE_KEK 0x00		/* the key-encryption key */
+
+static bool registered = false;
+
+static void
+ade_rmgr_redo(XLogReaderState *record)
+{
+	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
+
+	if (info != XLOG_ADE_KEK)
+		elog(PANIC, "ade_rmgr_redo: unknown op code %u", info);
+	if (XLogRecGetDataLen(record) != ADE_KEK_LEN)
+	{
+		ereport(WARNING,
+				(errmsg("ade: a key-encryption key record of %u bytes was not replayed", XLogRecGetDataLen(record))));
+		return;
+	}
+	AdeVaultRestoreKek((const unsigned char *) XLogRecGetData(record));
+}
+
+/* what pg_waldump shows: never the key */
+static void
+ade_rmgr_desc(StringInfo buf, XLogReaderState *record)
+{
+	if ((XLogRecGetInfo(record) & ~XLR_INFO_MASK) == XLOG_ADE_KEK)
+		appendStringInfoString(buf, "the key-encryption key file ade_kek.key (not shown)");
+}
+
+static const char *
+ade_rmgr_identify(uint8 info)
+{
+	return (info & ~XLR_INFO_MASK) == XLOG_ADE_KEK ? "KEK" : NULL;
+}
+
+static RmgrData ade_rmgr = {
+	.rm_name = "ade",
+	.rm_redo = ade_rmgr_redo,
+	.rm_desc = ade_rmgr_desc,
+	.rm_identify = ade_rmgr_identify,
+};
+
+/* in _PG_init: only while the server preloads the library */
+void
+AdeKekWalRegister(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	RegisterCustomRmgr(ADE_RMGR_ID, &ade_rmgr);
+	registered = true;
+}
+
+/*
+ * Log the KEK, for the standbys.  Nothing on a standby, nor where the
+ * manager is not registered (the library not preloaded: the record could
+ * not be replayed anywhere that is so too).
+ */
+void
+AdeKekWalLog(const unsigned char *key)
+{
+	if (!registered || RecoveryInProgress() || !XLogInsertAllowed())
+		return;
+	XLogBeginInsert();
+	XLogRegisterData((char *) key, ADE_KEK_LEN);
+	(void) XLogInsert(ADE_RMGR_ID, XLOG_ADE_KEK);
+}

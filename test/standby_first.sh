@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# test/standby_first.sh: a standby made BEFORE the extension (issue 23) gets
+# the key-encryption key with nothing copied by hand.  A primary and a
+# standby (pg_basebackup) with ade preloaded on both, as the README says,
+# and no extension yet; then on the primary CREATE EXTENSION, a token
+# (synced) and a rotation.  The standby must then have ade_kek.key, the
+# same as the primary's (replayed from the WAL: kekwal.c), answer
+# ade_status (a hot standby reads) and refuse ade_sync() saying it is a
+# standby; a standby that lost the file gets it back from the primary's
+# next run; promoted, it opens every secret.  Needs the mock ABM
+# (ADE_MOCK_URL).  Prints "kek=.. status=.. standby_sync=.. relog=..
+# refresh=.. sync=.."; "skip: <why>" when the clusters could not be made.
+# Used by test/t/95_keys_and_trust.sql.
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+. test/lib.sh
+# never the default abm_url (Apple's): only the loopback mock
+[[ ${ADE_MOCK_URL:-} == http://127.0.0.1:* ]] || { echo "skip: no mock ABM (ADE_MOCK_URL)"; exit 0; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/ade-standby1.XXXXXX")
+chmod 755 "$work"
+mkdir -p "$work/tmp"; chmod 777 "$work/tmp"
+pport=${ADE_STANDBY_PORT:-54343}
+sport=$((pport + 1))
+cleanup() {
+  ade_stop_cluster "$work/s"
+  ade_stop_cluster "$work/p"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+user=postgres; [[ $(id -u) -ne 0 ]] && user=$(id -un)
+ade_bare_cluster "$work/p" "$pport" -c shared_preload_libraries=ade || { echo "skip: no primary"; exit 0; }
+p() { "$PGBIN/psql" -h "$work/p/sock" -p "$pport" -U "$user" -d ade -XAtq -v ON_ERROR_STOP=1 "$@"; }
+s() { "$PGBIN/psql" -h "$work/s/sock" -p "$sport" -U "$user" -d ade -XAtq "$@"; }
+caught_up() {
+  local lsn
+  lsn=$(p -c 'SELECT pg_current_wal_lsn()')
+  for _ in $(seq 1 200); do
+    [[ $(s -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn") == t ]] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# the standby first, before the extension exists anywhere
+mkdir -p "$work/s/sock"
+[[ $(id -u) -eq 0 ]] && chown postgres: "$work/s" "$work/s/sock"
+as_pg "$PGBIN/pg_basebackup" -h "$work/p/sock" -p "$pport" -U "$user" -D "$work/s/data" -R -X stream -c fast \
+  >"$work/basebackup.log" 2>&1 || { echo "skip: pg_basebackup failed: $(tail -1 "$work/basebackup.log")"; exit 0; }
+as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -l "$work/s/server.log" -w -t 60 \
+  -o "-c listen_addresses='' -k $work/s/sock -p $sport -c shared_preload_libraries=ade -c ade.abm_url=$ADE_MOCK_URL" \
+  start >/dev/null || { echo "skip: the standby did not start"; exit 0; }
+
+p -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION ade' >/dev/null || exit 1
+PGHOST=$work/p/sock PGPORT=$pport PGUSER=$user ADE_TEST_DB=ade ADE_TEST_TMP=$work/tmp \
+  test/add-token.sh 'Standby Org' CK_standby1 || exit 1
+p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
+p -c 'SELECT ade_rotate_secret_key()' >/dev/null || exit 1
+caught_up || { echo "skip: the standby did not catch up"; exit 0; }
+
+kek=error
+as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" && kek=ok
+status=$(s -c "SELECT attention FROM ade_status" 2>&1)
+[[ $status == ok || $status == "no sync for 10 minutes"* || $status == "never synced"* ]] && status=ok || echo "status: $status" >&2
+standby_sync=$(s -c "SELECT count(*) FROM ade_sync()" 2>&1)
+[[ $standby_sync == *"this server is a standby"* ]] && standby_sync=refused || echo "standby ade_sync: $standby_sync" >&2
+
+# the standby loses the file: the primary's next run (a new backend) logs it again
+as_pg rm -f "$work/s/data/ade_kek.key"
+p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
+caught_up
+relog=error
+as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" && relog=ok
+
+ade_stop_cluster "$work/p"
+as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -w -t 60 promote >/dev/null || { echo "skip: no promotion"; exit 0; }
+refresh=$(s -c "SELECT 'ok' FROM abm_tokens t, ade_refresh_account(t.id)" 2>&1)
+sync=$(s -c "SELECT coalesce(error, 'ok') FROM ade_sync()" 2>&1)
+[[ $refresh == ok ]] || { echo "refresh: $refresh" >&2; refresh=error; }
+[[ $sync == ok ]] || { echo "sync: $sync" >&2; sync=error; }
+echo "kek=$kek status=$status standby_sync=$standby_sync relog=$relog refresh=$refresh sync=$sync"
