@@ -53,6 +53,7 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "ade.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -496,12 +497,27 @@ return_rows(FunctionCallInfo fcinfo, int64 call_id, int ncols)
 	SPI_freetuptable(SPI_tuptable);
 }
 
+/* a device call asks ABM and then stores: never on a standby, which cannot store */
+static void
+refuse_on_standby(const char *what)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s runs on the primary: this server is a standby (in recovery)", what),
+				 errdetail("Nothing was sent to ABM."),
+				 errhint("Call it on the primary; after a failover, on the promoted server.")));
+}
+
 static Datum
 device_function(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, int ncols)
 {
 	Batch	   *batches;
 	int			nb;
 	int64		call_id;
+
+	refuse_on_standby(action == &DETAILS ? "ade_device_details()" :
+					  action == &REMOVE ? "ade_remove_profile()" : "ade_release_devices()");
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -577,8 +593,8 @@ checked_text(FunctionCallInfo fcinfo, int argno, const char *name, int max, bool
 Datum
 ade_escrow_activation_lock(PG_FUNCTION_ARGS)
 {
-	char	   *key = checked_text(fcinfo, 1, "escrow_key", 1024, true);
-	char	   *message = checked_text(fcinfo, 2, "lost_message", 1000, false);
+	char	   *key;
+	char	   *message;
 	Datum		serials;
 	Batch	   *batches;
 	int			nb;
@@ -586,12 +602,15 @@ ade_escrow_activation_lock(PG_FUNCTION_ARGS)
 	ErrorData  *first = NULL;
 	bool		paused = false;
 	StringInfoData b;
-	char	   *status = NULL;
+	char	   *status;
 	ArrayType  *arr;
 	Datum	   *elems;
 	bool	   *enulls;
 	int			ne;
 
+	refuse_on_standby("ade_escrow_activation_lock()");
+	key = checked_text(fcinfo, 1, "escrow_key", 1024, true);
+	message = checked_text(fcinfo, 2, "lost_message", 1000, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (PG_ARGISNULL(0))
@@ -646,6 +665,7 @@ ade_escrow_activation_lock(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 
 	/* what is stored: the status alone, never what else ABM echoed */
+	status = NULL;
 	if (batches[0].answer)
 	{
 		status = AdeJsonGetText(batches[0].answer, "response_status");

@@ -5,10 +5,10 @@
 # and no extension yet; then on the primary CREATE EXTENSION, a token
 # (synced) and a rotation.  The standby must then have ade_kek.key, the
 # same as the primary's (replayed from the WAL: kekwal.c), answer
-# ade_status (a hot standby reads) and refuse ade_sync() saying it is a
-# standby; a standby that lost the file gets it back from the primary's
+# ade_status (a hot standby reads) and refuse ade_sync() and the device
+# calls saying it is a standby (nothing sent to ABM); a standby that lost the file gets it back from the primary's
 # next run; promoted, it opens every secret.  Needs the mock ABM
-# (ADE_MOCK_URL).  Prints "kek=.. status=.. standby_sync=.. relog=..
+# (ADE_MOCK_URL).  Prints "kek=.. status=.. standby_sync=.. standby_call=.. relog=..
 # refresh=.. sync=.."; "skip: <why>" when the clusters could not be made.
 # Used by test/t/95_keys_and_trust.sql.
 set -uo pipefail
@@ -64,6 +64,8 @@ status=$(s -c "SELECT attention FROM ade_status" 2>&1)
 [[ $status == ok || $status == "no sync for 10 minutes"* || $status == "never synced"* ]] && status=ok || echo "status: $status" >&2
 standby_sync=$(s -c "SELECT count(*) FROM ade_sync()" 2>&1)
 [[ $standby_sync == *"this server is a standby"* ]] && standby_sync=refused || echo "standby ade_sync: $standby_sync" >&2
+standby_call=$(s -c "SELECT count(*) FROM ade_release_devices(ARRAY(SELECT hardware_serial FROM hosts LIMIT 1), confirm => true)" 2>&1)
+[[ $standby_call == *"this server is a standby"* ]] && standby_call=refused || echo "standby release: $standby_call" >&2
 
 # the standby loses the file: the primary's next run (a new backend) logs it again
 as_pg rm -f "$work/s/data/ade_kek.key"
@@ -78,4 +80,4 @@ refresh=$(s -c "SELECT 'ok' FROM abm_tokens t, ade_refresh_account(t.id)" 2>&1)
 sync=$(s -c "SELECT coalesce(error, 'ok') FROM ade_sync()" 2>&1)
 [[ $refresh == ok ]] || { echo "refresh: $refresh" >&2; refresh=error; }
 [[ $sync == ok ]] || { echo "sync: $sync" >&2; sync=error; }
-echo "kek=$kek status=$status standby_sync=$standby_sync relog=$relog refresh=$refresh sync=$sync"
+echo "kek=$kek status=$status standby_sync=$standby_sync standby_call=$standby_call relog=$relog refresh=$refresh sync=$sync"
