@@ -2325,3 +2325,7 @@ REVOKE ALL ON FUNCTION ade_check_serials(text[], text),
 -- what ABM said of devices being migrated, from their stored records
 UPDATE host_dep_assignments d SET mdm_migration_deadline = ade_migration_deadline(d.device)
  WHERE d.device ? 'mdm_migration_deadline';
+
+-- the key-encryption key into the WAL, for every standby (src/kekwal.c):
+-- one made before this update has none yet (issue 23)
+SELECT ade_vault_init();

@@ -64,6 +64,7 @@ int			ade_retry_backoff = 500;
 int			ade_max_retry_wait = 10;
 int			ade_max_concurrent_requests = 32;
 int			ade_reconcile_interval = 1440;
+bool		ade_replicate_key = false;
 int			ade_min_refetch_interval = 60;
 bool		ade_allow_drop = false;
 
@@ -574,6 +575,12 @@ _PG_init(void)
 							"A request within it is refused with the time left, so that a script cannot make ABM list every device over and over.",
 							&ade_min_refetch_interval, 60, 0, 10080,
 							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("ade.replicate_key",
+							 "Logs the key-encryption key into the WAL, so that every standby makes ade_kek.key as it replays.",
+							 "Off: a standby gets the file with its base backup only. On (for a failover formation): every node must preload ade 0.5, and the key passes through the WAL and its buffers in shared memory.",
+							 &ade_replicate_key, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("ade.allow_drop",
 							 "Lets DROP EXTENSION ade (or a DROP that takes it along) delete its tokens, key pair and hosts.",

@@ -44,6 +44,7 @@ extern int	ade_retry_backoff;
 extern int	ade_max_retry_wait;
 extern int	ade_max_concurrent_requests;
 extern int	ade_reconcile_interval;
+extern bool ade_replicate_key;
 extern int	ade_min_refetch_interval;
 extern bool ade_allow_drop;
 

@@ -5,6 +5,12 @@
  *		(PostgreSQL 15) that makes ade_kek.key again on every standby as WAL
  *		is replayed.
  *
+ * Only with ade.replicate_key on (off by default): the key then passes
+ * through the WAL buffers in shared memory, where every backend's memory
+ * map sees it until they are reused, which a server without standbys to
+ * feed has no reason to allow (issue 19: key material in memory no longer
+ * than it is used).
+ *
  * Owns the resource manager "ade" (ADE_RMGR_ID), its one kind of record
  * (the KEK, 32 bytes) and what replaying it does.  vault.c owns the file:
  * it logs the KEK when it makes the file, at CREATE EXTENSION and ALTER
@@ -109,7 +115,7 @@ AdeKekWalRegister(void)
 void
 AdeKekWalLog(const unsigned char *key)
 {
-	if (!registered || RecoveryInProgress() || !XLogInsertAllowed())
+	if (!registered || !ade_replicate_key || RecoveryInProgress() || !XLogInsertAllowed())
 		return;
 	XLogBeginInsert();
 	XLogRegisterData((char *) key, ADE_KEK_LEN);

@@ -893,10 +893,38 @@ AdeVaultLogKekOnce(void)
 }
 
 /*
+ * Replace a file durably: a new file made as write_new_file() makes one,
+ * renamed over the old (atomic), the directory fsynced.
+ */
+static void
+replace_file(const char *path, const void *buf, size_t len)
+{
+	char	   *fresh = psprintf("%s.new", path);
+
+	(void) unlink(fresh);
+	if (!write_new_file(fresh, buf, len))
+		elog(ERROR, "could not make \"%s\"", fresh);
+	if (rename(fresh, path) != 0)
+	{
+		int			save = errno;
+
+		unlink(fresh);
+		errno = save;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not rename \"%s\" to \"%s\": %m", fresh, path)));
+	}
+	fsync_fname(path, false);
+	fsync_fname(DataDir, true);
+}
+
+/*
  * Replaying the KEK (kekwal.c, in the startup process of a standby): the
- * file is made durably when it is missing; one that is there is kept (a
- * different one is said in the log, never replaced).  Never an ERROR: it
- * would end the standby's recovery.
+ * file is made durably when it is missing, and replaced when it differs:
+ * a standby's data are the primary's, sealed under the primary's key (an
+ * admin who put another key file on the primary, after a restore from
+ * pg_dump, say, has its next run log it).  Never an ERROR: it would end
+ * the standby's recovery.
  */
 void
 AdeVaultRestoreKek(const unsigned char *key)
@@ -909,10 +937,11 @@ AdeVaultRestoreKek(const unsigned char *key)
 		if (read_file(kek_path(), have, KEY_LEN))
 		{
 			if (memcmp(have, key, KEY_LEN) != 0)
-				ereport(WARNING,
-						(errmsg("ade: this server's %s differs from the one the primary logged; it is kept", KEK_FILE),
-						 errdetail("Secrets sealed on the primary will not open here after a failover."),
-						 errhint("Replace it with the primary's file while this server is stopped.")));
+			{
+				replace_file(kek_path(), key, KEY_LEN);
+				ereport(LOG,
+						(errmsg("ade: %s replaced by the primary's (it differed)", KEK_FILE)));
+			}
 		}
 		else if (write_new_file(kek_path(), key, KEY_LEN))
 			ereport(LOG,

@@ -73,6 +73,7 @@ shared_buffers = '64MB'
 unix_socket_directories = '$work/sock'
 ade.abm_url = '$ADE_MOCK_URL'
 ade.max_sync_seconds = 20
+ade.replicate_key = on
 EOF
 }
 

@@ -6,8 +6,8 @@
 # (synced) and a rotation.  The standby must then have ade_kek.key, the
 # same as the primary's (replayed from the WAL: kekwal.c), answer
 # ade_status (a hot standby reads) and refuse ade_sync() and the device
-# calls saying it is a standby (nothing sent to ABM); a standby that lost the file gets it back from the primary's
-# next run; promoted, it opens every secret.  Needs the mock ABM
+# calls saying it is a standby (nothing sent to ABM); a standby that lost the file, or has
+# another one, gets the primary's from its next run; promoted, it opens every secret.  Needs the mock ABM
 # (ADE_MOCK_URL).  Prints "kek=.. status=.. standby_sync=.. standby_call=.. relog=..
 # refresh=.. sync=.."; "skip: <why>" when the clusters could not be made.
 # Used by test/t/95_keys_and_trust.sql.
@@ -29,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 user=postgres; [[ $(id -u) -ne 0 ]] && user=$(id -un)
-ade_bare_cluster "$work/p" "$pport" -c shared_preload_libraries=ade || { echo "skip: no primary"; exit 0; }
+ade_bare_cluster "$work/p" "$pport" -c shared_preload_libraries=ade -c ade.replicate_key=on || { echo "skip: no primary"; exit 0; }
 p() { "$PGBIN/psql" -h "$work/p/sock" -p "$pport" -U "$user" -d ade -XAtq -v ON_ERROR_STOP=1 "$@"; }
 s() { "$PGBIN/psql" -h "$work/s/sock" -p "$sport" -U "$user" -d ade -XAtq "$@"; }
 caught_up() {
@@ -48,7 +48,7 @@ mkdir -p "$work/s/sock"
 as_pg "$PGBIN/pg_basebackup" -h "$work/p/sock" -p "$pport" -U "$user" -D "$work/s/data" -R -X stream -c fast \
   >"$work/basebackup.log" 2>&1 || { echo "skip: pg_basebackup failed: $(tail -1 "$work/basebackup.log")"; exit 0; }
 as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -l "$work/s/server.log" -w -t 60 \
-  -o "-c listen_addresses='' -k $work/s/sock -p $sport -c shared_preload_libraries=ade -c ade.abm_url=$ADE_MOCK_URL" \
+  -o "-c listen_addresses='' -k $work/s/sock -p $sport -c shared_preload_libraries=ade -c ade.replicate_key=on -c ade.abm_url=$ADE_MOCK_URL" \
   start >/dev/null || { echo "skip: the standby did not start"; exit 0; }
 
 p -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION ade' >/dev/null || exit 1
@@ -74,10 +74,17 @@ caught_up
 relog=error
 as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" && relog=ok
 
+# the standby has another key (put there by hand, say): the primary's next run replaces it
+as_pg sh -c "head -c 32 /dev/urandom > '$work/s/data/ade_kek.key'"
+p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
+caught_up
+replace=error
+as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" && replace=ok
+
 ade_stop_cluster "$work/p"
 as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -w -t 60 promote >/dev/null || { echo "skip: no promotion"; exit 0; }
 refresh=$(s -c "SELECT 'ok' FROM abm_tokens t, ade_refresh_account(t.id)" 2>&1)
 sync=$(s -c "SELECT coalesce(error, 'ok') FROM ade_sync()" 2>&1)
 [[ $refresh == ok ]] || { echo "refresh: $refresh" >&2; refresh=error; }
 [[ $sync == ok ]] || { echo "sync: $sync" >&2; sync=error; }
-echo "kek=$kek status=$status standby_sync=$standby_sync standby_call=$standby_call relog=$relog refresh=$refresh sync=$sync"
+echo "kek=$kek status=$status standby_sync=$standby_sync standby_call=$standby_call relog=$relog replace=$replace refresh=$refresh sync=$sync"

@@ -21,8 +21,8 @@ SELECT CASE WHEN :'standby' LIKE 'skip:%' THEN skip(:'standby', 1)
   ELSE is(:'standby'::text, 'refresh=ok sync=ok',
           'a standby promoted after a rotation on the primary opens every secret: the account is read and a sync runs') END;
 SELECT CASE WHEN :'standby1' LIKE 'skip:%' THEN skip(:'standby1', 1)
-  ELSE is(:'standby1'::text, 'kek=ok status=ok standby_sync=refused standby_call=refused relog=ok refresh=ok sync=ok',
-          'a standby made before CREATE EXTENSION gets the key-encryption key from the WAL (and again after losing it), reads ade_status, refuses ade_sync() and a release as a standby, and promoted opens every secret') END;
+  ELSE is(:'standby1'::text, 'kek=ok status=ok standby_sync=refused standby_call=refused relog=ok replace=ok refresh=ok sync=ok',
+          'a standby made before CREATE EXTENSION gets the key-encryption key from the WAL (again after losing it, and in place of another one), reads ade_status, refuses ade_sync() and a release as a standby, and promoted opens every secret') END;
 SELECT CASE WHEN :'ca' LIKE 'skip:%' THEN skip(:'ca', 1)
   ELSE is(:'ca'::text, 'b=ok default=ok a=refused',
           'with ade.ca_file set, only it is trusted: a server the system store trusts but ade.ca_file does not is refused') END;
