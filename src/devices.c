@@ -205,7 +205,7 @@ call_step(void *arg)
  */
 static void
 call_token(int64 token_id, Batch *batches, int nbatches, const DeviceAction *action,
-		   const char *secret, AdeAbmClient **client_out, ErrorData **first, bool *paused)
+		   const char *secret, AdeAbmClient **client_out, ErrorData **first)
 {
 	AdeAbmClient *client = AdeAbmOpen(token_id);
 	char	   *stop = NULL;
@@ -234,10 +234,9 @@ call_token(int64 token_id, Batch *batches, int nbatches, const DeviceAction *act
 		scrub(error->context, secret);
 		batches[i].error = pstrdup(error->message);
 		stop = psprintf("not sent: %s", error->message);
-		if ((kind == ABM_PAUSED || AdePausedUntil(client, AdeAbmRequestKind(action->method, action->path)) != 0) &&
-			!(action == &RELEASE && client->unsure))
-			*paused = true;
-		else
+		/* a pause ABM asked for is kept (pause.c), not raised */
+		if (!((kind == ABM_PAUSED || AdePausedUntil(client, AdeAbmRequestKind(action->method, action->path)) != 0) &&
+			  !(action == &RELEASE && client->unsure)))
 		{
 			/*
 			 * A release that reached ABM and got no answer that says it
@@ -394,7 +393,7 @@ checked_serials(FunctionCallInfo fcinfo, const char *what)
  * WARNING); otherwise each failure is a WARNING.  Returns the call's id.
  */
 static int64
-device_call(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, const char *secret,
+device_call(FunctionCallInfo fcinfo, const DeviceAction *action, bool any,
 			Batch **batches_out, int *nbatches_out)
 {
 	Datum		serials = checked_serials(fcinfo, "serials");
@@ -402,7 +401,6 @@ device_call(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, const
 	Batch	   *batches;
 	AdeAbmClient **clients;
 	ErrorData  *first = NULL;
-	bool		paused = false;
 	bool		answered = false;
 	bool		unsure = false;
 	int64		call_id;
@@ -428,8 +426,8 @@ device_call(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, const
 
 		while (to < nb && batches[to].token_id == batches[from].token_id)
 			to++;
-		call_token(batches[from].token_id, batches + from, to - from, action, secret,
-				   &clients[from], &first, &paused);
+		call_token(batches[from].token_id, batches + from, to - from, action, NULL,
+				   &clients[from], &first);
 		from = to;
 	}
 
@@ -522,7 +520,7 @@ device_function(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, i
 	InitMaterializedSRF(fcinfo, 0);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	call_id = device_call(fcinfo, action, any, NULL, &batches, &nb);
+	call_id = device_call(fcinfo, action, any, &batches, &nb);
 	return_rows(fcinfo, call_id, ncols);
 	SPI_finish();
 	return (Datum) 0;
@@ -600,7 +598,6 @@ ade_escrow_activation_lock(PG_FUNCTION_ARGS)
 	int			nb;
 	AdeAbmClient *client = NULL;
 	ErrorData  *first = NULL;
-	bool		paused = false;
 	StringInfoData b;
 	char	   *status;
 	ArrayType  *arr;
@@ -653,7 +650,7 @@ ade_escrow_activation_lock(PG_FUNCTION_ARGS)
 
 	PG_TRY();
 	{
-		call_token(batches[0].token_id, batches, 1, &LOCK, key, &client, &first, &paused);
+		call_token(batches[0].token_id, batches, 1, &LOCK, key, &client, &first);
 	}
 	PG_FINALLY();
 	{

@@ -91,6 +91,7 @@ static VaultKey keys[8];
 static int	nkeys = 0;
 
 static bool kek_loaded = false;
+static bool kek_made = false;	/* this backend made the file (and logged it) */
 static unsigned char kek[KEY_LEN];
 static bool wipe_registered = false;
 
@@ -235,6 +236,7 @@ load_kek(bool create)
 			elog(ERROR, "the ade key-encryption key vanished after it was made");
 		/* for the standbys (kekwal.c) */
 		AdeKekWalLog(buf);
+		kek_made = true;
 	}
 	memcpy(kek, buf, KEY_LEN);
 	explicit_bzero(buf, sizeof(buf));
@@ -871,7 +873,8 @@ ade_vault_init(PG_FUNCTION_ARGS)
 {
 	(void) load_kek(true);
 	/* a standby made before the extension (or this update) gets it too */
-	AdeKekWalLog(kek);
+	if (!kek_made)
+		AdeKekWalLog(kek);
 	PG_RETURN_VOID();
 }
 
