@@ -100,7 +100,7 @@ SELECT is(:'puts'::int, 2, 'and only once: two batches, then nothing');
 
 -- 3 and 4: FAILED, THROTTLED, NOT_ACCESSIBLE, and a serial missing from the answer
 SET ade.failed_retry_interval = '2s';
-\! python3 test/mockctl.py assign CK_beta B00000000=FAILED,B00000001=THROTTLED,B00000002=NOT_ACCESSIBLE,B00000003=OMIT --retry-after 3
+\! python3 test/mockctl.py assign CK_beta B00000000=FAILED,B00000001=THROTTLED,B00000002=NOT_ACCESSIBLE,B00000003=OMIT --retry-after 8
 SELECT ade_set_profile('{"profile_name": "beta", "url": "https://mdm.example.com/beta"}', token_id => :beta) \g /dev/null
 CREATE TEMP TABLE r5 AS SELECT * FROM ade_sync(:beta);
 SELECT results_eq($$SELECT hardware_serial, assign_profile_response FROM host_dep_assignments WHERE hardware_serial IN ('B00000000', 'B00000001', 'B00000002', 'B00000003', 'B00000004') ORDER BY 1$$,
@@ -109,7 +109,7 @@ SELECT results_eq($$SELECT hardware_serial, assign_profile_response FROM host_de
 SELECT is((SELECT (assigned, failed) FROM r5), (26, 4), 'ade_sync() counts assigned and failed');
 SELECT ok((SELECT retry_at BETWEEN now() + interval '1 s' AND now() + interval '3 s' FROM host_dep_assignments WHERE hardware_serial = 'B00000000'),
   'FAILED is due again after ade.failed_retry_interval');
-SELECT ok((SELECT retry_at BETWEEN now() + interval '2 s' AND now() + interval '4 s' FROM host_dep_assignments WHERE hardware_serial = 'B00000001'),
+SELECT ok((SELECT retry_at BETWEEN now() + interval '7 s' AND now() + interval '9 s' FROM host_dep_assignments WHERE hardware_serial = 'B00000001'),
   'THROTTLED is due again after retry_after_seconds');
 SELECT is((SELECT (assigned, pending, failed, throttled, not_accessible) FROM ade_status WHERE token_id = :beta), (26::bigint, 3::bigint, 2::bigint, 1::bigint, 1::bigint),
   'ade_status counts assigned, pending, failed, throttled and not accessible');
@@ -118,7 +118,7 @@ SELECT is((SELECT (assigned, pending, failed, throttled, not_accessible) FROM ad
 SELECT count(*) FROM ade_sync(:beta) \g /dev/null
 \set puts `python3 test/mockctl.py logcount 'PUT /profile/devices'`
 SELECT is(:'puts'::int, 0, 'nothing is retried before its cooldown ends');
-SELECT pg_sleep(3.2) \g /dev/null
+SELECT pg_sleep(8.2) \g /dev/null
 CREATE TEMP TABLE r6 AS SELECT * FROM ade_sync(:beta);
 \set sent `python3 test/mockctl.py log --path /profile/devices | python3 -c 'import json,sys; print(json.dumps(sorted(s for r in json.load(sys.stdin)["requests"] for s in r["body"]["devices"])))'`
 SELECT is(:'sent'::jsonb, '["B00000000", "B00000001", "B00000003"]', 'due retries are sent by a later run; NOT_ACCESSIBLE is not retried');
