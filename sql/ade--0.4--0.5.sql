@@ -1021,6 +1021,56 @@ COMMENT ON FUNCTION ade_job_problem() IS
 REVOKE ALL ON FUNCTION ade_job_problem() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_job_problem() TO ade_reader;
 
+-- What this server lacks to run the sync, now or after a failover to it,
+-- in words, or NULL: each node of a formation has its own settings (they
+-- do not replicate), so each says so itself, a standby too, before a
+-- failover needs it.  ade preloaded (the README's setting: a standby
+-- replays ade's WAL records only with it); where pg_cron is installed in
+-- this database, pg_cron preloaded and cron.database_name this database
+-- (else the ade_sync job never runs here).  SECURITY DEFINER: both
+-- settings are superuser-only, and ade_reader reads ade_status.  The
+-- arguments are for testing other values; NULL is this server's.
+CREATE FUNCTION ade_node_problem(preload text DEFAULT NULL, cron_database text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_libs text[];
+	v_cron_db text;
+BEGIN
+	-- the names as the server reads the list: separated by commas, quotes
+	-- and a $libdir/ prefix aside
+	SELECT coalesce(array_agg(regexp_replace(btrim(btrim(x), '"'), '^\$libdir/', '')), '{}')
+	  INTO v_libs
+	  FROM regexp_split_to_table(coalesce(preload, current_setting('shared_preload_libraries')), ',') x
+	 WHERE btrim(x) <> '';
+	IF NOT 'ade' = ANY (v_libs) THEN
+		RETURN 'ade is not in shared_preload_libraries on this server: add it (beside pg_cron) and restart; '
+			   'a standby replays ade''s WAL records only with it (README, Running it in production)';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RETURN NULL;
+	END IF;
+	IF NOT 'pg_cron' = ANY (v_libs) THEN
+		RETURN 'pg_cron is not in shared_preload_libraries on this server: the ade_sync job does not run here '
+			   '(nor after a failover to it); add it and restart';
+	END IF;
+	v_cron_db := coalesce(cron_database, current_setting('cron.database_name', true), 'postgres');
+	IF v_cron_db <> current_database() THEN
+		RETURN format('cron.database_name is %s on this server, not this database (%s): pg_cron runs the '
+					  'ade_sync job only from its own database (nor after a failover to it); set it and restart',
+					  quote_literal(v_cron_db), quote_literal(current_database()));
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_node_problem(text, text) IS
+	'what this server lacks to run the sync (ade or pg_cron not preloaded, cron.database_name), or null; arguments for testing, null = this server''s';
+REVOKE ALL ON FUNCTION ade_node_problem(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ade_node_problem(text, text) TO ade_reader;
+
 -- 0.5: ABM's pauses (Retry-After) kept across runs (issue 21)
 -- The pauses ABM asked for: an answer 429 or 503 with a Retry-After that a
 -- run did not wait out stops that token's requests of that kind (request:
@@ -1095,6 +1145,7 @@ SELECT t.id AS token_id,
 	   t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days') AS expires_within_30_days,
 	   CASE
 		 WHEN k.problem IS NOT NULL THEN k.problem
+		 WHEN k.node IS NOT NULL THEN k.node
 		 WHEN t.token_invalid THEN 'Apple rejects the token: download a new one from ABM and call ade_add_token()'
 		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
@@ -1164,7 +1215,7 @@ SELECT t.id AS token_id,
 	  FROM @extschema@.ade_rejected_records x
 	 WHERE x.token_id OPERATOR(pg_catalog.=) t.id
   ) r
-  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k
+  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem, @extschema@.ade_node_problem() AS node) k
   LEFT JOIN LATERAL (
 	SELECT pg_catalog.jsonb_object_agg(z.request, z.paused_until ORDER BY z.request) AS paused,
 		   pg_catalog.string_agg(z.request OPERATOR(pg_catalog.||) ' until ' OPERATOR(pg_catalog.||) z.paused_until::text,
@@ -1416,6 +1467,9 @@ AS $$
 	)
 	SELECT NULL::bigint, NULL::text, 'key_file', NULL::timestamptz, k.problem
 	  FROM (SELECT @extschema@.ade_secret_status() AS problem) k WHERE k.problem IS NOT NULL
+	UNION ALL
+	SELECT NULL, NULL, 'node_setup', NULL, n.problem
+	  FROM (SELECT @extschema@.ade_node_problem() AS problem) n WHERE n.problem IS NOT NULL
 	UNION ALL
 	SELECT NULL, NULL, 'job_failing', NULL, j.problem
 	  FROM (SELECT @extschema@.ade_job_problem() AS problem) j WHERE j.problem IS NOT NULL

@@ -33,7 +33,8 @@
  * - Files are made durably: written to a temporary name opened with
  *   O_CREAT | O_EXCL, fsynced, linked into place (never overwriting), and the
  *   data directory fsynced, so that after an OS crash committed rows never
- *   name a key whose file is gone.
+ *   name a key whose file is gone.  What a crash leaves of a temporary
+ *   file is removed at CREATE EXTENSION and as a standby replays the KEK.
  * - The KEK and unwrapped data keys are kept for one transaction at most:
  *   wiped (explicit_bzero) when it ends, however it ends, so that an idle
  *   backend holds none, whatever it did before.  Key material on the stack
@@ -52,6 +53,7 @@
 #include "postgres.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/evp.h>
@@ -207,6 +209,44 @@ write_new_file(const char *path, const void *buf, size_t len)
 	fsync_fname(path, false);
 	fsync_fname(DataDir, true);
 	return made;
+}
+
+/*
+ * Remove what a crash left of write_new_file() and replace_file(): the
+ * temporary files of processes that are gone (each holds a key, or part of
+ * one).  Where nobody else may be making a file at the same time (the
+ * startup process replaying, CREATE EXTENSION), and checked by pid anyway.
+ */
+static void
+remove_leftovers(void)
+{
+	DIR		   *dir = AllocateDir(DataDir);
+	struct dirent *de;
+
+	while ((de = ReadDir(dir, DataDir)) != NULL)
+	{
+		const char *tmp = strstr(de->d_name, ".tmp.");
+		bool		ours = strncmp(de->d_name, KEK_FILE ".", strlen(KEK_FILE) + 1) == 0 ||
+			strncmp(de->d_name, "ade_secrets_", strlen("ade_secrets_")) == 0;
+
+		if (!ours)
+			continue;
+		if (tmp != NULL)
+		{
+			char	   *end;
+			long		pid = strtol(tmp + 5, &end, 10);
+
+			if (*end != '\0' || pid <= 0 || pid == MyProcPid ||
+				(kill((pid_t) pid, 0) != 0 ? errno != ESRCH : true))
+				continue;		/* not a pid, ours, or alive */
+		}
+		else if (strcmp(de->d_name, KEK_FILE ".new") != 0 || !RecoveryInProgress())
+			continue;			/* replace_file()'s, on a standby only */
+		if (unlink(psprintf("%s/%s", DataDir, de->d_name)) == 0)
+			ereport(LOG,
+					(errmsg("ade: removed \"%s\", left by a process that crashed", de->d_name)));
+	}
+	FreeDir(dir);
 }
 
 static char *
@@ -852,8 +892,16 @@ ade_secret_status(PG_FUNCTION_ARGS)
 	if (!keys_stored)
 		PG_RETURN_NULL();
 	if (stat(kek_path(), &st) != 0)
+	{
+		/* a standby's comes with the WAL: what to do differs */
+		if (RecoveryInProgress())
+			PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " is missing from this standby's data directory: "
+											 "promoted, it would open no stored secret; set ade.replicate_key = on on the primary "
+											 "(its next run logs the key, this standby makes the file) or copy the file from it "
+											 "(see Secrets at rest)"));
 		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " is missing from the data directory: "
 										 "no stored secret opens; copy it from the old server (see Secrets at rest)"));
+	}
 	if (st.st_size != KEY_LEN || access(kek_path(), R_OK) != 0)
 		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " in the data directory cannot be read "
 										 "or is damaged: restore it (see Secrets at rest)"));
@@ -871,6 +919,7 @@ ade_secret_status(PG_FUNCTION_ARGS)
 Datum
 ade_vault_init(PG_FUNCTION_ARGS)
 {
+	remove_leftovers();
 	(void) load_kek(true);
 	/* a standby made before the extension (or this update) gets it too */
 	if (!kek_made)
@@ -937,6 +986,7 @@ AdeVaultRestoreKek(const unsigned char *key)
 
 	PG_TRY();
 	{
+		remove_leftovers();
 		if (read_file(kek_path(), have, KEY_LEN))
 		{
 			if (memcmp(have, key, KEY_LEN) != 0)

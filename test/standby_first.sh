@@ -8,7 +8,10 @@
 # ade_status (a hot standby reads) and refuse ade_sync() and the device
 # calls saying it is a standby (nothing sent to ABM); a standby that lost the file, or has
 # another one, gets the primary's from its next run; promoted, it opens every secret.  Needs the mock ABM
-# (ADE_MOCK_URL).  Prints "kek=.. status=.. standby_sync=.. standby_call=.. relog=..
+# (ADE_MOCK_URL).  A standby without pg_cron preloaded, or without the key
+# file, says so in its own ade_status.attention; what a crashed process
+# left of a key file is removed as the key is replayed.
+# Prints "kek=.. node=.. status=.. missing=.. standby_sync=.. standby_call=.. relog=..
 # refresh=.. sync=.."; "skip: <why>" when the clusters could not be made.
 # Used by test/t/95_keys_and_trust.sql.
 set -uo pipefail
@@ -29,7 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 user=postgres; [[ $(id -u) -ne 0 ]] && user=$(id -un)
-ade_bare_cluster "$work/p" "$pport" -c shared_preload_libraries=ade -c ade.replicate_key=on || { echo "skip: no primary"; exit 0; }
+ade_bare_cluster "$work/p" "$pport" -c shared_preload_libraries=pg_cron,ade -c cron.database_name=ade \
+  -c ade.replicate_key=on || { echo "skip: no primary"; exit 0; }
 p() { "$PGBIN/psql" -h "$work/p/sock" -p "$pport" -U "$user" -d ade -XAtq -v ON_ERROR_STOP=1 "$@"; }
 s() { "$PGBIN/psql" -h "$work/s/sock" -p "$sport" -U "$user" -d ade -XAtq "$@"; }
 caught_up() {
@@ -47,15 +51,24 @@ mkdir -p "$work/s/sock"
 [[ $(id -u) -eq 0 ]] && chown postgres: "$work/s" "$work/s/sock"
 as_pg "$PGBIN/pg_basebackup" -h "$work/p/sock" -p "$pport" -U "$user" -D "$work/s/data" -R -X stream -c fast \
   >"$work/basebackup.log" 2>&1 || { echo "skip: pg_basebackup failed: $(tail -1 "$work/basebackup.log")"; exit 0; }
-as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -l "$work/s/server.log" -w -t 60 \
-  -o "-c listen_addresses='' -k $work/s/sock -p $sport -c shared_preload_libraries=ade -c ade.replicate_key=on -c ade.abm_url=$ADE_MOCK_URL" \
-  start >/dev/null || { echo "skip: the standby did not start"; exit 0; }
+start_standby() {  # start_standby PRELOAD
+  as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -l "$work/s/server.log" -w -t 60 \
+    -o "-c listen_addresses='' -k $work/s/sock -p $sport -c shared_preload_libraries=$1 -c cron.database_name=ade -c ade.replicate_key=on -c ade.abm_url=$ADE_MOCK_URL" \
+    start >/dev/null
+}
+# first without pg_cron: its ade_status must say so, before a failover needs it
+start_standby ade || { echo "skip: the standby did not start"; exit 0; }
 
-p -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION ade' >/dev/null || exit 1
+p -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION pg_cron' -c 'CREATE EXTENSION ade' >/dev/null || exit 1
 PGHOST=$work/p/sock PGPORT=$pport PGUSER=$user ADE_TEST_DB=ade ADE_TEST_TMP=$work/tmp \
   test/add-token.sh 'Standby Org' CK_standby1 || exit 1
 p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
 p -c 'SELECT ade_rotate_secret_key()' >/dev/null || exit 1
+caught_up || { echo "skip: the standby did not catch up"; exit 0; }
+node=$(s -c "SELECT attention FROM ade_status" 2>&1)
+[[ $node == "pg_cron is not in shared_preload_libraries on this server"* ]] && node=said || echo "node: $node" >&2
+as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -w -t 60 stop >/dev/null
+start_standby pg_cron,ade || { echo "skip: the standby did not start again"; exit 0; }
 caught_up || { echo "skip: the standby did not catch up"; exit 0; }
 
 kek=error
@@ -69,10 +82,15 @@ standby_call=$(s -c "SELECT count(*) FROM ade_release_devices(ARRAY(SELECT hardw
 
 # the standby loses the file: the primary's next run (a new backend) logs it again
 as_pg rm -f "$work/s/data/ade_kek.key"
+# and a temporary file a crashed process left (4194305: above any pid_max) goes
+as_pg sh -c "head -c 32 /dev/urandom > '$work/s/data/ade_kek.key.tmp.4194305'"
+missing=$(s -c "SELECT attention FROM ade_status" 2>&1)
+[[ $missing == *"missing from this standby's data directory"* ]] && missing=said || echo "missing: $missing" >&2
 p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
 caught_up
 relog=error
-as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" && relog=ok
+as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" &&
+  ! as_pg test -e "$work/s/data/ade_kek.key.tmp.4194305" && relog=ok
 
 # the standby has another key (put there by hand, say): the primary's next run replaces it
 as_pg sh -c "head -c 32 /dev/urandom > '$work/s/data/ade_kek.key'"
@@ -87,4 +105,4 @@ refresh=$(s -c "SELECT 'ok' FROM abm_tokens t, ade_refresh_account(t.id)" 2>&1)
 sync=$(s -c "SELECT coalesce(error, 'ok') FROM ade_sync()" 2>&1)
 [[ $refresh == ok ]] || { echo "refresh: $refresh" >&2; refresh=error; }
 [[ $sync == ok ]] || { echo "sync: $sync" >&2; sync=error; }
-echo "kek=$kek status=$status standby_sync=$standby_sync standby_call=$standby_call relog=$relog replace=$replace refresh=$refresh sync=$sync"
+echo "kek=$kek node=$node status=$status missing=$missing standby_sync=$standby_sync standby_call=$standby_call relog=$relog replace=$replace refresh=$refresh sync=$sync"

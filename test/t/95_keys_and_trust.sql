@@ -9,7 +9,7 @@
 -- system store trusts the server).  A script that cannot run here (no
 -- strace, not root) says "skip", and its test is skipped.
 \ir setup.psql
-SELECT plan(4);
+SELECT plan(11);
 \set kek `test/kek_durable.sh 2>&1`
 \set standby `test/standby.sh 2>&1`
 \set standby1 `test/standby_first.sh 2>&1`
@@ -21,9 +21,25 @@ SELECT CASE WHEN :'standby' LIKE 'skip:%' THEN skip(:'standby', 1)
   ELSE is(:'standby'::text, 'refresh=ok sync=ok',
           'a standby promoted after a rotation on the primary opens every secret: the account is read and a sync runs') END;
 SELECT CASE WHEN :'standby1' LIKE 'skip:%' THEN skip(:'standby1', 1)
-  ELSE is(:'standby1'::text, 'kek=ok status=ok standby_sync=refused standby_call=refused relog=ok replace=ok refresh=ok sync=ok',
-          'a standby made before CREATE EXTENSION gets the key-encryption key from the WAL (again after losing it, and in place of another one), reads ade_status, refuses ade_sync() and a release as a standby, and promoted opens every secret') END;
+  ELSE is(:'standby1'::text, 'kek=ok node=said status=ok missing=said standby_sync=refused standby_call=refused relog=ok replace=ok refresh=ok sync=ok',
+          'a standby made before CREATE EXTENSION gets the key-encryption key from the WAL (again after losing it, and in place of another one), says in its own ade_status when it lacks pg_cron or the key file, reads ade_status, refuses ade_sync() and a release as a standby, and promoted opens every secret') END;
 SELECT CASE WHEN :'ca' LIKE 'skip:%' THEN skip(:'ca', 1)
   ELSE is(:'ca'::text, 'b=ok default=ok a=refused',
           'with ade.ca_file set, only it is trusted: a server the system store trusts but ade.ca_file does not is refused') END;
+
+-- what a node lacks, from its settings (issue 23): this server is set as
+-- the README says; other values as another node could have them
+SELECT is(ade_node_problem(), NULL, 'a server set up as the README says (ade and pg_cron preloaded, cron.database_name this database) lacks nothing');
+SELECT alike(ade_node_problem('pg_cron, pg_stat_statements'), 'ade is not in shared_preload_libraries on this server%',
+            'a node without ade preloaded says so');
+SELECT alike(ade_node_problem('ade'), 'pg_cron is not in shared_preload_libraries on this server%',
+            'a node without pg_cron preloaded, where pg_cron is installed, says the ade_sync job would not run there');
+SELECT is(ade_node_problem('"pg_cron", $libdir/ade'), NULL, 'shared_preload_libraries is read as the server reads it (quotes, $libdir/)');
+SELECT alike(ade_node_problem(NULL, 'postgres'), 'cron.database_name is ''postgres'' on this server, not this database%',
+            'a node whose cron.database_name is another database says so');
+SET ROLE ade_reader;
+SELECT is((SELECT count(*) FROM ade_problems() WHERE problem = 'node_setup'), 0::bigint,
+          'ade_reader reads the node check through ade_problems() (superuser-only settings, SECURITY DEFINER): nothing lacks here');
+SELECT isnt(ade_node_problem('pg_cron'), NULL, 'ade_reader may call ade_node_problem() (it reads settings only superusers read)');
+RESET ROLE;
 SELECT * FROM finish();
