@@ -1021,6 +1021,15 @@ COMMENT ON FUNCTION ade_job_problem() IS
 REVOKE ALL ON FUNCTION ade_job_problem() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ade_job_problem() TO ade_reader;
 
+-- Whether this server preloaded ade: only then is its WAL resource manager
+-- registered (src/kekwal.c), whatever shared_preload_libraries spells.
+CREATE FUNCTION ade_preloaded() RETURNS boolean
+	AS 'MODULE_PATHNAME', 'ade_preloaded' LANGUAGE C STABLE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_preloaded() IS
+	'internal: whether this server preloaded the ade library (shared_preload_libraries)';
+REVOKE ALL ON FUNCTION ade_preloaded() FROM PUBLIC;
+
 -- What this server lacks to run the sync, now or after a failover to it,
 -- in words, or NULL: each node of a formation has its own settings (they
 -- do not replicate), so each says so itself, a standby too, before a
@@ -1029,7 +1038,8 @@ GRANT EXECUTE ON FUNCTION ade_job_problem() TO ade_reader;
 -- this database, pg_cron preloaded and cron.database_name this database
 -- (else the ade_sync job never runs here).  SECURITY DEFINER: both
 -- settings are superuser-only, and ade_reader reads ade_status.  The
--- arguments are for testing other values; NULL is this server's.
+-- arguments are for testing other values; NULL is this server's (for ade,
+-- whether the library registered its resource manager).
 CREATE FUNCTION ade_node_problem(preload text DEFAULT NULL, cron_database text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql STABLE
@@ -1038,15 +1048,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_libs text[];
+	v_ade boolean;
 	v_cron_db text;
 BEGIN
-	-- the names as the server reads the list: separated by commas, quotes
-	-- and a $libdir/ prefix aside
-	SELECT coalesce(array_agg(regexp_replace(btrim(btrim(x), '"'), '^\$libdir/', '')), '{}')
+	-- the libraries as the server loads them: separated by commas, any
+	-- white space and quotes aside, a directory and .so aside
+	SELECT coalesce(array_agg(regexp_replace(regexp_replace(
+				btrim(btrim(x, E' \t\n\r\f\v'), '"'), '^.*/', ''), '\.so$', '')), '{}')
 	  INTO v_libs
 	  FROM regexp_split_to_table(coalesce(preload, current_setting('shared_preload_libraries')), ',') x
-	 WHERE btrim(x) <> '';
-	IF NOT 'ade' = ANY (v_libs) THEN
+	 WHERE btrim(x, E' \t\n\r\f\v') <> '';
+	-- this server's: whether the library registered its resource manager
+	v_ade := CASE WHEN preload IS NULL THEN @extschema@.ade_preloaded() ELSE 'ade' = ANY (v_libs) END;
+	IF NOT v_ade THEN
 		RETURN 'ade is not in shared_preload_libraries on this server: add it (beside pg_cron) and restart; '
 			   'a standby replays ade''s WAL records only with it (README, Running it in production)';
 	END IF;
@@ -1145,7 +1159,6 @@ SELECT t.id AS token_id,
 	   t.renew_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) interval '30 days') AS expires_within_30_days,
 	   CASE
 		 WHEN k.problem IS NOT NULL THEN k.problem
-		 WHEN k.node IS NOT NULL THEN k.node
 		 WHEN t.token_invalid THEN 'Apple rejects the token: download a new one from ABM and call ade_add_token()'
 		 WHEN t.terms_expired THEN 'terms not accepted: an ABM administrator must sign in and accept them'
 		 WHEN t.renew_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN 'the token has expired: renew it in ABM and call ade_add_token()'
@@ -1153,6 +1166,7 @@ SELECT t.id AS token_id,
 		   THEN 'ABM asked to wait (429/503 Retry-After), nothing of these kinds is sent until then: '
 				OPERATOR(pg_catalog.||) pz.said
 		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
+		 WHEN k.node IS NOT NULL THEN k.node
 		 WHEN @extschema@.ade_job_problem() IS NOT NULL THEN @extschema@.ade_job_problem()
 		 WHEN @extschema@.ade_profile_problem(t.id) IS NOT NULL THEN @extschema@.ade_profile_problem(t.id)
 		 WHEN t.last_sync_at IS NULL THEN 'never synced: run SELECT * FROM ade_sync() or ade_schedule()'

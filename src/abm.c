@@ -929,6 +929,8 @@ ade_refresh_account(PG_FUNCTION_ARGS)
 	ErrorData  *error;
 	AdeAbmKind	kind;
 
+	/* it asks ABM, then stores: never on a standby */
+	AdeRefuseOnStandby("ade_refresh_account()");
 	/* a NULL from a lookup that found nothing is an error, not a no-op */
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

@@ -14,7 +14,10 @@
  * while loading is remembered, and every request refuses to run until a
  * valid value is set: it must never fall back silently to Apple's URL.
  *
- * The library needs no preloading; pg_cron does.
+ * The README has every server preload the library (shared_preload_libraries):
+ * only then does it register the WAL resource manager of kekwal.c, which a
+ * standby needs to replay; ade_preloaded() tells ade_node_problem() (the
+ * status) whether this server did.
  *
  * Copyright (c) 2026, the ade authors
  *
@@ -31,6 +34,7 @@
 
 #include "ade.h"
 #include "access/genam.h"
+#include "access/xlog.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/indexing.h"
@@ -262,15 +266,42 @@ assign_abm_url(const char *newval, void *extra)
 	}
 }
 
+/* ade_preloaded() returns boolean: whether this server preloaded ade */
+PG_FUNCTION_INFO_V1(ade_preloaded);
+Datum
+ade_preloaded(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(AdeKekWalRegistered());
+}
+
+/*
+ * What calls ABM runs on the primary: a standby stores nothing, so it asks
+ * nothing (what it would ask, the primary asks and stores).  Each such
+ * function says so first; the base URL of every request (below) is the
+ * backstop.
+ */
+void
+AdeRefuseOnStandby(const char *what)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s runs on the primary: this server is a standby (in recovery)", what),
+				 errdetail("Nothing was sent to ABM. A standby's tables are the primary's, replayed: ade_status and hosts can be read here."),
+				 errhint("Call it on the primary; after a failover, on the promoted server.")));
+}
+
 /*
  * The ABM base URL for a request, checked again now.  Raises an ERROR when
- * the URL is not allowed or a rejected value is still pending.
+ * the URL is not allowed or a rejected value is still pending, or on a
+ * standby.
  */
 const char *
 AdeAbmBaseUrl(void)
 {
 	char	   *why;
 
+	AdeRefuseOnStandby("every request to ABM");
 	if (rejected_abm_url != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -50,6 +50,7 @@ extern bool ade_allow_drop;
 
 extern bool AdeUrlAllowed(const char *url, char **why);
 extern const char *AdeAbmBaseUrl(void);
+extern void AdeRefuseOnStandby(const char *what);
 extern const char *AdeSchema(void);
 extern Oid	AdeSchemaOid(void);
 extern Oid	AdeExtensionOwner(void);
@@ -239,12 +240,13 @@ extern void AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out);
 
 /* ---- secrets at rest (vault.c) ---- */
 #define ADE_KEK_LEN 32			/* the key-encryption key, ade_kek.key */
-extern void AdeVaultRestoreKek(const unsigned char *key);
+extern void AdeVaultRestoreKek(const unsigned char *key, bool made);
 extern void AdeVaultLogKekOnce(void);
 
 /* ---- the key-encryption key on every node (kekwal.c) ---- */
 extern void AdeKekWalRegister(void);
-extern void AdeKekWalLog(const unsigned char *key);
+extern void AdeKekWalLog(const unsigned char *key, bool made);
+extern bool AdeKekWalRegistered(void);
 
 extern char *AdeVaultPlace(const char *table, const char *column, int64 row);
 extern char *AdeVaultSeal(const char *plain, const char *place);

@@ -495,18 +495,6 @@ return_rows(FunctionCallInfo fcinfo, int64 call_id, int ncols)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* a device call asks ABM and then stores: never on a standby, which cannot store */
-static void
-refuse_on_standby(const char *what)
-{
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("%s runs on the primary: this server is a standby (in recovery)", what),
-				 errdetail("Nothing was sent to ABM."),
-				 errhint("Call it on the primary; after a failover, on the promoted server.")));
-}
-
 static Datum
 device_function(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, int ncols)
 {
@@ -514,7 +502,8 @@ device_function(FunctionCallInfo fcinfo, const DeviceAction *action, bool any, i
 	int			nb;
 	int64		call_id;
 
-	refuse_on_standby(action == &DETAILS ? "ade_device_details()" :
+	/* a device call asks ABM and then stores: never on a standby */
+	AdeRefuseOnStandby(action == &DETAILS ? "ade_device_details()" :
 					  action == &REMOVE ? "ade_remove_profile()" : "ade_release_devices()");
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -605,7 +594,7 @@ ade_escrow_activation_lock(PG_FUNCTION_ARGS)
 	bool	   *enulls;
 	int			ne;
 
-	refuse_on_standby("ade_escrow_activation_lock()");
+	AdeRefuseOnStandby("ade_escrow_activation_lock()");
 	key = checked_text(fcinfo, 1, "escrow_key", 1024, true);
 	message = checked_text(fcinfo, 2, "lost_message", 1000, false);
 	if (SPI_connect() != SPI_OK_CONNECT)

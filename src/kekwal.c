@@ -11,14 +11,17 @@
  * feed has no reason to allow (issue 19: key material in memory no longer
  * than it is used).
  *
- * Owns the resource manager "ade" (ADE_RMGR_ID), its one kind of record
- * (the KEK, 32 bytes) and what replaying it does.  vault.c owns the file:
- * it logs the KEK when it makes the file, at CREATE EXTENSION and ALTER
- * EXTENSION UPDATE (ade_vault_init()), and once in each backend that runs
- * a sync, so that a standby made before the extension, or one that lost the
- * file, gets it with no file copied by hand; replaying writes it durably
- * (AdeVaultRestoreKek()) when it is missing, and keeps a file that is there
- * (a different one is reported, never replaced).
+ * Owns the resource manager "ade" (ADE_RMGR_ID), its two kinds of record
+ * (the KEK, 32 bytes: one the primary had, KEK, and one it has just made
+ * because it had none, KEK_MADE) and what replaying them does.  vault.c
+ * owns the file: it logs the KEK when it makes the file, at CREATE
+ * EXTENSION and ALTER EXTENSION UPDATE (ade_vault_init()), and once in each
+ * backend that runs a sync, so that a standby made before the extension,
+ * or one that lost the file, gets it with no file copied by hand.
+ * Replaying (AdeVaultRestoreKek()) makes a missing file; on a standby it
+ * replaces a different or damaged one, unless the primary's key was just
+ * made (the standby's may be the one the data keys need); in crash
+ * recovery it never replaces one.
  *
  * Why WAL: files in the data directory do not replicate, and the KEK must
  * be on the node that takes over when the primary dies.  What this costs: the
@@ -56,7 +59,8 @@
  */
 #define ADE_RMGR_ID 201
 
-#define XLOG_ADE_KEK 0x00		/* the key-encryption key */
+#define XLOG_ADE_KEK 0x00		/* the key-encryption key, as the primary has it */
+#define XLOG_ADE_KEK_MADE 0x10	/* one the primary has just made: it had none */
 
 static bool registered = false;
 
@@ -65,7 +69,7 @@ ade_rmgr_redo(XLogReaderState *record)
 {
 	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
 
-	if (info != XLOG_ADE_KEK)
+	if (info != XLOG_ADE_KEK && info != XLOG_ADE_KEK_MADE)
 		elog(PANIC, "ade_rmgr_redo: unknown op code %u", info);
 	if (XLogRecGetDataLen(record) != ADE_KEK_LEN)
 	{
@@ -73,21 +77,30 @@ ade_rmgr_redo(XLogReaderState *record)
 				(errmsg("ade: a key-encryption key record of %u bytes was not replayed", XLogRecGetDataLen(record))));
 		return;
 	}
-	AdeVaultRestoreKek((const unsigned char *) XLogRecGetData(record));
+	AdeVaultRestoreKek((const unsigned char *) XLogRecGetData(record), info == XLOG_ADE_KEK_MADE);
 }
 
 /* what pg_waldump shows: never the key */
 static void
 ade_rmgr_desc(StringInfo buf, XLogReaderState *record)
 {
-	if ((XLogRecGetInfo(record) & ~XLR_INFO_MASK) == XLOG_ADE_KEK)
+	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
+
+	if (info == XLOG_ADE_KEK || info == XLOG_ADE_KEK_MADE)
 		appendStringInfoString(buf, "the key-encryption key file ade_kek.key (not shown)");
 }
 
 static const char *
 ade_rmgr_identify(uint8 info)
 {
-	return (info & ~XLR_INFO_MASK) == XLOG_ADE_KEK ? "KEK" : NULL;
+	switch (info & ~XLR_INFO_MASK)
+	{
+		case XLOG_ADE_KEK:
+			return "KEK";
+		case XLOG_ADE_KEK_MADE:
+			return "KEK_MADE";
+	}
+	return NULL;
 }
 
 static RmgrData ade_rmgr = {
@@ -113,11 +126,18 @@ AdeKekWalRegister(void)
  * not be replayed anywhere that is so too).
  */
 void
-AdeKekWalLog(const unsigned char *key)
+AdeKekWalLog(const unsigned char *key, bool made)
 {
 	if (!registered || !ade_replicate_key || RecoveryInProgress() || !XLogInsertAllowed())
 		return;
 	XLogBeginInsert();
 	XLogRegisterData((char *) key, ADE_KEK_LEN);
-	(void) XLogInsert(ADE_RMGR_ID, XLOG_ADE_KEK);
+	(void) XLogInsert(ADE_RMGR_ID, made ? XLOG_ADE_KEK_MADE : XLOG_ADE_KEK);
+}
+
+/* whether the library was preloaded (ade_node_problem()) */
+bool
+AdeKekWalRegistered(void)
+{
+	return registered;
 }

@@ -1206,12 +1206,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 	bool		prepared = false;
 
 	/* a standby replays what the primary's runs did; it runs none */
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("ade_sync() runs on the primary: this server is a standby (in recovery)"),
-				 errdetail("A standby's hosts and assignments are the primary's, replayed; ade_status and hosts can be read here."),
-				 errhint("Run it on the primary; after a failover, on the promoted server.")));
+	AdeRefuseOnStandby("ade_sync()");
 
 	run_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											   (int64) ade_max_sync_seconds * 1000);

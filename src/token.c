@@ -603,6 +603,9 @@ ade_add_token(PG_FUNCTION_ARGS)
 	int64		id;
 	Jsonb	   *account;
 
+	/* it asks ABM, then stores: never on a standby */
+	AdeRefuseOnStandby("ade_add_token()");
+
 	/* a NULL is a file that was not read (a wrong path in a subquery, say) */
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

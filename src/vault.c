@@ -60,6 +60,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "ade.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
@@ -205,9 +206,16 @@ write_new_file(const char *path, const void *buf, size_t len)
 				 errmsg("could not create \"%s\": %m", path)));
 	}
 	unlink(tmp);
-	/* the new name must survive an OS crash before any row names it */
-	fsync_fname(path, false);
-	fsync_fname(DataDir, true);
+	/*
+	 * The new name must survive an OS crash before any row names it.  Not
+	 * when another made it (it did so): what is there may be a link to
+	 * nowhere, which fsync_fname() would make a PANIC.
+	 */
+	if (made)
+	{
+		fsync_fname(path, false);
+		fsync_fname(DataDir, true);
+	}
 	return made;
 }
 
@@ -274,8 +282,8 @@ load_kek(bool create)
 		if (!write_new_file(kek_path(), buf, KEY_LEN) &&
 			!read_file(kek_path(), buf, KEY_LEN))
 			elog(ERROR, "the ade key-encryption key vanished after it was made");
-		/* for the standbys (kekwal.c) */
-		AdeKekWalLog(buf);
+		/* for the standbys (kekwal.c): a key this primary had to make */
+		AdeKekWalLog(buf, true);
 		kek_made = true;
 	}
 	memcpy(kek, buf, KEY_LEN);
@@ -865,6 +873,23 @@ ade_vault_upgrade(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* whether this database stores data keys (sealed with the KEK) */
+static bool
+data_keys_exist(void)
+{
+	int			rc;
+	bool		stored;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute(psprintf("SELECT 1 FROM %s.ade_secret_keys LIMIT 1", AdeSchema()), true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	stored = SPI_processed == 1;
+	SPI_finish();
+	return stored;
+}
+
 /*
  * ade_secret_status() returns text: what is wrong with the keys, in words,
  * or NULL.  For ade_status.attention: SECURITY DEFINER, so that ade_reader
@@ -876,28 +901,17 @@ ade_vault_upgrade(PG_FUNCTION_ARGS)
 Datum
 ade_secret_status(PG_FUNCTION_ARGS)
 {
-	char	   *sql;
-	int			rc;
 	struct stat st;
-	bool		keys_stored;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	sql = psprintf("SELECT 1 FROM %s.ade_secret_keys LIMIT 1", AdeSchema());
-	rc = SPI_execute(sql, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
-	keys_stored = SPI_processed == 1;
-	SPI_finish();
-	if (!keys_stored)
+	if (!data_keys_exist())
 		PG_RETURN_NULL();
 	if (stat(kek_path(), &st) != 0)
 	{
 		/* a standby's comes with the WAL: what to do differs */
 		if (RecoveryInProgress())
 			PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " is missing from this standby's data directory: "
-											 "promoted, it would open no stored secret; set ade.replicate_key = on on the primary "
-											 "(its next run logs the key, this standby makes the file) or copy the file from it "
+											 "promoted, it would open no stored secret; with ade.replicate_key = on on the primary "
+											 "its next run logs the key and this standby makes the file, or copy the file from it "
 											 "(see Secrets at rest)"));
 		PG_RETURN_TEXT_P(cstring_to_text("the key-encryption key file " KEK_FILE " is missing from the data directory: "
 										 "no stored secret opens; copy it from the old server (see Secrets at rest)"));
@@ -920,10 +934,13 @@ Datum
 ade_vault_init(PG_FUNCTION_ARGS)
 {
 	remove_leftovers();
+	/* where data keys exist (ALTER EXTENSION UPDATE), a new KEK opens none */
+	if (data_keys_exist())
+		require_kek();
 	(void) load_kek(true);
 	/* a standby made before the extension (or this update) gets it too */
 	if (!kek_made)
-		AdeKekWalLog(kek);
+		AdeKekWalLog(kek, false);
 	PG_RETURN_VOID();
 }
 
@@ -937,10 +954,11 @@ AdeVaultLogKekOnce(void)
 {
 	static bool logged = false;
 
-	if (logged || RecoveryInProgress())
+	/* once logged; not before the setting is on (a pooled backend turns it on) */
+	if (logged || !ade_replicate_key || RecoveryInProgress())
 		return;
 	if (load_kek(false))
-		AdeKekWalLog(kek);
+		AdeKekWalLog(kek, false);
 	logged = true;
 }
 
@@ -971,34 +989,67 @@ replace_file(const char *path, const void *buf, size_t len)
 }
 
 /*
- * Replaying the KEK (kekwal.c, in the startup process of a standby): the
- * file is made durably when it is missing, and replaced when it differs:
- * a standby's data are the primary's, sealed under the primary's key (an
- * admin who put another key file on the primary, after a restore from
- * pg_dump, say, has its next run log it).  Never an ERROR: it would end
- * the standby's recovery.
+ * Replaying the KEK (kekwal.c, in the startup process): what is in the
+ * data directory becomes the primary's key, where that cannot lose one.
+ * - No file: made durably, in any recovery (the key, as the WAL has it).
+ * - The same key: nothing.
+ * - Another file, or a damaged one (wrong size, unreadable, a link), on a
+ *   standby (standby.signal): replaced, durably, by the primary's, whose
+ *   data the standby's are; except when the primary made its key just now
+ *   (made: it had none, so it lost the one its data keys may be sealed
+ *   with): then the standby's is kept, with a WARNING, as the copy to
+ *   restore.
+ * - In crash or archive recovery (not a standby), a file that is there is
+ *   kept: the record is this server's own past, and an admin may have put
+ *   the right key in place since (a restore from pg_dump, say).
+ * Never an ERROR: it would end the recovery.
  */
 void
-AdeVaultRestoreKek(const unsigned char *key)
+AdeVaultRestoreKek(const unsigned char *key, bool made)
 {
 	unsigned char have[KEY_LEN];
 	MemoryContext cxt = CurrentMemoryContext;
+	char	   *path = kek_path();
 
 	PG_TRY();
 	{
+		struct stat st;
+		bool		usable;
+
 		remove_leftovers();
-		if (read_file(kek_path(), have, KEY_LEN))
+		if (lstat(path, &st) != 0)
 		{
-			if (memcmp(have, key, KEY_LEN) != 0)
-			{
-				replace_file(kek_path(), key, KEY_LEN);
+			if (errno != ENOENT)
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not stat \"%s\": %m", path)));
+			if (write_new_file(path, key, KEY_LEN))
 				ereport(LOG,
-						(errmsg("ade: %s replaced by the primary's (it differed)", KEK_FILE)));
+						(errmsg("ade: %s made from the primary's WAL", KEK_FILE)));
+		}
+		else
+		{
+			usable = S_ISREG(st.st_mode) && st.st_size == KEY_LEN &&
+				access(path, R_OK) == 0 && read_file(path, have, KEY_LEN);
+			if (usable && memcmp(have, key, KEY_LEN) == 0)
+				;				/* the same */
+			else if (!StandbyMode)
+				ereport(WARNING,
+						(errmsg("ade: %s differs from the key-encryption key in the WAL being recovered: kept", KEK_FILE),
+						 errdetail("Crash or archive recovery does not replace the file: the record is this server's own past.")));
+			else if (usable && made)
+				ereport(WARNING,
+						(errmsg("ade: the primary made a new key-encryption key, and this standby's %s differs: kept", KEK_FILE),
+						 errdetail("The primary had no key file; its data keys may be sealed with the one kept here."),
+						 errhint("Copy this standby's %s to the primary (see Secrets at rest).", KEK_FILE)));
+			else
+			{
+				replace_file(path, key, KEY_LEN);
+				ereport(LOG,
+						(errmsg("ade: %s replaced by the primary's (it %s)", KEK_FILE,
+								usable ? "differed" : "was damaged")));
 			}
 		}
-		else if (write_new_file(kek_path(), key, KEY_LEN))
-			ereport(LOG,
-					(errmsg("ade: %s made from the primary's WAL", KEK_FILE)));
 	}
 	PG_CATCH();
 	{

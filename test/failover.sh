@@ -8,7 +8,8 @@
 # primary: a first sync of a few thousand devices, a key rotation, the
 # sync scheduled every minute (Debian's pg_cron 1.4 takes no seconds); devices
 # added, modified and deleted at the mock; the primary killed hard while a
-# scheduled sync waits for ABM; the monitor promotes the standby; the
+# scheduled sync, its first page committed, waits for ABM for its second;
+# the monitor promotes the standby; the
 # scheduled sync runs there by itself; then hosts and assignments equal
 # ABM's devices, no serial twice, every secret opens, no run is stuck; the
 # old primary rejoins as a standby, where ade_status and hosts read and
@@ -104,15 +105,21 @@ python3 test/mockctl.py devices CK_failover --generate 3000 --prefix F >/dev/nul
 q "$port1" -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
 q "$port1" -c 'SELECT count(*) FROM ade_sync()' >/dev/null
 q "$port1" -c 'SELECT ade_rotate_secret_key()' >/dev/null || exit 1
-q "$port1" -c "SELECT ade_schedule()" >/dev/null || exit 1
 
-# ---- ABM changes; the next scheduled sync is held at ABM; the primary dies
+# ---- ABM changes (29 events: pages of 10 from now on); the first scheduled
+# sync applies its first page, commits it, and is held at ABM for the
+# second; the primary dies.  Scheduled after the changes and the hold, so
+# that no run can take the changes before the one that dies.
+q "$port1" -c 'ALTER DATABASE ade SET ade.page_size = 10' >/dev/null || exit 1
 printf '%s' '[{"serial_number": "F00000005", "color": "RED"}, {"serial_number": "F00000006", "color": "BLUE"}]' >"$work/tmp/mod.json"
 python3 test/mockctl.py devices CK_failover --generate 25 --prefix G --modify-json "$work/tmp/mod.json" \
   --delete F00000001,F00000002 >/dev/null
-python3 test/mockctl.py fault '{"path": "/devices/sync", "hold": "dying", "times": 1}' >/dev/null
+python3 test/mockctl.py fault '{"path": "/devices/sync", "hold": "dying", "skip": 1, "times": 1}' >/dev/null
+q "$port1" -c "SELECT ade_schedule()" >/dev/null || exit 1
 held() { python3 test/mockctl.py call GET /_mock/held | grep -q '"dying": 1'; }
 wait_for 90 held || { echo "skip: no scheduled sync reached ABM"; exit 0; }
+# the dying run committed its first page (and no more) before it was killed
+paged=$(q "$port1" -c "SELECT count(*) FROM hosts WHERE hardware_serial LIKE 'G%'")
 kill_node "$work/n1"
 killed=$SECONDS
 python3 test/mockctl.py call POST /_mock/release '{"name": "dying"}' >/dev/null
@@ -145,12 +152,13 @@ secrets=error
 [[ $(q "$port2" -c "SELECT 'ok' FROM abm_tokens t, ade_refresh_account(t.id)" 2>&1) == ok ]] && secrets=ok
 stuck=$(q "$port2" -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%ade_sync%' AND state = 'active' AND now() - query_start > interval '60 s'")
 
-# ---- the old primary rejoins as a standby
+# ---- the old primary rejoins as a standby, with the new primary's key
 run_node "$work/n1"
 wait_for 180 state_is node1 secondary && rejoined=ok || rejoined=error
+as_pg cmp -s "$work/n1/ade_kek.key" "$work/n2/ade_kek.key" || rejoined=other_key
 reads=error
 [[ -n $(q "$port1" -c "SELECT attention FROM ade_status" 2>/dev/null) && \
    $(q "$port1" -c "SELECT count(*) FROM hosts" 2>/dev/null) -gt 0 ]] && reads=ok
 standby_sync=$(q "$port1" -c "SELECT count(*) FROM ade_sync()" 2>&1)
 [[ $standby_sync == *"this server is a standby"* ]] && standby_sync=refused || standby_sync=error
-echo "promoted=$promoted synced=$synced equal=$equal twice=$twice secrets=$secrets stuck=$stuck rejoined=$rejoined reads=$reads standby_sync=$standby_sync down=${down}s promoted_after=${promoted_after}s"
+echo "paged=$paged promoted=$promoted synced=$synced equal=$equal twice=$twice secrets=$secrets stuck=$stuck rejoined=$rejoined reads=$reads standby_sync=$standby_sync down=${down}s promoted_after=${promoted_after}s"

@@ -79,14 +79,24 @@ standby_sync=$(s -c "SELECT count(*) FROM ade_sync()" 2>&1)
 [[ $standby_sync == *"this server is a standby"* ]] && standby_sync=refused || echo "standby ade_sync: $standby_sync" >&2
 standby_call=$(s -c "SELECT count(*) FROM ade_release_devices(ARRAY(SELECT hardware_serial FROM hosts LIMIT 1), confirm => true)" 2>&1)
 [[ $standby_call == *"this server is a standby"* ]] && standby_call=refused || echo "standby release: $standby_call" >&2
+# every other function that would ask ABM refuses before it sends anything
+sent=$(python3 test/mockctl.py logcount "GET /account")
+standby_ask=$(s -c "SELECT ade_refresh_account(id) FROM abm_tokens" 2>&1)
+[[ $standby_ask == *"this server is a standby"* &&
+   $(PGHOST=$work/s/sock PGPORT=$sport PGUSER=$user ADE_TEST_DB=ade ADE_TEST_TMP=$work/tmp \
+       test/add-token.sh 'Standby Org 2' CK_standby2 2>&1) == *"this server is a standby"* &&
+   $(python3 test/mockctl.py logcount "GET /account") == "$sent" ]] && standby_ask=refused ||
+  echo "standby refresh/add: $standby_ask" >&2
 
-# the standby loses the file: the primary's next run (a new backend) logs it again
+# the standby loses the file: the primary's next run logs it again, also in a
+# backend (a pool's) whose first run was with ade.replicate_key off
 as_pg rm -f "$work/s/data/ade_kek.key"
 # and a temporary file a crashed process left (4194305: above any pid_max) goes
 as_pg sh -c "head -c 32 /dev/urandom > '$work/s/data/ade_kek.key.tmp.4194305'"
 missing=$(s -c "SELECT attention FROM ade_status" 2>&1)
 [[ $missing == *"missing from this standby's data directory"* ]] && missing=said || echo "missing: $missing" >&2
-p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
+p -c 'SET client_min_messages = warning' -c 'SET ade.replicate_key = off' -c 'SELECT count(*) FROM ade_sync()' \
+  -c 'SET ade.replicate_key = on' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
 caught_up
 relog=error
 as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" &&
@@ -98,11 +108,48 @@ p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/
 caught_up
 replace=error
 as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" && replace=ok
+# a damaged one (10 bytes), and a link to nowhere (a volume not mounted):
+# replaced, and the standby keeps running (no PANIC)
+as_pg sh -c "head -c 10 /dev/urandom > '$work/s/data/ade_kek.key'"
+p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
+caught_up
+as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" || replace=damaged_kept
+as_pg rm -f "$work/s/data/ade_kek.key"
+as_pg ln -s "$work/nowhere/ade_kek.key" "$work/s/data/ade_kek.key"
+p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null || exit 1
+caught_up || replace=standby_stopped
+as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" && as_pg test ! -L "$work/s/data/ade_kek.key" ||
+  replace=link_kept
+
+# the primary loses its file while its data keys need it: the update that
+# would make a new one refuses, and a new one made for another database's
+# first install never replaces the standby's (the copy to restore)
+as_pg cp -p "$work/p/data/ade_kek.key" "$work/tmp/kek.saved"
+as_pg rm -f "$work/p/data/ade_kek.key"
+lost=$(p -c 'SELECT ade_vault_init()' 2>&1)
+[[ $lost == *"ade_kek.key is missing"* ]] && ! as_pg test -e "$work/p/data/ade_kek.key" && lost=refused ||
+  echo "update without the key: $lost" >&2
+"$PGBIN/createdb" -h "$work/p/sock" -p "$pport" -U "$user" ade2
+"$PGBIN/psql" -h "$work/p/sock" -p "$pport" -U "$user" -d ade2 -XAtq -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION ade' >/dev/null || exit 1
+caught_up
+as_pg cmp -s "$work/tmp/kek.saved" "$work/s/data/ade_kek.key" || lost=standby_replaced
+as_pg cp -p "$work/tmp/kek.saved" "$work/p/data/ade_kek.key"
 
 ade_stop_cluster "$work/p"
-as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -w -t 60 promote >/dev/null || { echo "skip: no promotion"; exit 0; }
+# (the standby ran until here: one that stopped fails the test, never skips it)
+as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -w -t 60 promote >/dev/null || echo "the standby was not promoted" >&2
 refresh=$(s -c "SELECT 'ok' FROM abm_tokens t, ade_refresh_account(t.id)" 2>&1)
 sync=$(s -c "SELECT coalesce(error, 'ok') FROM ade_sync()" 2>&1)
 [[ $refresh == ok ]] || { echo "refresh: $refresh" >&2; refresh=error; }
 [[ $sync == ok ]] || { echo "sync: $sync" >&2; sync=error; }
-echo "kek=$kek node=$node status=$status missing=$missing standby_sync=$standby_sync standby_call=$standby_call relog=$relog replace=$replace refresh=$refresh sync=$sync"
+
+# crash recovery on a primary never puts an old key back over one copied in
+# since (a restore from pg_dump, say): the promoted server's runs log its key,
+# another file is put in place, the server crashes before a checkpoint
+s -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null
+as_pg sh -c "head -c 32 /dev/urandom > '$work/tmp/kek.copied'"
+as_pg cp "$work/tmp/kek.copied" "$work/s/data/ade_kek.key"
+as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -m immediate stop >/dev/null 2>&1
+start_standby pg_cron,ade && crash=kept || crash=not_started
+[[ $crash == kept ]] && ! as_pg cmp -s "$work/tmp/kek.copied" "$work/s/data/ade_kek.key" && crash=replaced
+echo "kek=$kek node=$node status=$status missing=$missing standby_sync=$standby_sync standby_call=$standby_call standby_ask=$standby_ask relog=$relog replace=$replace lost=$lost refresh=$refresh sync=$sync crash=$crash"

@@ -9,7 +9,7 @@
 -- system store trusts the server).  A script that cannot run here (no
 -- strace, not root) says "skip", and its test is skipped.
 \ir setup.psql
-SELECT plan(11);
+SELECT plan(14);
 \set kek `test/kek_durable.sh 2>&1`
 \set standby `test/standby.sh 2>&1`
 \set standby1 `test/standby_first.sh 2>&1`
@@ -21,8 +21,8 @@ SELECT CASE WHEN :'standby' LIKE 'skip:%' THEN skip(:'standby', 1)
   ELSE is(:'standby'::text, 'refresh=ok sync=ok',
           'a standby promoted after a rotation on the primary opens every secret: the account is read and a sync runs') END;
 SELECT CASE WHEN :'standby1' LIKE 'skip:%' THEN skip(:'standby1', 1)
-  ELSE is(:'standby1'::text, 'kek=ok node=said status=ok missing=said standby_sync=refused standby_call=refused relog=ok replace=ok refresh=ok sync=ok',
-          'a standby made before CREATE EXTENSION gets the key-encryption key from the WAL (again after losing it, and in place of another one), says in its own ade_status when it lacks pg_cron or the key file, reads ade_status, refuses ade_sync() and a release as a standby, and promoted opens every secret') END;
+  ELSE is(:'standby1'::text, 'kek=ok node=said status=ok missing=said standby_sync=refused standby_call=refused standby_ask=refused relog=ok replace=ok lost=refused refresh=ok sync=ok crash=kept',
+          'a standby made before CREATE EXTENSION gets the key-encryption key from the WAL (again after losing it, and in place of another one), says in its own ade_status when it lacks pg_cron or the key file, reads ade_status, refuses ade_sync(), a release, ade_refresh_account() and ade_add_token() as a standby with nothing sent, gets the key again after a pooled backend turns ade.replicate_key on, has a damaged file or a link to nowhere replaced without stopping, keeps its key when the primary lost its own (the update refuses, a new install elsewhere is not copied over it), and promoted opens every secret; crash recovery keeps a key file copied in since') END;
 SELECT CASE WHEN :'ca' LIKE 'skip:%' THEN skip(:'ca', 1)
   ELSE is(:'ca'::text, 'b=ok default=ok a=refused',
           'with ade.ca_file set, only it is trusted: a server the system store trusts but ade.ca_file does not is refused') END;
@@ -34,7 +34,10 @@ SELECT alike(ade_node_problem('pg_cron, pg_stat_statements'), 'ade is not in sha
             'a node without ade preloaded says so');
 SELECT alike(ade_node_problem('ade'), 'pg_cron is not in shared_preload_libraries on this server%',
             'a node without pg_cron preloaded, where pg_cron is installed, says the ade_sync job would not run there');
-SELECT is(ade_node_problem('"pg_cron", $libdir/ade'), NULL, 'shared_preload_libraries is read as the server reads it (quotes, $libdir/)');
+SELECT is(ade_node_problem(E'"pg_cron",\t$libdir/ade.so'), NULL, 'shared_preload_libraries is read as the server reads it (quotes, tabs, $libdir/, .so)');
+SELECT is(ade_node_problem('pg_cron,/usr/lib/postgresql/15/lib/ade.so'), NULL, 'a preloaded library named by its path is preloaded');
+SELECT alike(ade_node_problem('pg_cron,adex'), 'ade is not in shared_preload_libraries%', 'another library whose name begins with ade is not ade');
+SELECT ok(ade_preloaded(), 'this server preloaded ade: its WAL resource manager is registered (what ade_node_problem() asks of this server)');
 SELECT alike(ade_node_problem(NULL, 'postgres'), 'cron.database_name is ''postgres'' on this server, not this database%',
             'a node whose cron.database_name is another database says so');
 SET ROLE ade_reader;
