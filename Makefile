@@ -16,7 +16,8 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 # and never edited once released.
 SCHEMA = src/schema/tables.sql src/schema/tokens.sql src/schema/sync.sql \
 	src/schema/hosts.sql src/schema/profiles.sql src/schema/teams.sql \
-	src/schema/devices.sql src/schema/status.sql src/schema/schedule.sql \
+	src/schema/devices.sql src/schema/api.sql \
+	src/schema/status.sql src/schema/schedule.sql \
 	src/schema/uninstall.sql
 # a file of src/schema that is not listed would silently never ship
 ifneq ($(filter-out $(SCHEMA),$(wildcard src/schema/*.sql)),)

@@ -2397,3 +2397,12 @@ UPDATE host_dep_assignments d SET mdm_migration_deadline = ade_migration_deadlin
 -- the key-encryption key into the WAL, for every standby (src/kekwal.c):
 -- one made before this update has none yet (issue 23)
 SELECT ade_vault_init();
+
+-- the client assertion of a Business/School Manager API account (src/apijwt.c), for tests (issue 24)
+CREATE FUNCTION ade_client_assertion(client_id text, key_id text, private_key bytea,
+	iat bigint, exp bigint, jti text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_client_assertion' LANGUAGE C STRICT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_client_assertion(text, text, bytea, bigint, bigint, text) IS
+	'internal: the ES256 client assertion (JWT) of a Business/School Manager API account, signed with its EC P-256 private key (for tests)';
+REVOKE ALL ON FUNCTION ade_client_assertion(text, text, bytea, bigint, bigint, text) FROM PUBLIC;

@@ -295,4 +295,11 @@ extern void AdeCommit(void);
 extern bool AdeTrySubxact(void (*step) (void *), void *arg, ErrorData **error,
 						  AdeAbmKind *kind);
 
+/* ---- the Business/School Manager API's client assertion (apijwt.c) ---- */
+#define ADE_API_ASSERTION_MAX_SECONDS INT64CONST(15552000)	/* Apple: exp - iat < 180 days */
+extern void AdeApiKeyCheck(const char *pem, int pem_len);
+extern char *AdeClientAssertion(const char *client_id, const char *key_id,
+								const char *pem, int pem_len,
+								int64 iat, int64 exp, const char *jti);
+
 #endif							/* ADE_H */
