@@ -9,7 +9,8 @@ PGBIN=${ADE_PGBIN:-/usr/lib/postgresql/$PGVER/bin}
 PYTHON=/usr/bin/python3
 ADE_PACKAGES="postgresql-$PGVER postgresql-client-$PGVER postgresql-server-dev-$PGVER
   postgresql-$PGVER-cron postgresql-$PGVER-pgtap libtap-parser-sourcehandler-pgtap-perl
-  libcurl4-openssl-dev libssl-dev python3 python3-hypothesis python3-psycopg2 openssl make gcc bc strace procps
+  libcurl4-openssl-dev libssl-dev python3 python3-hypothesis python3-psycopg2 python3-cryptography
+  openssl make gcc bc strace procps
   postgresql-$PGVER-auto-failover"
 
 log() { printf '== %s\n' "$*"; }

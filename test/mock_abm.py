@@ -8,8 +8,13 @@ activation lock) and has a control API under /_mock/ with which tests register t
 change devices, inject faults and read what the client sent.  This file is
 the HTTP side (Apple's calls, the control API, faults as they are served);
 what it serves from, the organisations and their devices, cursors, rules
-and the request log, is test/mock_state.py.
-Python 3.11 standard library only; it binds to loopback only.
+and the request log, is test/mock_state.py.  On the same port it also
+serves Apple's School and Business Manager API (OAuth 2 client assertions,
+/v1/orgDevices, /v1/mdmServers, /v1/orgDeviceActivities, AppleCare):
+test/mock_api.py answers it, from test/mock_api_state.py; an organisation
+there is an org_name here, and what its tokens hold is its devices.
+Python 3.11 standard library, and Debian's python3-cryptography for the
+School and Business Manager API only; it binds to loopback only.
 
 Run:
     /usr/bin/python3 test/mock_abm.py [--host 127.0.0.1] [--port 0]
@@ -44,6 +49,22 @@ T_C_NOT_SIGNED, UNAUTHORIZED, EXPIRED_CURSOR, INVALID_CURSOR,
 EXHAUSTED_CURSOR, CURSOR_REQUIRED, CONFIG_NAME_REQUIRED, CONFIG_URL_REQUIRED,
 DEVICE_LIMIT_EXCEEDED, INVALID_PROFILE, MALFORMED_REQUEST_BODY, NOT_FOUND).
 
+School and Business Manager API endpoints (test/mock_api.py's header has
+their rules; none needs the headers above):
+    POST /auth/oauth2/token, /auth/oauth2/v2/token   client assertion -> access token
+    GET  /v1/orgDevices, /v1/orgDevices/{serial}, .../relationships/assignedServer,
+         .../appleCareCoverage, /v1/mdmServers, /v1/mdmServers/{id},
+         /v1/mdmServers/{id}/relationships/devices, /v1/orgDeviceActivities/{id}
+    POST /v1/orgDeviceActivities   ASSIGN_DEVICES | UNASSIGN_DEVICES
+    GET  /activity-logs/{id}.csv   an activity's downloadUrl
+An organisation's MDM servers: one per token of that org_name (id: its
+server_uuid in upper case without dashes; name: its server_name), then
+those POST /_mock/api/servers adds.  Its devices: every device its tokens
+hold (on that token's server), then those POST /_mock/api/devices adds (on a
+server that is no token, or on none).  An activity that moves a device onto
+a token's server adds it to that token's feed ("added" event); off it
+deletes it ("deleted" event), as POST /_mock/devices does.
+
 Control API (no auth, JSON in and out, not header-checked, not logged).
 "consumer_key" in a body may also be given as an org_name; errors are
 {"error": "..."} with status 400 (bad body) or 404 (unknown org / endpoint).
@@ -71,9 +92,10 @@ Control API (no auth, JSON in and out, not header-checked, not logged).
     POST /_mock/faults             {"rules": [rule, ...]} (or one rule) -> {"rules": n}
     GET  /_mock/faults             -> {"rules": [rules with what is left of skip/times]}
     POST /_mock/faults/clear
-    POST /_mock/latency            {"ms": N, "jitter_ms"?: J, "consumer_key"?: CK}
-                                   every ABM request (of that token's org, or
-                                   all) is answered after N ms +- J (uniform),
+    POST /_mock/latency            {"ms": N, "jitter_ms"?: J, "consumer_key"?: CK,
+                                    "client_id"?: an API account}
+                                   every ABM request (of that token's org or
+                                   API account, or all) is answered after N ms +- J (uniform),
                                    as Apple's round trips are, not loopback's;
                                    {"ms": 0} turns it off (as does reset)
     POST /_mock/assign_responses   {consumer_key, responses: {serial: FAILED|THROTTLED|
@@ -98,9 +120,54 @@ Control API (no auth, JSON in and out, not header-checked, not logged).
                                     "seq": last event seq, "generation": g,
                                     "terms_expired", "rejected", "forced": {serial: answer},
                                     "retry_after_seconds"}
+  The School and Business Manager API's ("org" is an org_name):
+    POST /_mock/api/accounts       {org, client_id?, key_id?, school?, public_key_pem? |
+                                    pkcs8?} -> {client_id, key_id, org, scope,
+                                    private_key_pem (when the mock made the key)}
+                                   (the same client_id again: a new key, same counts)
+    GET  /_mock/api/accounts       -> {"accounts": [{client_id, key_id, org, scope,
+                                    public_key_pem, created}]}
+    POST /_mock/api/accounts/remove {client_id}
+    POST /_mock/api/revoke         {client_id} its live access tokens answer 401
+                                   from now on -> {"revoked": n}
+    POST /_mock/api/settings       {token_lifetime?: s (3600), activity_polls?: n (2:
+                                    the 2nd GET finds it finished), activity_seconds?:
+                                    s | null (null: by polls; else finished s after
+                                    the POST, without a poll), download_seconds?: s
+                                    (600), jti_reuse?: reject | allow} -> {"settings"}
+    GET  /_mock/api/assertions[?client_id=C] -> {"assertions": [{seq, time,
+                                    client_id, grant_type, scope, client_assertion_type,
+                                    header, claims, signature_bytes, assertion, ok, error}]}
+    POST /_mock/api/assertions/clear
+    POST /_mock/api/servers        {org, name, type?: MDM, id?} -> {"id", "name"}
+    POST /_mock/api/devices        {org, generate?: {count, prefix="A", start=0,
+                                    digits=8, families=["Mac","iPhone","iPad"],
+                                    server?: name or id (a token's: into its feed;
+                                    none: unassigned)}, release?: [serials] (out of
+                                    the org: gone from lists, releasedFromOrgDateTime
+                                    on the single GET; a token's device leaves its
+                                    feed with no event, as disown), set?: {serial:
+                                    {attribute: value} | null}} -> {"devices": n, ...}
+    POST /_mock/api/applecare      {serial, coverage: [attributes...] | null (the
+                                    made-up one: a third ACTIVE ending within 90
+                                    days, a third INACTIVE, a third none)}
+    POST /_mock/api/activity_faults {org, fail?: {serial: code | null} | [serials],
+                                    next_failed?: n} forced per-device failures
+                                    (COMPLETED_WITH_ERROR); the next n activities
+                                    end FAILED, nothing moved
+    GET  /_mock/api/state?org=ORG  -> {servers, devices: {serial: {server, token}},
+                                    released, overrides, activities, fail, accounts}
+    GET  /_mock/api/stats          -> {"counts": {client_id: {"GET /v1/orgDevices": n,
+                                    "GET /v1/orgDevices/{id}": n, ...}}, "tokens": {client_id:
+                                    live access tokens}}
+    GET  /_mock/api/tokens         -> {"tokens": [{access_token, client_id, expires, revoked}]}
+  API requests are logged (with "client_id") and counted in /_mock/stats as
+  "METHOD /path" (no query string) and, for a path with an id, also under
+  its template ("GET /v1/orgDevices/{id}/appleCareCoverage").
 
 Fault rule keys (all optional): method, path (exact or fnmatch pattern),
-consumer_key, skip (0), times (1; -1 = forever), status, body (text or JSON),
+consumer_key, client_id (an API account's client id or org name: its token
+and /v1 requests only), skip (0), times (1; -1 = forever), status, body (text or JSON),
 headers, hang_seconds, cut_body, truncate_json, json_drop, repeat_cursor,
 rotate_session, pad_bytes, body_b64 (the body as base64: any bytes, invalid
 UTF-8 included), hold (a name: the request waits, before it is answered,
@@ -130,6 +197,10 @@ import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# Apple's School and Business Manager API beside it (test/mock_api.py, its
+# state test/mock_api_state.py)
+import mock_api
+from mock_api_state import ApiState
 # the organisations, fault rules and request log (test/mock_state.py)
 from mock_state import (
     ASSIGN_VALUES, DEFAULT_LIMIT, FIXTURE, JSON_TYPE, MAX_LIMIT, TEXT_TYPE, ControlError, State,
@@ -511,6 +582,7 @@ ROUTES = {
 
 def c_reset(st, body, q):
     st.reset()
+    st.api.reset()
     return {"ok": True}
 
 
@@ -549,7 +621,7 @@ def c_devices(st, body, q):
 RULE_KEYS = {"method", "path", "consumer_key", "skip", "times", "status", "body",
              "headers", "hang_seconds", "cut_body", "truncate_json", "json_drop",
              "repeat_cursor", "rotate_session", "pad_bytes", "comment", "body_b64",
-             "hold", "hold_seconds"}
+             "hold", "hold_seconds", "client_id"}
 
 
 def c_clock(st, body, q):
@@ -650,7 +722,7 @@ def c_latency(st, body, q):
     if not isinstance(ms, (int, float)) or not isinstance(jitter, (int, float)) \
             or ms < 0 or jitter < 0 or jitter > ms or ms > 600000:
         raise ControlError(400, "ms and jitter_ms: numbers, 0 <= jitter_ms <= ms <= 600000")
-    ck = body.get("consumer_key")
+    ck = body.get("consumer_key") or body.get("client_id")
     if ms == 0:
         st.latency.pop(ck, None)
     else:
@@ -704,6 +776,7 @@ CONTROL = {
     ("GET", "/_mock/stats"): c_stats,
     ("GET", "/_mock/state"): c_state,
 }
+CONTROL.update(mock_api.CONTROL)       # /_mock/api/...: the School and Business Manager API
 
 
 # ---------------------------------------------------------------- HTTP layer
@@ -871,18 +944,28 @@ class Handler(BaseHTTPRequestHandler):
             logged_body = raw.decode("utf-8", "replace")
         h = self.headers
         session = h.get("X-ADM-Auth-Session")
+        # Apple's School and Business Manager API (test/mock_api.py): its own
+        # auth, no device-assignment headers; everything else here is shared
+        api = mock_api.owns(self.req_path)
+        self.api_account = None
+        if api:
+            api_fn, api_args, keys = mock_api.match(self.command, self.req_path)
+        else:
+            keys = ["%s %s" % (self.command, self.req_path)]
         entry = {"seq": 0, "method": self.command, "path": self.req_path,
-                 "query": self.query, "consumer_key": None, "status": None,
+                 "query": self.query, "consumer_key": None, "client_id": None, "status": None,
                  "session": session, "authorization": h.get("Authorization") is not None,
                  "user_agent": h.get("User-Agent"), "content_type": h.get("Content-Type"),
                  "body": logged_body, "time": round(time.time(), 3)}
-        key = "%s %s" % (self.command, self.req_path)
         with st.lock:
             st.log_seq += 1
             entry["seq"] = st.log_seq
             st.log.append(entry)
-            st.counts[key] = st.counts.get(key, 0) + 1
+            for key in keys:
+                st.counts[key] = st.counts.get(key, 0) + 1
             st.requests += 1
+            if hasattr(st, "api"):
+                st.api.tick()           # activities due by the clock finish first
 
         def finish(status, **extra):
             with st.lock:
@@ -894,17 +977,23 @@ class Handler(BaseHTTPRequestHandler):
 
         hung = 0.0
         ct = (h.get("Content-Type") or "").replace(" ", "").lower()
-        if (not (h.get("User-Agent") or "").startswith("pg-ade/")
-                or (h.get("X-Server-Protocol-Version") or "").strip() != "10"
-                or (self.command in ("POST", "PUT") and ct != JSON_TYPE.lower())):
+        if not api and (not (h.get("User-Agent") or "").startswith("pg-ade/")
+                        or (h.get("X-Server-Protocol-Version") or "").strip() != "10"
+                        or (self.command in ("POST", "PUT") and ct != JSON_TYPE.lower())):
             self.send_bytes(400, b"MISSING_HEADER", TEXT_TYPE)
             finish(400)
             return
 
-        route = ROUTES.get((self.command, self.req_path))
+        route = ROUTES.get((self.command, self.req_path)) if not api else None
         # which org is this for, and does a fault rule apply
         with st.lock:
-            if self.req_path == "/session":
+            if api:
+                acc = mock_api.identify(st, self)
+                if acc is not None:
+                    entry["client_id"] = acc.client_id
+                    for key in keys:
+                        acc.counts[key] = acc.counts.get(key, 0) + 1
+            elif self.req_path == "/session":
                 p = parse_oauth_header(h.get("Authorization")) or []
                 ck = dict(p).get("oauth_consumer_key")
                 self.org = st.orgs.get(ck) if ck else None
@@ -923,6 +1012,10 @@ class Handler(BaseHTTPRequestHandler):
                                               r["consumer_key"] not in (self.org.consumer_key,
                                                                         self.org.account.get("org_name"))):
                     continue
+                if r.get("client_id") and (self.api_account is None or
+                                           r["client_id"] not in (self.api_account.client_id,
+                                                                  self.api_account.org)):
+                    continue
                 if r["skip"] > 0:
                     r["skip"] -= 1
                     continue
@@ -931,7 +1024,8 @@ class Handler(BaseHTTPRequestHandler):
                 r["hits"] += 1
                 rule, rule_idx = dict(r), i
                 break
-            lat = st.latency.get(self.org.consumer_key if self.org is not None else None) \
+            lat = st.latency.get(self.org.consumer_key if self.org is not None else
+                                 self.api_account.client_id if self.api_account is not None else None) \
                 or st.latency.get(None)
         fx = {"fault": rule_idx} if rule is not None else {}
 
@@ -978,6 +1072,20 @@ class Handler(BaseHTTPRequestHandler):
             cur = self.body_json.get("cursor") if isinstance(self.body_json, dict) else None
             status, payload = 200, {"devices": [], "cursor": cur, "more_to_follow": True,
                                     "fetched_until": st_now(st)}
+        elif api:
+            with st.lock:
+                status, payload, hx = mock_api.answer(st, self, api_fn, api_args)
+                headers.update(hx or {})
+                if isinstance(payload, (dict, list)):
+                    if rule and isinstance(payload, dict):
+                        for k in rule.get("json_drop") or []:
+                            payload.pop(k, None)
+                        if rule.get("pad_bytes"):
+                            payload["padding"] = "x" * int(rule["pad_bytes"])
+                    payload = json.dumps(payload, separators=(",", ":"))
+                    ctype = mock_api.API_JSON
+                else:
+                    ctype = headers.pop("Content-Type", TEXT_TYPE)
         elif route is None:
             status, payload = 404, "NOT_FOUND"
         else:
@@ -1146,7 +1254,9 @@ def main(argv=None):
     if a.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(a.tls_cert, a.tls_key)
-    srv = Server((a.host, a.port), Handler, State(), ssl_ctx=ctx, quiet=a.quiet)
+    state = State()
+    state.api = ApiState(state)
+    srv = Server((a.host, a.port), Handler, state, ssl_ctx=ctx, quiet=a.quiet)
     port = srv.server_address[1]
     if a.port_file:
         tmp = "%s.tmp.%d" % (a.port_file, os.getpid())

@@ -36,7 +36,10 @@ they print a message on stderr and exit non-zero.
                      [--expire-sessions] [--expire-cursors]
     mockctl.py state CK [same flags as tokstate]   with flags: tokstate;
                      without: prints GET /_mock/state JSON
-    mockctl.py count "POST /devices/sync"          prints the integer count
+    mockctl.py count "POST /devices/sync" [--client-id CID]  prints the integer count
+                     (path without query string; a path with an id also
+                     counts under its template: "GET /v1/orgDevices/{id}");
+                     --client-id: that API account's requests only
     mockctl.py sent                                serials sent in PUT /profile/devices
                      since log-clear, sorted JSON list
     mockctl.py stats                               prints GET /_mock/stats JSON
@@ -44,6 +47,44 @@ they print a message on stderr and exit non-zero.
     mockctl.py log-clear
     mockctl.py wait-port PORTFILE [--timeout 10] [--https] [--print-url]
                      waits for the port file and for GET /_mock/stats to answer
+
+Apple's School and Business Manager API (test/mock_api.py); ORG is an
+org_name: its MDM servers are its tokens' servers plus those api-server adds,
+its devices every device its tokens hold plus those api-devices adds:
+    mockctl.py api-account --org ORG [--client-id BUSINESSAPI.<uuid>|SCHOOLAPI.<uuid>]
+                     [--key-id UUID] [--school] (--pem-out FILE [--pkcs8] |
+                     --public-key PEM_FILE)
+                     registers an API account; with --pem-out the mock makes
+                     an EC P-256 key and FILE gets the private key (SEC1 "EC
+                     PRIVATE KEY"; --pkcs8: PKCS#8 bytes under that label);
+                     --public-key registers that key instead; prints
+                     {"client_id", "key_id"} (the same client id again: a new key)
+    mockctl.py api-accounts                        prints the accounts JSON
+    mockctl.py api-remove CLIENT_ID                forgets an account (and its tokens)
+    mockctl.py api-revoke CLIENT_ID                its access tokens answer 401 from now on
+    mockctl.py api-settings [--token-lifetime S] [--activity-polls N]
+                     [--activity-seconds S | --activity-by-polls]
+                     [--download-seconds S] [--jti-reuse reject|allow]
+                     prints the settings (defaults: 3600, 2 polls, 600, reject)
+    mockctl.py api-server --org ORG --name NAME [--type MDM|APPLE_CONFIGURATOR|APPLE_MDM]
+                     [--id ID]                     prints {"id", "name"}
+    mockctl.py api-devices --org ORG [--generate N [--prefix P] [--start K]
+                     [--server NAME|ID | --unassigned] [--family Mac|iPhone|iPad|...[,...]]]
+                     [--release S1,S2] [--set-json JSON|@FILE] [--print]
+                     generate: serials P%08d from K onto a server (a token's
+                     server: into its device-assignment feed) or unassigned
+                     (the default); release: out of the organisation;
+                     set-json {serial: {attribute: value} | null}: attributes
+                     over the made-up ones
+    mockctl.py applecare SERIAL (--json JSON|@FILE | --clear)
+                     the device's AppleCare coverage: a list of coverage
+                     attribute objects ([] = none); --clear: the made-up one
+    mockctl.py api-activity --org ORG [--fail S1,S2 | --fail S1=CODE,S2=]
+                     [--next-failed N]             a forced per-device failure
+                     (empty CODE clears); the next N activities end FAILED
+    mockctl.py api-assertions [--client-id CID]    prints the assertions received
+    mockctl.py api-state --org ORG                 prints GET /_mock/api/state JSON
+    mockctl.py api-stats                           prints per-account counts JSON
 
 CK is a consumer_key (an org_name works too). JSON files for --add-json and
 --modify-json hold a list of device records (or one record).
@@ -358,8 +399,143 @@ def cmd_state(a):
 
 def cmd_count(a):
     key = " ".join(a.key)
+    if a.client_id:
+        counts = request(base_url(a), "GET", "/_mock/api/stats").get("counts", {})
+        if a.client_id not in counts:
+            raise Fail("unknown client id %r" % a.client_id)
+        sys.stdout.write("%d\n" % counts[a.client_id].get(key, 0))
+        return
     st = request(base_url(a), "GET", "/_mock/stats")
     sys.stdout.write("%d\n" % st.get("counts", {}).get(key, 0))
+
+
+# ---- Apple's School and Business Manager API
+
+def json_arg(text):
+    """A JSON argument, or @FILE holding one."""
+    if text.startswith("@"):
+        return load_json_file(text[1:])
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise Fail("bad JSON argument: %s" % e)
+
+
+def cmd_api_account(a):
+    body = {"org": a.org}
+    if a.client_id:
+        body["client_id"] = a.client_id
+    if a.key_id:
+        body["key_id"] = a.key_id
+    if a.school:
+        body["school"] = True
+    if bool(a.pem_out) == bool(a.public_key):
+        raise Fail("give --pem-out FILE (the mock makes the key) or --public-key PEM_FILE")
+    if a.public_key:
+        if a.pkcs8:
+            raise Fail("--pkcs8 goes with --pem-out")
+        try:
+            with open(a.public_key) as fh:
+                body["public_key_pem"] = fh.read()
+        except OSError as e:
+            raise Fail("cannot read %s: %s" % (a.public_key, e))
+    elif a.pkcs8:
+        body["pkcs8"] = True
+    ans = request(base_url(a), "POST", "/_mock/api/accounts", body)
+    if a.pem_out:
+        write_atomic(a.pem_out, ans["private_key_pem"].encode())
+    sys.stdout.write(json.dumps({"client_id": ans["client_id"], "key_id": ans["key_id"]}) + "\n")
+
+
+def cmd_api_accounts(a):
+    dump(request(base_url(a), "GET", "/_mock/api/accounts"))
+
+
+def cmd_api_remove(a):
+    request(base_url(a), "POST", "/_mock/api/accounts/remove", {"client_id": a.client_id})
+
+
+def cmd_api_revoke(a):
+    request(base_url(a), "POST", "/_mock/api/revoke", {"client_id": a.client_id})
+
+
+def cmd_api_settings(a):
+    body = {}
+    for k in ("token_lifetime", "activity_polls", "activity_seconds", "download_seconds", "jti_reuse"):
+        v = getattr(a, k)
+        if v is not None:
+            body[k] = v
+    if a.activity_by_polls:
+        body["activity_seconds"] = None
+    dump(request(base_url(a), "POST", "/_mock/api/settings", body)["settings"])
+
+
+def cmd_api_server(a):
+    body = {"org": a.org, "name": a.name}
+    if a.type:
+        body["type"] = a.type
+    if a.id:
+        body["id"] = a.id
+    sys.stdout.write(json.dumps(request(base_url(a), "POST", "/_mock/api/servers", body)) + "\n")
+
+
+def cmd_api_devices(a):
+    body = {"org": a.org}
+    if a.generate is not None:
+        g = {"count": a.generate, "prefix": a.prefix, "start": a.start}
+        if a.family:
+            g["families"] = [f for f in a.family.split(",") if f]
+        if a.server and a.unassigned:
+            raise Fail("--server or --unassigned, not both")
+        if a.server:
+            g["server"] = a.server
+        body["generate"] = g
+    elif a.server or a.unassigned or a.family:
+        raise Fail("--server, --unassigned and --family go with --generate")
+    if a.release:
+        body["release"] = [s for s in a.release.split(",") if s]
+    if a.set_json:
+        body["set"] = json_arg(a.set_json)
+    ans = request(base_url(a), "POST", "/_mock/api/devices", body)
+    if a.print:
+        dump(ans)
+
+
+def cmd_applecare(a):
+    if bool(a.json) == bool(a.clear):
+        raise Fail("give --json JSON|@FILE or --clear")
+    cov = None if a.clear else json_arg(a.json)
+    request(base_url(a), "POST", "/_mock/api/applecare", {"serial": a.serial, "coverage": cov})
+
+
+def cmd_api_activity(a):
+    body = {"org": a.org}
+    if a.fail:
+        fail = {}
+        for item in a.fail.split(","):
+            if not item:
+                continue
+            s, sep, code = item.partition("=")
+            fail[s] = (code or None) if sep else "DEVICE_NOT_ELIGIBLE"
+        body["fail"] = fail
+    if a.next_failed is not None:
+        body["next_failed"] = a.next_failed
+    request(base_url(a), "POST", "/_mock/api/activity_faults", body)
+
+
+def cmd_api_assertions(a):
+    path = "/_mock/api/assertions"
+    if a.client_id:
+        path += "?" + urllib.parse.urlencode({"client_id": a.client_id})
+    dump(request(base_url(a), "GET", path))
+
+
+def cmd_api_state(a):
+    dump(request(base_url(a), "GET", "/_mock/api/state?" + urllib.parse.urlencode({"org": a.org})))
+
+
+def cmd_api_stats(a):
+    dump(request(base_url(a), "GET", "/_mock/api/stats"))
 
 
 def cmd_logcount(a):
@@ -395,12 +571,18 @@ def cmd_truth(a):
 
 def cmd_secrets(a):
     """Every secret ABM gave out: token secrets and session tokens seen in the
-    log (for tests that look for leaks), one per line."""
+    log, the API's access tokens and the client assertions it received (for
+    tests that look for leaks), one per line."""
     base = base_url(a)
     seen = set()
     for t in request(base, "GET", "/_mock/tokens").get("tokens", []):
         for k in ("consumer_secret", "access_token", "access_secret"):
             seen.add(t["token"][k])
+    for t in request(base, "GET", "/_mock/api/tokens").get("tokens", []):
+        seen.add(t["access_token"])
+    for r in request(base, "GET", "/_mock/api/assertions").get("assertions", []):
+        if r.get("assertion"):
+            seen.add(r["assertion"])
     for r in request(base, "GET", "/_mock/log").get("requests", []):
         if r.get("session"):
             seen.add(r["session"])
@@ -518,10 +700,71 @@ def main(argv=None):
 
     p = sub.add_parser("count", help='print the count of e.g. "POST /devices/sync"')
     p.add_argument("key", nargs="+")
+    p.add_argument("--client-id", help="that API account's requests only")
     p.set_defaults(fn=cmd_count)
+
+    # Apple's School and Business Manager API
+    p = sub.add_parser("api-account", help="register an API account (prints client_id, key_id)")
+    p.add_argument("--org", required=True, help="org_name: the organisation")
+    p.add_argument("--client-id")
+    p.add_argument("--key-id")
+    p.add_argument("--school", action="store_true", help="a SCHOOLAPI. client id (scope school.api)")
+    p.add_argument("--pem-out", help="the mock makes the key pair; the private key PEM goes here")
+    p.add_argument("--pkcs8", action="store_true", help="PKCS#8 bytes under the EC PRIVATE KEY label")
+    p.add_argument("--public-key", help="register this public key PEM instead")
+    p.set_defaults(fn=cmd_api_account)
+    sub.add_parser("api-accounts").set_defaults(fn=cmd_api_accounts)
+    for name, fn in (("api-remove", cmd_api_remove), ("api-revoke", cmd_api_revoke)):
+        p = sub.add_parser(name)
+        p.add_argument("client_id")
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("api-settings", help="token lifetime, when activities finish, ...")
+    p.add_argument("--token-lifetime", type=int)
+    p.add_argument("--activity-polls", type=int)
+    p.add_argument("--activity-seconds", type=float)
+    p.add_argument("--activity-by-polls", action="store_true", help="activities finish by polls again")
+    p.add_argument("--download-seconds", type=int)
+    p.add_argument("--jti-reuse", choices=("reject", "allow"))
+    p.set_defaults(fn=cmd_api_settings)
+    p = sub.add_parser("api-server", help="add an MDM server (not a token) to an organisation")
+    p.add_argument("--org", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--type", choices=("MDM", "APPLE_CONFIGURATOR", "APPLE_MDM"))
+    p.add_argument("--id")
+    p.set_defaults(fn=cmd_api_server)
+    p = sub.add_parser("api-devices", help="devices of an organisation no token holds; releases")
+    p.add_argument("--org", required=True)
+    p.add_argument("--generate", type=int)
+    p.add_argument("--prefix", default="A")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--server", help="onto this server (name or id)")
+    p.add_argument("--unassigned", action="store_true", help="on no server (the default)")
+    p.add_argument("--family", help="Mac, iPhone, iPad, AppleTV, Watch, Vision (a list: in turn)")
+    p.add_argument("--release", help="serials released from the organisation")
+    p.add_argument("--set-json", help="{serial: {attribute: value} | null}, or @FILE")
+    p.add_argument("--print", action="store_true")
+    p.set_defaults(fn=cmd_api_devices)
+    p = sub.add_parser("applecare", help="set a device's AppleCare coverage")
+    p.add_argument("serial")
+    p.add_argument("--json", help="a list of coverage attribute objects, or @FILE")
+    p.add_argument("--clear", action="store_true", help="back to the made-up coverage")
+    p.set_defaults(fn=cmd_applecare)
+    p = sub.add_parser("api-activity", help="force device activity failures")
+    p.add_argument("--org", required=True)
+    p.add_argument("--fail", help="S1,S2 or S1=CODE,S2= (empty clears)")
+    p.add_argument("--next-failed", type=int, help="the next N activities end FAILED")
+    p.set_defaults(fn=cmd_api_activity)
+    p = sub.add_parser("api-assertions")
+    p.add_argument("--client-id")
+    p.set_defaults(fn=cmd_api_assertions)
+    p = sub.add_parser("api-state")
+    p.add_argument("--org", required=True)
+    p.set_defaults(fn=cmd_api_state)
+    sub.add_parser("api-stats").set_defaults(fn=cmd_api_stats)
     p = sub.add_parser("truth", help="print {serial: consumer_key} of every device ABM holds")
     p.set_defaults(fn=cmd_truth)
-    p = sub.add_parser("secrets", help="print every token secret and session token ABM gave out")
+    p = sub.add_parser("secrets", help="print every token secret, session token, API access token "
+                       "and client assertion ABM gave out or got")
     p.set_defaults(fn=cmd_secrets)
     p = sub.add_parser("logcount", help='print how many e.g. "PUT /profile/devices" the log holds (since log-clear)')
     p.add_argument("key", nargs="+")

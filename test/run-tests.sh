@@ -16,7 +16,9 @@
 #    Cluster 1: pg_regress (make installcheck), the runner's self-test
 #    (test/runner_selftest.sh, a cluster of its own), the mock ABM's
 #    self-test (test/mock_abm.py --self-test: its OAuth vector, cursors and
-#    device calls), and the pgTAP files not in CLUSTER2 below.
+#    device calls), the self-test of its School and Business Manager API
+#    (test/mock_api_selftest.py: a mock of its own, no cluster; counted as
+#    one), and the pgTAP files not in CLUSTER2 below.
 #    Cluster 2: the pgTAP files of CLUSTER2, then the model-based test
 #    (test/model_test.py), the fuzz of untrusted input (test/input_fuzz.py)
 #    and the stress test of the application racing open runs
@@ -92,7 +94,7 @@ for f in ${only:-test/t/*.sql}; do
   if [[ -z $only && " ${CLUSTER2[*]} " == *" $n "* ]]; then group2+=("$f"); else group1+=("$f"); fi
 done
 if [[ -z $only ]]; then
-  group1=(pg_regress runner_selftest mock_selftest "${group1[@]}")
+  group1=(pg_regress runner_selftest mock_selftest mock_api_selftest "${group1[@]}")
   group2=("${group2[@]}" model_test input_fuzz stress_open_run)
 fi
 
@@ -121,6 +123,7 @@ run_group() {
       pg_regress) ade_regress ;;
       runner_selftest) ade_counted_as_one runner_selftest test/runner_selftest.sh ;;
       mock_selftest) ade_counted_as_one mock_selftest "$PYTHON" test/mock_abm.py --self-test ;;
+      mock_api_selftest) ade_counted_as_one mock_api_selftest "$PYTHON" test/mock_api_selftest.py ;;
       model_test | input_fuzz | stress_open_run) ade_counted_as_one "$s" "$PYTHON" "test/$s.py" ;;
       *) ade_prove "$s" ;;
     esac
