@@ -450,8 +450,8 @@ abm_url(const char *path)
  * Sleep for ms, interruptibly, by the clock: a latch set meanwhile (a
  * signal to the backend) wakes the wait, but does not shorten the sleep.
  */
-static void
-abm_sleep(int ms)
+void
+AdeSleep(int ms)
 {
 	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 	long		left;
@@ -671,7 +671,7 @@ abm_send(AdeAbmClient *client, const char *method, const char *path,
 		ereport(DEBUG1,
 				(errmsg("retrying ABM request %s in %d ms (attempt %d)",
 						what, wait_ms, attempt + 1)));
-		abm_sleep(wait_ms);
+		AdeSleep(wait_ms);
 	}
 }
 

@@ -70,6 +70,10 @@ int			ade_max_concurrent_requests = 32;
 int			ade_reconcile_interval = 1440;
 bool		ade_replicate_key = false;
 int			ade_min_refetch_interval = 60;
+char	   *ade_abm_api_url = NULL;
+char	   *ade_abm_token_url = NULL;
+int			ade_inventory_interval = 60;
+int			ade_applecare_per_run = 10;
 bool		ade_allow_drop = false;
 
 /* a value of ade.abm_url that was rejected while the library loaded */
@@ -252,6 +256,21 @@ check_abm_url(char **newval, void **extra, GucSource source)
 	if (source < PGC_S_INTERACTIVE)
 		return true;
 	GUC_check_errmsg("invalid value for ade.abm_url: %s", why);
+	return false;
+}
+
+/* ade.abm_api_url, ade.abm_token_url: ade.abm_url's rule (empty: Apple's) */
+static bool
+check_api_url(char **newval, void **extra, GucSource source)
+{
+	char	   *why;
+
+	if (*newval == NULL || (*newval)[0] == '\0' || AdeUrlAllowed(*newval, &why))
+		return true;
+	if (source < PGC_S_INTERACTIVE)
+		return true;			/* kept: every request refuses it */
+	GUC_check_errmsg("invalid value: %s", why);
+	GUC_check_errhint("Set an https URL, or an http URL of a loopback host.");
 	return false;
 }
 
@@ -606,6 +625,30 @@ _PG_init(void)
 							"A request within it is refused with the time left, so that a script cannot make ABM list every device over and over.",
 							&ade_min_refetch_interval, 60, 0, 10080,
 							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("ade.abm_api_url",
+							   "Base URL of Apple's Business/School Manager API.",
+							   "Empty: https://api-business.apple.com, or https://api-school.apple.com for a SCHOOLAPI. account. ade.abm_url's rules: https, or http to a loopback host.",
+							   &ade_abm_api_url, "",
+							   PGC_SUSET, 0, check_api_url, NULL, NULL);
+
+	DefineCustomStringVariable("ade.abm_token_url",
+							   "Token endpoint of the Business/School Manager API's accounts.",
+							   "ade.abm_url's rules: https, or http to a loopback host.",
+							   &ade_abm_token_url, "https://account.apple.com/auth/oauth2/token",
+							   PGC_SUSET, 0, check_api_url, NULL, NULL);
+
+	DefineCustomIntVariable("ade.inventory_interval",
+							"How often ade_sync() reads each API account's inventory (every device of the organisation).",
+							"Minutes from the end of the last complete inventory; a pass goes on over as many runs as it takes. 0: only ade_inventory_sync().",
+							&ade_inventory_interval, 60, 0, 525600,
+							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ade.applecare_per_run",
+							"Devices whose AppleCare coverage each run fetches, per API account, those checked longest ago first.",
+							"One request per device (Apple has no bulk call); 0: only ade_refresh_applecare().",
+							&ade_applecare_per_run, 10, 0, 1000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("ade.replicate_key",
 							 "Logs the key-encryption key into the WAL, so that every standby makes ade_kek.key as it replays.",

@@ -46,6 +46,10 @@ extern int	ade_max_concurrent_requests;
 extern int	ade_reconcile_interval;
 extern bool ade_replicate_key;
 extern int	ade_min_refetch_interval;
+extern char *ade_abm_api_url;
+extern char *ade_abm_token_url;
+extern int	ade_inventory_interval;
+extern int	ade_applecare_per_run;
 extern bool ade_allow_drop;
 
 extern bool AdeUrlAllowed(const char *url, char **why);
@@ -203,6 +207,7 @@ extern void AdeAbmCall(AdeAbmClient *client, const char *method, const char *pat
 					   const char *body, AdeAbmResponse *resp);
 extern void AdeAbmRaise(const AdeAbmResponse *resp, const char *what) pg_attribute_noreturn();
 extern char *AdeAbmExcerpt(const char *body);
+extern void AdeSleep(int ms);
 extern void AdeAbmSaveSession(AdeAbmClient *client);
 /* ---- ABM's pauses (pause.c) ---- */
 extern const char *AdeAbmRequestKind(const char *method, const char *path);
@@ -240,12 +245,11 @@ extern void AdeTokenDecrypt(const char *data, size_t len, AdeTokenFile *out);
 
 /* ---- secrets at rest (vault.c) ---- */
 #define ADE_KEK_LEN 32			/* the key-encryption key, ade_kek.key */
-extern void AdeVaultRestoreKek(const unsigned char *key, bool made);
-extern void AdeVaultLogKekOnce(void);
+extern void AdeVaultRestoreKek(const unsigned char *key, bool proven);
 
 /* ---- the key-encryption key on every node (kekwal.c) ---- */
 extern void AdeKekWalRegister(void);
-extern void AdeKekWalLog(const unsigned char *key, bool made);
+extern bool AdeKekWalLog(const unsigned char *key, bool proven);
 extern bool AdeKekWalRegistered(void);
 
 extern char *AdeVaultPlace(const char *table, const char *column, int64 row);
@@ -296,6 +300,10 @@ extern bool AdeTrySubxact(void (*step) (void *), void *arg, ErrorData **error,
 						  AdeAbmKind *kind);
 
 /* ---- the Business/School Manager API's client assertion (apijwt.c) ---- */
+/* ---- the Business/School Manager API (api.c) ---- */
+extern int	AdeApiAccounts(void);
+extern void AdeApiRun(TimestampTz deadline);
+
 #define ADE_API_ASSERTION_MAX_SECONDS INT64CONST(15552000)	/* Apple: exp - iat < 180 days */
 extern void AdeApiKeyCheck(const char *pem, int pem_len);
 extern char *AdeClientAssertion(const char *client_id, const char *key_id,

@@ -12,16 +12,19 @@
  * than it is used).
  *
  * Owns the resource manager "ade" (ADE_RMGR_ID), its two kinds of record
- * (the KEK, 32 bytes: one the primary had, KEK, and one it has just made
- * because it had none, KEK_MADE) and what replaying them does.  vault.c
- * owns the file: it logs the KEK when it makes the file, at CREATE
- * EXTENSION and ALTER EXTENSION UPDATE (ade_vault_init()), and once in each
- * backend that runs a sync, so that a standby made before the extension,
- * or one that lost the file, gets it with no file copied by hand.
- * Replaying (AdeVaultRestoreKek()) makes a missing file; on a standby it
- * replaces a different or damaged one, unless the primary's key was just
- * made (the standby's may be the one the data keys need); in crash
- * recovery it never replaces one.
+ * (the KEK, 32 bytes: KEK, proven, when it has just opened or sealed a data
+ * key of the primary's; KEK_UNPROVEN, the primary's file before any data key
+ * proved it) and what replaying them does.  vault.c owns the file: it logs
+ * it unproven at CREATE EXTENSION (ade_vault_init()), and proven once in
+ * each backend whose KEK opens or seals a data key (every run that opens a
+ * secret; ALTER EXTENSION UPDATE), so that a standby made before the
+ * extension, or one that lost the file, gets it with no file copied by
+ * hand.  Replaying (AdeVaultRestoreKek()) makes a missing file; in archive
+ * recovery (a standby, a restore) a proven key replaces a different or
+ * damaged file, an unproven one never replaces a usable file (the key this
+ * server has may be the one the data need: a primary that lost its file
+ * makes a new one, which no data key proves); in crash recovery nothing
+ * replaces a file.
  *
  * Why WAL: files in the data directory do not replicate, and the KEK must
  * be on the node that takes over when the primary dies.  What this costs: the
@@ -59,8 +62,8 @@
  */
 #define ADE_RMGR_ID 201
 
-#define XLOG_ADE_KEK 0x00		/* the key-encryption key, as the primary has it */
-#define XLOG_ADE_KEK_MADE 0x10	/* one the primary has just made: it had none */
+#define XLOG_ADE_KEK 0x00		/* the KEK, proven: it opened or sealed a data key */
+#define XLOG_ADE_KEK_UNPROVEN 0x10	/* the primary's file, no data key proven it yet */
 
 static bool registered = false;
 
@@ -69,7 +72,7 @@ ade_rmgr_redo(XLogReaderState *record)
 {
 	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
 
-	if (info != XLOG_ADE_KEK && info != XLOG_ADE_KEK_MADE)
+	if (info != XLOG_ADE_KEK && info != XLOG_ADE_KEK_UNPROVEN)
 		elog(PANIC, "ade_rmgr_redo: unknown op code %u", info);
 	if (XLogRecGetDataLen(record) != ADE_KEK_LEN)
 	{
@@ -77,7 +80,7 @@ ade_rmgr_redo(XLogReaderState *record)
 				(errmsg("ade: a key-encryption key record of %u bytes was not replayed", XLogRecGetDataLen(record))));
 		return;
 	}
-	AdeVaultRestoreKek((const unsigned char *) XLogRecGetData(record), info == XLOG_ADE_KEK_MADE);
+	AdeVaultRestoreKek((const unsigned char *) XLogRecGetData(record), info == XLOG_ADE_KEK);
 }
 
 /* what pg_waldump shows: never the key */
@@ -86,7 +89,7 @@ ade_rmgr_desc(StringInfo buf, XLogReaderState *record)
 {
 	uint8		info = XLogRecGetInfo(record) & ~XLR_INFO_MASK;
 
-	if (info == XLOG_ADE_KEK || info == XLOG_ADE_KEK_MADE)
+	if (info == XLOG_ADE_KEK || info == XLOG_ADE_KEK_UNPROVEN)
 		appendStringInfoString(buf, "the key-encryption key file ade_kek.key (not shown)");
 }
 
@@ -97,8 +100,8 @@ ade_rmgr_identify(uint8 info)
 	{
 		case XLOG_ADE_KEK:
 			return "KEK";
-		case XLOG_ADE_KEK_MADE:
-			return "KEK_MADE";
+		case XLOG_ADE_KEK_UNPROVEN:
+			return "KEK_UNPROVEN";
 	}
 	return NULL;
 }
@@ -125,14 +128,15 @@ AdeKekWalRegister(void)
  * manager is not registered (the library not preloaded: the record could
  * not be replayed anywhere that is so too).
  */
-void
-AdeKekWalLog(const unsigned char *key, bool made)
+bool
+AdeKekWalLog(const unsigned char *key, bool proven)
 {
 	if (!registered || !ade_replicate_key || RecoveryInProgress() || !XLogInsertAllowed())
-		return;
+		return false;
 	XLogBeginInsert();
 	XLogRegisterData((char *) key, ADE_KEK_LEN);
-	(void) XLogInsert(ADE_RMGR_ID, made ? XLOG_ADE_KEK_MADE : XLOG_ADE_KEK);
+	(void) XLogInsert(ADE_RMGR_ID, proven ? XLOG_ADE_KEK : XLOG_ADE_KEK_UNPROVEN);
+	return true;
 }
 
 /* whether the library was preloaded (ade_node_problem()) */

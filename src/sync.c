@@ -1204,6 +1204,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 	bool		alone;
 	char	   *holder;
 	bool		prepared = false;
+	int			accounts;
 
 	/* a standby replays what the primary's runs did; it runs none */
 	AdeRefuseOnStandby("ade_sync()");
@@ -1213,9 +1214,6 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 
 	if (SPI_connect_ext(commit ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	/* the key-encryption key for the standbys, once in this backend (vault.c) */
-	AdeVaultLogKekOnce();
-
 	/*
 	 * Prune history older than ade.runs_retention: the cutoff a value the
 	 * planner sees (a one-shot plan), so that the index on started_at finds
@@ -1270,6 +1268,8 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 
+	/* the API accounts (api.c) take a share of the run, as one more token */
+	accounts = (only == 0 && AdeSqlAtLeast(0, 5)) ? AdeApiAccounts() : 0;
 	alone = AdeRunLock(commit);
 	holder = alone ? NULL : AdeRunLockHolder(&prepared);
 	runcxt = AllocSetContextCreate(CurrentMemoryContext, "ade sync token",
@@ -1297,7 +1297,7 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 			run.started_at = GetCurrentTimestamp();
 			/* a fair share of what is left: what is left over the tokens to go */
 			run.deadline = run.started_at +
-				Max(run_deadline - run.started_at, 0) / (n - i);
+				Max(run_deadline - run.started_at, 0) / (n - i + (accounts > 0 ? 1 : 0));
 			/*
 			 * A job that runs SELECT ade_sync() (made before 0.5, or brought
 			 * back by a dump): one transaction, which holds hosts to its end
@@ -1310,6 +1310,9 @@ sync_tokens(ReturnSetInfo *rsinfo, bool commit, bool one, int64 only)
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(runcxt);
 		}
+		/* the inventory and the rest of the API accounts, with what is left */
+		if (accounts > 0 && alone)
+			AdeApiRun(run_deadline);
 	}
 	PG_FINALLY();
 	{

@@ -60,7 +60,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "access/xlogrecovery.h"
+#include "access/xlog_internal.h"
 #include "ade.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
@@ -94,7 +94,7 @@ static VaultKey keys[8];
 static int	nkeys = 0;
 
 static bool kek_loaded = false;
-static bool kek_made = false;	/* this backend made the file (and logged it) */
+static bool kek_logged = false; /* this backend logged the KEK as proven */
 static unsigned char kek[KEY_LEN];
 static bool wipe_registered = false;
 
@@ -235,7 +235,7 @@ remove_leftovers(void)
 	{
 		const char *tmp = strstr(de->d_name, ".tmp.");
 		bool		ours = strncmp(de->d_name, KEK_FILE ".", strlen(KEK_FILE) + 1) == 0 ||
-			strncmp(de->d_name, "ade_secrets_", strlen("ade_secrets_")) == 0;
+			strncmp(de->d_name, "ade_secrets", strlen("ade_secrets")) == 0;
 
 		if (!ours)
 			continue;
@@ -282,14 +282,24 @@ load_kek(bool create)
 		if (!write_new_file(kek_path(), buf, KEY_LEN) &&
 			!read_file(kek_path(), buf, KEY_LEN))
 			elog(ERROR, "the ade key-encryption key vanished after it was made");
-		/* for the standbys (kekwal.c): a key this primary had to make */
-		AdeKekWalLog(buf, true);
-		kek_made = true;
 	}
 	memcpy(kek, buf, KEY_LEN);
 	explicit_bzero(buf, sizeof(buf));
 	kek_loaded = true;
 	return true;
+}
+
+/*
+ * The KEK has just opened or sealed a data key: it is the one this
+ * database's secrets need, which the standbys take (kekwal.c), once in each
+ * backend (each run of the pg_cron job is a new one: a standby that lost
+ * its file has it again within a minute).
+ */
+static void
+kek_proven(void)
+{
+	if (!kek_logged && AdeKekWalLog(kek, true))
+		kek_logged = true;
 }
 
 static void
@@ -442,6 +452,7 @@ load_key(const char *id)
 				 errhint("%s is not the one the stored keys were sealed with (made anew by a restore?): copy the right one over it (see Secrets at rest).", KEK_FILE)));
 	k = cache_key(id, key);
 	explicit_bzero(key, KEY_LEN);
+	kek_proven();
 	return k;
 }
 
@@ -490,6 +501,7 @@ new_data_key(bool first)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	cache_key(id, key);
 	explicit_bzero(key, sizeof(key));
+	kek_proven();
 	return id;
 }
 
@@ -927,39 +939,42 @@ ade_secret_status(PG_FUNCTION_ARGS)
 
 /*
  * ade_vault_init() returns void: makes the key-encryption key file now, at
- * CREATE EXTENSION and ALTER EXTENSION UPDATE, not at the first secret, so
- * that a standby made from a base backup taken after the install has it.
+ * CREATE EXTENSION, not at the first secret, so that a standby made from a
+ * base backup taken after the install has it, and logs it for the standbys
+ * as a key no data key has proven (a standby keeps a key of its own that
+ * differs).  At ALTER EXTENSION UPDATE, where data keys exist, it never
+ * makes one: the file must be there, and it opens the current data key,
+ * which logs it as proven.
  */
 Datum
 ade_vault_init(PG_FUNCTION_ARGS)
 {
+	int			rc;
+
 	remove_leftovers();
-	/* where data keys exist (ALTER EXTENSION UPDATE), a new KEK opens none */
-	if (data_keys_exist())
-		require_kek();
-	(void) load_kek(true);
-	/* a standby made before the extension (or this update) gets it too */
-	if (!kek_made)
-		AdeKekWalLog(kek, false);
+	if (!data_keys_exist())
+	{
+		/* CREATE EXTENSION: the key, made or found, proven by no data key yet */
+		(void) load_kek(true);
+		(void) AdeKekWalLog(kek, false);
+		PG_RETURN_VOID();
+	}
+	/* ALTER EXTENSION UPDATE: never a new KEK, which would open none */
+	require_kek();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute(psprintf("SELECT id FROM %s.ade_secret_keys WHERE current", AdeSchema()), true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		char	   *id = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+		(void) load_key(id);	/* it opens: proven, and logged */
+	}
+	SPI_finish();
 	PG_RETURN_VOID();
-}
-
-/*
- * The KEK for the standbys, once in each backend that runs a sync (pg_cron
- * starts one a minute): a standby that lost the file, or was made from a
- * backup without it, gets it back within a minute of a run.
- */
-void
-AdeVaultLogKekOnce(void)
-{
-	static bool logged = false;
-
-	/* once logged; not before the setting is on (a pooled backend turns it on) */
-	if (logged || !ade_replicate_key || RecoveryInProgress())
-		return;
-	if (load_kek(false))
-		AdeKekWalLog(kek, false);
-	logged = true;
 }
 
 /*
@@ -992,20 +1007,21 @@ replace_file(const char *path, const void *buf, size_t len)
  * Replaying the KEK (kekwal.c, in the startup process): what is in the
  * data directory becomes the primary's key, where that cannot lose one.
  * - No file: made durably, in any recovery (the key, as the WAL has it).
- * - The same key: nothing.
- * - Another file, or a damaged one (wrong size, unreadable, a link), on a
- *   standby (standby.signal): replaced, durably, by the primary's, whose
- *   data the standby's are; except when the primary made its key just now
- *   (made: it had none, so it lost the one its data keys may be sealed
- *   with): then the standby's is kept, with a WARNING, as the copy to
- *   restore.
- * - In crash or archive recovery (not a standby), a file that is there is
- *   kept: the record is this server's own past, and an admin may have put
- *   the right key in place since (a restore from pg_dump, say).
+ * - The same key (through a link too): nothing.
+ * - In archive recovery (a standby, a restore from a base backup): a
+ *   proven key (it opened or sealed a data key of the primary's) replaces a
+ *   different or damaged file (wrong size, unreadable, a link to nowhere),
+ *   durably; an unproven one (a primary's file no data key has opened yet:
+ *   a new install, or a key made anew by a primary that lost its own)
+ *   replaces only a damaged one, so that the key the data need is kept
+ *   where it still is, until the primary proves its own.
+ * - In crash recovery, a file that is there is kept: the records are this
+ *   server's own past, and an admin may have put the right key in place
+ *   since (after a restore from pg_dump, say).
  * Never an ERROR: it would end the recovery.
  */
 void
-AdeVaultRestoreKek(const unsigned char *key, bool made)
+AdeVaultRestoreKek(const unsigned char *key, bool proven)
 {
 	unsigned char have[KEY_LEN];
 	MemoryContext cxt = CurrentMemoryContext;
@@ -1029,25 +1045,25 @@ AdeVaultRestoreKek(const unsigned char *key, bool made)
 		}
 		else
 		{
-			usable = S_ISREG(st.st_mode) && st.st_size == KEY_LEN &&
+			/* usable: a file of the right size that can be read, maybe linked */
+			usable = stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == KEY_LEN &&
 				access(path, R_OK) == 0 && read_file(path, have, KEY_LEN);
 			if (usable && memcmp(have, key, KEY_LEN) == 0)
 				;				/* the same */
-			else if (!StandbyMode)
+			else if (!ArchiveRecoveryRequested)
 				ereport(WARNING,
 						(errmsg("ade: %s differs from the key-encryption key in the WAL being recovered: kept", KEK_FILE),
-						 errdetail("Crash or archive recovery does not replace the file: the record is this server's own past.")));
-			else if (usable && made)
+						 errdetail("Crash recovery does not replace the file: the records are this server's own past.")));
+			else if (usable && !proven)
 				ereport(WARNING,
-						(errmsg("ade: the primary made a new key-encryption key, and this standby's %s differs: kept", KEK_FILE),
-						 errdetail("The primary had no key file; its data keys may be sealed with the one kept here."),
-						 errhint("Copy this standby's %s to the primary (see Secrets at rest).", KEK_FILE)));
+						(errmsg("ade: the primary's %s, which no data key has opened yet, differs from this server's: kept", KEK_FILE),
+						 errdetail("This server's is replaced once the primary's opens or seals a data key (its next run, or a token added): the key the data need is never lost meanwhile.")));
 			else
 			{
 				replace_file(path, key, KEY_LEN);
 				ereport(LOG,
 						(errmsg("ade: %s replaced by the primary's (it %s)", KEK_FILE,
-								usable ? "differed" : "was damaged")));
+								usable ? "differed" : "could not be used")));
 			}
 		}
 	}

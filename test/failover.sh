@@ -79,7 +79,7 @@ EOF
 }
 
 # ---- the formation first: monitor, primary, secondary
-auto create monitor --pgdata "$work/mon" --pgport "$mport" --hostname 127.0.0.1 --auth trust --no-ssl \
+auto create monitor --pgdata "$work/mon" --pgport "$mport" --hostname 127.0.0.1 --listen 127.0.0.1 --auth trust --no-ssl \
   >"$work/mon.create.log" 2>&1 || { echo "skip: no monitor: $(tail -1 "$work/mon.create.log")"; exit 0; }
 echo "shared_buffers = '64MB'" >>"$work/mon/postgresql.conf"
 run_node "$work/mon"

@@ -228,7 +228,11 @@ SELECT t.id AS token_id,
 	   t.reconciled_at,
 	   CASE WHEN t.reconcile_started_at IS NOT NULL THEN 'under way since ' OPERATOR(pg_catalog.||) t.reconcile_started_at::text
 			WHEN t.reconcile_due THEN 'asked for: the next run starts it'
-	   END AS reconcile
+	   END AS reconcile,
+	   NULL::bigint AS api_account_id,
+	   NULL::timestamptz AS inventory_at,
+	   NULL::bigint AS org_devices,
+	   NULL::bigint AS org_devices_unassigned
   FROM @extschema@.abm_tokens t
   LEFT JOIN LATERAL (
 	SELECT pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
@@ -266,8 +270,41 @@ SELECT t.id AS token_id,
 								 ', ' ORDER BY z.request) AS said
 	  FROM @extschema@.ade_rate_limits z
 	 WHERE z.token_id OPERATOR(pg_catalog.=) t.id AND z.paused_until OPERATOR(pg_catalog.>) pg_catalog.now()
-  ) pz ON true;
-COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, no secret';
+  ) pz ON true
+UNION ALL
+-- a line per Business/School Manager API account (api.sql): its inventory
+SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, 'api'::text,
+	   a.inventory_at, pg_catalog.now() OPERATOR(pg_catalog.-) a.inventory_at,
+	   a.last_error, NULL::boolean, NULL::boolean, NULL::timestamptz, NULL::boolean, NULL::int, NULL::boolean,
+	   NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+	   NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::boolean,
+	   CASE
+		 WHEN k2.problem IS NOT NULL THEN k2.problem
+		 WHEN a.not_before OPERATOR(pg_catalog.>) pg_catalog.now()
+		   THEN 'ABM asked to wait (429/503 Retry-After): nothing is sent to this API account before ' OPERATOR(pg_catalog.||) a.not_before::text
+		 WHEN a.last_error IS NOT NULL THEN 'the last inventory failed: ' OPERATOR(pg_catalog.||) a.last_error
+		 WHEN a.inventory_at IS NULL AND a.inventory_started_at IS NOT NULL
+		   THEN 'the first inventory is under way (since ' OPERATOR(pg_catalog.||) a.inventory_started_at::text OPERATOR(pg_catalog.||) ')'
+		 WHEN a.inventory_at IS NULL
+		   THEN 'no inventory yet: SELECT * FROM ade_inventory_sync(), or the next ade_sync() (ade.inventory_interval)'
+		 WHEN c.unassigned OPERATOR(pg_catalog.>) 0
+		   THEN pg_catalog.format('%s devices of the organisation are on no MDM server: SELECT * FROM ade_devices WHERE mdm_server_id IS NULL AND released_at IS NULL', c.unassigned)
+		 ELSE 'ok'
+	   END,
+	   NULL::jsonb, NULL::bigint,
+	   CASE WHEN a.not_before OPERATOR(pg_catalog.>) pg_catalog.now() THEN pg_catalog.jsonb_build_object('api', a.not_before) END,
+	   NULL::bigint, NULL::bigint, NULL::bigint, NULL::timestamptz,
+	   CASE WHEN a.inventory_started_at IS NOT NULL THEN 'inventory under way since ' OPERATOR(pg_catalog.||) a.inventory_started_at::text END,
+	   a.id, a.inventory_at, c.devices, c.unassigned
+  FROM @extschema@.abm_api_accounts a
+  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k2
+  CROSS JOIN LATERAL (
+	SELECT pg_catalog.count(*) FILTER (WHERE o.released_at IS NULL) AS devices,
+		   pg_catalog.count(*) FILTER (WHERE o.released_at IS NULL AND o.mdm_server_id IS NULL) AS unassigned
+	  FROM @extschema@.abm_org_devices o
+	 WHERE o.account_id OPERATOR(pg_catalog.=) a.id
+  ) c;
+COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, and one per Business/School Manager API account (mode api); no secret';
 
 -- One row per problem, for alerting (README, Monitoring): what
 -- ade_status.attention says first, and everything else that is wrong at the
@@ -294,6 +331,7 @@ AS $$
 			SELECT min(u.started_at) AS failing_since FROM @extschema@.ade_sync_runs u
 			 WHERE u.token_id = x.token_id AND u.error IS NOT NULL AND u.error <> 'busy'
 			   AND u.started_at > coalesce(ok.last_ok, '-infinity')) f ON true
+		 WHERE x.token_id IS NOT NULL
 	)
 	SELECT NULL::bigint, NULL::text, 'key_file', NULL::timestamptz, k.problem
 	  FROM (SELECT @extschema@.ade_secret_status() AS problem) k WHERE k.problem IS NOT NULL
@@ -353,6 +391,21 @@ AS $$
 				  CASE WHEN u.n < 0 THEN s.pending ELSE u.n END)
 	  FROM s CROSS JOIN LATERAL (SELECT @extschema@.ade_unassignable(s.token_id) AS n) u
 	 WHERE s.pending > 0 AND s.assign_profiles AND u.n <> 0
+	UNION ALL
+	-- the API accounts (token_id null; org_name: the client id)
+	SELECT NULL, a.client_id, 'api_inventory_failed', a.last_error_at, a.last_error
+	  FROM @extschema@.abm_api_accounts a
+	 WHERE a.last_error IS NOT NULL AND coalesce(a.not_before <= now(), true)
+	UNION ALL
+	SELECT NULL, a.client_id, 'api_rate_limited', a.last_error_at,
+		   format('ABM asked to wait: nothing is sent to this API account before %s', a.not_before)
+	  FROM @extschema@.abm_api_accounts a WHERE a.not_before > now()
+	UNION ALL
+	SELECT NULL, x.client_id, 'devices_on_no_server', x.inventory_at,
+		   format('%s devices of the organisation are on no MDM server (ade_devices)', x.org_devices_unassigned)
+	  FROM (SELECT st.org_devices_unassigned, st.inventory_at, a.client_id
+			  FROM @extschema@.ade_status st JOIN @extschema@.abm_api_accounts a ON a.id = st.api_account_id) x
+	 WHERE x.org_devices_unassigned > 0
 $$;
 COMMENT ON FUNCTION ade_problems(interval) IS
 	'one row per problem (a stable code, the token, since when, in words), for alerting; none when all is well';

@@ -90,6 +90,12 @@ BEGIN
 			'host_dep_assignments_hardware_serial_key', 'host_dep_assignments_migration_idx',
 			'hosts', 'hosts_id_seq', 'hosts_pkey', 'hosts_hardware_serial_key', 'hosts_team_idx',
 			'teams', 'teams_id_seq', 'teams_pkey', 'teams_name_key',
+			'abm_api_accounts', 'abm_api_accounts_pkey', 'abm_api_accounts_id_seq',
+			'abm_api_accounts_client_id_key', 'abm_mdm_servers', 'abm_mdm_servers_pkey',
+			'abm_org_devices', 'abm_org_devices_pkey', 'abm_org_devices_serial',
+			'abm_org_devices_applecare', 'abm_applecare', 'abm_applecare_pkey',
+			'abm_device_activities', 'abm_device_activities_pkey', 'abm_device_activities_open',
+			'ade_devices',
 			'ade_secret_key_usage', 'ade_status', 'ade_team_status']::pg_catalog.name[]);
 	IF v_taken IS NOT NULL THEN
 		RAISE EXCEPTION 'schema % already has %', $q$@extschema@$q$, v_taken
@@ -243,7 +249,8 @@ CREATE TABLE host_dep_assignments (
 	assign_sent_at	timestamptz,	-- when it was last sent in a PUT /profile/devices
 	-- why deleted_at is set: ABM's delete, a reconcile (not in ABM's full
 	-- list), a release (ade_release_devices()), its token removed
-	deleted_reason	text CHECK (deleted_reason IN ('deleted', 'reconciled', 'released', 'token removed')),
+	deleted_reason	text CHECK (deleted_reason IN ('deleted', 'reconciled', 'released', 'token removed',
+										   'released from org', 'another server')),
 	-- ABM's mdm_migration_deadline of the device (a migration from another MDM)
 	mdm_migration_deadline timestamptz,
 	-- when ABM last said the device is its token's: a record applied, or a
@@ -462,6 +469,136 @@ CREATE SEQUENCE ade_device_call_seq;
 COMMENT ON TABLE ade_device_actions IS
 	'every answer ABM gave to a device call (details, remove_profile, release, activation_lock), per serial';
 
+-- ---- the Business/School Manager API (api.sql) ----
+
+-- An API account of Apple Business / School Manager (ABM/ASM > Preferences
+-- > API): its client id, key id and EC P-256 private key, sealed like the
+-- token secrets (src/vault.c, place abm_api_accounts.private_key:<id>), and
+-- the access token the token endpoint gave for it (sealed too, shared by
+-- every backend until it expires, as ade_token_secrets shares the ABM
+-- session).  The inventory's progress: a pass (inventory_started_at) reads
+-- the servers, the devices (inventory_cursor) and each server's device list
+-- (inventory_server, inventory_cursor), over as many runs as it takes.
+CREATE TABLE abm_api_accounts (
+	id				bigserial PRIMARY KEY,
+	client_id		text NOT NULL UNIQUE
+		CHECK (client_id ~ '^(BUSINESSAPI|SCHOOLAPI)\.[A-Za-z0-9._-]{1,128}$'),
+	key_id			text NOT NULL CHECK (key_id ~ '^[A-Za-z0-9._-]{1,128}$'),
+	scope			text NOT NULL CHECK (scope IN ('business.api', 'school.api')),
+	private_key		text NOT NULL,		-- sealed (ade2:...)
+	access_token	text,				-- sealed
+	access_token_expires_at timestamptz,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	inventory_at	timestamptz,		-- the last complete inventory
+	inventory_started_at timestamptz,	-- the pass under way
+	inventory_phase	text CHECK (inventory_phase IN ('servers', 'devices', 'server_devices')),
+	inventory_cursor text,
+	inventory_server text,
+	not_before		timestamptz,		-- a 429/503 Retry-After: nothing sent before
+	last_error		text,
+	last_error_at	timestamptz
+);
+COMMENT ON TABLE abm_api_accounts IS 'Apple Business/School Manager API accounts; private_key and access_token sealed, readable by no ordinary role';
+
+-- The organisation's MDM servers; token_id: the device-assignment token of
+-- this database that is that server (matched by its server_uuid, or by name)
+CREATE TABLE abm_mdm_servers (
+	account_id		bigint NOT NULL REFERENCES abm_api_accounts (id) ON DELETE CASCADE,
+	id				text NOT NULL,
+	server_name		text,
+	server_type		text,
+	created_at_apple timestamptz,
+	updated_at_apple timestamptz,
+	attributes		jsonb,				-- every attribute as ABM sent it
+	seen_at			timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (account_id, id)
+);
+COMMENT ON TABLE abm_mdm_servers IS 'the MDM servers of the organisation, from the Business/School Manager API';
+
+-- Every device of the organisation (orgDevices), typed; attributes ABM
+-- adds later are kept in extra.  released_at: no longer listed (or
+-- releasedFromOrgDateTime); a row is never deleted but with its account.
+CREATE TABLE abm_org_devices (
+	account_id		bigint NOT NULL REFERENCES abm_api_accounts (id) ON DELETE CASCADE,
+	serial			text NOT NULL,
+	product_family	text,
+	product_type	text,
+	device_model	text,
+	device_capacity	text,
+	part_number		text,
+	color			text,
+	status			text,
+	order_number	text,
+	order_at		timestamptz,
+	added_to_org_at	timestamptz,
+	updated_at_apple timestamptz,
+	purchase_source_id text,
+	purchase_source_type text,
+	imei			text[],
+	meid			text[],
+	eid				text,
+	wifi_mac		text,
+	bluetooth_mac	text,
+	ethernet_mac	text[],
+	mdm_migration_capable boolean,
+	mdm_migration_status text,
+	mdm_migration_deadline timestamptz,
+	extra			jsonb,				-- attributes not in a column
+	mdm_server_id	text,				-- the server that holds it (null: none)
+	server_listed_at timestamptz,		-- when a server's list last named it
+	released_at		timestamptz,
+	seen_at			timestamptz NOT NULL DEFAULT now(),
+	applecare_checked_at timestamptz,
+	PRIMARY KEY (account_id, serial)
+);
+CREATE INDEX abm_org_devices_serial ON abm_org_devices (serial);
+CREATE INDEX abm_org_devices_applecare ON abm_org_devices (account_id, applecare_checked_at NULLS FIRST)
+	WHERE released_at IS NULL;
+COMMENT ON TABLE abm_org_devices IS 'every device of the organisation, from the Business/School Manager API';
+
+-- AppleCare coverage items per device, as last fetched
+CREATE TABLE abm_applecare (
+	account_id		bigint NOT NULL,
+	serial			text NOT NULL,
+	item			int NOT NULL,
+	status			text,
+	payment_type	text,
+	description		text,
+	agreement_number text,
+	start_at		timestamptz,
+	end_at			timestamptz,
+	cancel_at		timestamptz,
+	is_renewable	boolean,
+	is_canceled		boolean,
+	fetched_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (account_id, serial, item),
+	FOREIGN KEY (account_id, serial) REFERENCES abm_org_devices (account_id, serial) ON DELETE CASCADE
+);
+COMMENT ON TABLE abm_applecare IS 'AppleCare coverage of each device, from the Business/School Manager API';
+
+-- Activities that move devices between MDM servers; the runs poll those
+-- not finished.  status UNKNOWN: the POST got no clear answer (it may have
+-- started one; it is never sent again: the next inventory shows the truth)
+CREATE TABLE abm_device_activities (
+	id				text PRIMARY KEY,
+	account_id		bigint NOT NULL REFERENCES abm_api_accounts (id) ON DELETE CASCADE,
+	activity_type	text NOT NULL CHECK (activity_type IN ('ASSIGN_DEVICES', 'UNASSIGN_DEVICES')),
+	mdm_server_id	text NOT NULL,
+	serials			text[] NOT NULL,
+	status			text NOT NULL,
+	sub_status		text,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	completed_at	timestamptz,
+	polled_at		timestamptz,
+	error			text,
+	requested_by	name NOT NULL DEFAULT current_user
+);
+CREATE INDEX abm_device_activities_open ON abm_device_activities (account_id)
+	WHERE status IN ('IN_PROGRESS');
+COMMENT ON TABLE abm_device_activities IS 'activities that assign or unassign devices at ABM, and how they ended';
+
+
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('abm_tokens_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_token_secrets', '');
@@ -487,6 +624,12 @@ SELECT pg_catalog.pg_extension_config_dump('ade_device_pins', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_device_actions', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_device_actions_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ade_device_call_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_api_accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_api_accounts_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_mdm_servers', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_org_devices', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_applecare', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_device_activities', '');
 
 -- ---------------------------------------------------------------------
 -- Privileges
@@ -503,7 +646,9 @@ REVOKE ALL ON abm_tokens, ade_token_secrets, ade_keypair, hosts,
 	host_dep_assignments, ade_sync_runs, ade_profiles,
 	ade_profile_definitions, ade_profile_applied, teams,
 	ade_rejected_records, ade_tied_records, ade_truncated_hosts, ade_secret_keys,
-	ade_removed_tokens, ade_rate_limits, ade_device_pins, ade_device_actions FROM PUBLIC;
+	ade_removed_tokens, ade_rate_limits, ade_device_pins, ade_device_actions,
+	abm_api_accounts, abm_mdm_servers, abm_org_devices, abm_applecare, abm_device_activities FROM PUBLIC;
 REVOKE ALL ON SEQUENCE ade_device_call_seq FROM PUBLIC;
 GRANT SELECT ON hosts, host_dep_assignments, ade_sync_runs, ade_rejected_records,
-	ade_rate_limits, ade_device_actions TO ade_reader;
+	ade_rate_limits, ade_device_actions, abm_mdm_servers, abm_org_devices, abm_applecare,
+	abm_device_activities TO ade_reader;
