@@ -22,7 +22,8 @@
 -- (the functions that use them come further down)
 -- ---------------------------------------------------------------------
 ALTER TABLE host_dep_assignments
-	ADD COLUMN deleted_reason text CHECK (deleted_reason IN ('deleted', 'reconciled', 'released', 'token removed')),
+	ADD COLUMN deleted_reason text CHECK (deleted_reason IN ('deleted', 'reconciled', 'released', 'token removed',
+														   'released from org', 'another server')),
 	ADD COLUMN mdm_migration_deadline timestamptz,
 	ADD COLUMN listed_at timestamptz;
 CREATE INDEX host_dep_assignments_migration_idx ON host_dep_assignments (mdm_migration_deadline)
@@ -86,6 +87,143 @@ SELECT pg_catalog.pg_extension_config_dump('ade_device_call_seq', '');
 REVOKE ALL ON ade_device_pins, ade_device_actions FROM PUBLIC;
 REVOKE ALL ON SEQUENCE ade_device_call_seq FROM PUBLIC;
 GRANT SELECT ON ade_device_actions TO ade_reader;
+
+-- ---- the Business/School Manager API (api.sql) ----
+
+-- An API account of Apple Business / School Manager (ABM/ASM > Preferences
+-- > API): its client id, key id and EC P-256 private key, sealed like the
+-- token secrets (src/vault.c, place abm_api_accounts.private_key:<id>), and
+-- the access token the token endpoint gave for it (sealed too, shared by
+-- every backend until it expires, as ade_token_secrets shares the ABM
+-- session).  The inventory's progress: a pass (inventory_started_at) reads
+-- the servers, the devices (inventory_cursor) and each server's device list
+-- (inventory_server, inventory_cursor), over as many runs as it takes.
+CREATE TABLE abm_api_accounts (
+	id				bigserial PRIMARY KEY,
+	client_id		text NOT NULL UNIQUE
+		CHECK (client_id ~ '^(BUSINESSAPI|SCHOOLAPI)\.[A-Za-z0-9._-]{1,128}$'),
+	key_id			text NOT NULL CHECK (key_id ~ '^[A-Za-z0-9._-]{1,128}$'),
+	scope			text NOT NULL CHECK (scope IN ('business.api', 'school.api')),
+	private_key		text NOT NULL,		-- sealed (ade2:...)
+	access_token	text,				-- sealed
+	access_token_expires_at timestamptz,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	inventory_at	timestamptz,		-- the last complete inventory
+	inventory_started_at timestamptz,	-- the pass under way
+	inventory_phase	text CHECK (inventory_phase IN ('servers', 'devices', 'server_devices')),
+	inventory_cursor text,
+	inventory_server text,
+	not_before		timestamptz,		-- a 429/503 Retry-After: nothing sent before
+	last_error		text,
+	last_error_at	timestamptz
+);
+COMMENT ON TABLE abm_api_accounts IS 'Apple Business/School Manager API accounts; private_key and access_token sealed, readable by no ordinary role';
+
+-- The organisation's MDM servers; token_id: the device-assignment token of
+-- this database that is that server (matched by its server_uuid, or by name)
+CREATE TABLE abm_mdm_servers (
+	account_id		bigint NOT NULL REFERENCES abm_api_accounts (id) ON DELETE CASCADE,
+	id				text NOT NULL,
+	server_name		text,
+	server_type		text,
+	created_at_apple timestamptz,
+	updated_at_apple timestamptz,
+	attributes		jsonb,				-- every attribute as ABM sent it
+	seen_at			timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (account_id, id)
+);
+COMMENT ON TABLE abm_mdm_servers IS 'the MDM servers of the organisation, from the Business/School Manager API';
+
+-- Every device of the organisation (orgDevices), typed; attributes ABM
+-- adds later are kept in extra.  released_at: no longer listed (or
+-- releasedFromOrgDateTime); a row is never deleted but with its account.
+CREATE TABLE abm_org_devices (
+	account_id		bigint NOT NULL REFERENCES abm_api_accounts (id) ON DELETE CASCADE,
+	serial			text NOT NULL,
+	product_family	text,
+	product_type	text,
+	device_model	text,
+	device_capacity	text,
+	part_number		text,
+	color			text,
+	status			text,
+	order_number	text,
+	order_at		timestamptz,
+	added_to_org_at	timestamptz,
+	updated_at_apple timestamptz,
+	purchase_source_id text,
+	purchase_source_type text,
+	imei			text[],
+	meid			text[],
+	eid				text,
+	wifi_mac		text,
+	bluetooth_mac	text,
+	ethernet_mac	text[],
+	mdm_migration_capable boolean,
+	mdm_migration_status text,
+	mdm_migration_deadline timestamptz,
+	extra			jsonb,				-- attributes not in a column
+	mdm_server_id	text,				-- the server that holds it (null: none)
+	server_listed_at timestamptz,		-- when a server's list last named it
+	released_at		timestamptz,
+	seen_at			timestamptz NOT NULL DEFAULT now(),
+	applecare_checked_at timestamptz,
+	PRIMARY KEY (account_id, serial)
+);
+CREATE INDEX abm_org_devices_serial ON abm_org_devices (serial);
+CREATE INDEX abm_org_devices_applecare ON abm_org_devices (account_id, applecare_checked_at NULLS FIRST)
+	WHERE released_at IS NULL;
+COMMENT ON TABLE abm_org_devices IS 'every device of the organisation, from the Business/School Manager API';
+
+-- AppleCare coverage items per device, as last fetched
+CREATE TABLE abm_applecare (
+	account_id		bigint NOT NULL,
+	serial			text NOT NULL,
+	item			int NOT NULL,
+	status			text,
+	payment_type	text,
+	description		text,
+	agreement_number text,
+	start_at		timestamptz,
+	end_at			timestamptz,
+	cancel_at		timestamptz,
+	is_renewable	boolean,
+	is_canceled		boolean,
+	fetched_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (account_id, serial, item),
+	FOREIGN KEY (account_id, serial) REFERENCES abm_org_devices (account_id, serial) ON DELETE CASCADE
+);
+COMMENT ON TABLE abm_applecare IS 'AppleCare coverage of each device, from the Business/School Manager API';
+
+-- Activities that move devices between MDM servers; the runs poll those
+-- not finished.  status UNKNOWN: the POST got no clear answer (it may have
+-- started one; it is never sent again: the next inventory shows the truth)
+CREATE TABLE abm_device_activities (
+	id				text PRIMARY KEY,
+	account_id		bigint NOT NULL REFERENCES abm_api_accounts (id) ON DELETE CASCADE,
+	activity_type	text NOT NULL CHECK (activity_type IN ('ASSIGN_DEVICES', 'UNASSIGN_DEVICES')),
+	mdm_server_id	text NOT NULL,
+	serials			text[] NOT NULL,
+	status			text NOT NULL,
+	sub_status		text,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	completed_at	timestamptz,
+	polled_at		timestamptz,
+	error			text,
+	requested_by	name NOT NULL DEFAULT current_user
+);
+CREATE INDEX abm_device_activities_open ON abm_device_activities (account_id)
+	WHERE status IN ('IN_PROGRESS');
+COMMENT ON TABLE abm_device_activities IS 'activities that assign or unassign devices at ABM, and how they ended';
+SELECT pg_catalog.pg_extension_config_dump('abm_api_accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_api_accounts_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_mdm_servers', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_org_devices', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_applecare', '');
+SELECT pg_catalog.pg_extension_config_dump('abm_device_activities', '');
+REVOKE ALL ON abm_api_accounts, abm_mdm_servers, abm_org_devices, abm_applecare, abm_device_activities FROM PUBLIC;
+GRANT SELECT ON abm_mdm_servers, abm_org_devices, abm_applecare, abm_device_activities TO ade_reader;
 
 -- ---------------------------------------------------------------------
 -- A dump made under any earlier version restores into this one (issue 18)
@@ -1165,8 +1303,8 @@ SELECT t.id AS token_id,
 		 WHEN pz.paused IS NOT NULL
 		   THEN 'ABM asked to wait (429/503 Retry-After), nothing of these kinds is sent until then: '
 				OPERATOR(pg_catalog.||) pz.said
-		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
 		 WHEN k.node IS NOT NULL THEN k.node
+		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
 		 WHEN @extschema@.ade_job_problem() IS NOT NULL THEN @extschema@.ade_job_problem()
 		 WHEN @extschema@.ade_profile_problem(t.id) IS NOT NULL THEN @extschema@.ade_profile_problem(t.id)
 		 WHEN t.last_sync_at IS NULL THEN 'never synced: run SELECT * FROM ade_sync() or ade_schedule()'
@@ -1198,7 +1336,11 @@ SELECT t.id AS token_id,
 	   t.reconciled_at,
 	   CASE WHEN t.reconcile_started_at IS NOT NULL THEN 'under way since ' OPERATOR(pg_catalog.||) t.reconcile_started_at::text
 			WHEN t.reconcile_due THEN 'asked for: the next run starts it'
-	   END AS reconcile
+	   END AS reconcile,
+	   NULL::bigint AS api_account_id,
+	   NULL::timestamptz AS inventory_at,
+	   NULL::bigint AS org_devices,
+	   NULL::bigint AS org_devices_unassigned
   FROM @extschema@.abm_tokens t
   LEFT JOIN LATERAL (
 	SELECT pg_catalog.count(*) FILTER (WHERE d.deleted_at IS NULL) AS live,
@@ -1236,7 +1378,41 @@ SELECT t.id AS token_id,
 								 ', ' ORDER BY z.request) AS said
 	  FROM @extschema@.ade_rate_limits z
 	 WHERE z.token_id OPERATOR(pg_catalog.=) t.id AND z.paused_until OPERATOR(pg_catalog.>) pg_catalog.now()
-  ) pz ON true;
+  ) pz ON true
+UNION ALL
+-- a line per Business/School Manager API account (api.sql): its inventory
+SELECT NULL::bigint, NULL::text, NULL::text, NULL::text, 'api'::text,
+	   a.inventory_at, pg_catalog.now() OPERATOR(pg_catalog.-) a.inventory_at,
+	   a.last_error, NULL::boolean, NULL::boolean, NULL::timestamptz, NULL::boolean, NULL::int, NULL::boolean,
+	   NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+	   NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::boolean,
+	   CASE
+		 WHEN k2.problem IS NOT NULL THEN k2.problem
+		 WHEN a.not_before OPERATOR(pg_catalog.>) pg_catalog.now()
+		   THEN 'ABM asked to wait (429/503 Retry-After): nothing is sent to this API account before ' OPERATOR(pg_catalog.||) a.not_before::text
+		 WHEN a.last_error IS NOT NULL THEN 'the last inventory failed: ' OPERATOR(pg_catalog.||) a.last_error
+		 WHEN a.inventory_at IS NULL AND a.inventory_started_at IS NOT NULL
+		   THEN 'the first inventory is under way (since ' OPERATOR(pg_catalog.||) a.inventory_started_at::text OPERATOR(pg_catalog.||) ')'
+		 WHEN a.inventory_at IS NULL
+		   THEN 'no inventory yet: SELECT * FROM ade_inventory_sync(), or the next ade_sync() (ade.inventory_interval)'
+		 WHEN c.unassigned OPERATOR(pg_catalog.>) 0
+		   THEN pg_catalog.format('%s devices of the organisation are on no MDM server: SELECT * FROM ade_devices WHERE mdm_server_id IS NULL AND released_at IS NULL', c.unassigned)
+		 ELSE 'ok'
+	   END,
+	   NULL::jsonb, NULL::bigint,
+	   CASE WHEN a.not_before OPERATOR(pg_catalog.>) pg_catalog.now() THEN pg_catalog.jsonb_build_object('api', a.not_before) END,
+	   NULL::bigint, NULL::bigint, NULL::bigint, NULL::timestamptz,
+	   CASE WHEN a.inventory_started_at IS NOT NULL THEN 'inventory under way since ' OPERATOR(pg_catalog.||) a.inventory_started_at::text END,
+	   a.id, a.inventory_at, c.devices, c.unassigned
+  FROM @extschema@.abm_api_accounts a
+  CROSS JOIN (SELECT @extschema@.ade_secret_status() AS problem) k2
+  CROSS JOIN LATERAL (
+	SELECT pg_catalog.count(*) FILTER (WHERE o.released_at IS NULL) AS devices,
+		   pg_catalog.count(*) FILTER (WHERE o.released_at IS NULL AND o.mdm_server_id IS NULL) AS unassigned
+	  FROM @extschema@.abm_org_devices o
+	 WHERE o.account_id OPERATOR(pg_catalog.=) a.id
+  ) c;
+COMMENT ON VIEW ade_status IS 'one row per ABM token: its state and device counts, and one per Business/School Manager API account (mode api); no secret';
 
 -- The job's command.  It names ade's schema (quoted), and calls
 -- ade_sync_job() there only while ade is installed in that very schema (its
@@ -1478,6 +1654,7 @@ AS $$
 			SELECT min(u.started_at) AS failing_since FROM @extschema@.ade_sync_runs u
 			 WHERE u.token_id = x.token_id AND u.error IS NOT NULL AND u.error <> 'busy'
 			   AND u.started_at > coalesce(ok.last_ok, '-infinity')) f ON true
+		 WHERE x.token_id IS NOT NULL
 	)
 	SELECT NULL::bigint, NULL::text, 'key_file', NULL::timestamptz, k.problem
 	  FROM (SELECT @extschema@.ade_secret_status() AS problem) k WHERE k.problem IS NOT NULL
@@ -1537,6 +1714,21 @@ AS $$
 				  CASE WHEN u.n < 0 THEN s.pending ELSE u.n END)
 	  FROM s CROSS JOIN LATERAL (SELECT @extschema@.ade_unassignable(s.token_id) AS n) u
 	 WHERE s.pending > 0 AND s.assign_profiles AND u.n <> 0
+	UNION ALL
+	-- the API accounts (token_id null; org_name: the client id)
+	SELECT NULL, a.client_id, 'api_inventory_failed', a.last_error_at, a.last_error
+	  FROM @extschema@.abm_api_accounts a
+	 WHERE a.last_error IS NOT NULL AND coalesce(a.not_before <= now(), true)
+	UNION ALL
+	SELECT NULL, a.client_id, 'api_rate_limited', a.last_error_at,
+		   format('ABM asked to wait: nothing is sent to this API account before %s', a.not_before)
+	  FROM @extschema@.abm_api_accounts a WHERE a.not_before > now()
+	UNION ALL
+	SELECT NULL, x.client_id, 'devices_on_no_server', x.inventory_at,
+		   format('%s devices of the organisation are on no MDM server (ade_devices)', x.org_devices_unassigned)
+	  FROM (SELECT st.org_devices_unassigned, st.inventory_at, a.client_id
+			  FROM @extschema@.ade_status st JOIN @extschema@.abm_api_accounts a ON a.id = st.api_account_id) x
+	 WHERE x.org_devices_unassigned > 0
 $$;
 COMMENT ON FUNCTION ade_problems(interval) IS
 	'one row per problem (a stable code, the token, since when, in words), for alerting; none when all is well';
@@ -2406,3 +2598,587 @@ CREATE FUNCTION ade_client_assertion(client_id text, key_id text, private_key by
 COMMENT ON FUNCTION ade_client_assertion(text, text, bytea, bigint, bigint, text) IS
 	'internal: the ES256 client assertion (JWT) of a Business/School Manager API account, signed with its EC P-256 private key (for tests)';
 REVOKE ALL ON FUNCTION ade_client_assertion(text, text, bytea, bigint, bigint, text) FROM PUBLIC;
+
+-- ---- reading ABM's JSON ----
+
+-- A time of the API (ISO 8601), or null when it is not one
+CREATE FUNCTION ade_api_time(p text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p IS NULL OR p !~ '^\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,9})?)?)?(Z|[+-]\d\d(:?\d\d)?)?$' THEN
+		RETURN NULL;
+	END IF;
+	BEGIN
+		RETURN nullif(nullif(p::timestamptz, 'infinity'), '-infinity');
+	EXCEPTION WHEN data_exception THEN
+		RETURN NULL;
+	END;
+END
+$$;
+COMMENT ON FUNCTION ade_api_time(text) IS 'internal: an ISO 8601 time of the Business/School Manager API, or null';
+
+-- A string or an array of strings (ABM sends either for some attributes)
+CREATE FUNCTION ade_api_texts(p jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE jsonb_typeof(p)
+			 WHEN 'array' THEN ARRAY(SELECT x FROM jsonb_array_elements_text(p) x WHERE x IS NOT NULL)
+			 WHEN 'string' THEN ARRAY[p #>> '{}']
+		   END
+$$;
+COMMENT ON FUNCTION ade_api_texts(jsonb) IS 'internal: a string or an array of strings of the API, as text[]';
+
+-- The objects of a JSON:API page's data (none when it has no array)
+CREATE FUNCTION ade_api_data(p_page jsonb) RETURNS SETOF jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT e FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_page->'data') = 'array'
+											THEN p_page->'data' ELSE '[]' END) e
+	 WHERE jsonb_typeof(e) = 'object' AND jsonb_typeof(e->'id') = 'string'
+	   AND length(e->>'id') BETWEEN 1 AND 128
+$$;
+COMMENT ON FUNCTION ade_api_data(jsonb) IS 'internal: the resource objects of a JSON:API page';
+
+-- ---- the inventory: one statement per page ----
+
+-- One page of /v1/orgDevices: every device upserted, typed, seen now
+CREATE FUNCTION ade_api_store_devices(p_account bigint, p_page jsonb) RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH d AS (
+		SELECT DISTINCT ON (e->>'id') e->>'id' AS serial,
+			   CASE WHEN jsonb_typeof(e->'attributes') = 'object' THEN e->'attributes' ELSE '{}' END AS a
+		  FROM @extschema@.ade_api_data(p_page) e
+		 ORDER BY e->>'id'
+	), up AS (
+		INSERT INTO @extschema@.abm_org_devices AS o (
+			account_id, serial, product_family, product_type, device_model, device_capacity,
+			part_number, color, status, order_number, order_at, added_to_org_at, updated_at_apple,
+			purchase_source_id, purchase_source_type, imei, meid, eid, wifi_mac, bluetooth_mac,
+			ethernet_mac, mdm_migration_capable, mdm_migration_status, mdm_migration_deadline,
+			extra, released_at, seen_at)
+		SELECT p_account, d.serial, d.a->>'productFamily', d.a->>'productType', d.a->>'deviceModel',
+			   d.a->>'deviceCapacity', d.a->>'partNumber', d.a->>'color', d.a->>'status',
+			   d.a->>'orderNumber', @extschema@.ade_api_time(d.a->>'orderDateTime'),
+			   @extschema@.ade_api_time(d.a->>'addedToOrgDateTime'),
+			   @extschema@.ade_api_time(d.a->>'updatedDateTime'),
+			   coalesce(d.a->>'purchaseSourceId', d.a->>'purchaseSourceUid'), d.a->>'purchaseSourceType',
+			   @extschema@.ade_api_texts(d.a->'imei'), @extschema@.ade_api_texts(d.a->'meid'),
+			   d.a->>'eid', d.a->>'wifiMacAddress', d.a->>'bluetoothMacAddress',
+			   @extschema@.ade_api_texts(d.a->'ethernetMacAddress'),
+			   CASE jsonb_typeof(d.a->'isMdmMigrationCapable') WHEN 'boolean' THEN (d.a->'isMdmMigrationCapable')::boolean END,
+			   d.a->>'mdmMigrationStatus', @extschema@.ade_api_time(d.a->>'mdmMigrationDeadlineDateTime'),
+			   nullif(d.a - ARRAY['serialNumber', 'productFamily', 'productType', 'deviceModel', 'deviceCapacity',
+								  'partNumber', 'color', 'status', 'orderNumber', 'orderDateTime',
+								  'addedToOrgDateTime', 'updatedDateTime', 'purchaseSourceId', 'purchaseSourceUid',
+								  'purchaseSourceType', 'imei', 'meid', 'eid', 'wifiMacAddress',
+								  'bluetoothMacAddress', 'ethernetMacAddress', 'isMdmMigrationCapable',
+								  'mdmMigrationStatus', 'mdmMigrationDeadlineDateTime',
+								  'releasedFromOrgDateTime'], '{}'),
+			   @extschema@.ade_api_time(d.a->>'releasedFromOrgDateTime'),
+			   clock_timestamp()
+		  FROM d
+		ON CONFLICT (account_id, serial) DO UPDATE
+		   SET product_family = excluded.product_family, product_type = excluded.product_type,
+			   device_model = excluded.device_model, device_capacity = excluded.device_capacity,
+			   part_number = excluded.part_number, color = excluded.color, status = excluded.status,
+			   order_number = excluded.order_number, order_at = excluded.order_at,
+			   added_to_org_at = excluded.added_to_org_at, updated_at_apple = excluded.updated_at_apple,
+			   purchase_source_id = excluded.purchase_source_id,
+			   purchase_source_type = excluded.purchase_source_type,
+			   imei = excluded.imei, meid = excluded.meid, eid = excluded.eid,
+			   wifi_mac = excluded.wifi_mac, bluetooth_mac = excluded.bluetooth_mac,
+			   ethernet_mac = excluded.ethernet_mac,
+			   mdm_migration_capable = excluded.mdm_migration_capable,
+			   mdm_migration_status = excluded.mdm_migration_status,
+			   mdm_migration_deadline = excluded.mdm_migration_deadline,
+			   extra = excluded.extra, released_at = excluded.released_at, seen_at = excluded.seen_at
+		RETURNING 1)
+	SELECT count(*)::int FROM up
+$$;
+COMMENT ON FUNCTION ade_api_store_devices(bigint, jsonb) IS
+	'internal: stores one page of /v1/orgDevices (every device, typed; unknown attributes in extra)';
+
+-- One page of /v1/mdmServers
+CREATE FUNCTION ade_api_store_servers(p_account bigint, p_page jsonb) RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH s AS (
+		SELECT DISTINCT ON (e->>'id') e->>'id' AS id,
+			   CASE WHEN jsonb_typeof(e->'attributes') = 'object' THEN e->'attributes' ELSE '{}' END AS a
+		  FROM @extschema@.ade_api_data(p_page) e
+		 ORDER BY e->>'id'
+	), up AS (
+		INSERT INTO @extschema@.abm_mdm_servers AS x (account_id, id, server_name, server_type,
+			created_at_apple, updated_at_apple, attributes, seen_at)
+		SELECT p_account, s.id, s.a->>'serverName', s.a->>'serverType',
+			   @extschema@.ade_api_time(s.a->>'createdDateTime'), @extschema@.ade_api_time(s.a->>'updatedDateTime'),
+			   s.a, clock_timestamp()
+		  FROM s
+		ON CONFLICT (account_id, id) DO UPDATE
+		   SET server_name = excluded.server_name, server_type = excluded.server_type,
+			   created_at_apple = excluded.created_at_apple, updated_at_apple = excluded.updated_at_apple,
+			   attributes = excluded.attributes, seen_at = excluded.seen_at
+		RETURNING 1)
+	SELECT count(*)::int FROM up
+$$;
+COMMENT ON FUNCTION ade_api_store_servers(bigint, jsonb) IS 'internal: stores one page of /v1/mdmServers';
+
+-- One page of a server's device list: those devices are on that server
+CREATE FUNCTION ade_api_store_server_devices(p_account bigint, p_server text, p_page jsonb) RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH up AS (
+		UPDATE @extschema@.abm_org_devices o
+		   SET mdm_server_id = p_server, server_listed_at = clock_timestamp()
+		  FROM (SELECT DISTINCT e->>'id' AS serial FROM @extschema@.ade_api_data(p_page) e) x
+		 WHERE o.account_id = p_account AND o.serial = x.serial
+		RETURNING 1)
+	SELECT count(*)::int FROM up
+$$;
+COMMENT ON FUNCTION ade_api_store_server_devices(bigint, text, jsonb) IS
+	'internal: stores one page of /v1/mdmServers/{id}/relationships/devices (the devices that server holds)';
+
+-- The token of this database that an MDM server of the organisation is:
+-- the token's server_uuid (ABM's server ids are it, in capitals without
+-- dashes), or else its server name.  SECURITY DEFINER: ade_devices, which
+-- ade_reader reads, asks it (a token id, nothing else of abm_tokens)
+CREATE FUNCTION ade_api_server_token(p_account bigint, p_server text) RETURNS bigint
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT t.id
+	  FROM @extschema@.abm_mdm_servers s
+	  JOIN @extschema@.abm_tokens t
+		ON upper(replace(t.server_uuid, '-', '')) = upper(replace(s.id, '-', ''))
+		OR (t.server_name IS NOT NULL AND t.server_name = s.server_name)
+	 WHERE s.account_id = p_account AND s.id = p_server
+	 ORDER BY upper(replace(t.server_uuid, '-', '')) = upper(replace(s.id, '-', '')) DESC NULLS LAST, t.id
+	 LIMIT 1
+$$;
+COMMENT ON FUNCTION ade_api_server_token(bigint, text) IS
+	'internal: the token of this database that an MDM server of the organisation is (by server_uuid, else name), or null';
+
+-- What the account's inventory asks next: the phase, the server whose list
+-- is read, the cursor; no row when no inventory is due (ade.inventory_interval
+-- from the last complete one; p_force: now) or ABM asked to wait.  A pass
+-- begins here: servers, then devices, then each server's device list.
+CREATE FUNCTION ade_api_inventory_state(p_account bigint, p_interval_min int, p_force boolean,
+	OUT phase text, OUT server text, OUT cursor text)
+RETURNS SETOF record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a record;
+BEGIN
+	SELECT * INTO a FROM @extschema@.abm_api_accounts x WHERE x.id = p_account;
+	IF NOT FOUND OR coalesce(a.not_before > now(), false) THEN
+		RETURN;
+	END IF;
+	IF a.inventory_phase IS NULL THEN
+		IF NOT p_force AND (p_interval_min <= 0 OR
+				coalesce(a.inventory_at > now() - make_interval(mins => p_interval_min), false)) THEN
+			RETURN;
+		END IF;
+		UPDATE @extschema@.abm_api_accounts x
+		   SET inventory_started_at = clock_timestamp(), inventory_phase = 'servers',
+			   inventory_cursor = NULL, inventory_server = NULL, updated_at = now()
+		 WHERE x.id = p_account;
+		phase := 'servers';
+		RETURN NEXT;
+		RETURN;
+	END IF;
+	phase := a.inventory_phase;
+	server := a.inventory_server;
+	cursor := a.inventory_cursor;
+	RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION ade_api_inventory_state(bigint, int, boolean) IS
+	'internal: what an account''s inventory asks next (begins a pass when one is due), or no row';
+
+-- One page of the inventory: stored, and the pass moved on (the page's
+-- meta.paging.nextCursor, else the next phase or server); after the last
+-- page of the last server, ade_api_finish_inventory().  Counts what it did.
+CREATE FUNCTION ade_api_inventory_page(p_account bigint, p_phase text, p_server text, p_page jsonb,
+	OUT devices int, OUT servers int, OUT released int, OUT drifted int, OUT done boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_next text := nullif(p_page #>> '{meta,paging,nextCursor}', '');
+	v_started timestamptz;
+	v_server text;
+BEGIN
+	devices := 0; servers := 0; released := 0; drifted := 0; done := false;
+	SELECT x.inventory_started_at INTO v_started FROM @extschema@.abm_api_accounts x
+	 WHERE x.id = p_account AND x.inventory_phase = p_phase
+	   AND x.inventory_server IS NOT DISTINCT FROM p_server
+	   FOR UPDATE;
+	IF NOT FOUND THEN
+		RETURN;			-- another session moved the pass on meanwhile
+	END IF;
+	IF p_phase = 'servers' THEN
+		servers := @extschema@.ade_api_store_servers(p_account, p_page);
+	ELSIF p_phase = 'devices' THEN
+		devices := @extschema@.ade_api_store_devices(p_account, p_page);
+	ELSE
+		devices := @extschema@.ade_api_store_server_devices(p_account, p_server, p_page);
+	END IF;
+	IF v_next IS NOT NULL THEN
+		UPDATE @extschema@.abm_api_accounts x SET inventory_cursor = v_next, updated_at = now()
+		 WHERE x.id = p_account;
+		RETURN;
+	END IF;
+	IF p_phase = 'servers' THEN
+		UPDATE @extschema@.abm_api_accounts x
+		   SET inventory_phase = 'devices', inventory_cursor = NULL, updated_at = now()
+		 WHERE x.id = p_account;
+		RETURN;
+	END IF;
+	-- the next server (by id) seen in this pass, if any
+	SELECT min(s.id) INTO v_server FROM @extschema@.abm_mdm_servers s
+	 WHERE s.account_id = p_account AND s.seen_at >= v_started
+	   AND (p_phase = 'devices' OR s.id > p_server);
+	IF v_server IS NOT NULL THEN
+		UPDATE @extschema@.abm_api_accounts x
+		   SET inventory_phase = 'server_devices', inventory_server = v_server,
+			   inventory_cursor = NULL, updated_at = now()
+		 WHERE x.id = p_account;
+		RETURN;
+	END IF;
+	SELECT f.released, f.drifted INTO released, drifted
+	  FROM @extschema@.ade_api_finish_inventory(p_account, v_started) f;
+	done := true;
+END
+$$;
+COMMENT ON FUNCTION ade_api_inventory_page(bigint, text, text, jsonb) IS
+	'internal: stores one page of an account''s inventory and moves the pass on';
+
+-- The end of a pass that began at p_started: what no page listed since is
+-- released (not deleted), what no server listed is on none, servers gone
+-- are forgotten; then the drift: a live assignment here whose device ABM
+-- shows released, or on another server, is soft-deleted with that reason
+-- (only where ABM saw it so after it last listed it as the token's:
+-- listed_at, the same rule as the reconcile), and only for tokens whose
+-- server this account knows (another organisation's tokens are not its).
+CREATE FUNCTION ade_api_finish_inventory(p_account bigint, p_started timestamptz,
+	OUT released int, OUT drifted int)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_freed text[];
+	v_note int;
+BEGIN
+	WITH r AS (
+		UPDATE @extschema@.abm_org_devices o
+		   SET released_at = clock_timestamp(), mdm_server_id = NULL
+		 WHERE o.account_id = p_account AND o.seen_at < p_started AND o.released_at IS NULL
+		RETURNING 1)
+	SELECT count(*) INTO released FROM r;
+	UPDATE @extschema@.abm_org_devices o
+	   SET mdm_server_id = NULL
+	 WHERE o.account_id = p_account AND o.mdm_server_id IS NOT NULL
+	   AND coalesce(o.server_listed_at, '-infinity') < p_started;
+	DELETE FROM @extschema@.abm_mdm_servers s
+	 WHERE s.account_id = p_account AND s.seen_at < p_started;
+
+	-- the one lock rule with the application (src/coexist.c)
+	PERFORM @extschema@.ade_lock_hosts();
+	WITH ours AS (
+		-- each token of this database and the server of this account it is
+		SELECT DISTINCT @extschema@.ade_api_server_token(p_account, s.id) AS token_id, s.id AS server_id
+		  FROM @extschema@.abm_mdm_servers s WHERE s.account_id = p_account
+	), gone AS (
+		UPDATE @extschema@.host_dep_assignments d
+		   SET deleted_at = now(),
+			   deleted_reason = CASE WHEN o.released_at IS NOT NULL THEN 'released from org' ELSE 'another server' END,
+			   needs_assign = false, updated_at = now()
+		  FROM @extschema@.abm_org_devices o
+		 WHERE o.account_id = p_account AND d.hardware_serial = o.serial AND d.deleted_at IS NULL
+		   AND EXISTS (SELECT 1 FROM ours u WHERE u.token_id = d.abm_token_id)
+		   AND ((o.released_at IS NOT NULL AND coalesce(d.listed_at, '-infinity') < p_started)
+				OR (o.released_at IS NULL AND o.mdm_server_id IS NOT NULL
+					AND o.server_listed_at >= p_started
+					AND coalesce(d.listed_at, '-infinity') < o.server_listed_at
+					AND NOT EXISTS (SELECT 1 FROM ours u
+									 WHERE u.token_id = d.abm_token_id AND u.server_id = o.mdm_server_id)))
+		RETURNING d.host_id, d.hardware_serial, d.abm_token_id)
+	SELECT array_agg(g.hardware_serial),
+		   @extschema@.ade_notify_hosts(array_agg('deleted'::text), array_agg(g.host_id),
+									   array_agg(g.hardware_serial), array_agg(g.abm_token_id))
+	  INTO v_freed, v_note
+	  FROM gone g;
+	drifted := coalesce(cardinality(v_freed), 0);
+	IF v_freed IS NOT NULL THEN
+		PERFORM @extschema@.ade_release_tied(v_freed);
+	END IF;
+	UPDATE @extschema@.abm_api_accounts x
+	   SET inventory_at = now(), inventory_started_at = NULL, inventory_phase = NULL,
+		   inventory_cursor = NULL, inventory_server = NULL, updated_at = now()
+	 WHERE x.id = p_account;
+END
+$$;
+COMMENT ON FUNCTION ade_api_finish_inventory(bigint, timestamptz) IS
+	'internal: ends an inventory pass: released and unassigned devices, servers gone, and the drift of live assignments';
+
+-- ---- errors, AppleCare, activities ----
+
+-- What an error body of the API says, in a few words: JSON:API errors
+-- (code, title, detail of the first) or RFC 6749 (error, description)
+CREATE FUNCTION ade_api_error(p_body text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j jsonb;
+	e jsonb;
+BEGIN
+	BEGIN
+		j := p_body::jsonb;
+	EXCEPTION WHEN data_exception THEN
+		RETURN 'a body that is not JSON';
+	END;
+	IF jsonb_typeof(j) <> 'object' THEN
+		RETURN 'a body that is not a JSON object';
+	END IF;
+	IF jsonb_typeof(j->'errors') = 'array' AND jsonb_array_length(j->'errors') > 0 THEN
+		e := j->'errors'->0;
+		RETURN left(concat_ws(': ', e->>'code', e->>'title', e->>'detail'), 300);
+	END IF;
+	IF j ? 'error' THEN
+		RETURN left(concat_ws(': ', j->>'error', j->>'error_description'), 300);
+	END IF;
+	RETURN 'no error in the body';
+END
+$$;
+COMMENT ON FUNCTION ade_api_error(text) IS 'internal: what an error body of the Business/School Manager API says';
+
+-- The AppleCare answers of a run, {serial: answer or null (404)}: each
+-- device's coverage items replaced, its check dated
+CREATE FUNCTION ade_api_store_applecare(p_account bigint, p_answers jsonb) RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH a AS (
+		SELECT k AS serial, v FROM jsonb_each(p_answers) AS x(k, v)
+	), gone AS (
+		DELETE FROM @extschema@.abm_applecare c USING a
+		 WHERE c.account_id = p_account AND c.serial = a.serial
+		RETURNING 1
+	), items AS (
+		INSERT INTO @extschema@.abm_applecare (account_id, serial, item, status, payment_type, description,
+			agreement_number, start_at, end_at, cancel_at, is_renewable, is_canceled, fetched_at)
+		SELECT p_account, a.serial, i.n::int, i.e->'attributes'->>'status', i.e->'attributes'->>'paymentType',
+			   i.e->'attributes'->>'description', i.e->'attributes'->>'agreementNumber',
+			   @extschema@.ade_api_time(i.e->'attributes'->>'startDateTime'),
+			   @extschema@.ade_api_time(i.e->'attributes'->>'endDateTime'),
+			   @extschema@.ade_api_time(i.e->'attributes'->>'contractCancelDateTime'),
+			   CASE jsonb_typeof(i.e->'attributes'->'isRenewable') WHEN 'boolean' THEN (i.e->'attributes'->'isRenewable')::boolean END,
+			   CASE jsonb_typeof(i.e->'attributes'->'isCanceled') WHEN 'boolean' THEN (i.e->'attributes'->'isCanceled')::boolean END,
+			   now()
+		  FROM a
+		  JOIN @extschema@.abm_org_devices o ON o.account_id = p_account AND o.serial = a.serial
+		  CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(a.v->'data') = 'array'
+													   THEN a.v->'data' ELSE '[]' END) WITH ORDINALITY AS i(e, n)
+		 WHERE jsonb_typeof(i.e) = 'object' AND (SELECT count(*) FROM gone) >= 0
+		RETURNING 1
+	), checked AS (
+		UPDATE @extschema@.abm_org_devices o SET applecare_checked_at = now()
+		  FROM a WHERE o.account_id = p_account AND o.serial = a.serial
+		RETURNING 1
+	)
+	SELECT count(*)::int FROM checked WHERE (SELECT count(*) FROM items) >= 0
+$$;
+COMMENT ON FUNCTION ade_api_store_applecare(bigint, jsonb) IS
+	'internal: stores the AppleCare coverage fetched for some devices (their items replaced)';
+
+-- What an activity's answer says: status, sub-status, completion
+CREATE FUNCTION ade_api_store_activities(p_account bigint, p_answers jsonb) RETURNS int
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH up AS (
+		UPDATE @extschema@.abm_device_activities a
+		   SET status = CASE WHEN x.v IS NULL OR jsonb_typeof(x.v) = 'null' THEN 'NOT_FOUND'
+							 ELSE coalesce(x.v->'data'->'attributes'->>'status', a.status) END,
+			   sub_status = coalesce(x.v->'data'->'attributes'->>'subStatus', a.sub_status),
+			   completed_at = coalesce(@extschema@.ade_api_time(x.v->'data'->'attributes'->>'completedDateTime'),
+									   a.completed_at),
+			   polled_at = now()
+		  FROM jsonb_each(p_answers) AS x(k, v)
+		 WHERE a.account_id = p_account AND a.id = x.k
+		RETURNING 1)
+	SELECT count(*)::int FROM up
+$$;
+COMMENT ON FUNCTION ade_api_store_activities(bigint, jsonb) IS 'internal: stores what the polls of activities answered';
+
+-- The request that starts an activity: the server (by id, else by name,
+-- among the accounts' servers) and the body, checked first
+CREATE FUNCTION ade_api_activity_request(p_server text, p_serials text[], p_type text,
+	OUT account_id bigint, OUT server_id text, OUT body text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_n int;
+	v_serials text[];
+BEGIN
+	SELECT array_agg(DISTINCT s ORDER BY s) INTO v_serials FROM unnest(p_serials) s;
+	IF v_serials IS NULL OR array_position(v_serials, NULL) IS NOT NULL OR '' = ANY (v_serials) THEN
+		RAISE EXCEPTION 'serials must be a non-empty array of serial numbers, none NULL or empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF cardinality(v_serials) > 1000 THEN
+		RAISE EXCEPTION '% serials: one activity takes at most 1000', cardinality(v_serials)
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'Start one activity per 1000 serials.';
+	END IF;
+	SELECT count(*) INTO v_n FROM @extschema@.abm_mdm_servers s WHERE s.id = p_server;
+	IF v_n = 0 THEN
+		SELECT count(*) INTO v_n FROM @extschema@.abm_mdm_servers s WHERE s.server_name = p_server;
+		IF v_n > 1 THEN
+			RAISE EXCEPTION 'more than one MDM server is named %', quote_literal(p_server)
+				USING ERRCODE = 'ambiguous_parameter',
+					  HINT = 'Give its id: SELECT id, server_name FROM abm_mdm_servers.';
+		END IF;
+		SELECT s.account_id, s.id INTO account_id, server_id
+		  FROM @extschema@.abm_mdm_servers s WHERE s.server_name = p_server;
+	ELSE
+		SELECT s.account_id, s.id INTO account_id, server_id
+		  FROM @extschema@.abm_mdm_servers s WHERE s.id = p_server ORDER BY s.account_id LIMIT 1;
+	END IF;
+	IF server_id IS NULL THEN
+		RAISE EXCEPTION 'no MDM server has the id or name %', quote_literal(p_server)
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'SELECT id, server_name FROM abm_mdm_servers lists those the last inventory found (ade_inventory_sync()).';
+	END IF;
+	body := jsonb_build_object('data', jsonb_build_object(
+		'type', 'orgDeviceActivities',
+		'attributes', jsonb_build_object('activityType', p_type),
+		'relationships', jsonb_build_object(
+			'mdmServer', jsonb_build_object('data', jsonb_build_object('type', 'mdmServers', 'id', server_id)),
+			'devices', jsonb_build_object('data',
+				(SELECT jsonb_agg(jsonb_build_object('type', 'orgDevices', 'id', s) ORDER BY s)
+				   FROM unnest(v_serials) s)))))::text;
+END
+$$;
+COMMENT ON FUNCTION ade_api_activity_request(text, text[], text) IS
+	'internal: checks an activity''s serials and server and builds the request''s body';
+
+-- A new activity, as ABM's 201 described it (or, p_error: no clear answer,
+-- kept as UNKNOWN under an id of ours); its id
+CREATE FUNCTION ade_api_store_new_activity(p_account bigint, p_type text, p_server text, p_serials text[],
+	p_answer jsonb, p_error text) RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO @extschema@.abm_device_activities (id, account_id, activity_type, mdm_server_id, serials,
+		status, sub_status, created_at, error)
+	SELECT coalesce(p_answer->'data'->>'id', 'unknown-' || md5(random()::text || clock_timestamp()::text)),
+		   p_account, p_type, p_server,
+		   (SELECT array_agg(DISTINCT s ORDER BY s) FROM unnest(p_serials) s),
+		   CASE WHEN p_error IS NOT NULL THEN 'UNKNOWN'
+				ELSE coalesce(p_answer->'data'->'attributes'->>'status', 'IN_PROGRESS') END,
+		   p_answer->'data'->'attributes'->>'subStatus',
+		   coalesce(@extschema@.ade_api_time(p_answer->'data'->'attributes'->>'createdDateTime'), now()),
+		   p_error
+	RETURNING id
+$$;
+COMMENT ON FUNCTION ade_api_store_new_activity(bigint, text, text, text[], jsonb, text) IS
+	'internal: records an activity just started (or one whose start got no clear answer)';
+
+-- ---- the functions of the spec ----
+
+CREATE FUNCTION ade_add_api_account(client_id text, key_id text, private_key bytea) RETURNS bigint
+	AS 'MODULE_PATHNAME', 'ade_add_api_account' LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_add_api_account(text, text, bytea) IS
+	'stores a Business/School Manager API account (the key sealed) once a first access token proves it works; the same client_id again replaces its key';
+
+CREATE FUNCTION ade_remove_api_account(account_id bigint) RETURNS void
+	AS 'MODULE_PATHNAME', 'ade_remove_api_account' LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_remove_api_account(bigint) IS 'forgets an API account and its inventory';
+
+CREATE FUNCTION ade_inventory_sync()
+RETURNS TABLE (account_id bigint, devices int, servers int, applecare int, activities int, error text)
+	AS 'MODULE_PATHNAME', 'ade_inventory_sync' LANGUAGE C VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_inventory_sync() IS
+	'one inventory of every API account now (begun now where none is under way), its activities polled, some AppleCare';
+
+CREATE FUNCTION ade_refresh_applecare(serials text[]) RETURNS int
+	AS 'MODULE_PATHNAME', 'ade_refresh_applecare' LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_refresh_applecare(text[]) IS
+	'fetches the AppleCare coverage of these devices now (one request each); how many were';
+
+CREATE FUNCTION ade_assign_devices(serials text[], mdm_server text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_assign_devices' LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_assign_devices(text[], text) IS
+	'starts an ASSIGN_DEVICES activity (the server by id or name); its id, polled by later runs';
+
+CREATE FUNCTION ade_unassign_devices(serials text[], mdm_server text) RETURNS text
+	AS 'MODULE_PATHNAME', 'ade_unassign_devices' LANGUAGE C CALLED ON NULL INPUT VOLATILE
+	SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ade_unassign_devices(text[], text) IS
+	'starts an UNASSIGN_DEVICES activity (the server by id or name); its id, polled by later runs';
+
+REVOKE ALL ON FUNCTION ade_add_api_account(text, text, bytea), ade_remove_api_account(bigint),
+	ade_inventory_sync(), ade_refresh_applecare(text[]), ade_assign_devices(text[], text),
+	ade_unassign_devices(text[], text), ade_api_time(text), ade_api_texts(jsonb), ade_api_data(jsonb),
+	ade_api_store_devices(bigint, jsonb), ade_api_store_servers(bigint, jsonb),
+	ade_api_store_server_devices(bigint, text, jsonb), ade_api_server_token(bigint, text),
+	ade_api_inventory_state(bigint, int, boolean), ade_api_inventory_page(bigint, text, text, jsonb),
+	ade_api_finish_inventory(bigint, timestamptz), ade_api_error(text),
+	ade_api_store_applecare(bigint, jsonb), ade_api_store_activities(bigint, jsonb),
+	ade_api_activity_request(text, text[], text),
+	ade_api_store_new_activity(bigint, text, text, text[], jsonb, text) FROM PUBLIC;
+
+-- ---- the view ----
+
+-- Every device of the organisation next to this database's view of it
+CREATE VIEW ade_devices AS
+SELECT o.serial,
+	   o.account_id,
+	   o.product_family,
+	   o.device_model,
+	   o.purchase_source_type,
+	   o.purchase_source_id,
+	   o.order_number,
+	   o.mdm_server_id,
+	   s.server_name AS mdm_server_name,
+	   (@extschema@.ade_api_server_token(s.account_id, s.id) IS NOT NULL) AS assigned_to_us,
+	   d.host_id,
+	   coalesce(d.deleted_at IS NULL AND d.host_id IS NOT NULL, false) AS live,
+	   d.assign_profile_response AS profile_status,
+	   ac.status AS applecare_status,
+	   ac.end_at AS applecare_end,
+	   o.released_at,
+	   o.seen_at
+  FROM @extschema@.abm_org_devices o
+  LEFT JOIN @extschema@.abm_mdm_servers s
+	ON s.account_id OPERATOR(pg_catalog.=) o.account_id AND s.id OPERATOR(pg_catalog.=) o.mdm_server_id
+  LEFT JOIN @extschema@.host_dep_assignments d ON d.hardware_serial OPERATOR(pg_catalog.=) o.serial
+  LEFT JOIN LATERAL (
+	SELECT c.status, c.end_at FROM @extschema@.abm_applecare c
+	 WHERE c.account_id OPERATOR(pg_catalog.=) o.account_id AND c.serial OPERATOR(pg_catalog.=) o.serial
+	 ORDER BY (c.status OPERATOR(pg_catalog.=) 'ACTIVE') DESC, c.end_at DESC NULLS LAST
+	 LIMIT 1) ac ON true;
+COMMENT ON VIEW ade_devices IS
+	'every device of the organisation (Business/School Manager API) next to this database''s view of it: server, host, live assignment, profile, AppleCare';
+REVOKE ALL ON ade_devices FROM PUBLIC;
+GRANT SELECT ON ade_devices TO ade_reader;
+GRANT EXECUTE ON FUNCTION ade_api_server_token(bigint, text) TO ade_reader;

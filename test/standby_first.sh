@@ -133,6 +133,13 @@ lost=$(p -c 'SELECT ade_vault_init()' 2>&1)
 "$PGBIN/psql" -h "$work/p/sock" -p "$pport" -U "$user" -d ade2 -XAtq -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION ade' >/dev/null || exit 1
 caught_up
 as_pg cmp -s "$work/tmp/kek.saved" "$work/s/data/ade_kek.key" || lost=standby_replaced
+# nor does the primary's next run, whose data key does not open with the new
+# key, nor another database's install (which finds the new key)
+p -c 'SET client_min_messages = warning' -c 'SELECT count(*) FROM ade_sync()' >/dev/null 2>&1
+"$PGBIN/createdb" -h "$work/p/sock" -p "$pport" -U "$user" ade3
+"$PGBIN/psql" -h "$work/p/sock" -p "$pport" -U "$user" -d ade3 -XAtq -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION ade' >/dev/null
+caught_up
+as_pg cmp -s "$work/tmp/kek.saved" "$work/s/data/ade_kek.key" || lost=replaced_after_a_run
 as_pg cp -p "$work/tmp/kek.saved" "$work/p/data/ade_kek.key"
 
 ade_stop_cluster "$work/p"

@@ -195,8 +195,8 @@ SELECT t.id AS token_id,
 		 WHEN pz.paused IS NOT NULL
 		   THEN 'ABM asked to wait (429/503 Retry-After), nothing of these kinds is sent until then: '
 				OPERATOR(pg_catalog.||) pz.said
-		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
 		 WHEN k.node IS NOT NULL THEN k.node
+		 WHEN t.last_error IS NOT NULL THEN 'the last sync failed: ' OPERATOR(pg_catalog.||) t.last_error
 		 WHEN @extschema@.ade_job_problem() IS NOT NULL THEN @extschema@.ade_job_problem()
 		 WHEN @extschema@.ade_profile_problem(t.id) IS NOT NULL THEN @extschema@.ade_profile_problem(t.id)
 		 WHEN t.last_sync_at IS NULL THEN 'never synced: run SELECT * FROM ade_sync() or ade_schedule()'
