@@ -3182,3 +3182,29 @@ COMMENT ON VIEW ade_devices IS
 REVOKE ALL ON ade_devices FROM PUBLIC;
 GRANT SELECT ON ade_devices TO ade_reader;
 GRANT EXECUTE ON FUNCTION ade_api_server_token(bigint, text) TO ade_reader;
+
+-- the API accounts' secrets are sealed with the data keys too
+CREATE OR REPLACE VIEW ade_secret_key_usage AS
+WITH sealed(v) AS (
+	SELECT s.consumer_secret FROM @extschema@.ade_token_secrets s
+	UNION ALL SELECT s.access_token FROM @extschema@.ade_token_secrets s
+	UNION ALL SELECT s.access_secret FROM @extschema@.ade_token_secrets s
+	UNION ALL SELECT s.session_token FROM @extschema@.ade_token_secrets s WHERE s.session_token IS NOT NULL
+	UNION ALL SELECT k.private_key FROM @extschema@.ade_keypair k
+	UNION ALL SELECT a.private_key FROM @extschema@.abm_api_accounts a
+	UNION ALL SELECT a.access_token FROM @extschema@.abm_api_accounts a WHERE a.access_token IS NOT NULL
+), used AS (
+	SELECT pg_catalog.substr(x.v, 1, 4) AS format, pg_catalog.substr(x.v, 6, 8) AS key_id,
+		   pg_catalog.count(*) AS n
+	  FROM sealed x
+	 GROUP BY 1, 2
+)
+SELECT coalesce(k.id, u.key_id) AS key_id,
+	   CASE WHEN u.format OPERATOR(pg_catalog.=) 'ade1'
+			THEN pg_catalog.format('file ade_secrets_%s.key (0.3)', u.key_id)
+			ELSE 'ade_secret_keys' END AS stored_in,
+	   coalesce(k.current, false) AS current,
+	   k.created_at,
+	   coalesce(u.n, 0) AS sealed_values
+  FROM @extschema@.ade_secret_keys k
+  FULL JOIN used u ON u.key_id OPERATOR(pg_catalog.=) k.id AND u.format OPERATOR(pg_catalog.=) 'ade2';

@@ -804,6 +804,55 @@ reseal_all(bool tolerant)
 			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
 	}
 
+	/* the API accounts' keys and tokens (api.c; 0.5) */
+	if (AdeSqlAtLeast(0, 5))
+	{
+		rc = SPI_execute(psprintf("SELECT id, private_key, access_token FROM %s.abm_api_accounts "
+								  "ORDER BY id FOR UPDATE", schema), false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+		tt = SPI_tuptable;
+		for (i = 0; i < tt->numvals; i++)
+		{
+			bool		isnull;
+			int64		aid = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+			char	   *kplace = AdeVaultPlace("abm_api_accounts", "private_key", aid);
+			char	   *tplace = AdeVaultPlace("abm_api_accounts", "access_token", aid);
+			char	   *sealed = TextDatumGetCString(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+			Datum		tok = SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull);
+			const char *why;
+			char	   *plain = vault_open(sealed, kplace, &why);
+			Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+			Datum		args[3];
+			char		nulls[3] = {' ', ' ', 'n'};
+
+			if (plain == NULL && tolerant)
+			{
+				ereport(WARNING,
+						(errmsg("ade: the stored secret %s cannot be opened (%s); it is left as it is", kplace, why)));
+				continue;
+			}
+			if (plain == NULL)
+				(void) AdeVaultOpen(sealed, kplace);	/* raises, saying why */
+			args[0] = Int64GetDatum(aid);
+			args[1] = CStringGetTextDatum(AdeVaultSeal(plain, kplace));
+			explicit_bzero(plain, strlen(plain));
+			/* the access token: sealed again, or dropped (a new one comes when needed) */
+			if (!isnull && (plain = vault_open(TextDatumGetCString(tok), tplace, &why)) != NULL)
+			{
+				args[2] = CStringGetTextDatum(AdeVaultSeal(plain, tplace));
+				nulls[2] = ' ';
+				explicit_bzero(plain, strlen(plain));
+			}
+			rc = SPI_execute_with_args(psprintf("UPDATE %s.abm_api_accounts SET private_key = $2, access_token = $3, "
+												"access_token_expires_at = CASE WHEN $3 IS NULL THEN NULL "
+												"ELSE access_token_expires_at END WHERE id = $1", schema),
+									   3, types, args, nulls, false, 0);
+			if (rc != SPI_OK_UPDATE)
+				elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		}
+	}
+
 	sql = psprintf("SELECT private_key FROM %s.ade_keypair WHERE id = 1 FOR UPDATE", schema);
 	rc = SPI_execute(sql, false, 0);
 	if (rc != SPI_OK_SELECT)

@@ -143,6 +143,8 @@ WITH sealed(v) AS (
 	UNION ALL SELECT s.access_secret FROM @extschema@.ade_token_secrets s
 	UNION ALL SELECT s.session_token FROM @extschema@.ade_token_secrets s WHERE s.session_token IS NOT NULL
 	UNION ALL SELECT k.private_key FROM @extschema@.ade_keypair k
+	UNION ALL SELECT a.private_key FROM @extschema@.abm_api_accounts a
+	UNION ALL SELECT a.access_token FROM @extschema@.abm_api_accounts a WHERE a.access_token IS NOT NULL
 ), used AS (
 	SELECT pg_catalog.substr(x.v, 1, 4) AS format, pg_catalog.substr(x.v, 6, 8) AS key_id,
 		   pg_catalog.count(*) AS n
