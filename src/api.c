@@ -106,6 +106,7 @@ typedef struct ApiCounts
 	int			applecare;
 	int			activities;
 	bool		paused;
+	char	   *note;			/* what went wrong without an ERROR */
 } ApiCounts;
 
 static void
@@ -534,98 +535,92 @@ time_for_another(ApiClient *c, TimestampTz last_took)
 }
 
 /*
- * The account's inventory: pages, one statement each, while one is due
- * (force: begin a pass now when none is under way) and time is left.
+ * One page of the account's inventory, one statement (force: begin a pass
+ * now when none is under way).  *more: another page is due.
  */
 static void
-inventory(ApiClient *c, bool force, ApiCounts *n)
+inventory_page(ApiClient *c, bool force, ApiCounts *n, bool *more)
 {
-	TimestampTz took = 0;
+	Oid			stypes[3] = {INT8OID, INT4OID, BOOLOID};
+	Datum		sargs[3];
+	Oid			ptypes[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		pargs[4];
+	char		pnulls[4] = {' ', ' ', ' ', ' '};
+	int			rc;
+	bool		isnull;
+	char	   *phase;
+	char	   *server = NULL;
+	char	   *cursor = NULL;
+	char	   *path;
+	char	   *body;
+	ApiAnswer	ans;
+	HeapTuple	tup;
+	TupleDesc	td;
+	Datum		d;
 
-	for (;;)
+	*more = false;
+	sargs[0] = Int64GetDatum(c->account_id);
+	sargs[1] = Int32GetDatum(ade_inventory_interval);
+	sargs[2] = BoolGetDatum(force);
+	rc = AdeExec("SELECT phase, server, cursor FROM %s.ade_api_inventory_state($1, $2, $3)",
+				 3, stypes, sargs, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "ade_api_inventory_state");
+	if (SPI_processed == 0)
+		return;
+	tup = SPI_tuptable->vals[0];
+	td = SPI_tuptable->tupdesc;
+	phase = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
+	d = SPI_getbinval(tup, td, 2, &isnull);
+	if (!isnull)
+		server = TextDatumGetCString(d);
+	d = SPI_getbinval(tup, td, 3, &isnull);
+	if (!isnull)
+		cursor = TextDatumGetCString(d);
+
+	if (strcmp(phase, "servers") == 0)
+		path = with_cursor("/v1/mdmServers", cursor);
+	else if (strcmp(phase, "devices") == 0)
+		path = with_cursor("/v1/orgDevices", cursor);
+	else
+		path = with_cursor(psprintf("/v1/mdmServers/%s/relationships/devices", AdeOAuthEncode(server)), cursor);
+	api_request(c, "GET", path, NULL, &ans);
+	if (ans.paused)
 	{
-		Oid			stypes[3] = {INT8OID, INT4OID, BOOLOID};
-		Datum		sargs[3];
-		Oid			ptypes[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
-		Datum		pargs[4];
-		char		pnulls[4] = {' ', ' ', ' ', ' '};
-		int			rc;
-		bool		isnull;
-		char	   *phase;
-		char	   *server = NULL;
-		char	   *cursor = NULL;
-		char	   *path;
-		ApiAnswer	ans;
-		TimestampTz start = GetCurrentTimestamp();
-		HeapTuple	tup;
-		TupleDesc	td;
-		Datum		d;
-
-		if (!time_for_another(c, took))
-			return;
-		sargs[0] = Int64GetDatum(c->account_id);
-		sargs[1] = Int32GetDatum(ade_inventory_interval);
-		sargs[2] = BoolGetDatum(force);
-		rc = AdeExec("SELECT phase, server, cursor FROM %s.ade_api_inventory_state($1, $2, $3)",
-					 3, stypes, sargs, NULL, false, 1);
-		spi_check(rc, SPI_OK_SELECT, "ade_api_inventory_state");
-		if (SPI_processed == 0)
-			return;
-		tup = SPI_tuptable->vals[0];
-		td = SPI_tuptable->tupdesc;
-		phase = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
-		d = SPI_getbinval(tup, td, 2, &isnull);
-		if (!isnull)
-			server = TextDatumGetCString(d);
-		d = SPI_getbinval(tup, td, 3, &isnull);
-		if (!isnull)
-			cursor = TextDatumGetCString(d);
-		force = false;			/* a pass is under way: it goes on, no other begins */
-
-		if (strcmp(phase, "servers") == 0)
-			path = with_cursor("/v1/mdmServers", cursor);
-		else if (strcmp(phase, "devices") == 0)
-			path = with_cursor("/v1/orgDevices", cursor);
-		else
-			path = with_cursor(psprintf("/v1/mdmServers/%s/relationships/devices", AdeOAuthEncode(server)), cursor);
-		api_request(c, "GET", path, NULL, &ans);
-		if (ans.paused)
-		{
-			n->paused = true;
-			return;
-		}
-		if (ans.status == 400 && cursor != NULL)
-		{
-			/* a cursor ABM no longer takes: the pass begins again */
-			rc = AdeExec("UPDATE %s.abm_api_accounts SET inventory_phase = NULL, inventory_cursor = NULL, "
-						 "inventory_server = NULL, inventory_started_at = NULL WHERE id = $1",
-						 1, stypes, sargs, NULL, false, 0);
-			spi_check(rc, SPI_OK_UPDATE, "abm_api_accounts");
-			api_raise(&ans, psprintf("GET %s (the inventory begins again at the next run)", path));
-		}
-		if (ans.status != 200)
-			api_raise(&ans, psprintf("GET %s", path));
-		pargs[0] = Int64GetDatum(c->account_id);
-		pargs[1] = CStringGetTextDatum(phase);
-		if (server)
-			pargs[2] = CStringGetTextDatum(server);
-		else
-			pnulls[2] = 'n';
-		pargs[3] = CStringGetTextDatum(ans.body);
-		rc = AdeExec("SELECT devices, servers, done FROM %s.ade_api_inventory_page($1, $2, $3, $4::jsonb)",
-					 4, ptypes, pargs, pnulls, false, 1);
-		spi_check(rc, SPI_OK_SELECT, "ade_api_inventory_page");
-		tup = SPI_tuptable->vals[0];
-		td = SPI_tuptable->tupdesc;
-		if (strcmp(phase, "devices") == 0)
-			n->devices += DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
-		n->servers += DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
-		if (AdeCommitSteps)
-			AdeCommit();
-		took = GetCurrentTimestamp() - start;
-		if (DatumGetBool(SPI_getbinval(tup, td, 3, &isnull)))
-			return;				/* the pass is complete */
+		n->paused = true;
+		return;
 	}
+	body = ans.body;
+	if (ans.status == 404 && server != NULL)
+		body = "{\"data\": []}";	/* a server gone meanwhile holds nothing */
+	else if (ans.status == 400 && cursor != NULL)
+	{
+		/* a cursor ABM no longer takes: the pass begins again, next run */
+		rc = AdeExec("UPDATE %s.abm_api_accounts SET inventory_phase = NULL, inventory_cursor = NULL, "
+					 "inventory_server = NULL, inventory_started_at = NULL WHERE id = $1",
+					 1, stypes, sargs, NULL, false, 0);
+		spi_check(rc, SPI_OK_UPDATE, "abm_api_accounts");
+		n->note = psprintf("ABM refused the inventory's cursor (GET %s: HTTP 400, %s): the inventory begins again",
+						   path, error_words(ans.body));
+		return;
+	}
+	else if (ans.status != 200)
+		api_raise(&ans, psprintf("GET %s", path));
+	pargs[0] = Int64GetDatum(c->account_id);
+	pargs[1] = CStringGetTextDatum(phase);
+	if (server)
+		pargs[2] = CStringGetTextDatum(server);
+	else
+		pnulls[2] = 'n';
+	pargs[3] = CStringGetTextDatum(body);
+	rc = AdeExec("SELECT devices, servers, done FROM %s.ade_api_inventory_page($1, $2, $3, $4::jsonb)",
+				 4, ptypes, pargs, pnulls, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "ade_api_inventory_page");
+	tup = SPI_tuptable->vals[0];
+	td = SPI_tuptable->tupdesc;
+	if (strcmp(phase, "devices") == 0)
+		n->devices += DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+	n->servers += DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
+	*more = !DatumGetBool(SPI_getbinval(tup, td, 3, &isnull));
 }
 
 /*
@@ -705,8 +700,6 @@ applecare(ApiClient *c, ArrayType *serials, ApiCounts *n)
 		sargs[1] = CStringGetTextDatum(all.data);
 		store_page("SELECT %s.ade_api_store_applecare($1, $2::jsonb)", 2, stypes, sargs, "ade_api_store_applecare");
 	}
-	if (AdeCommitSteps)
-		AdeCommit();
 }
 
 /* the account's activities not finished yet, polled; every answer in one statement */
@@ -772,24 +765,52 @@ poll_activities(ApiClient *c, ApiCounts *n)
 	}
 }
 
-/* what a run does for one account: activities, the inventory, AppleCare */
+/*
+ * What a run does for one account, each part a step of its own
+ * (AdeTrySubxact: in the pg_cron job each is committed at once): its
+ * activities polled, the inventory's pages while time is left, AppleCare.
+ */
 typedef struct AccountStep
 {
 	ApiClient  *client;
+	int64		account_id;
 	bool		force;
+	bool		more;
 	ApiCounts	n;
 } AccountStep;
 
 static void
-account_step(void *arg)
+open_step(void *arg)
+{
+	AccountStep *s = (AccountStep *) arg;
+
+	s->client = client_open(s->account_id);
+}
+
+static void
+activities_step(void *arg)
 {
 	AccountStep *s = (AccountStep *) arg;
 
 	poll_activities(s->client, &s->n);
-	if (!s->n.paused)
-		inventory(s->client, s->force, &s->n);
-	if (!s->n.paused && ade_applecare_per_run > 0)
-		applecare(s->client, NULL, &s->n);
+	store_token(s->client);
+}
+
+static void
+page_step(void *arg)
+{
+	AccountStep *s = (AccountStep *) arg;
+
+	inventory_page(s->client, s->force, &s->n, &s->more);
+	store_token(s->client);
+}
+
+static void
+applecare_step(void *arg)
+{
+	AccountStep *s = (AccountStep *) arg;
+
+	applecare(s->client, NULL, &s->n);
 	store_token(s->client);
 }
 
@@ -810,39 +831,73 @@ note_error(int64 account_id, const char *error)
 	spi_check(rc, SPI_OK_UPDATE, "abm_api_accounts.last_error");
 }
 
+/* one step; false (and *msg) when it failed */
+static bool
+step(void (*f) (void *), AccountStep *s, MemoryContext cxt, char **msg)
+{
+	ErrorData  *error = NULL;
+	AdeAbmKind	kind;
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	bool		ok = AdeTrySubxact(f, s, &error, &kind);
+
+	MemoryContextSwitchTo(old);
+	if (!ok)
+		*msg = pstrdup(error->message);
+	return ok;
+}
+
 /*
- * One account's steps in a subtransaction: an ABM or data error is kept
- * as the account's last_error (and returned), never the run's end.
+ * One account's part of a run (force: begin an inventory now).  An ABM or
+ * data error is kept as the account's last_error (and returned), never the
+ * run's end; a pause ABM asked for was kept by note_pause().
  */
 static char *
 run_account(int64 account_id, bool force, TimestampTz deadline, ApiCounts *n)
 {
 	AccountStep s;
-	ErrorData  *error = NULL;
-	AdeAbmKind	kind;
-	char	   *volatile msg = NULL;
-	volatile bool ok = false;
+	char	   *msg = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "ade api account",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext pagecxt = AllocSetContextCreate(cxt, "ade api page", ALLOCSET_DEFAULT_SIZES);
 
 	memset(&s, 0, sizeof(s));
-	s.force = force;
-	s.client = client_open(account_id);
-	s.client->deadline = deadline;
-	PG_TRY();
+	s.account_id = account_id;
+	if (step(open_step, &s, cxt, &msg))
 	{
-		ok = AdeTrySubxact(account_step, &s, &error, &kind);
-	}
-	PG_FINALLY();
-	{
+		TimestampTz took = 0;
+
+		s.client->deadline = deadline;
+		if (step(activities_step, &s, pagecxt, &msg) && !s.n.paused)
+		{
+			s.force = force;
+			do
+			{
+				TimestampTz start = GetCurrentTimestamp();
+
+				if (!time_for_another(s.client, took))
+					break;
+				if (!step(page_step, &s, pagecxt, &msg))
+					break;
+				if (s.n.note != NULL)
+				{
+					msg = MemoryContextStrdup(outer, s.n.note);
+					break;
+				}
+				MemoryContextReset(pagecxt);
+				s.force = false;	/* a pass is under way: no other begins */
+				took = GetCurrentTimestamp() - start;
+			} while (s.more && !s.n.paused);
+			if (msg == NULL && !s.n.paused && ade_applecare_per_run > 0)
+				(void) step(applecare_step, &s, pagecxt, &msg);
+		}
 		client_close(s.client);
 	}
-	PG_END_TRY();
-	if (!ok)
-		msg = pstrdup(error->message);
-	else if (s.n.paused)
-		msg = NULL;				/* note_pause() kept why */
+	MemoryContextDelete(cxt);
 	if (!s.n.paused)
 		note_error(account_id, msg);
 	*n = s.n;
+	n->note = NULL;
 	return msg;
 }
 

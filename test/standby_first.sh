@@ -142,11 +142,26 @@ caught_up
 as_pg cmp -s "$work/tmp/kek.saved" "$work/s/data/ade_kek.key" || lost=replaced_after_a_run
 as_pg cp -p "$work/tmp/kek.saved" "$work/p/data/ade_kek.key"
 
+# a reinstall (the extension dropped, the key file removed, the extension
+# created again): the primary's new key is unproven and the standby keeps
+# its own, until a token added seals a data key with the new one, which the
+# standby then takes (promoted, it must open that token)
+p -c 'SET client_min_messages = warning' -c 'SET ade.allow_drop = on' -c 'DROP EXTENSION ade CASCADE' >/dev/null || exit 1
+as_pg rm -f "$work/p/data/ade_kek.key"
+p -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION ade' >/dev/null || exit 1
+caught_up
+reinstall=error
+as_pg cmp -s "$work/tmp/kek.saved" "$work/s/data/ade_kek.key" && reinstall=kept_until_proven
+PGHOST=$work/p/sock PGPORT=$pport PGUSER=$user ADE_TEST_DB=ade ADE_TEST_TMP=$work/tmp \
+  test/add-token.sh 'Standby Org' CK_standby1 || exit 1
+caught_up
+[[ $reinstall == kept_until_proven ]] && as_pg cmp -s "$work/p/data/ade_kek.key" "$work/s/data/ade_kek.key" && reinstall=ok
+
 ade_stop_cluster "$work/p"
 # (the standby ran until here: one that stopped fails the test, never skips it)
 as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -w -t 60 promote >/dev/null || echo "the standby was not promoted" >&2
 refresh=$(s -c "SELECT 'ok' FROM abm_tokens t, ade_refresh_account(t.id)" 2>&1)
-sync=$(s -c "SELECT coalesce(error, 'ok') FROM ade_sync()" 2>&1)
+sync=$(s -c 'SET client_min_messages = warning' -c "SELECT coalesce(error, 'ok') FROM ade_sync()" 2>&1)
 [[ $refresh == ok ]] || { echo "refresh: $refresh" >&2; refresh=error; }
 [[ $sync == ok ]] || { echo "sync: $sync" >&2; sync=error; }
 
@@ -159,4 +174,4 @@ as_pg cp "$work/tmp/kek.copied" "$work/s/data/ade_kek.key"
 as_pg "$PGBIN/pg_ctl" -D "$work/s/data" -m immediate stop >/dev/null 2>&1
 start_standby pg_cron,ade && crash=kept || crash=not_started
 [[ $crash == kept ]] && ! as_pg cmp -s "$work/tmp/kek.copied" "$work/s/data/ade_kek.key" && crash=replaced
-echo "kek=$kek node=$node status=$status missing=$missing standby_sync=$standby_sync standby_call=$standby_call standby_ask=$standby_ask relog=$relog replace=$replace lost=$lost refresh=$refresh sync=$sync crash=$crash"
+echo "kek=$kek node=$node status=$status missing=$missing standby_sync=$standby_sync standby_call=$standby_call standby_ask=$standby_ask relog=$relog replace=$replace lost=$lost reinstall=$reinstall refresh=$refresh sync=$sync crash=$crash"

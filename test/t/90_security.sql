@@ -42,9 +42,9 @@ DROP ROLE ade_test_reader;
 -- them can be called by PUBLIC; every function with a body pins search_path
 SELECT is((SELECT count(*)::int FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
             WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ade') AND p.prosecdef
-              AND ((p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype) AND p.proname NOT IN ('ade_secret_status', 'ade_profile_problem', 'ade_job_problem', 'ade_problems'))
+              AND ((p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype) AND p.proname NOT IN ('ade_secret_status', 'ade_profile_problem', 'ade_job_problem', 'ade_problems', 'ade_node_problem', 'ade_api_server_token'))
                    OR has_function_privilege('public', p.oid, 'EXECUTE'))), 0,
-  'the only SECURITY DEFINER functions are trigger and event trigger functions, ade_secret_status(), ade_profile_problem(), ade_job_problem() (for ade_status) and ade_problems(), none executable by PUBLIC');
+  'the only SECURITY DEFINER functions are trigger and event trigger functions, ade_secret_status(), ade_node_problem(), ade_profile_problem(), ade_job_problem() (for ade_status), ade_api_server_token() (for ade_devices) and ade_problems(), none executable by PUBLIC');
 SELECT is((SELECT array_agg(p.proname ORDER BY p.proname) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
             WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ade')
               AND p.proname NOT IN ('ade_platform', 'ade_oauth_signature', 'ade_record_error')

@@ -43,7 +43,7 @@ SELECT is(:'out'::text, '', 'it inserts hosts of its own');
 SELECT count(*) FROM ade_sync() \g /dev/null
 \set readable `psql -XAtq -d "$ADE_TEST_DB" -c "SELECT string_agg(c.oid::regclass::text, ' ' ORDER BY c.relname) FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e' JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'ade' WHERE has_table_privilege('ade_reader', c.oid, 'SELECT')"`
 \set out `for r in :readable; do psql -XAtq -U ade_test_reader -d "$ADE_TEST_DB" -c "SELECT '$r: ' || count(*) FROM (SELECT * FROM $r) x" 2>&1 | sed 's/: [0-9]*$/: ok/'; done | tr '\n' ' '`
-SELECT is(:'out'::text, 'ade_device_actions: ok ade_rate_limits: ok ade_rejected_records: ok ade_status: ok ade_sync_runs: ok ade_team_status: ok host_dep_assignments: ok hosts: ok ',
+SELECT is(:'out'::text, 'abm_applecare: ok abm_device_activities: ok abm_mdm_servers: ok abm_org_devices: ok ade_device_actions: ok ade_devices: ok ade_rate_limits: ok ade_rejected_records: ok ade_status: ok ade_sync_runs: ok ade_team_status: ok host_dep_assignments: ok hosts: ok ',
   'ade_reader can SELECT * from every view and table granted to it');
 \set out `psql -XAtq -U ade_test_reader -d "$ADE_TEST_DB" -c "SELECT count(*) > 0 FROM ade_last_runs(5)" 2>&1`
 SELECT is(:'out'::text, 't', 'and call ade_last_runs()');
