@@ -1,5 +1,6 @@
 -- The whole organisation at scale (issue 24): an inventory of 100,000
--- devices is read by the scheduled runs of ade_sync(), each within its
+-- devices is read by the scheduled runs (CALL ade_sync_job(), what pg_cron
+-- runs: each page committed at once), each within its
 -- share of ade.max_sync_seconds, over as many runs as it takes, and ends
 -- with every device stored once and none marked released.
 \ir setup.psql
@@ -21,10 +22,10 @@ DECLARE t0 timestamptz;
 BEGIN
   FOR i IN 1 .. 40 LOOP
     t0 := clock_timestamp();
-    PERFORM count(*) FROM ade_sync();
+    CALL public.ade_sync_job();
     INSERT INTO runs SELECT i, clock_timestamp() - t0, a.inventory_phase,
-           (SELECT count(*) FROM abm_org_devices) FROM abm_api_accounts a;
-    EXIT WHEN (SELECT inventory_at IS NOT NULL FROM abm_api_accounts);
+           (SELECT count(*) FROM public.abm_org_devices) FROM public.abm_api_accounts a;
+    EXIT WHEN (SELECT inventory_at IS NOT NULL FROM public.abm_api_accounts);
   END LOOP;
 END $$;
 SELECT ok((SELECT inventory_at IS NOT NULL FROM abm_api_accounts WHERE id = :account), 'the inventory of 100,000 devices completes, run after run');
