@@ -394,7 +394,7 @@ get_token(ApiClient *c, bool force)
 				 errmsg("ABM refused the API account %s: HTTP %ld, %s", c->client_id, res.status,
 						error_words(res.body)),
 				 errdetail("The client assertion was signed with the key given for key id %s.", c->key_id),
-				 errhint("Check the client id, the key id and the private key in ABM (Preferences > API); a key can be downloaded only once: make a new one if it is lost.")));
+				 errhint("Check the client id, the key id and the private key in ABM (Preferences > API; a key can be downloaded only once: make a new one if it is lost), and this server's clock: the assertion is valid for 20 minutes from now.")));
 	memset(&resp, 0, sizeof(resp));
 	resp.status = res.status;
 	resp.body = res.body;

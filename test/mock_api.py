@@ -587,6 +587,9 @@ def c_settings(st, body, q):
         if k == "jti_reuse":
             if v not in ("reject", "allow"):
                 raise ControlError(400, "jti_reuse: reject or allow")
+        elif k == "clock_offset":
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ControlError(400, "clock_offset: a number of seconds")
         elif k == "activity_seconds":
             if v is not None and (not isinstance(v, (int, float)) or v < 0):
                 raise ControlError(400, "activity_seconds: a number >= 0, or null (count polls)")

@@ -461,7 +461,8 @@ def cmd_api_revoke(a):
 
 def cmd_api_settings(a):
     body = {}
-    for k in ("token_lifetime", "activity_polls", "activity_seconds", "download_seconds", "jti_reuse"):
+    for k in ("token_lifetime", "activity_polls", "activity_seconds", "download_seconds", "jti_reuse",
+              "clock_offset"):
         v = getattr(a, k)
         if v is not None:
             body[k] = v
@@ -725,6 +726,8 @@ def main(argv=None):
     p.add_argument("--activity-by-polls", action="store_true", help="activities finish by polls again")
     p.add_argument("--download-seconds", type=int)
     p.add_argument("--jti-reuse", choices=("reject", "allow"))
+    p.add_argument("--clock-offset", type=float,
+                   help="seconds the token endpoint's clock runs ahead (an assertion it finds expired)")
     p.set_defaults(fn=cmd_api_settings)
     p = sub.add_parser("api-server", help="add an MDM server (not a token) to an organisation")
     p.add_argument("--org", required=True)

@@ -30,7 +30,7 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RETURN SQLSTATE || ' ' || SQLERRM;
 END $$;
-SELECT plan(50);
+SELECT plan(52);
 
 -- ---- the account
 SELECT alike(pg_temp.state_of(format('SELECT ade_add_api_account(%L, %L, convert_to(%L, ''UTF8''))',
@@ -55,6 +55,16 @@ SELECT is((SELECT count(*)::int FROM jsonb_array_elements(CASE WHEN jsonb_typeof
             WHERE a->>'verdict' = 'ok' OR (a->>'ok')::boolean), 1, 'one good assertion was sent: the account was proven by a first access token');
 SELECT is(ade_add_api_account(:'client_id', :'key_id', convert_to(:'pem', 'UTF8')), :account::bigint,
           'the same client id again keeps its account (the key replaced in place)');
+
+-- an assertion the token endpoint finds expired (this server's clock an hour
+-- behind Apple's): refused, saying so, and the hint names the clock
+\! python3 test/mockctl.py api-settings --clock-offset 3600 >/dev/null
+UPDATE abm_api_accounts SET access_token_expires_at = now() WHERE id = :account;
+SELECT alike((SELECT error FROM ade_inventory_sync()), '%invalid_client%expired assertion%',
+             'an expired client assertion is refused by the token endpoint, and the error says what ABM said');
+SELECT alike(pg_temp.state_of(format('SELECT ade_add_api_account(%L, %L, convert_to(%L, ''UTF8''))', :'client_id', :'key_id', :'pem')),
+             '28000 ABM refused the API account%', 'and an account cannot be added with it');
+\! python3 test/mockctl.py api-settings --clock-offset 0 >/dev/null
 
 -- ---- the inventory (across runs: 29_api_scale)
 SELECT * FROM ade_inventory_sync() \g /dev/null
