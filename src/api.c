@@ -83,6 +83,7 @@ typedef struct ApiClient
 	char	   *token;			/* wiped when cxt goes */
 	TimestampTz token_until;
 	bool		token_new;		/* fetched here, not stored yet */
+	TimestampTz not_before;		/* ABM asked to wait: nothing sent before */
 	TimestampTz deadline;		/* the run's share; 0: the settings only */
 	AdeHttp    *http;
 	MemoryContext cxt;
@@ -178,7 +179,7 @@ client_open(int64 account_id)
 	char	   *pem;
 	ApiClient  *c;
 
-	rc = AdeExec("SELECT client_id, key_id, private_key, access_token, access_token_expires_at "
+	rc = AdeExec("SELECT client_id, key_id, private_key, access_token, access_token_expires_at, not_before "
 				 "FROM %s.abm_api_accounts WHERE id = $1", 1, types, args, NULL, true, 1);
 	spi_check(rc, SPI_OK_SELECT, "abm_api_accounts");
 	if (SPI_processed != 1)
@@ -194,6 +195,12 @@ client_open(int64 account_id)
 				   TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull)), pem, (int) strlen(pem));
 	explicit_bzero(pem, strlen(pem));
 	c->account_id = account_id;
+	{
+		Datum		nb = SPI_getbinval(tup, td, 6, &isnull);
+
+		if (!isnull)
+			c->not_before = DatumGetTimestampTz(nb);
+	}
 	{
 		Datum		tok = SPI_getbinval(tup, td, 4, &isnull);
 		Datum		until;
@@ -246,10 +253,12 @@ note_pause(ApiClient *c, int seconds, long status)
 	Datum		args[3];
 	int			rc;
 
+	seconds = Min(Max(seconds, 1), ADE_MAX_RETRY_AFTER);
+	c->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), seconds * 1000L);
 	if (c->account_id == 0)
 		return;
 	args[0] = Int64GetDatum(c->account_id);
-	args[1] = Int32GetDatum(Min(Max(seconds, 1), ADE_MAX_RETRY_AFTER));
+	args[1] = Int32GetDatum(seconds);
 	args[2] = CStringGetTextDatum(psprintf("ABM asked to wait (HTTP %ld, Retry-After %d s)", status, seconds));
 	rc = AdeExec("UPDATE %s.abm_api_accounts SET not_before = clock_timestamp() + make_interval(secs => $2), "
 				 "last_error = $3, last_error_at = now(), updated_at = now() WHERE id = $1",
@@ -339,7 +348,7 @@ store_token(ApiClient *c)
  * endpoint.  A refusal is an ERROR that says what ABM said (never the
  * assertion or the key).
  */
-static void
+static bool
 get_token(ApiClient *c, bool force)
 {
 	TimestampTz now = GetCurrentTimestamp();
@@ -355,7 +364,7 @@ get_token(ApiClient *c, bool force)
 	long		secs;
 
 	if (!force && c->token && c->token_until > TimestampTzPlusMilliseconds(now, TOKEN_EARLY_SECONDS * 1000L))
-		return;
+		return true;
 	iat = (int64) ((now / USECS_PER_SEC) + ((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
 	assertion = AdeClientAssertion(c->client_id, c->key_id, c->pem, c->pem_len,
 								   iat, iat + ASSERTION_SECONDS, random_uuid());
@@ -383,10 +392,13 @@ get_token(ApiClient *c, bool force)
 				 errhint("Check ade.abm_token_url and the network to it.")));
 	if (res.status == 429 || res.status == 503)
 	{
+		/* kept (no ERROR, which would undo it): the caller stops, paused */
 		note_pause(c, res.retry_after >= 0 ? res.retry_after : DEFAULT_PAUSE_SECONDS, res.status);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("the API token endpoint asked to wait (HTTP %ld)", res.status)));
+		if (c->account_id == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("the API token endpoint asked to wait (HTTP %ld, Retry-After %d s)", res.status, res.retry_after)));
+		return false;
 	}
 	if (res.status != 200)
 		ereport(ERROR,
@@ -417,6 +429,7 @@ get_token(ApiClient *c, bool force)
 	c->token_until = TimestampTzPlusMilliseconds(now, secs * 1000L);
 	c->token_new = true;
 	store_token(c);
+	return true;
 }
 
 /* ---- requests ---- */
@@ -445,7 +458,12 @@ api_request(ApiClient *c, const char *method, const char *path, const char *body
 		const char *hdrs[3];
 
 		CHECK_FOR_INTERRUPTS();
-		get_token(c, false);
+		/* ABM asked to wait: nothing is sent to this account before */
+		if (c->not_before > GetCurrentTimestamp() || !get_token(c, false))
+		{
+			ans->paused = true;
+			return;
+		}
 		ensure_http(c);
 		auth = psprintf("Authorization: Bearer %s", c->token);
 		hdrs[0] = auth;
@@ -467,7 +485,11 @@ api_request(ApiClient *c, const char *method, const char *path, const char *body
 		if (ans->status == 401 && !renewed)
 		{
 			renewed = true;
-			get_token(c, true);
+			if (!get_token(c, true))
+			{
+				ans->paused = true;
+				return;
+			}
 			continue;
 		}
 		if (ans->status == 429 || (ans->status == 503 && res.retry_after >= 0))
@@ -505,15 +527,6 @@ api_raise(const ApiAnswer *ans, const char *what)
 	ereport(ERROR,
 			(errcode(ans->status == 404 ? ERRCODE_NO_DATA_FOUND : ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 			 errmsg("ABM answered %s with HTTP %ld: %s", what, ans->status, error_words(ans->body))));
-}
-
-/* run one SQL function over an answer's body (as jsonb) */
-static void
-store_page(const char *sql, int nargs, Oid *types, Datum *args, const char *what)
-{
-	int			rc = AdeExec(sql, nargs, types, args, NULL, false, 1);
-
-	spi_check(rc, SPI_OK_SELECT, what);
 }
 
 /* ---- the inventory ---- */
@@ -623,10 +636,89 @@ inventory_page(ApiClient *c, bool force, ApiCounts *n, bool *more)
 	*more = !DatumGetBool(SPI_getbinval(tup, td, 3, &isnull));
 }
 
+/* the serials (or activity ids) a query returned, copied out of SPI */
+static char **
+spi_texts(uint64 *count)
+{
+	char	  **list;
+	uint64		i;
+
+	*count = SPI_processed;
+	list = palloc(sizeof(char *) * Max(*count, 1));
+	for (i = 0; i < *count; i++)
+	{
+		bool		isnull;
+
+		list[i] = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return list;
+}
+
+/*
+ * GET path_fmt (with each key) for some keys, one request each, and store
+ * every answer in one statement (store: sql over $1 the account, $2 the
+ * keys, $3 the answers as text, each cast on its own: a body that is not
+ * JSON is that key's failure, never another's).  An answer that is not
+ * 200 or 404 is the key's error ("!" and why), not the step's: one device
+ * or activity ABM refuses never stops the others.  A pause stops it.
+ */
+static int
+get_each(ApiClient *c, char **keys, uint64 count, const char *path_fmt, const char *store,
+		 ApiCounts *n)
+{
+	Datum	   *k = palloc(sizeof(Datum) * Max(count, 1));
+	Datum	   *v = palloc(sizeof(Datum) * Max(count, 1));
+	bool	   *vnull = palloc(sizeof(bool) * Max(count, 1));
+	int			done = 0;
+	uint64		i;
+	TimestampTz took = 0;
+
+	for (i = 0; i < count; i++)
+	{
+		ApiAnswer	ans;
+		TimestampTz start = GetCurrentTimestamp();
+		char	   *path;
+
+		if (!time_for_another(c, took))
+			break;
+		path = psprintf(path_fmt, AdeOAuthEncode(keys[i]));
+		api_request(c, "GET", path, NULL, &ans);
+		if (ans.paused)
+		{
+			n->paused = true;
+			break;
+		}
+		k[done] = CStringGetTextDatum(keys[i]);
+		vnull[done] = false;
+		if (ans.status == 200)
+			v[done] = CStringGetTextDatum(ans.body);
+		else if (ans.status == 404)
+			vnull[done] = true;
+		else
+			v[done] = CStringGetTextDatum(psprintf("!GET %s: %s", path,
+												   ans.status ? psprintf("HTTP %ld, %s", ans.status, error_words(ans.body))
+												   : "no answer"));
+		done++;
+		took = GetCurrentTimestamp() - start;
+	}
+	if (done > 0)
+	{
+		Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTARRAYOID};
+		Datum		args[3];
+		int			rc;
+
+		args[0] = Int64GetDatum(c->account_id);
+		args[1] = PointerGetDatum(construct_array(k, done, TEXTOID, -1, false, TYPALIGN_INT));
+		args[2] = PointerGetDatum(construct_md_array(v, vnull, 1, &done, (int[]) {1}, TEXTOID, -1, false, TYPALIGN_INT));
+		rc = AdeExec(store, 3, types, args, NULL, false, 1);
+		spi_check(rc, SPI_OK_SELECT, store);
+	}
+	return done;
+}
+
 /*
  * AppleCare of the given serials (NULL: the account's ade.applecare_per_run
- * devices checked longest ago): one GET each, every answer stored in one
- * statement.  Stops at a pause.
+ * devices checked longest ago), one GET each, stored in one statement.
  */
 static void
 applecare(ApiClient *c, ArrayType *serials, ApiCounts *n)
@@ -634,12 +726,8 @@ applecare(ApiClient *c, ArrayType *serials, ApiCounts *n)
 	Oid			types[3] = {INT8OID, INT4OID, TEXTARRAYOID};
 	Datum		args[3];
 	int			rc;
-	uint64		i,
-				count;
+	uint64		count;
 	char	  **list;
-	StringInfoData all;
-	bool		first = true;
-	TimestampTz took = 0;
 
 	args[0] = Int64GetDatum(c->account_id);
 	args[1] = Int32GetDatum(ade_applecare_per_run);
@@ -654,52 +742,9 @@ applecare(ApiClient *c, ArrayType *serials, ApiCounts *n)
 					 "AND o.released_at IS NULL ORDER BY o.applecare_checked_at NULLS FIRST, o.serial LIMIT $2",
 					 2, types, args, NULL, true, 0);
 	spi_check(rc, SPI_OK_SELECT, "abm_org_devices");
-	count = SPI_processed;
-	list = palloc(sizeof(char *) * Max(count, 1));
-	for (i = 0; i < count; i++)
-	{
-		bool		isnull;
-
-		list[i] = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	initStringInfo(&all);
-	appendStringInfoChar(&all, '{');
-	for (i = 0; i < count; i++)
-	{
-		ApiAnswer	ans;
-		TimestampTz start = GetCurrentTimestamp();
-		char	   *path;
-
-		if (!time_for_another(c, took))
-			break;
-		path = psprintf("/v1/orgDevices/%s/appleCareCoverage", AdeOAuthEncode(list[i]));
-		api_request(c, "GET", path, NULL, &ans);
-		if (ans.paused)
-		{
-			n->paused = true;
-			break;
-		}
-		if (ans.status != 200 && ans.status != 404)
-			api_raise(&ans, psprintf("GET %s", path));
-		/* the serial as a JSON string, the answer as ABM gave it (or null) */
-		appendStringInfoString(&all, first ? "" : ",");
-		escape_json(&all, list[i]);
-		appendStringInfoChar(&all, ':');
-		appendStringInfoString(&all, ans.status == 200 && ans.len > 0 ? ans.body : "null");
-		first = false;
-		n->applecare++;
-		took = GetCurrentTimestamp() - start;
-	}
-	appendStringInfoChar(&all, '}');
-	if (!first)
-	{
-		Oid			stypes[2] = {INT8OID, TEXTOID};
-		Datum		sargs[2];
-
-		sargs[0] = Int64GetDatum(c->account_id);
-		sargs[1] = CStringGetTextDatum(all.data);
-		store_page("SELECT %s.ade_api_store_applecare($1, $2::jsonb)", 2, stypes, sargs, "ade_api_store_applecare");
-	}
+	list = spi_texts(&count);
+	n->applecare += get_each(c, list, count, "/v1/orgDevices/%s/appleCareCoverage",
+							 "SELECT %s.ade_api_store_applecare($1, $2, $3)", n);
 }
 
 /* the account's activities not finished yet, polled; every answer in one statement */
@@ -709,11 +754,8 @@ poll_activities(ApiClient *c, ApiCounts *n)
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		args[2];
 	int			rc;
-	uint64		i,
-				count;
+	uint64		count;
 	char	  **ids;
-	StringInfoData all;
-	bool		first = true;
 
 	args[0] = Int64GetDatum(c->account_id);
 	args[1] = Int32GetDatum(POLLS_PER_RUN);
@@ -721,48 +763,9 @@ poll_activities(ApiClient *c, ApiCounts *n)
 				 "AND a.status = 'IN_PROGRESS' ORDER BY a.polled_at NULLS FIRST, a.created_at LIMIT $2",
 				 2, types, args, NULL, true, 0);
 	spi_check(rc, SPI_OK_SELECT, "abm_device_activities");
-	count = SPI_processed;
-	ids = palloc(sizeof(char *) * Max(count, 1));
-	for (i = 0; i < count; i++)
-	{
-		bool		isnull;
-
-		ids[i] = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	initStringInfo(&all);
-	appendStringInfoChar(&all, '{');
-	for (i = 0; i < count; i++)
-	{
-		ApiAnswer	ans;
-		char	   *path = psprintf("/v1/orgDeviceActivities/%s", AdeOAuthEncode(ids[i]));
-
-		if (!time_for_another(c, 0))
-			break;
-		api_request(c, "GET", path, NULL, &ans);
-		if (ans.paused)
-		{
-			n->paused = true;
-			break;
-		}
-		if (ans.status != 200 && ans.status != 404)
-			api_raise(&ans, psprintf("GET %s", path));
-		appendStringInfoString(&all, first ? "" : ",");
-		escape_json(&all, ids[i]);
-		appendStringInfoChar(&all, ':');
-		appendStringInfoString(&all, ans.status == 200 && ans.len > 0 ? ans.body : "null");
-		first = false;
-		n->activities++;
-	}
-	appendStringInfoChar(&all, '}');
-	if (!first)
-	{
-		Oid			stypes[2] = {INT8OID, TEXTOID};
-		Datum		sargs[2];
-
-		sargs[0] = Int64GetDatum(c->account_id);
-		sargs[1] = CStringGetTextDatum(all.data);
-		store_page("SELECT %s.ade_api_store_activities($1, $2::jsonb)", 2, stypes, sargs, "ade_api_store_activities");
-	}
+	ids = spi_texts(&count);
+	n->activities += get_each(c, ids, count, "/v1/orgDeviceActivities/%s",
+							  "SELECT %s.ade_api_store_activities($1, $2, $3)", n);
 }
 
 /*
@@ -868,28 +871,29 @@ run_account(int64 account_id, bool force, TimestampTz deadline, ApiCounts *n)
 		TimestampTz took = 0;
 
 		s.client->deadline = deadline;
-		if (step(activities_step, &s, pagecxt, &msg) && !s.n.paused)
+		/* activities and AppleCare: one device or activity refused stops nothing */
+		if (step(activities_step, &s, pagecxt, &msg) && !s.n.paused && ade_applecare_per_run > 0)
+			(void) step(applecare_step, &s, pagecxt, &msg);
+		MemoryContextReset(pagecxt);
+		s.force = force;
+		while (msg == NULL && !s.n.paused)
 		{
-			s.force = force;
-			do
-			{
-				TimestampTz start = GetCurrentTimestamp();
+			TimestampTz start = GetCurrentTimestamp();
 
-				if (!time_for_another(s.client, took))
-					break;
-				if (!step(page_step, &s, pagecxt, &msg))
-					break;
-				if (s.n.note != NULL)
-				{
-					msg = MemoryContextStrdup(outer, s.n.note);
-					break;
-				}
-				MemoryContextReset(pagecxt);
-				s.force = false;	/* a pass is under way: no other begins */
-				took = GetCurrentTimestamp() - start;
-			} while (s.more && !s.n.paused);
-			if (msg == NULL && !s.n.paused && ade_applecare_per_run > 0)
-				(void) step(applecare_step, &s, pagecxt, &msg);
+			if (!time_for_another(s.client, took))
+				break;
+			if (!step(page_step, &s, pagecxt, &msg))
+				break;
+			if (s.n.note != NULL)
+			{
+				msg = MemoryContextStrdup(outer, s.n.note);
+				break;
+			}
+			MemoryContextReset(pagecxt);
+			s.force = false;	/* a pass is under way: no other begins */
+			took = GetCurrentTimestamp() - start;
+			if (!s.more)
+				break;
 		}
 		client_close(s.client);
 	}
@@ -897,9 +901,67 @@ run_account(int64 account_id, bool force, TimestampTz deadline, ApiCounts *n)
 	if (!s.n.paused)
 		note_error(account_id, msg);
 	*n = s.n;
-	n->note = NULL;
 	return msg;
 }
+
+/* the end of an account's pass (finish_pass_step), its note */
+typedef struct FinishStep
+{
+	int64		account_id;
+	char	   *note;
+} FinishStep;
+
+static void
+finish_pass_step(void *arg)
+{
+	FinishStep *f = (FinishStep *) arg;
+	Oid			types[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(f->account_id)};
+	int			rc;
+	bool		isnull;
+	Datum		d;
+
+	rc = AdeExec("SELECT note FROM %s.ade_api_finish_pass($1)", 1, types, args, NULL, false, 1);
+	spi_check(rc, SPI_OK_SELECT, "ade_api_finish_pass");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		f->note = TextDatumGetCString(d);
+}
+
+/*
+ * The end of an account's pass, when its pages are all read: the drift
+ * takes hosts (the lock rule with the application, within deadline), so it
+ * comes after every request of the run, never before one.  A failure or a
+ * note is the account's last error.
+ */
+static char *
+finish_account(int64 account_id, TimestampTz deadline, char *error)
+{
+	FinishStep	f = {account_id, NULL};
+	char	   *msg = NULL;
+	TimestampTz saved = AdeLockDeadline;
+
+	AdeLockDeadline = deadline;
+	PG_TRY();
+	{
+		ErrorData  *e = NULL;
+		AdeAbmKind	kind;
+
+		if (!AdeTrySubxact(finish_pass_step, &f, &e, &kind))
+			msg = pstrdup(e->message);
+		else if (f.note)
+			msg = f.note;
+	}
+	PG_FINALLY();
+	{
+		AdeLockDeadline = saved;
+	}
+	PG_END_TRY();
+	if (msg != NULL)
+		note_error(account_id, msg);
+	return msg ? msg : error;
+}
+
 
 static int64 *
 account_ids(int *n)
@@ -952,6 +1014,9 @@ AdeApiRun(TimestampTz deadline)
 			break;
 		(void) run_account(ids[i], false, now + (deadline - now) / (n - i), &counts);
 	}
+	/* the passes whose pages are all read end after every request */
+	for (i = 0; i < n; i++)
+		(void) finish_account(ids[i], deadline, NULL);
 }
 
 /* ---- the SQL functions ---- */
@@ -1078,32 +1143,45 @@ ade_inventory_sync(PG_FUNCTION_ARGS)
 	int			i;
 	int64	   *ids;
 	TimestampTz deadline;
+	ApiCounts  *counts;
+	char	  **errors;
 
 	AdeRefuseOnStandby("ade_inventory_sync()");
 	InitMaterializedSRF(fcinfo, 0);
+	/* never beside a run (the drift and a run's pages take the same rows) */
+	AdeRunLockWait("ade_inventory_sync()");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	ids = account_ids(&n);
+	counts = palloc0(sizeof(ApiCounts) * Max(n, 1));
+	errors = palloc0(sizeof(char *) * Max(n, 1));
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ade_max_sync_seconds * 1000L);
 	for (i = 0; i < n; i++)
 	{
-		ApiCounts	counts;
 		TimestampTz now = GetCurrentTimestamp();
-		char	   *error = run_account(ids[i], true, now + Max(deadline - now, 0) / (n - i), &counts);
-		Datum		values[6];
-		bool		nulls[6] = {false, false, false, false, false, error == NULL};
 
-		if (error == NULL && counts.paused)
-		{
+		errors[i] = run_account(ids[i], true, now + Max(deadline - now, 0) / (n - i), &counts[i]);
+	}
+	/* the ends of the passes, each taking hosts, after every request */
+	for (i = 0; i < n; i++)
+		errors[i] = finish_account(ids[i], deadline, errors[i]);
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		char	   *error = errors[i];
+
+		if (error == NULL && counts[i].paused)
 			error = "ABM asked to wait (abm_api_accounts.not_before): the inventory goes on after";
-			nulls[5] = false;
-		}
 		values[0] = Int64GetDatum(ids[i]);
-		values[1] = Int32GetDatum(counts.devices);
-		values[2] = Int32GetDatum(counts.servers);
-		values[3] = Int32GetDatum(counts.applecare);
-		values[4] = Int32GetDatum(counts.activities);
-		values[5] = error ? CStringGetTextDatum(error) : (Datum) 0;
+		values[1] = Int32GetDatum(counts[i].devices);
+		values[2] = Int32GetDatum(counts[i].servers);
+		values[3] = Int32GetDatum(counts[i].applecare);
+		values[4] = Int32GetDatum(counts[i].activities);
+		if (error)
+			values[5] = CStringGetTextDatum(error);
+		else
+			nulls[5] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	SPI_finish();
@@ -1194,7 +1272,16 @@ start_activity(FunctionCallInfo fcinfo, const char *type, const char *fn)
 	api_request(c, "POST", "/v1/orgDeviceActivities", body, &ans);
 	store_token(c);
 	client_close(c);
-	if (ans.paused || (!ans.unsure && ans.status != 201 && ans.status != 200))
+	if (ans.paused)
+	{
+		/* no ERROR: the pause ABM asked for is kept (not_before) */
+		ereport(WARNING,
+				(errmsg("ABM asked to wait: no %s activity was started", type),
+				 errhint("abm_api_accounts.not_before says until when; call it again after.")));
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	if (!ans.unsure && ans.status != 201 && ans.status != 200)
 		api_raise(&ans, psprintf("POST /v1/orgDeviceActivities (%s)", type));
 	{
 		Oid			stypes[6] = {INT8OID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID};

@@ -173,7 +173,8 @@ COMMENT ON FUNCTION ade_api_store_server_devices(bigint, text, jsonb) IS
 
 -- The token of this database that an MDM server of the organisation is:
 -- the token's server_uuid (ABM's server ids are it, in capitals without
--- dashes), or else its server name.  SECURITY DEFINER: ade_devices, which
+-- dashes); its server name only for a token that has no uuid (a name
+-- repeats across organisations, a uuid does not).  SECURITY DEFINER: ade_devices, which
 -- ade_reader reads, asks it (a token id, nothing else of abm_tokens)
 CREATE FUNCTION ade_api_server_token(p_account bigint, p_server text) RETURNS bigint
 LANGUAGE sql STABLE
@@ -184,7 +185,8 @@ AS $$
 	  FROM @extschema@.abm_mdm_servers s
 	  JOIN @extschema@.abm_tokens t
 		ON upper(replace(t.server_uuid, '-', '')) = upper(replace(s.id, '-', ''))
-		OR (t.server_name IS NOT NULL AND t.server_name = s.server_name)
+		-- a name only for a token that has no uuid: names repeat across organisations
+		OR (t.server_uuid IS NULL AND t.server_name IS NOT NULL AND t.server_name = s.server_name)
 	 WHERE s.account_id = p_account AND s.id = p_server
 	 ORDER BY upper(replace(t.server_uuid, '-', '')) = upper(replace(s.id, '-', '')) DESC NULLS LAST, t.id
 	 LIMIT 1
@@ -209,6 +211,9 @@ BEGIN
 	IF NOT FOUND OR coalesce(a.not_before > now(), false) THEN
 		RETURN;
 	END IF;
+	IF a.inventory_phase = 'finish' THEN
+		RETURN;			-- read; ade_api_finish_pass() ends it
+	END IF;
 	IF a.inventory_phase IS NULL THEN
 		IF NOT p_force AND (p_interval_min <= 0 OR
 				coalesce(a.inventory_at > now() - make_interval(mins => p_interval_min), false)) THEN
@@ -232,10 +237,10 @@ COMMENT ON FUNCTION ade_api_inventory_state(bigint, int, boolean) IS
 	'internal: what an account''s inventory asks next (begins a pass when one is due), or no row';
 
 -- One page of the inventory: stored, and the pass moved on (the page's
--- meta.paging.nextCursor, else the next phase or server); after the last
--- page of the last server, ade_api_finish_inventory().  Counts what it did.
+-- meta.paging.nextCursor, else the next phase or server; after the last
+-- page of the last server, 'finish').  Counts what it did.
 CREATE FUNCTION ade_api_inventory_page(p_account bigint, p_phase text, p_server text, p_page jsonb,
-	OUT devices int, OUT servers int, OUT released int, OUT drifted int, OUT done boolean)
+	OUT devices int, OUT servers int, OUT done boolean)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -244,7 +249,15 @@ DECLARE
 	v_started timestamptz;
 	v_server text;
 BEGIN
-	devices := 0; servers := 0; released := 0; drifted := 0; done := false;
+	devices := 0; servers := 0; done := false;
+	-- a page of another shape is no page: never the end of a list (which
+	-- would mark every device after it released)
+	IF jsonb_typeof(p_page) IS DISTINCT FROM 'object' OR jsonb_typeof(p_page->'data') IS DISTINCT FROM 'array'
+	   OR jsonb_typeof(p_page #> '{meta,paging}') IS DISTINCT FROM 'object' THEN
+		RAISE EXCEPTION 'ABM answered a page of the % inventory that is not a JSON:API page (data an array, meta.paging an object)', p_phase
+			USING ERRCODE = 'invalid_text_representation',
+				  HINT = 'Nothing of it is stored; the inventory goes on from the same page at the next run.';
+	END IF;
 	SELECT x.inventory_started_at INTO v_started FROM @extschema@.abm_api_accounts x
 	 WHERE x.id = p_account AND x.inventory_phase = p_phase
 	   AND x.inventory_server IS NOT DISTINCT FROM p_server
@@ -281,8 +294,11 @@ BEGIN
 		 WHERE x.id = p_account;
 		RETURN;
 	END IF;
-	SELECT f.released, f.drifted INTO released, drifted
-	  FROM @extschema@.ade_api_finish_inventory(p_account, v_started) f;
+	-- every page read: the end of the pass is the run's last step
+	-- (ade_api_finish_pass()), after every request of the run
+	UPDATE @extschema@.abm_api_accounts x
+	   SET inventory_phase = 'finish', inventory_cursor = NULL, inventory_server = NULL, updated_at = now()
+	 WHERE x.id = p_account;
 	done := true;
 END
 $$;
@@ -297,14 +313,34 @@ COMMENT ON FUNCTION ade_api_inventory_page(bigint, text, text, jsonb) IS
 -- listed_at, the same rule as the reconcile), and only for tokens whose
 -- server this account knows (another organisation's tokens are not its).
 CREATE FUNCTION ade_api_finish_inventory(p_account bigint, p_started timestamptz,
-	OUT released int, OUT drifted int)
+	OUT released int, OUT drifted int, OUT note text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_freed text[];
 	v_note int;
+	v_gone bigint;
+	v_known bigint;
 BEGIN
+	-- a pass that lost more than a tenth of the devices (a list cut short
+	-- in a way no check caught, say) releases nothing and drifts nothing:
+	-- the next pass that agrees does
+	SELECT count(*) FILTER (WHERE o.seen_at < p_started), count(*)
+	  INTO v_gone, v_known
+	  FROM @extschema@.abm_org_devices o
+	 WHERE o.account_id = p_account AND o.released_at IS NULL;
+	IF v_gone > greatest(10, v_known / 10)
+	   AND NOT (SELECT x.release_check FROM @extschema@.abm_api_accounts x WHERE x.id = p_account) THEN
+		UPDATE @extschema@.abm_api_accounts x
+		   SET release_check = true, inventory_at = now(), inventory_started_at = NULL,
+			   inventory_phase = NULL, inventory_cursor = NULL, inventory_server = NULL, updated_at = now()
+		 WHERE x.id = p_account;
+		released := 0;
+		drifted := 0;
+		note := format('the inventory did not list %s of %s devices: none is marked released until the next inventory agrees', v_gone, v_known);
+		RETURN;
+	END IF;
 	WITH r AS (
 		UPDATE @extschema@.abm_org_devices o
 		   SET released_at = clock_timestamp(), mdm_server_id = NULL
@@ -350,12 +386,32 @@ BEGIN
 	END IF;
 	UPDATE @extschema@.abm_api_accounts x
 	   SET inventory_at = now(), inventory_started_at = NULL, inventory_phase = NULL,
-		   inventory_cursor = NULL, inventory_server = NULL, updated_at = now()
+		   inventory_cursor = NULL, inventory_server = NULL, release_check = false, updated_at = now()
 	 WHERE x.id = p_account;
 END
 $$;
 COMMENT ON FUNCTION ade_api_finish_inventory(bigint, timestamptz) IS
 	'internal: ends an inventory pass: released and unassigned devices, servers gone, and the drift of live assignments';
+
+-- The end of a pass whose pages are all read, if the account has one
+CREATE FUNCTION ade_api_finish_pass(p_account bigint, OUT released int, OUT drifted int, OUT note text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_started timestamptz;
+BEGIN
+	SELECT x.inventory_started_at INTO v_started FROM @extschema@.abm_api_accounts x
+	 WHERE x.id = p_account AND x.inventory_phase = 'finish'
+	   FOR UPDATE;
+	IF FOUND THEN
+		SELECT f.released, f.drifted, f.note INTO released, drifted, note
+		  FROM @extschema@.ade_api_finish_inventory(p_account, v_started) f;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION ade_api_finish_pass(bigint) IS
+	'internal: ends the account''s inventory pass when all its pages are read';
 
 -- ---- errors, AppleCare, activities ----
 
@@ -389,16 +445,36 @@ END
 $$;
 COMMENT ON FUNCTION ade_api_error(text) IS 'internal: what an error body of the Business/School Manager API says';
 
--- The AppleCare answers of a run, {serial: answer or null (404)}: each
--- device's coverage items replaced, its check dated
-CREATE FUNCTION ade_api_store_applecare(p_account bigint, p_answers jsonb) RETURNS int
+-- An answer's body as jsonb, or null when it is not JSON
+CREATE FUNCTION ade_api_json(p text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN p::jsonb;
+EXCEPTION WHEN data_exception THEN
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION ade_api_json(text) IS 'internal: an answer of the API as jsonb, or null when it is not JSON';
+
+-- The AppleCare answers of a run: per serial, the body (null: 404, no
+-- such device; '!...': ABM refused that one, why): the items of each
+-- answered device replaced, every device asked dated (a refused one keeps
+-- its items and goes to the back of the queue)
+CREATE FUNCTION ade_api_store_applecare(p_account bigint, p_serials text[], p_bodies text[]) RETURNS int
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH a AS (
-		SELECT k AS serial, v FROM jsonb_each(p_answers) AS x(k, v)
+		SELECT x.serial, x.body, CASE WHEN left(x.body, 1) <> '!' THEN @extschema@.ade_api_json(x.body) END AS v
+		  FROM unnest(p_serials, p_bodies) AS x(serial, body)
+	), answered AS (
+		-- an answer of the right shape, or a 404 (no coverage known)
+		SELECT a.serial, a.v FROM a
+		 WHERE a.body IS NULL OR jsonb_typeof(a.v->'data') = 'array'
 	), gone AS (
-		DELETE FROM @extschema@.abm_applecare c USING a
+		DELETE FROM @extschema@.abm_applecare c USING answered a
 		 WHERE c.account_id = p_account AND c.serial = a.serial
 		RETURNING 1
 	), items AS (
@@ -412,10 +488,9 @@ AS $$
 			   CASE jsonb_typeof(i.e->'attributes'->'isRenewable') WHEN 'boolean' THEN (i.e->'attributes'->'isRenewable')::boolean END,
 			   CASE jsonb_typeof(i.e->'attributes'->'isCanceled') WHEN 'boolean' THEN (i.e->'attributes'->'isCanceled')::boolean END,
 			   now()
-		  FROM a
+		  FROM answered a
 		  JOIN @extschema@.abm_org_devices o ON o.account_id = p_account AND o.serial = a.serial
-		  CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(a.v->'data') = 'array'
-													   THEN a.v->'data' ELSE '[]' END) WITH ORDINALITY AS i(e, n)
+		  CROSS JOIN LATERAL jsonb_array_elements(coalesce(a.v->'data', '[]')) WITH ORDINALITY AS i(e, n)
 		 WHERE jsonb_typeof(i.e) = 'object' AND (SELECT count(*) FROM gone) >= 0
 		RETURNING 1
 	), checked AS (
@@ -425,28 +500,36 @@ AS $$
 	)
 	SELECT count(*)::int FROM checked WHERE (SELECT count(*) FROM items) >= 0
 $$;
-COMMENT ON FUNCTION ade_api_store_applecare(bigint, jsonb) IS
+COMMENT ON FUNCTION ade_api_store_applecare(bigint, text[], text[]) IS
 	'internal: stores the AppleCare coverage fetched for some devices (their items replaced)';
 
--- What an activity's answer says: status, sub-status, completion
-CREATE FUNCTION ade_api_store_activities(p_account bigint, p_answers jsonb) RETURNS int
+-- What the polls of activities answered: per id, the body (null: 404, the
+-- activity is not known any more; '!...': the poll failed, why: kept in
+-- error, the activity polled again later, after the others)
+CREATE FUNCTION ade_api_store_activities(p_account bigint, p_ids text[], p_bodies text[]) RETURNS int
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH up AS (
+	WITH x AS (
+		SELECT x.id, x.body, CASE WHEN left(x.body, 1) <> '!' THEN @extschema@.ade_api_json(x.body) END AS v
+		  FROM unnest(p_ids, p_bodies) AS x(id, body)
+	), up AS (
 		UPDATE @extschema@.abm_device_activities a
-		   SET status = CASE WHEN x.v IS NULL OR jsonb_typeof(x.v) = 'null' THEN 'NOT_FOUND'
+		   SET status = CASE WHEN x.body IS NULL THEN 'NOT_FOUND'
 							 ELSE coalesce(x.v->'data'->'attributes'->>'status', a.status) END,
 			   sub_status = coalesce(x.v->'data'->'attributes'->>'subStatus', a.sub_status),
 			   completed_at = coalesce(@extschema@.ade_api_time(x.v->'data'->'attributes'->>'completedDateTime'),
 									   a.completed_at),
+			   error = CASE WHEN left(x.body, 1) = '!' THEN left(substr(x.body, 2), 300)
+							WHEN x.body IS NOT NULL AND x.v IS NULL THEN 'the poll''s answer is not JSON'
+							ELSE a.error END,
 			   polled_at = now()
-		  FROM jsonb_each(p_answers) AS x(k, v)
-		 WHERE a.account_id = p_account AND a.id = x.k
+		  FROM x
+		 WHERE a.account_id = p_account AND a.id = x.id
 		RETURNING 1)
 	SELECT count(*)::int FROM up
 $$;
-COMMENT ON FUNCTION ade_api_store_activities(bigint, jsonb) IS 'internal: stores what the polls of activities answered';
+COMMENT ON FUNCTION ade_api_store_activities(bigint, text[], text[]) IS 'internal: stores what the polls of activities answered';
 
 -- The request that starts an activity: the server (by id, else by name,
 -- among the accounts' servers) and the body, checked first
@@ -567,8 +650,9 @@ REVOKE ALL ON FUNCTION ade_add_api_account(text, text, bytea), ade_remove_api_ac
 	ade_api_store_devices(bigint, jsonb), ade_api_store_servers(bigint, jsonb),
 	ade_api_store_server_devices(bigint, text, jsonb), ade_api_server_token(bigint, text),
 	ade_api_inventory_state(bigint, int, boolean), ade_api_inventory_page(bigint, text, text, jsonb),
-	ade_api_finish_inventory(bigint, timestamptz), ade_api_error(text),
-	ade_api_store_applecare(bigint, jsonb), ade_api_store_activities(bigint, jsonb),
+	ade_api_finish_inventory(bigint, timestamptz), ade_api_finish_pass(bigint), ade_api_error(text),
+	ade_api_store_applecare(bigint, text[], text[]), ade_api_store_activities(bigint, text[], text[]),
+	ade_api_json(text),
 	ade_api_activity_request(text, text[], text),
 	ade_api_store_new_activity(bigint, text, text, text[], jsonb, text) FROM PUBLIC;
 

@@ -492,10 +492,13 @@ CREATE TABLE abm_api_accounts (
 	updated_at		timestamptz NOT NULL DEFAULT now(),
 	inventory_at	timestamptz,		-- the last complete inventory
 	inventory_started_at timestamptz,	-- the pass under way
-	inventory_phase	text CHECK (inventory_phase IN ('servers', 'devices', 'server_devices')),
+	inventory_phase	text CHECK (inventory_phase IN ('servers', 'devices', 'server_devices', 'finish')),
 	inventory_cursor text,
 	inventory_server text,
 	not_before		timestamptz,		-- a 429/503 Retry-After: nothing sent before
+	-- the last pass would have marked many devices released (more than a
+	-- tenth): it did not; the next pass that agrees does
+	release_check	boolean NOT NULL DEFAULT false,
 	last_error		text,
 	last_error_at	timestamptz
 );
