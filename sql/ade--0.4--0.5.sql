@@ -116,7 +116,8 @@ CREATE TABLE abm_api_accounts (
 	inventory_server text,
 	not_before		timestamptz,		-- a 429/503 Retry-After: nothing sent before
 	-- the last pass would have marked many devices released (more than a
-	-- tenth): it did not; the next pass that agrees does
+	-- tenth): it did not (abm_org_devices.missing_since); the next pass
+	-- releases those it does not list either
 	release_check	boolean NOT NULL DEFAULT false,
 	last_error		text,
 	last_error_at	timestamptz
@@ -172,6 +173,9 @@ CREATE TABLE abm_org_devices (
 	released_at		timestamptz,
 	seen_at			timestamptz NOT NULL DEFAULT now(),
 	applecare_checked_at timestamptz,
+	-- a pass that lost many devices did not list it: released only if the
+	-- next pass does not list it either
+	missing_since	timestamptz,
 	PRIMARY KEY (account_id, serial)
 );
 CREATE INDEX abm_org_devices_serial ON abm_org_devices (serial);
@@ -2700,7 +2704,8 @@ AS $$
 			   mdm_migration_capable = excluded.mdm_migration_capable,
 			   mdm_migration_status = excluded.mdm_migration_status,
 			   mdm_migration_deadline = excluded.mdm_migration_deadline,
-			   extra = excluded.extra, released_at = excluded.released_at, seen_at = excluded.seen_at
+			   extra = excluded.extra, released_at = excluded.released_at, seen_at = excluded.seen_at,
+			   missing_since = NULL
 		RETURNING 1)
 	SELECT count(*)::int FROM up
 $$;
@@ -2899,24 +2904,30 @@ DECLARE
 	v_freed text[];
 	v_note int;
 	v_gone bigint;
+	v_new bigint;
 	v_known bigint;
 BEGIN
-	-- a pass that lost more than a tenth of the devices (a list cut short
-	-- in a way no check caught, say) releases nothing and drifts nothing:
-	-- the next pass that agrees does
-	SELECT count(*) FILTER (WHERE o.seen_at < p_started), count(*)
-	  INTO v_gone, v_known
+	-- a pass that lost more than a tenth of the devices it had not already
+	-- missed (a list cut short in a way no check caught, say) releases
+	-- nothing and drifts nothing: it marks them missing, and the next pass
+	-- releases those it does not list either (a second pass that loses
+	-- others is held back the same way)
+	SELECT count(*) FILTER (WHERE o.seen_at < p_started),
+		   count(*) FILTER (WHERE o.seen_at < p_started AND o.missing_since IS NULL), count(*)
+	  INTO v_gone, v_new, v_known
 	  FROM @extschema@.abm_org_devices o
 	 WHERE o.account_id = p_account AND o.released_at IS NULL;
-	IF v_gone > greatest(10, v_known / 10)
-	   AND NOT (SELECT x.release_check FROM @extschema@.abm_api_accounts x WHERE x.id = p_account) THEN
+	IF v_new > v_known / 10 THEN
+		UPDATE @extschema@.abm_org_devices o SET missing_since = now()
+		 WHERE o.account_id = p_account AND o.released_at IS NULL AND o.seen_at < p_started
+		   AND o.missing_since IS NULL;
 		UPDATE @extschema@.abm_api_accounts x
 		   SET release_check = true, inventory_at = now(), inventory_started_at = NULL,
 			   inventory_phase = NULL, inventory_cursor = NULL, inventory_server = NULL, updated_at = now()
 		 WHERE x.id = p_account;
 		released := 0;
 		drifted := 0;
-		note := format('the inventory did not list %s of %s devices: none is marked released until the next inventory agrees', v_gone, v_known);
+		note := format('the inventory did not list %s of %s devices: none is marked released until the next inventory does not list them either', v_gone, v_known);
 		RETURN;
 	END IF;
 	WITH r AS (
@@ -3030,27 +3041,27 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	RETURN p::jsonb;
-EXCEPTION WHEN data_exception THEN
+EXCEPTION WHEN OTHERS THEN		-- too deep, too large: not JSON to us (a cancel still ends it)
 	RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION ade_api_json(text) IS 'internal: an answer of the API as jsonb, or null when it is not JSON';
 
 -- The AppleCare answers of a run: per serial, the body (null: 404, no
--- such device; '!...': ABM refused that one, why): the items of each
+-- such device, or an error: ABM refused that one, why): the items of each
 -- answered device replaced, every device asked dated (a refused one keeps
 -- its items and goes to the back of the queue)
-CREATE FUNCTION ade_api_store_applecare(p_account bigint, p_serials text[], p_bodies text[]) RETURNS int
+CREATE FUNCTION ade_api_store_applecare(p_account bigint, p_serials text[], p_bodies text[], p_errors text[]) RETURNS int
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH a AS (
-		SELECT x.serial, x.body, CASE WHEN left(x.body, 1) <> '!' THEN @extschema@.ade_api_json(x.body) END AS v
-		  FROM unnest(p_serials, p_bodies) AS x(serial, body)
+		SELECT x.serial, x.body, x.error, @extschema@.ade_api_json(x.body) AS v
+		  FROM unnest(p_serials, p_bodies, p_errors) AS x(serial, body, error)
 	), answered AS (
 		-- an answer of the right shape, or a 404 (no coverage known)
 		SELECT a.serial, a.v FROM a
-		 WHERE a.body IS NULL OR jsonb_typeof(a.v->'data') = 'array'
+		 WHERE (a.body IS NULL AND a.error IS NULL) OR jsonb_typeof(a.v->'data') = 'array'
 	), gone AS (
 		DELETE FROM @extschema@.abm_applecare c USING answered a
 		 WHERE c.account_id = p_account AND c.serial = a.serial
@@ -3078,27 +3089,28 @@ AS $$
 	)
 	SELECT count(*)::int FROM checked WHERE (SELECT count(*) FROM items) >= 0
 $$;
-COMMENT ON FUNCTION ade_api_store_applecare(bigint, text[], text[]) IS
+COMMENT ON FUNCTION ade_api_store_applecare(bigint, text[], text[], text[]) IS
 	'internal: stores the AppleCare coverage fetched for some devices (their items replaced)';
 
 -- What the polls of activities answered: per id, the body (null: 404, the
--- activity is not known any more; '!...': the poll failed, why: kept in
--- error, the activity polled again later, after the others)
-CREATE FUNCTION ade_api_store_activities(p_account bigint, p_ids text[], p_bodies text[]) RETURNS int
+-- activity is not known any more, or an error: the poll failed, why: kept
+-- in error, the activity polled again later, after the others)
+CREATE FUNCTION ade_api_store_activities(p_account bigint, p_ids text[], p_bodies text[], p_errors text[]) RETURNS int
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH x AS (
-		SELECT x.id, x.body, CASE WHEN left(x.body, 1) <> '!' THEN @extschema@.ade_api_json(x.body) END AS v
-		  FROM unnest(p_ids, p_bodies) AS x(id, body)
+		SELECT x.id, x.body, x.error, @extschema@.ade_api_json(x.body) AS v
+		  FROM unnest(p_ids, p_bodies, p_errors) AS x(id, body, error)
 	), up AS (
 		UPDATE @extschema@.abm_device_activities a
-		   SET status = CASE WHEN x.body IS NULL THEN 'NOT_FOUND'
+		   SET status = CASE WHEN x.error IS NOT NULL THEN a.status
+							 WHEN x.body IS NULL THEN 'NOT_FOUND'
 							 ELSE coalesce(x.v->'data'->'attributes'->>'status', a.status) END,
 			   sub_status = coalesce(x.v->'data'->'attributes'->>'subStatus', a.sub_status),
 			   completed_at = coalesce(@extschema@.ade_api_time(x.v->'data'->'attributes'->>'completedDateTime'),
 									   a.completed_at),
-			   error = CASE WHEN left(x.body, 1) = '!' THEN left(substr(x.body, 2), 300)
+			   error = CASE WHEN x.error IS NOT NULL THEN left(x.error, 300)
 							WHEN x.body IS NOT NULL AND x.v IS NULL THEN 'the poll''s answer is not JSON'
 							ELSE a.error END,
 			   polled_at = now()
@@ -3107,7 +3119,7 @@ AS $$
 		RETURNING 1)
 	SELECT count(*)::int FROM up
 $$;
-COMMENT ON FUNCTION ade_api_store_activities(bigint, text[], text[]) IS 'internal: stores what the polls of activities answered';
+COMMENT ON FUNCTION ade_api_store_activities(bigint, text[], text[], text[]) IS 'internal: stores what the polls of activities answered';
 
 -- The request that starts an activity: the server (by id, else by name,
 -- among the accounts' servers) and the body, checked first
@@ -3229,7 +3241,7 @@ REVOKE ALL ON FUNCTION ade_add_api_account(text, text, bytea), ade_remove_api_ac
 	ade_api_store_server_devices(bigint, text, jsonb), ade_api_server_token(bigint, text),
 	ade_api_inventory_state(bigint, int, boolean), ade_api_inventory_page(bigint, text, text, jsonb),
 	ade_api_finish_inventory(bigint, timestamptz), ade_api_finish_pass(bigint), ade_api_error(text),
-	ade_api_store_applecare(bigint, text[], text[]), ade_api_store_activities(bigint, text[], text[]),
+	ade_api_store_applecare(bigint, text[], text[], text[]), ade_api_store_activities(bigint, text[], text[], text[]),
 	ade_api_json(text),
 	ade_api_activity_request(text, text[], text),
 	ade_api_store_new_activity(bigint, text, text, text[], jsonb, text) FROM PUBLIC;

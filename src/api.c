@@ -44,6 +44,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -430,6 +431,13 @@ ApiRequest(ApiClient *c, const char *method, const char *path, const char *body,
 		ans->status = res.curl_code == 0 ? res.status : 0;
 		ans->body = res.body;
 		ans->len = res.len;
+		/* a body that is not UTF-8 is no answer of ABM's (-1): never stored */
+		if (ans->status == 200 && !pg_verifymbstr(res.body, (int) res.len, true))
+		{
+			ans->status = -1;
+			ans->body = "";
+			ans->len = 0;
+		}
 		if (ans->status == 401 && !renewed)
 		{
 			renewed = true;
@@ -472,6 +480,10 @@ ApiRaise(const ApiAnswer *ans, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("ABM did not answer %s", what)));
+	if (ans->status < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("ABM answered %s with a body that is not valid UTF-8", what)));
 	ereport(ERROR,
 			(errcode(ans->status == 404 ? ERRCODE_NO_DATA_FOUND : ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 			 errmsg("ABM answered %s with HTTP %ld: %s", what, ans->status, ApiErrorWords(ans->body))));

@@ -200,9 +200,9 @@ spi_texts(uint64 *count)
  * GET path_fmt (with each key) for some keys, one request each, and store
  * every answer in one statement (store: sql over $1 the account, $2 the
  * keys, $3 the answers as text, each cast on its own: a body that is not
- * JSON is that key's failure, never another's).  An answer that is not
- * 200 or 404 is the key's error ("!" and why), not the step's: one device
- * or activity ABM refuses never stops the others.  A pause stops it.
+ * JSON is that key's failure, never another's; $4 each key's error).  An
+ * answer that is not 200 or 404 is the key's error, not the step's: one
+ * device or activity ABM refuses never stops the others.  A pause stops it.
  */
 static int
 get_each(ApiClient *c, char **keys, uint64 count, const char *path_fmt, const char *store,
@@ -211,6 +211,8 @@ get_each(ApiClient *c, char **keys, uint64 count, const char *path_fmt, const ch
 	Datum	   *k = palloc(sizeof(Datum) * Max(count, 1));
 	Datum	   *v = palloc(sizeof(Datum) * Max(count, 1));
 	bool	   *vnull = palloc(sizeof(bool) * Max(count, 1));
+	Datum	   *e = palloc(sizeof(Datum) * Max(count, 1));
+	bool	   *enull = palloc(sizeof(bool) * Max(count, 1));
 	int			done = 0;
 	uint64		i;
 	TimestampTz took = 0;
@@ -231,28 +233,29 @@ get_each(ApiClient *c, char **keys, uint64 count, const char *path_fmt, const ch
 			break;
 		}
 		k[done] = CStringGetTextDatum(keys[i]);
-		vnull[done] = false;
-		if (ans.status == 200)
+		vnull[done] = ans.status != 200;
+		enull[done] = ans.status == 200 || ans.status == 404;
+		if (!vnull[done])
 			v[done] = CStringGetTextDatum(ans.body);
-		else if (ans.status == 404)
-			vnull[done] = true;
-		else
-			v[done] = CStringGetTextDatum(psprintf("!GET %s: %s", path,
-												   ans.status ? psprintf("HTTP %ld, %s", ans.status, ApiErrorWords(ans.body))
-												   : "no answer"));
+		if (!enull[done])
+			e[done] = CStringGetTextDatum(psprintf("GET %s: %s", path,
+												   ans.status > 0 ? psprintf("HTTP %ld, %s", ans.status, ApiErrorWords(ans.body))
+												   : ans.status < 0 ? "a body that is not valid UTF-8" : "no answer"));
 		done++;
 		took = GetCurrentTimestamp() - start;
 	}
 	if (done > 0)
 	{
-		Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTARRAYOID};
-		Datum		args[3];
+		Oid			types[4] = {INT8OID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+		Datum		args[4];
 		int			rc;
+		int			lb = 1;
 
 		args[0] = Int64GetDatum(c->account_id);
 		args[1] = PointerGetDatum(construct_array(k, done, TEXTOID, -1, false, TYPALIGN_INT));
-		args[2] = PointerGetDatum(construct_md_array(v, vnull, 1, &done, (int[]) {1}, TEXTOID, -1, false, TYPALIGN_INT));
-		rc = AdeExec(store, 3, types, args, NULL, false, 1);
+		args[2] = PointerGetDatum(construct_md_array(v, vnull, 1, &done, &lb, TEXTOID, -1, false, TYPALIGN_INT));
+		args[3] = PointerGetDatum(construct_md_array(e, enull, 1, &done, &lb, TEXTOID, -1, false, TYPALIGN_INT));
+		rc = AdeExec(store, 4, types, args, NULL, false, 1);
 		ApiSpiCheck(rc, SPI_OK_SELECT, store);
 	}
 	return done;
@@ -286,7 +289,7 @@ applecare(ApiClient *c, ArrayType *serials, ApiCounts *n)
 	ApiSpiCheck(rc, SPI_OK_SELECT, "abm_org_devices");
 	list = spi_texts(&count);
 	n->applecare += get_each(c, list, count, "/v1/orgDevices/%s/appleCareCoverage",
-							 "SELECT %s.ade_api_store_applecare($1, $2, $3)", n);
+							 "SELECT %s.ade_api_store_applecare($1, $2, $3, $4)", n);
 }
 
 /* the account's activities not finished yet, polled; every answer in one statement */
@@ -307,7 +310,7 @@ poll_activities(ApiClient *c, ApiCounts *n)
 	ApiSpiCheck(rc, SPI_OK_SELECT, "abm_device_activities");
 	ids = spi_texts(&count);
 	n->activities += get_each(c, ids, count, "/v1/orgDeviceActivities/%s",
-							  "SELECT %s.ade_api_store_activities($1, $2, $3)", n);
+							  "SELECT %s.ade_api_store_activities($1, $2, $3, $4)", n);
 }
 
 /*
@@ -411,11 +414,17 @@ run_account(int64 account_id, bool force, TimestampTz deadline, ApiCounts *n)
 	if (step(open_step, &s, cxt, &msg))
 	{
 		TimestampTz took = 0;
+		char	   *side = NULL;
 
 		s.client->deadline = deadline;
-		/* activities and AppleCare: one device or activity refused stops nothing */
-		if (step(activities_step, &s, pagecxt, &msg) && !s.n.paused && ade_applecare_per_run > 0)
-			(void) step(applecare_step, &s, pagecxt, &msg);
+
+		/*
+		 * Activities and AppleCare: one device or activity refused stops
+		 * nothing, and neither step failing stops the inventory (its error
+		 * is kept when the inventory has none)
+		 */
+		if (step(activities_step, &s, pagecxt, &side) && !s.n.paused && ade_applecare_per_run > 0)
+			(void) step(applecare_step, &s, pagecxt, &side);
 		MemoryContextReset(pagecxt);
 		s.force = force;
 		while (msg == NULL && !s.n.paused)
@@ -437,6 +446,8 @@ run_account(int64 account_id, bool force, TimestampTz deadline, ApiCounts *n)
 			if (!s.more)
 				break;
 		}
+		if (msg == NULL)
+			msg = side;
 		ApiClientClose(s.client);
 	}
 	MemoryContextDelete(cxt);

@@ -497,7 +497,8 @@ CREATE TABLE abm_api_accounts (
 	inventory_server text,
 	not_before		timestamptz,		-- a 429/503 Retry-After: nothing sent before
 	-- the last pass would have marked many devices released (more than a
-	-- tenth): it did not; the next pass that agrees does
+	-- tenth): it did not (abm_org_devices.missing_since); the next pass
+	-- releases those it does not list either
 	release_check	boolean NOT NULL DEFAULT false,
 	last_error		text,
 	last_error_at	timestamptz
@@ -553,6 +554,9 @@ CREATE TABLE abm_org_devices (
 	released_at		timestamptz,
 	seen_at			timestamptz NOT NULL DEFAULT now(),
 	applecare_checked_at timestamptz,
+	-- a pass that lost many devices did not list it: released only if the
+	-- next pass does not list it either
+	missing_since	timestamptz,
 	PRIMARY KEY (account_id, serial)
 );
 CREATE INDEX abm_org_devices_serial ON abm_org_devices (serial);

@@ -20,7 +20,7 @@ SET ade.applecare_per_run = 0;
 SELECT ade_add_api_account(:'acct'::jsonb->>'client_id', :'acct'::jsonb->>'key_id', convert_to(:'pem', 'UTF8')) AS account \gset
 SELECT count(*) FROM ade_sync() \g /dev/null
 SELECT * FROM ade_inventory_sync() \g /dev/null
-SELECT plan(16);
+SELECT plan(18);
 SELECT is((SELECT count(*)::int FROM abm_org_devices WHERE released_at IS NULL), 50, 'the organisation''s 50 devices are stored');
 
 -- a page with data null, then one with no meta: errors, nothing released or drifted
@@ -36,6 +36,14 @@ SELECT is((SELECT count(*)::int FROM host_dep_assignments WHERE deleted_at IS NU
 \! python3 test/mockctl.py api-devices --org 'Org R' --release U00000001,U00000002,U00000003,U00000004,U00000005,U00000006,U00000007,U00000008,U00000009,U00000010,U00000011,U00000012 >/dev/null
 SELECT alike((SELECT error FROM ade_inventory_sync()), '%did not list 12 of 50 devices%', 'a pass that lost more than a tenth of the devices says so');
 SELECT is((SELECT count(*)::int FROM abm_org_devices WHERE released_at IS NOT NULL), 0, 'and marks none released');
+-- a next pass that lists none at all (a well-formed empty list): not an
+-- agreement, held back the same way
+\! python3 test/mockctl.py fault '{"path": "/v1/orgDevices", "status": 200, "body": {"data": [], "meta": {"paging": {"limit": 1000}}}, "times": 1}' >/dev/null
+UPDATE abm_api_accounts SET inventory_at = NULL;
+SELECT alike((SELECT error FROM ade_inventory_sync()), '%did not list 50 of 50 devices%', 'a next pass that loses others too is held back, not taken for an agreement');
+SELECT is((SELECT count(*)::int FROM abm_org_devices WHERE released_at IS NOT NULL) + (SELECT count(*)::int FROM host_dep_assignments WHERE deleted_at IS NOT NULL), 0,
+          'nothing released, no live device soft-deleted');
+UPDATE abm_api_accounts SET inventory_at = NULL;
 SELECT * FROM ade_inventory_sync() \g /dev/null
 SELECT is((SELECT count(*)::int FROM abm_org_devices WHERE released_at IS NOT NULL), 12, 'the next pass that agrees does');
 
@@ -72,6 +80,8 @@ SELECT ade_assign_devices(ARRAY['U00000022'], 'Shared Name') AS act \gset
 \setenv ACT :act
 \! python3 test/mockctl.py fault "{\"path\": \"/v1/orgDeviceActivities/$ACT\", \"method\": \"GET\", \"status\": 403, \"times\": -1, \"body\": {\"errors\": [{\"status\": \"403\", \"code\": \"FORBIDDEN_ERROR\", \"title\": \"no\"}]}}" >/dev/null
 \! python3 test/mockctl.py fault '{"path": "/v1/orgDevices/T00000003/appleCareCoverage", "status": 403, "times": -1}' >/dev/null
+\! python3 -c 'import json; print(json.dumps({"path": "/v1/orgDevices/T00000001/appleCareCoverage", "status": 200, "body": "[" * 60000 + "]" * 60000, "times": -1}))' > "$ADE_TEST_TMP/deep.json"; python3 test/mockctl.py fault "$(cat "$ADE_TEST_TMP/deep.json")" >/dev/null
+\! python3 test/mockctl.py fault '{"path": "/v1/orgDevices/T00000000/appleCareCoverage", "status": 200, "body_b64": "/3sgImRhdGEiOiBbXSB9", "times": -1}' >/dev/null
 \! python3 test/mockctl.py fault '{"path": "/v1/orgDevices/T00000004/appleCareCoverage", "status": 200, "body": "{\"data\": []}, \"T00000005\": {\"data\": [{\"type\": \"appleCareCoverage\", \"id\": \"x\", \"attributes\": {\"status\": \"ACTIVE\", \"description\": \"INJECTED\"}}]}", "times": -1}' >/dev/null
 UPDATE abm_api_accounts SET inventory_at = NULL;
 \! python3 test/mockctl.py log-clear >/dev/null
@@ -79,7 +89,7 @@ SET ade.applecare_per_run = 5;
 SELECT * FROM ade_inventory_sync() \g /dev/null
 SET ade.applecare_per_run = 0;
 \set pages `python3 test/mockctl.py logcount 'GET /v1/orgDevices'`
-SELECT cmp_ok(:'pages'::int, '>', 0, 'an activity whose poll is refused does not stop the inventory');
+SELECT cmp_ok(:'pages'::int, '>', 0, 'an activity whose poll is refused, an AppleCare answer nested too deep to read or not UTF-8, do not stop the inventory');
 SELECT alike((SELECT error FROM abm_device_activities WHERE id = :'act'), '%403%', 'the refused poll is kept with the activity');
 SELECT is((SELECT count(*)::int FROM abm_org_devices WHERE applecare_checked_at IS NOT NULL AND serial IN ('T00000000', 'T00000001', 'T00000002', 'T00000003', 'T00000004')), 5,
           'a device whose AppleCare ABM refuses does not stop the others (and goes to the back of the queue)');
