@@ -46,7 +46,7 @@ ade_build() {
   # one build at a time (a lock on the Makefile): test/run-tests.sh's groups
   # run a build of their own (make demo, the runner's self-test)
   (
-    flock 9 && make -s PG_CONFIG="$PG_CONFIG" >/dev/null && make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+    flock 9 && make -s -j2 PG_CONFIG="$PG_CONFIG" >/dev/null && make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
   ) 9<Makefile
 }
 
